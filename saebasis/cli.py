@@ -1,0 +1,69 @@
+"""`saebasis <command> [hydra overrides]`: a thin shell that wires Hydra configs to plain functions."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from saebasis.config import CONFIG_DIR, setup_env
+
+# command -> (Hydra config name, "module:function", one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("demo", "saebasis.demo:demo", "train, compare, interpret and report on the embedded default"),
+    "train-sae": ("train_sae", "saebasis.train.sae_train:train_sae", "train an SAE with sae-lens' runner"),
+    "sae-info": ("sae_info", "saebasis.sae_info:sae_info", "print an SAE's quality figures (EV, L0, dead, CE recovered)"),
+    "train": ("train", "saebasis.train.train:train", "train an intervention (Lightning)"),
+    "fit-baseline": ("fit_baseline", "saebasis.train.fit:fit_baseline", "fit SARA / DiffMean / PCA"),
+    "generate": ("generate", "saebasis.generate:generate", "generate with a saved run at a chosen strength"),
+    "compare": ("compare", "saebasis.eval.compare:compare", "every method side by side, judged offline"),
+    "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
+}
+SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep --help`)"
+
+
+def usage() -> str:
+    lines = ["usage: saebasis <command> [key=value ...] [-m for a Hydra multirun]", "", "commands:"]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {'sweep':<13} {SWEEP_HELP}", "", f"configs: {CONFIG_DIR}", "Hydra help for one command: saebasis <command> --help"]
+    return "\n".join(lines)
+
+
+def _resolve(target: str):
+    module, fn = target.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def run_hydra(command: str, argv: list[str]):
+    import hydra
+
+    config_name, target, _ = COMMANDS[command]
+    fn = _resolve(target)
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def _main(cfg):
+        return fn(cfg)
+
+    sys.argv = [f"saebasis-{command}", *argv]
+    return _main()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_env()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "sweep":
+        from saebasis.sweep import sweep_cli
+
+        sweep_cli(rest)
+    elif command in COMMANDS:
+        run_hydra(command, rest)
+    else:
+        print(f"saebasis: unknown command '{command}'.\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

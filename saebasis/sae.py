@@ -1,0 +1,186 @@
+"""The SAE as a frozen basis: encode, decode, error term, splice, and a fit check at load.
+
+Notation (sae-lens shapes): h [batch, pos, d_model]; W_enc [d_model, d_sae]; W_dec [d_sae, d_model].
+    enc(h) = z,   dec(z) = z W_dec + b_dec,   err(h) = h - dec(enc(h)).
+Splicing keeps the error term: h' = h + (dec(z') - dec(z)), which equals dec(z') + err(h) and returns
+h bit for bit when z' == z.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+from jaxtyping import Float
+from sae_lens import SAE
+from torch import Tensor, nn
+
+from saebasis import hooks
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def resolve_builtin(source: str) -> Path:
+    """`builtin:NAME` -> the SAE shipped in saebasis/assets/sae/NAME; anything else -> Path(source)."""
+    if source.startswith("builtin:"):
+        path = ASSETS / "sae" / source.removeprefix("builtin:")
+        if not path.exists():
+            raise FileNotFoundError(f"No built-in SAE '{source}'. Shipped: {sorted(p.name for p in (ASSETS / 'sae').glob('*'))}.")
+        return path
+    return Path(source)
+
+
+# Public releases whose latents have Neuronpedia pages (release -> neuronpedia model id).
+NEURONPEDIA_MODELS = {"gpt2-small-res-jb": "gpt2-small", "gemma-scope-2b-pt-res-canonical": "gemma-2-2b"}
+
+
+class SAEBasis(nn.Module):
+    """Frozen sae-lens SAE used as a coordinate system at one hook: z = enc(h), h = dec(z) + err(h)."""
+
+    def __init__(self, sae: SAE, hook: str, source: str = "") -> None:
+        super().__init__()
+        self.sae = sae.eval().requires_grad_(False)
+        self.hook = hooks.parse_hook(hook).name
+        self.source = source
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, source: str, sae_id: str | None = None, hook: str | None = None, device: str = "cpu") -> "SAEBasis":
+        """A local sae-lens folder (cfg.json + sae_weights.safetensors) or a pretrained release + id.
+
+        `hook` overrides the hook recorded in the SAE's metadata (needed when that is missing).
+        """
+        path = resolve_builtin(source)
+        if path.exists():
+            if not (path / "cfg.json").exists() or not (path / "sae_weights.safetensors").exists():
+                raise FileNotFoundError(
+                    f"{path} is not an sae-lens SAE folder: it needs cfg.json and sae_weights.safetensors "
+                    f"(write one with `saebasis train-sae` or SAE.save_model)."
+                )
+            sae = SAE.load_from_disk(path, device=device, dtype="float32")
+        elif sae_id is not None:
+            sae = SAE.from_pretrained(source, sae_id, device=device)
+        else:
+            raise FileNotFoundError(
+                f"SAE '{source}' is neither a local folder nor a release with an sae_id. Pass a folder, "
+                f"or sae.release=<release> sae.sae_id=<id> (e.g. gpt2-small-res-jb blocks.8.hook_resid_pre)."
+            )
+        hook = hook or sae.cfg.metadata.get("hook_name")
+        if hook is None:
+            raise ValueError(f"The SAE at {source} records no hook; pass hook=blocks.L.hook_resid_post.")
+        return cls(sae, hook, source=f"{source}" + (f"/{sae_id}" if sae_id else ""))
+
+    # -- the basis -----------------------------------------------------------------------------
+    @property
+    def d_sae(self) -> int:
+        return self.sae.cfg.d_sae
+
+    @property
+    def d_model(self) -> int:
+        return self.sae.cfg.d_in
+
+    @property
+    def W_dec(self) -> Float[Tensor, "d_sae d_model"]:
+        return self.sae.W_dec
+
+    @property
+    def W_enc(self) -> Float[Tensor, "d_model d_sae"]:
+        return self.sae.W_enc
+
+    @property
+    def b_dec(self) -> Float[Tensor, " d_model"]:
+        return self.sae.b_dec
+
+    def encode(self, h: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_sae"]:
+        return self.sae.encode(h.to(self.sae.dtype))
+
+    def decode(self, z: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_model"]:
+        return self.sae.decode(z)
+
+    def error(self, h: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        return h - self.decode(self.encode(h))
+
+    def splice(
+        self, h: Float[Tensor, "*batch d_model"], z: Float[Tensor, "*batch d_sae"], z_new: Float[Tensor, "*batch d_sae"]
+    ) -> Float[Tensor, "*batch d_model"]:
+        """h' = dec(z_new) + err(h), computed as h + (dec(z_new) - dec(z)) so z_new == z gives h exactly."""
+        return h + (self.decode(z_new) - self.decode(z)).to(h.dtype)
+
+    def check_width(self, d_model: int) -> None:
+        if d_model != self.d_model:
+            raise ValueError(
+                f"SAE/model width mismatch: the SAE at {self.source or 'this source'} reads d_in={self.d_model} "
+                f"but the model's residual stream has d_model={d_model}. Use an SAE trained on this model "
+                f"(saebasis train-sae) or the model the SAE was trained on."
+            )
+
+    def neuronpedia_url(self, latent: int) -> str | None:
+        release = self.source.split("/")[0]
+        if release not in NEURONPEDIA_MODELS:
+            return None
+        point = hooks.parse_hook(self.hook)
+        layer_id = f"{point.layer}-res-jb" if release == "gpt2-small-res-jb" else f"{point.layer}-gemmascope-res-16k"
+        return f"https://neuronpedia.org/{NEURONPEDIA_MODELS[release]}/{layer_id}/{latent}"
+
+
+class CompatReport(NamedTuple):
+    explained_variance: float
+    l0: float
+    dead_fraction: float
+    ce_loss_clean: float
+    ce_loss_spliced: float
+    ce_loss_zero: float
+    ce_loss_recovered: float
+    n_tokens: int
+
+    def to_json(self) -> str:
+        return json.dumps(self._asdict(), indent=2)
+
+
+def _ce(model: nn.Module, batch: dict) -> float:
+    out = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100))
+    return float(out.loss)
+
+
+@torch.no_grad()
+def check_compat(
+    basis: SAEBasis, model: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 128,
+    warn_ev: float = 0.5, warn_ce: float = 0.6,
+) -> CompatReport:
+    """Explained variance, mean L0, dead fraction and CE-loss recovered of the SAE on `texts`.
+
+    Raises on a width mismatch; warns (naming the likely cause) when the SAE does not fit the model's
+    activations at this hook -- a wrong hook, or an SAE trained on a TransformerLens-processed model.
+    """
+    basis.check_width(model.config.hidden_size)
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+    mask = batch["attention_mask"].bool()  # [batch, pos]
+    h = hooks.run_to_hook(model, basis.hook, **batch)[mask]  # [tokens, d_model]
+    z = basis.encode(h)  # [tokens, d_sae]
+    recon = basis.decode(z)
+    ev = 1 - float((h - recon).pow(2).sum() / (h - h.mean(0)).pow(2).sum())
+    ce_clean = _ce(model, batch)
+    with hooks.attach(model, basis.hook, lambda x: basis.decode(basis.encode(x))):
+        ce_spliced = _ce(model, batch)
+    with hooks.attach(model, basis.hook, torch.zeros_like):
+        ce_zero = _ce(model, batch)
+    recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan")
+    report = CompatReport(
+        explained_variance=ev, l0=float((z > 0).sum(-1).float().mean()),
+        dead_fraction=float(((z > 0).sum(0) == 0).float().mean()), ce_loss_clean=ce_clean,
+        ce_loss_spliced=ce_spliced, ce_loss_zero=ce_zero, ce_loss_recovered=recovered, n_tokens=int(mask.sum()),
+    )
+    if ev < warn_ev or not math.isfinite(recovered) or recovered < warn_ce:
+        warnings.warn(
+            f"The SAE does not fit this model's activations at {basis.hook}: explained variance {ev:.2f}, "
+            f"CE loss recovered {recovered:.2f}. Likely causes: the wrong hook (resid_pre vs resid_post, "
+            f"off-by-one layer), or an SAE trained on a TransformerLens-processed model (fold_ln / centred "
+            f"weights) applied to raw HF activations. Check the SAE's hook_name and training model.",
+            stacklevel=2,
+        )
+    return report
