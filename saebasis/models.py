@@ -49,7 +49,7 @@ def _convert_embedded(target: Path) -> None:
     """Dequantise the GGUF once and save it as a plain safetensors HF folder (atomic rename)."""
     src = embedded_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    quantised = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, torch_dtype=torch.float32)
+    quantised = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
     config_dict = quantised.config.to_dict()
     config_dict.pop("quantization_config", None)  # a GGUF-loaded model refuses save_pretrained
     model = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config_dict))
@@ -81,7 +81,7 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
     path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
     torch_dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise OSError(

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from saebasis.interventions.base import Intervention, build
@@ -110,7 +110,7 @@ def load_run(path: str | Path, sae: SAEBasis | None = None, device: str = "cpu")
         raise FileNotFoundError(f"{weights} is missing; the run at {path} is incomplete. Re-run training.")
     try:
         state = load_file(weights, device=device)
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights} is corrupt ({err}). Re-run training or restore the file.") from err
     sae = sae if sae is not None else load_sae_for_run(cfg, device)
     intervention = build(cfg["method"], cfg.get("intervention"), cfg["d_model"], sae)

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+
+from saebasis.interventions import build
+from saebasis.runs import load_run, save_run, set_strength
+from tests.conftest import D_MODEL
+
+
+def _trained_bias(sae):
+    iv = build("sae_bias", {"l1_coef": 0.0}, D_MODEL, sae)
+    with torch.no_grad():
+        iv.b.normal_()
+    return iv
+
+
+def test_save_load_reproduces_outputs_bit_for_bit(sae, tmp_path):
+    iv = _trained_bias(sae)
+    h = torch.randn(2, 4, D_MODEL)
+    save_run(tmp_path / "run", iv, {"sae": None, "hook": sae.hook}, {"loss": 1.0})
+    run = load_run(tmp_path / "run", sae=sae)
+    assert torch.equal(run.intervention(h), iv(h))
+    assert run.metrics == {"loss": 1.0}
+    assert run.cfg["method"] == "sae_bias" and run.cfg["d_model"] == D_MODEL
+
+
+def test_zero_strength_is_bit_identical(sae):
+    iv = set_strength(_trained_bias(sae), 0.0)
+    h = torch.randn(2, 4, D_MODEL)
+    assert iv(h) is h
+
+
+def test_bad_strength_is_refused(sae):
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+        set_strength(_trained_bias(sae), float("nan"))
+    with pytest.raises(ValueError, match="intervention.strength must be a finite number"):
+        build("sae_bias", {"strength": float("nan")}, D_MODEL, sae)
+
+
+def test_unknown_method_and_field(sae):
+    with pytest.raises(ValueError, match="Unknown intervention 'nope'"):
+        build("nope", {}, D_MODEL, sae)
+    with pytest.raises(ValueError, match=r"Unknown field\(s\) \['l2'\] for intervention 'sae_bias'"):
+        build("sae_bias", {"l2": 1.0}, D_MODEL, sae)
+
+
+def test_resave_replaces_atomically_and_failed_save_keeps_old(sae, tmp_path, monkeypatch):
+    iv = _trained_bias(sae)
+    save_run(tmp_path / "run", iv, {"sae": None}, {"v": 1})
+    import saebasis.runs as runs
+
+    def crash(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runs, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_run(tmp_path / "run", iv, {"sae": None}, {"v": 2})
+    assert load_run(tmp_path / "run", sae=sae).metrics == {"v": 1}  # earlier result intact
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no half-written folder left behind
+
+
+def test_planted_pickle_is_refused(sae, tmp_path):
+    save_run(tmp_path / "run", _trained_bias(sae), {"sae": None})
+    torch.save({"x": 1}, tmp_path / "run" / "evil.pt")
+    with pytest.raises(ValueError, match="never pickles"):
+        load_run(tmp_path / "run", sae=sae)
+
+
+def test_corrupt_and_missing_files_are_explained(sae, tmp_path):
+    save_run(tmp_path / "run", _trained_bias(sae), {"sae": None})
+    (tmp_path / "run" / "intervention.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="is corrupt"):
+        load_run(tmp_path / "run", sae=sae)
+    (tmp_path / "run" / "cfg.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_run(tmp_path / "run", sae=sae)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run(tmp_path / "missing")
+
+
+def test_sae_bias_folds_to_one_vector(sae):
+    iv = _trained_bias(sae)
+    h = torch.randn(2, 4, D_MODEL)
+    z = sae.encode(h)
+    via_latents = sae.splice(h, z, z + iv.b)
+    assert torch.allclose(iv(h), via_latents, atol=1e-5)
+    assert torch.allclose(iv.folded(), iv.b @ sae.W_dec, atol=1e-5)
+    assert json.loads(json.dumps(iv.config_dict()))["l1_coef"] == 0.0
