@@ -31,7 +31,10 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose a config exactly as the CLI would (`saebasis <cmd> k=v ...`), without running it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a running `saebasis <cmd>` (e.g. the demo)
+        return hydra_compose(config_name=config_name, overrides=overrides or [])
     if not CONFIG_DIR.is_dir():
         raise FileNotFoundError(
             f"Config folder {CONFIG_DIR} not found: install saebasis from a clone with `pip install -e .`."
