@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor, nn
 
@@ -36,6 +36,23 @@ def resolve_builtin(source: str) -> Path:
 
 # Public releases whose latents have Neuronpedia pages (release -> neuronpedia model id).
 NEURONPEDIA_MODELS = {"gpt2-small-res-jb": "gpt2-small", "gemma-scope-2b-pt-res-canonical": "gemma-2-2b"}
+
+
+class SparseLatents(NamedTuple):
+    """The k largest latents of each token: memory O(tokens * k) instead of O(tokens * d_sae).
+
+    `exact` is True when no token had more than k active (non-zero) latents, i.e. `to_dense()`
+    equals the dense encoding (up to float rounding from the chunked matmul).
+    """
+
+    indices: Int[Tensor, "*batch k"]
+    values: Float[Tensor, "*batch k"]
+    d_sae: int
+    exact: bool
+
+    def to_dense(self) -> Float[Tensor, "*batch d_sae"]:
+        dense = self.values.new_zeros(*self.values.shape[:-1], self.d_sae)
+        return dense.scatter_(-1, self.indices, self.values)
 
 
 class SAEBasis(nn.Module):
@@ -97,6 +114,39 @@ class SAEBasis(nn.Module):
 
     def encode(self, h: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_sae"]:
         return self.sae.encode(h.to(self.sae.dtype))
+
+    def encode_chunked(self, h: Float[Tensor, "*batch d_model"], chunk: int = 1024) -> Float[Tensor, "*batch d_sae"]:
+        """`encode(h)` computed `chunk` tokens at a time into one preallocated output.
+
+        The dense path holds the pre-activations and the activations of every token at once (about
+        2x the output); this holds the output plus one chunk's intermediates. Equal to `encode(h)` up
+        to float rounding (a matmul over fewer rows may sum in another order).
+        """
+        flat = h.reshape(-1, h.shape[-1])  # [tokens, d_model]
+        out = flat.new_empty(flat.shape[0], self.d_sae, dtype=self.sae.dtype)  # [tokens, d_sae]
+        for start in range(0, flat.shape[0], chunk):
+            out[start : start + chunk] = self.encode(flat[start : start + chunk])
+        return out.reshape(*h.shape[:-1], self.d_sae)
+
+    def encode_topk_sparse(self, h: Float[Tensor, "*batch d_model"], k: int = 64, chunk: int = 1024) -> SparseLatents:
+        """The k largest latents of each token, encoded `chunk` tokens at a time.
+
+        Peak memory is flat in d_sae beyond one chunk: O(chunk * d_sae + tokens * k). With k at least
+        the largest per-token L0 the result is exact (`.exact`, `.to_dense()` == `encode(h)`).
+        """
+        if not 0 < k <= self.d_sae:
+            raise ValueError(f"k must be in 1..d_sae={self.d_sae}, got {k}. Pick k >= the SAE's L0 for an exact result.")
+        flat = h.reshape(-1, h.shape[-1])  # [tokens, d_model]
+        values = flat.new_empty(flat.shape[0], k, dtype=self.sae.dtype)  # [tokens, k]
+        indices = torch.empty(flat.shape[0], k, dtype=torch.long, device=flat.device)  # [tokens, k]
+        exact = True
+        for start in range(0, flat.shape[0], chunk):
+            z = self.encode(flat[start : start + chunk])  # [chunk, d_sae]
+            exact = exact and int((z != 0).sum(-1).max()) <= k
+            top = z.topk(k, dim=-1)
+            values[start : start + chunk], indices[start : start + chunk] = top.values, top.indices
+        shape = (*h.shape[:-1], k)
+        return SparseLatents(indices.reshape(shape), values.reshape(shape), self.d_sae, exact)
 
     def decode(self, z: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_model"]:
         return self.sae.decode(z)

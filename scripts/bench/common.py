@@ -1,0 +1,115 @@
+"""Shared helpers for the benchmarks: machine description, interleaved timing, JSON results.
+
+Every benchmark measures the cases it compares side by side in ONE run: repetitions are interleaved
+(case A, B, C, then B, C, A, ...) so drift in machine load hits every case alike, and each figure is
+the median of the repetitions. Results go to scripts/bench/results/<name>.json with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, runs in seconds (schema check, not figures)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions per case (median reported)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default: results/<name>.json)")
+    return parser
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
+    }
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["git_commit"] = None
+    return info
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: str = "cpu", warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of each case, repetitions interleaved with a rotating order."""
+    names = list(cases)
+    for _ in range(warmup):
+        for name in names:
+            cases[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(reps):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for name in order:
+            sync(device)
+            start = time.perf_counter()
+            cases[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
+    """results/<name>.json (results/<name>.quick.json in --quick mode, which git ignores)."""
+    out = args.out or RESULTS / (f"{name}.quick.json" if args.quick else f"{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": name,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "machine": machine(args.device),
+        "gpu_measured": args.device.startswith("cuda"),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **payload,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"[bench] wrote {out}")
+    return out
