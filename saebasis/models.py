@@ -78,6 +78,8 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
 
     The model is put in eval mode with every parameter frozen: saebasis never trains the LM.
     """
+    if name.lower() in TINY_NAMES:
+        return tiny_model(name, device, dtype)
     path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
     torch_dtype = getattr(torch, dtype)
     try:
@@ -98,3 +100,47 @@ def prepare(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: 
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model
+
+
+# -- a tiny random Llama for tests and CLI smoke runs (no files, no network) ---------------------
+TINY_NAMES = ("tiny-llama",)
+
+
+def tiny_config(name: str):
+    """LlamaConfig of the built-in random test model `tiny-llama` (d_model 32, 3 layers); None otherwise."""
+    if name.lower() not in TINY_NAMES:
+        return None
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerBase:
+    """Byte-level tokenizer with no merges: every byte is one token, so any text round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<s>", "</s>", "<unk>"] + sorted(alphabet))}  # 4 + 256
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+    )
+    return fast
+
+
+def tiny_model(name: str = "tiny-llama", device: str = "cpu", dtype: str = "float32", seed: int = 0) -> LoadedModel:
+    """The same random weights for the same seed, without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(tiny_config(name)).to(getattr(torch, dtype))
+    tokenizer = tiny_tokenizer()
+    return LoadedModel(prepare(model, tokenizer, device), tokenizer, name)
