@@ -1,0 +1,196 @@
+"""Reliability: bad configs fail early and clearly, crashes never leave loadable half-results,
+loading never runs code, the memory-flat SAE paths are exact, benchmarks write their JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from saebasis import runs
+from saebasis.interventions import build
+from saebasis.runs import load_run, save_run
+from saebasis.sae import SAEBasis
+from saebasis.validate import ConfigError, validate
+from tests.conftest import D_MODEL, tiny_sae
+
+REPO = Path(__file__).resolve().parents[1]
+NAN = float("nan")
+
+
+# -- memory-flat SAE encoding -------------------------------------------------------------------
+def test_chunked_and_topk_encodings_match_dense(sae):
+    h = torch.randn(3, 7, D_MODEL)  # [batch, pos, d_model], 21 tokens: chunks of 5 leave a remainder
+    dense = sae.encode(h)
+    assert torch.allclose(sae.encode_chunked(h, chunk=5), dense, atol=1e-5)
+    full = sae.encode_topk_sparse(h, k=sae.d_sae, chunk=5)
+    assert full.exact and full.indices.shape == (3, 7, sae.d_sae)
+    assert torch.allclose(full.to_dense(), dense, atol=1e-5)
+
+
+def test_topk_keeps_the_largest_latents_and_reports_truncation(sae):
+    h = torch.randn(4, D_MODEL)
+    dense = sae.encode(h)
+    l0 = int((dense != 0).sum(-1).max())
+    assert 1 < l0 < sae.d_sae  # the fixture has some, not all, latents active
+    cut = sae.encode_topk_sparse(h, k=l0 - 1, chunk=3)
+    assert not cut.exact
+    assert torch.allclose(cut.values, dense.topk(l0 - 1, -1).values, atol=1e-5)
+    assert sae.encode_topk_sparse(h, k=l0, chunk=3).exact
+    with pytest.raises(ValueError, match="k must be in 1..d_sae"):
+        sae.encode_topk_sparse(h, k=0)
+
+
+# -- config validation, before any heavy work ---------------------------------------------------
+def write_concept(root: Path, pairs: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "concept.yaml").write_text("name: joy\ndescription: joyful text\njudge: vader\n")
+    row = {"prompt": "Say", "positive": "great", "negative": "awful"}
+    (root / "pairs.jsonl").write_text(json.dumps(row) + "\n" if pairs is None else pairs)
+    (root / "neutral.jsonl").write_text(json.dumps({"prompt": "The sky"}) + "\n")
+    (root / "instructions.jsonl").write_text(json.dumps({"instruction": "Write.", "split": "val"}) + "\n")
+    return root
+
+
+def save_sae(path: Path, d_in: int = 32) -> Path:
+    tiny_sae(d_in=d_in).sae.save_model(path)
+    return path
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Any model load or forward pass fails the test: validation must come first."""
+    import transformers
+
+    def heavy(*_a, **_k):
+        raise AssertionError("heavy work started before the config was validated")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", heavy)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config", heavy)
+
+
+def good_cfg(tmp_path: Path) -> dict:
+    return {
+        "model": {"name": "tiny-llama"}, "hook": "blocks.1.hook_resid_post",
+        "sae": {"path": str(save_sae(tmp_path / "sae")), "sae_id": None, "hook": "blocks.1.hook_resid_post"},
+        "method": "sae_bias", "intervention": {"strength": 1.0, "l1_coef": 0.0},
+        "data": {"concept": str(write_concept(tmp_path / "concept"))},
+    }
+
+
+def test_good_config_passes(tmp_path, no_heavy_work):
+    validate(good_cfg(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fix"),
+    [
+        (lambda c, p: c.update(hook="blocks.1.hook_attn_out"), "hook", "blocks.12.hook_resid_post"),
+        (lambda c, p: c.update(hook="blocks.9.hook_resid_post"), "hook", r"pick a layer in 0\.\.2"),
+        (lambda c, p: c["sae"].update(path=str(save_sae(p / "wide", d_in=64))), "sae.path", "d_in=64 .* d_model=32"),
+        (lambda c, p: c["intervention"].update(strength=NAN), "intervention.strength", "finite number"),
+        (lambda c, p: c.update(method="nope"), "method", "choose one of"),
+        (lambda c, p: c["data"].update(concept=str(write_concept(p / "empty", pairs=""))), "data.concept", "is empty"),
+        (lambda c, p: c["data"].update(concept=str(write_concept(p / "bad", pairs="{oops\n"))), "data.concept", "not valid JSON"),
+        (lambda c, p: c["data"].update(concept=str(p / "nowhere")), "data.concept", "No dataset"),
+        (lambda c, p: c["data"].update(concept=None), "data.concept", "no dataset given"),
+    ],
+    ids=["unknown-hook", "layer-out-of-range", "sae-width", "strength-nan", "unknown-method",
+         "empty-dataset", "malformed-dataset", "missing-dataset", "no-dataset"],
+)
+def test_bad_config_names_field_and_fix(tmp_path, no_heavy_work, change, field, fix):
+    cfg = good_cfg(tmp_path)
+    change(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=fix) as info:
+        validate(cfg)
+    assert info.value.field == field
+    assert f"config field '{field}'" in str(info.value) and "Fix:" in str(info.value)
+
+
+# -- crashes never leave a half-written run that loads -----------------------------------------
+def _fork_and_die_mid_save(target: Path, iv, metrics: dict) -> int:
+    """Save a run in a forked child that SIGKILLs itself after the weights, before the config."""
+    pid = os.fork()
+    if pid == 0:  # child: no torch compute here, only file writes
+        try:
+            runs._write_json = lambda *_a, **_k: os.kill(os.getpid(), signal.SIGKILL)
+            save_run(target, iv, {"sae": None}, metrics)
+        finally:
+            os._exit(3)  # not reached when the kill lands
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def test_sigkill_mid_save_never_leaves_a_loadable_half_run(sae, tmp_path):
+    iv = build("sae_bias", {"l1_coef": 0.0}, D_MODEL, sae)
+    status = _fork_and_die_mid_save(tmp_path / "fresh", iv, {"v": 1})
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert not (tmp_path / "fresh").exists()  # nothing at the target: a crash is "no run", not half a run
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".fresh.tmp-")]
+    assert leftovers and not (leftovers[0] / "cfg.json").exists()
+    with pytest.raises(FileNotFoundError):
+        load_run(leftovers[0], sae=sae)
+
+    save_run(tmp_path / "old", iv, {"sae": None}, {"v": 1})
+    _fork_and_die_mid_save(tmp_path / "old", iv, {"v": 2})
+    assert load_run(tmp_path / "old", sae=sae).metrics == {"v": 1}  # the previous run is intact
+
+
+# -- loading never executes code ----------------------------------------------------------------
+class _Payload:
+    """Unpickling this creates a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickles_are_never_executed(sae, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Payload(marker))
+    save_run(tmp_path / "run", build("sae_bias", {}, D_MODEL, sae), {"sae": None})
+    (tmp_path / "run" / "intervention.safetensors").write_bytes(evil)  # pickle under a safetensors name
+    with pytest.raises(ValueError, match="is corrupt"):
+        load_run(tmp_path / "run", sae=sae)
+    (tmp_path / "run" / "weights.pkl").write_bytes(evil)
+    with pytest.raises(ValueError, match="never pickles"):
+        load_run(tmp_path / "run", sae=sae)
+
+    sae_dir = save_sae(tmp_path / "sae")
+    (sae_dir / "sae_weights.safetensors").unlink()
+    (sae_dir / "sae_weights.pt").write_bytes(evil)
+    with pytest.raises(FileNotFoundError, match="needs cfg.json and sae_weights.safetensors"):
+        SAEBasis.load(str(sae_dir))
+    cfg = good_cfg(tmp_path / "c")
+    cfg["sae"]["path"] = str(sae_dir)
+    with pytest.raises(ConfigError, match="never pickles"):
+        validate(cfg)
+    assert not marker.exists()
+
+
+# -- benchmarks: --quick writes the JSON schema (not a timing test) ----------------------------
+BENCHES = sorted((REPO / "scripts" / "bench").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHES, ids=[p.stem for p in BENCHES])
+def test_bench_quick_writes_json_schema(script, tmp_path):
+    out = tmp_path / f"{script.stem}.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["quick"] is True and record["benchmark"]
+    assert {"cpu", "cores", "torch", "gpu", "device"} <= set(record["machine"])
+    assert record["gpu_measured"] is False
+    assert isinstance(record["results"], list) and record["results"]
+    assert record["ratios"] and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())
