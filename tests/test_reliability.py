@@ -193,4 +193,4 @@ def test_bench_quick_writes_json_schema(script, tmp_path):
     assert {"cpu", "cores", "torch", "gpu", "device"} <= set(record["machine"])
     assert record["gpu_measured"] is False
     assert isinstance(record["results"], list) and record["results"]
-    assert record["ratios"] and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())
+    assert isinstance(record["ratios"], dict) and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())

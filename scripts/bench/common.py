@@ -113,3 +113,39 @@ def write(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"[bench] wrote {out}")
     return out
+
+
+# -- the model / SAE every benchmark runs on ---------------------------------------------------
+def add_stack_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="smollm2 (embedded, default), tiny-llama (--quick), a folder or HF id")
+    parser.add_argument("--layer", type=int, default=None, help="hook layer (resid_post); default 12, or 1 with --quick")
+    parser.add_argument("--sae", default=None, help="SAE folder / builtin:NAME; default: the built-in SAE for the "
+                        "embedded model when it exists, else a random-weight SAE (plumbing and timing only)")
+    parser.add_argument("--d-sae", type=int, default=None, help="width of the random SAE when one is used (default 2304)")
+
+
+def stack(args: argparse.Namespace):
+    """(model, tokenizer, sae, hook, sae_note) for the benchmark's --model / --layer / --sae."""
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    from saebasis.models import load_model
+    from saebasis.sae import ASSETS, SAEBasis
+
+    args.model = args.model or ("tiny-llama" if args.quick else "smollm2")
+    args.layer = args.layer if args.layer is not None else (1 if args.quick else 12)
+    loaded = load_model(args.model, args.device, args.dtype)
+    d_model = loaded.model.config.hidden_size
+    hook = f"blocks.{args.layer}.hook_resid_post"
+    builtin = ASSETS / "sae" / "smollm2-l12"
+    source = args.sae or (f"builtin:{builtin.name}" if args.model == "smollm2" and args.layer == 12
+                          and (builtin / "sae_weights.safetensors").exists() else None)
+    if source:
+        sae = SAEBasis.load(source, hook=hook, device=args.device)
+        note = f"trained SAE {source} (d_sae {sae.d_sae})"
+    else:
+        d_sae = args.d_sae or (64 if args.quick else 2304)
+        torch.manual_seed(0)
+        sae = SAEBasis(StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=d_sae, device=args.device)), hook)
+        note = f"random-weight SAE (d_sae {d_sae}): timings only, no trained SAE was available"
+    return loaded.model, loaded.tokenizer, sae, hook, note

@@ -1,0 +1,232 @@
+"""Training throughput (tokens/s): SAE-basis and residual adaptors vs LoRA (peft) and LoReFT (pyreft).
+
+    python scripts/bench/bench_training.py                      # embedded SmolLM2, layer 12, CPU
+    python scripts/bench/bench_training.py --device cuda --dtype bfloat16 --model <hf id> --layer 20
+
+Part 1, step throughput: ONE hand-written loop for every method (forward with labels, next-token
+cross-entropy (+ the method's penalty), backward, AdamW step), the same model, layer, batches and
+rank, repetitions interleaved, median. Nothing upstream of the layer needs gradients in any method.
+    sae_adaptor / residual_adaptor   saebasis interventions at blocks.L.hook_resid_post
+    lora_o_proj                      peft LoRA on block L's o_proj (as many parameters as the residual adaptor)
+    lora_all_linear                  peft LoRA on all seven linear maps of block L
+    loreft                           pyreft LoReFT at block L's output, every position (own venv, see below)
+Part 2, the activation cache: saebasis' `train(cfg)` end to end, several epochs, with
+cache_activations true vs false (the cache runs layers 0..L once, later epochs start at the hook).
+
+pyreft pins transformers==4.45.1 (saebasis needs 5.x), so LoReFT runs in its own venv through
+scripts/bench/pyreft_worker.py. Create it once (the CPU torch wheel, then pyreft with torch held):
+    python3 -m venv .venv-pyreft && .venv-pyreft/bin/pip install torch==2.13.0 \
+        --index-url https://download.pytorch.org/whl/cpu
+    echo "torch==$(.venv-pyreft/bin/python -c 'import torch;print(torch.__version__)')" > /tmp/c.txt
+    .venv-pyreft/bin/pip install pyreft -c /tmp/c.txt
+Token batches are random ids (seeded): throughput does not depend on the text.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import common
+
+PYREFT_PY = common.REPO / ".venv-pyreft" / "bin" / "python"
+LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def ours(model, sae, hook, method: str, rank: int | None):
+    """A step function training a saebasis intervention, its parameter count, its rank."""
+    from saebasis import hooks
+    from saebasis.interventions import REGISTRY, build
+
+    if method not in REGISTRY:
+        return None
+    cls = REGISTRY[method]
+    fields = {f for f in cls.Config.__dataclass_fields__}
+    cfg = {"rank": rank} if rank is not None and "rank" in fields else {}
+    iv = build(method, cfg, model.config.hidden_size, sae if cls.uses_sae or method.startswith("sae") else None)
+    iv.to(next(model.parameters()).device)
+    opt = torch.optim.AdamW([p for p in iv.parameters() if p.requires_grad], lr=1e-3)
+
+    def step(x):
+        with hooks.attach(model, hook, iv):
+            loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss + iv.penalty()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in iv.parameters() if p.requires_grad), getattr(iv.cfg, "rank", None)
+
+
+def lora(model, layer: int, rank: int, targets: list[str]):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, layers_to_transform=[layer]))
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+
+    def step(x):
+        loss = peft_model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in params)
+
+
+class PyreftWorker:
+    """LoReFT steps in the .venv-pyreft subprocess, timed there (see pyreft_worker.py)."""
+
+    def __init__(self, args, model_dir: Path, data: Path, rank: int) -> None:
+        cmd = [str(PYREFT_PY), str(Path(__file__).with_name("pyreft_worker.py")), "--model-dir", str(model_dir),
+               "--data", str(data), "--layer", str(args.layer), "--rank", str(rank), "--device", args.device,
+               "--dtype", args.dtype, "--seed", "0"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env={**common.os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the pyreft worker exited before it was ready (run it by hand to see why)")
+        self.params = json.loads(line)["params"]
+
+    def steps(self, n: int) -> float:
+        self.proc.stdin.write(f"steps {n}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+def step_throughput(args, model, sae, hook) -> tuple[list[dict], list[str]]:
+    notes: list[str] = []
+    torch.manual_seed(0)
+    vocab = model.config.vocab_size
+    ids = torch.randint(4, vocab, (args.n_batches, args.batch, args.seq), device=args.device)  # [n, batch, pos]
+    cases, params = {}, {}
+    for method in ("sae_adaptor", "residual_adaptor"):
+        built = ours(model, sae, hook, method, args.rank)
+        if built is None:
+            notes.append(f"{method}: not registered in saebasis.interventions; not measured")
+            continue
+        cases[method], params[method], rank = built
+        args.rank = args.rank or rank
+    args.rank = args.rank or 4
+    for name, targets in (("lora_o_proj", ["o_proj"]), ("lora_all_linear", LINEAR)):
+        try:
+            cases[name], params[name] = lora(model, args.layer, args.rank, targets)
+        except (ImportError, ValueError) as err:
+            notes.append(f"{name}: not measured ({type(err).__name__}: {err}); pip install -e '.[bench]'")
+    worker = start_pyreft(args, ids, notes)
+    counter = {name: 0 for name in cases}
+
+    def run(name, fn):
+        def go():
+            for _ in range(args.steps):
+                fn(ids[counter[name] % args.n_batches])
+                counter[name] += 1
+        return go
+
+    timed = {name: run(name, fn) for name, fn in cases.items()}
+    if worker is not None:
+        params["loreft"] = worker.params
+        timed["loreft"] = lambda: worker.steps(args.steps)
+    times = interleave_with_worker(timed, args, worker)
+    if worker is not None:
+        worker.close()
+    tokens = args.steps * args.batch * args.seq
+    rows = [{"method": name, "params": params[name], "tokens_per_step": args.batch * args.seq,
+             "tokens_per_s": tokens / common.median(ts), "seconds_all": ts} for name, ts in times.items()]
+    return rows, notes
+
+
+def start_pyreft(args, ids, notes):
+    if args.quick:
+        notes.append("loreft: skipped in --quick mode")
+        return None
+    if not PYREFT_PY.exists():
+        notes.append(f"loreft: not measured: {PYREFT_PY} does not exist (create it as in this script's docstring)")
+        return None
+    from safetensors.torch import save_file
+
+    from saebasis.models import EMBEDDED_NAMES, embedded_model_dir
+
+    model_dir = embedded_model_dir() if args.model.lower() in EMBEDDED_NAMES else Path(args.model)
+    if not (model_dir / "config.json").exists():
+        notes.append(f"loreft: not measured: the worker needs a local model folder, got {args.model}")
+        return None
+    data = Path(tempfile.mkdtemp()) / "ids.safetensors"
+    save_file({"input_ids": ids.cpu().contiguous()}, data)
+    try:
+        return PyreftWorker(args, model_dir, data, args.rank)
+    except (RuntimeError, OSError, json.JSONDecodeError) as err:
+        notes.append(f"loreft: not measured: {err}")
+        return None
+
+
+def interleave_with_worker(timed: dict, args, worker) -> dict[str, list[float]]:
+    """common.interleaved, except that the pyreft worker reports its own (inner) time."""
+    names = list(timed)
+    for name in names:  # warm-up
+        timed[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(args.reps):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            common.sync(args.device)
+            start = time.perf_counter()
+            inner = timed[name]()
+            common.sync(args.device)
+            times[name].append(inner if name == "loreft" else time.perf_counter() - start)
+            print(f"[training] rep {rep} {name:<17} {args.steps * args.batch * args.seq / times[name][-1]:8.1f} tok/s", flush=True)
+    return times
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    common.add_stack_args(parser)
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step (default 8)")
+    parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 64)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per timed repetition (default 3)")
+    parser.add_argument("--n-batches", type=int, default=4, help="distinct batches cycled through")
+    parser.add_argument("--rank", type=int, default=None, help="rank for every method (default: the adaptors' default)")
+    args = parser.parse_args()
+    args.batch = args.batch or (2 if args.quick else 8)
+    args.seq = args.seq or (16 if args.quick else 64)
+    args.steps = args.steps or (1 if args.quick else 3)
+    args.reps = args.reps or (1 if args.quick else 5)
+    model, _tok, sae, hook, sae_note = common.stack(args)
+    rows, notes = step_throughput(args, model, sae, hook)
+    cache_rows, cache_notes = cache_speedup(args)
+    common.write("training", args, summarise(rows, cache_rows, notes + cache_notes + [sae_note]))
+
+
+def summarise(rows: list[dict], cache_rows: list[dict], notes: list[str]) -> dict:
+    speed = {r["method"]: r["tokens_per_s"] for r in rows}
+    ratios = {f"{a}_over_{b}": speed[a] / speed[b] for a in ("sae_adaptor", "residual_adaptor") if a in speed
+              for b in ("lora_o_proj", "lora_all_linear", "loreft") if b in speed}
+    cache = {r["cache_activations"]: r["tokens_per_s"] for r in cache_rows}
+    if True in cache and False in cache:
+        ratios["cache_true_over_false"] = cache[True] / cache[False]
+    return {"results": rows, "cache_results": cache_rows, "ratios": ratios, "targets": {"ours_over_baselines": ">= 1.0"},
+            "notes": notes}
+
+
+def cache_speedup(args) -> tuple[list[dict], list[str]]:
+    """Part 2: filled in once saebasis.train.train exists (see below)."""
+    try:
+        from cache_bench import run_cache_bench  # noqa: F401  (scripts/bench/cache_bench.py)
+    except ImportError:
+        return [], ["cache_activations: saebasis.train.train not available yet; not measured"]
+    return run_cache_bench(args)
+
+
+if __name__ == "__main__":
+    main()
