@@ -1,0 +1,83 @@
+"""Write scripts/bench/results/SUMMARY.md from the latest results/*.json (not the --quick ones).
+
+    python scripts/bench/summary.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import common
+
+
+def machine_line(record: dict) -> str:
+    m = record["machine"]
+    gpu = m["gpu"] or "no GPU"
+    return (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, transformers {m['transformers']}, {gpu}; "
+            f"device {m['device']}, {record['args'].get('dtype')}; {record['date']}, commit {m['git_commit']}")
+
+
+def memory(record: dict) -> list[str]:
+    s = record["setup"]
+    lines = [f"### SAE encoding peak memory ({s['tokens']} tokens, d_model {s['d_model']}, chunk {s['chunk']}, k {s['k']})", "",
+             "| d_sae | dense | chunked | top-k sparse | dense / top-k |", "|---:|---:|---:|---:|---:|"]
+    by = {(r["d_sae"], r["path"]): r["peak_mib"] for r in record["results"]}
+    for d in sorted({r["d_sae"] for r in record["results"]}):
+        lines.append(f"| {d} | {by[(d, 'dense')]:.0f} MiB | {by[(d, 'chunked')]:.0f} MiB | {by[(d, 'topk')]:.0f} MiB | "
+                     f"{by[(d, 'dense')] / by[(d, 'topk')]:.1f}x |")
+    lines += ["", f"Measured as {s['measure']}; {s['weights']}."]
+    return lines
+
+
+def generation(record: dict) -> list[str]:
+    s = record["setup"]
+    lines = [f"### Generation overhead ({s['prompts']} prompts x {s['new_tokens']} new tokens, batch {s['batch']}, "
+             f"{s['decoding']}, hook {s['hook']})", "",
+             "| method | time / unsteered | target | met |", "|---|---:|---:|:---:|"]
+    for r in record["results"]:
+        target = f"<= {r['target']}" if r["target"] else "-"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['method']} | {r['ratio']:.3f}x | {target} | {met} |")
+    lines += ["", f"SAE: {s['sae']}. Median of {record['args']['reps']} interleaved repetitions."]
+    return lines
+
+
+def training(record: dict) -> list[str]:
+    lines = ["### Training throughput (one step loop for every method: forward, CE loss, backward, AdamW)", "",
+             "| method | trainable params | tokens/s |", "|---|---:|---:|"]
+    for r in record["results"]:
+        lines.append(f"| {r['method']} | {r['params']:,} | {r['tokens_per_s']:.0f} |")
+    if record.get("cache_results"):
+        lines += ["", "| train(cfg), cache_activations | epochs | tokens/s |", "|---|---:|---:|"]
+        for r in record["cache_results"]:
+            lines.append(f"| {r['cache_activations']} | {r['epochs']} | {r['tokens_per_s']:.0f} |")
+    lines += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v:.2f}x |" for k, v in record["ratios"].items()]
+    lines += [""] + [f"- {n}" for n in record.get("notes", [])]
+    return lines
+
+
+SECTIONS = {"memory": memory, "generation": generation, "training": training}
+
+
+def main() -> None:
+    out = ["# Benchmarks", "", "Written by `python scripts/bench/summary.py` from scripts/bench/results/*.json.",
+           "GPU figures were not measured here (no GPU on this machine); every script takes "
+           "`--device cuda --dtype bfloat16 --model <hf id>`.", ""]
+    for name, section in SECTIONS.items():
+        path = common.RESULTS / f"{name}.json"
+        if not path.exists():
+            out += [f"### {name}", "", f"not measured yet (`python scripts/bench/bench_{name}.py`)", ""]
+            continue
+        record = json.loads(path.read_text())
+        out += section(record) + ["", f"Machine: {machine_line(record)}.", f"Command: `{command(name, record)}`", ""]
+    Path(common.RESULTS / "SUMMARY.md").write_text("\n".join(out))
+    print(f"[bench] wrote {common.RESULTS / 'SUMMARY.md'}")
+
+
+def command(name: str, record: dict) -> str:
+    return f"python scripts/bench/bench_{name}.py" + ("" if record["args"].get("device") == "cpu" else f" --device {record['args']['device']}")
+
+
+if __name__ == "__main__":
+    main()
