@@ -1,0 +1,45 @@
+"""`saebasis sae-info`: an SAE's quality on the model, measured now, beside the figures stored at training."""
+
+from __future__ import annotations
+
+import json
+
+from saebasis.config import to_dict
+from saebasis.corpus import corpus_path, corpus_texts, read_corpus
+from saebasis.models import load_model
+from saebasis.sae import SAEBasis, check_compat, resolve_builtin
+from saebasis.stack import CHECK_TEXTS, load_sae
+
+FIELDS = [
+    ("explained_variance", "explained variance"), ("l0", "mean L0 (active latents / token)"),
+    ("dead_fraction", "dead-latent fraction"), ("ce_loss_clean", "CE loss, clean"),
+    ("ce_loss_spliced", "CE loss, SAE spliced in"), ("ce_loss_zero", "CE loss, resid zero-ablated"),
+    ("ce_loss_recovered", "CE loss recovered"), ("n_tokens", "tokens measured"),
+]
+
+
+def eval_texts(sae_cfg: dict, n: int) -> tuple[list[str], str]:
+    """Held-out corpus documents when the SAE recorded its split and the corpus is cached, else fixed texts."""
+    train_cfg = resolve_builtin(sae_cfg["path"]) / "training_cfg.json" if sae_cfg.get("path") else None
+    rows = read_corpus(corpus_path())
+    if train_cfg is not None and train_cfg.exists() and rows:
+        held = json.loads(train_cfg.read_text())["corpus"]["heldout_fraction"]
+        texts = corpus_texts(rows)
+        return texts[: max(1, int(len(texts) * held))][:n], "held-out corpus documents"
+    return CHECK_TEXTS, "saebasis.stack.CHECK_TEXTS (corpus not cached)"
+
+
+def sae_info(cfg) -> dict:
+    cfg = to_dict(cfg)
+    basis: SAEBasis = load_sae(cfg["sae"])
+    loaded = load_model(cfg["model"]["name"], cfg["model"].get("device", "cpu"))
+    texts, source = eval_texts(cfg["sae"], cfg["n_texts"])
+    now = check_compat(basis, loaded.model, loaded.tokenizer, texts, max_len=cfg["max_len"])._asdict()
+    stored_path = resolve_builtin(cfg["sae"]["path"]) / "quality.json"
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    print(f"SAE {basis.source} at {basis.hook}: d_model {basis.d_model}, d_sae {basis.d_sae}, "
+          f"architecture {basis.sae.cfg.architecture()}")
+    print(f"measured now on {len(texts)} texts ({source}) | stored at training ({stored_path.name})")
+    for key, label in FIELDS:
+        print(f"  {label:<34} {now[key]:>10.4g}   {stored.get(key, float('nan')):>10.4g}")
+    return {"now": now, "stored": stored}

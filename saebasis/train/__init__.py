@@ -1,0 +1,1 @@
+"""Training: interventions (Lightning), SAEs (sae-lens runner), closed-form baselines."""

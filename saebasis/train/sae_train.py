@@ -1,0 +1,135 @@
+"""`saebasis train-sae`: train an SAE on an HF model with sae-lens' own runner.
+
+sae-lens does the training (LanguageModelSAETrainingRunner, its ActivationsStore, its wandb logging and
+progress bar); this module only wires it to an HF model (HookedProxyLM, hook = the block's module name,
+i.e. resid_post), the offline corpus (saebasis.corpus, as an HF `datasets.Dataset`), and then writes
+what a user needs beside the weights: the TransformerLens hook name in the SAE metadata, the run's
+`training_cfg.json`, and `quality.json` measured on held-out corpus text the SAE never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from sae_lens import (
+    BatchTopKTrainingSAEConfig, GatedTrainingSAEConfig, JumpReLUTrainingSAEConfig, LanguageModelSAERunnerConfig,
+    LanguageModelSAETrainingRunner, LoggingConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig,
+)
+from sae_lens.load_model import HookedProxyLM
+
+from saebasis import hooks
+from saebasis.config import setup_env, to_dict
+from saebasis.corpus import build_corpus, corpus_path, corpus_texts
+from saebasis.models import load_model
+from saebasis.runs import atomic_dir
+from saebasis.sae import SAEBasis, check_compat
+
+ARCHITECTURES = {
+    "standard": StandardTrainingSAEConfig,
+    "topk": TopKTrainingSAEConfig,
+    "batchtopk": BatchTopKTrainingSAEConfig,
+    "jumprelu": JumpReLUTrainingSAEConfig,
+    "gated": GatedTrainingSAEConfig,
+}
+
+
+def sae_config(arch: str, d_in: int, d_sae: int, extra: dict[str, Any]):
+    """The sae-lens training config of `arch`, with only the fields that architecture has."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown SAE architecture '{arch}'. Choose one of {sorted(ARCHITECTURES)}.")
+    cls = ARCHITECTURES[arch]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(d_in=d_in, d_sae=d_sae, **{k: v for k, v in extra.items() if k in fields})
+
+
+def split_corpus(texts: list[str], heldout_fraction: float) -> tuple[list[str], list[str]]:
+    n_held = max(1, int(len(texts) * heldout_fraction))
+    return texts[n_held:], texts[:n_held]
+
+
+def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageModelSAERunnerConfig:
+    log = cfg["logger"]
+    if cfg["n_batches_in_buffer"] * cfg["context_size"] < cfg["train_batch_size_tokens"]:
+        raise ValueError(
+            f"n_batches_in_buffer * context_size = {cfg['n_batches_in_buffer'] * cfg['context_size']} tokens is smaller "
+            f"than train_batch_size_tokens = {cfg['train_batch_size_tokens']}: sae-lens' buffer must hold one training batch. "
+            f"Raise n_batches_in_buffer to >= {-(-cfg['train_batch_size_tokens'] // cfg['context_size'])}."
+        )
+    return LanguageModelSAERunnerConfig(
+        sae=sae_config(cfg["architecture"], d_in, cfg["d_sae"], cfg.get("sae_kwargs") or {}),
+        model_name=cfg["model"]["name"], model_class_name="AutoModelForCausalLM", hook_name=hf_hook,
+        dataset_path="saebasis-corpus", is_dataset_tokenized=False, streaming=False, context_size=cfg["context_size"],
+        prepend_bos=False, training_tokens=cfg["training_tokens"], train_batch_size_tokens=cfg["train_batch_size_tokens"],
+        store_batch_size_prompts=cfg["store_batch_size_prompts"], n_batches_in_buffer=cfg["n_batches_in_buffer"],
+        lr=cfg["lr"], lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0), device=cfg["model"].get("device", "cpu"),
+        seed=cfg["seed"], n_eval_batches=2, eval_batch_size_prompts=4, n_batches_for_norm_estimate=10,
+        checkpoint_path=str(out / "checkpoints"), output_path=str(out / "sae-lens-output"), dead_feature_window=200,
+        feature_sampling_window=200,
+        logger=LoggingConfig(
+            log_to_wandb=log.get("mode") != "disabled", wandb_project=log.get("project", "saebasis"),
+            wandb_entity=log.get("entity"), run_name=out.name, wandb_log_frequency=10, eval_every_n_wandb_logs=20,
+            log_weights_to_wandb=False,
+        ),
+    )
+
+
+def train_sae(cfg) -> dict:
+    """Train an SAE at blocks.{layer}.hook_resid_post and save it (sae-lens format + quality.json)."""
+    setup_env()
+    cfg = to_dict(cfg)
+    torch.manual_seed(cfg["seed"])
+    loaded = load_model(cfg["model"]["name"], cfg["model"].get("device", "cpu"))
+    model, tok = loaded.model, loaded.tokenizer
+    hook = hooks.HookPoint(cfg["layer"], "post").name
+    hooks.resolve(model, hook)  # checks the layer exists before any work
+    hf_hook = hooks.block_module_name(model, cfg["layer"])
+    c = cfg["corpus"]
+    rows = build_corpus(model, tok, c["n_prompts"], c["max_new_tokens"], c["batch_size"], _corpus_file(cfg))
+    train_texts, heldout = split_corpus(corpus_texts(rows), c["heldout_fraction"])
+    out = Path(cfg["work_dir"])
+    runner_cfg = runner_config(cfg, hf_hook, model.config.hidden_size, out)
+    proxy = HookedProxyLM(model, tok, hook_names=[hf_hook])
+    start = time.time()
+    trained = LanguageModelSAETrainingRunner(
+        runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts}), override_model=proxy
+    ).run()
+    train_time = time.time() - start
+    hooks.blocks(model)[cfg["layer"]]._forward_hooks.clear()  # HookedProxyLM leaves its forward hook on the block
+    trained.cfg.metadata.hook_name = hook
+    basis = SAEBasis.load(str(out / "sae-lens-output"), hook=hook)
+    quality = check_compat(basis, model, tok, heldout, max_len=cfg["context_size"])._asdict()
+    quality.update(train_time_s=round(train_time, 1), training_tokens=cfg["training_tokens"],
+                   heldout_docs=len(heldout), corpus_docs=len(train_texts))
+    target = _save_shipped(out / "sae-lens-output", Path(cfg["out_dir"]), hook, cfg, quality)
+    print(json.dumps(quality, indent=2))
+    print(f"[saebasis] SAE saved to {target}")
+    return {"sae_dir": str(target), **quality}
+
+
+def _corpus_file(cfg: dict) -> Path:
+    path = cfg["corpus"].get("path")
+    return Path(path) if path else corpus_path()
+
+
+def _save_shipped(src: Path, target: Path, hook: str, cfg: dict, quality: dict) -> Path:
+    """cfg.json (hook = TransformerLens name) + weights (fp16 if asked) + training_cfg.json + quality.json."""
+    sae_cfg = json.loads((src / "cfg.json").read_text())
+    sae_cfg.setdefault("metadata", {})["hook_name"] = hook
+    state = load_file(src / "sae_weights.safetensors")
+    if cfg.get("save_fp16"):
+        state = {k: v.half() for k, v in state.items()}
+
+    def write(tmp: Path) -> None:
+        save_file(state, tmp / "sae_weights.safetensors")
+        (tmp / "cfg.json").write_text(json.dumps(sae_cfg, indent=2))
+        (tmp / "training_cfg.json").write_text(json.dumps(cfg, indent=2, default=str))
+        (tmp / "quality.json").write_text(json.dumps(quality, indent=2))
+
+    return atomic_dir(target, write)

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from saebasis.config import compose
+from saebasis.corpus import build_corpus, read_corpus
+from saebasis.models import load_model
+from saebasis.sae import SAEBasis, resolve_builtin
+from saebasis.train.sae_train import sae_config, train_sae
+
+
+def _tiny_overrides(tmp_path):
+    return [
+        "model=tiny", "logger=none", "layer=1", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
+        "train_batch_size_tokens=256", "store_batch_size_prompts=4", "n_batches_in_buffer=16", "context_size=32",
+        "corpus.n_prompts=12", "corpus.max_new_tokens=24", "corpus.batch_size=6", "corpus.heldout_fraction=0.25",
+        f"corpus.path={tmp_path}/corpus.jsonl", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
+    ]
+
+
+def test_train_sae_on_tiny_model_writes_a_loadable_sae(tmp_path):
+    result = train_sae(compose("train_sae", _tiny_overrides(tmp_path)))
+    basis = SAEBasis.load(result["sae_dir"])
+    assert basis.hook == "blocks.1.hook_resid_post" and (basis.d_model, basis.d_sae) == (32, 64)
+    quality = json.loads((tmp_path / "sae" / "quality.json").read_text())
+    for key in ("explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "train_time_s"):
+        assert key in quality
+    assert quality["l0"] <= 4 + 1e-6  # top-k with k=4
+    assert json.loads((tmp_path / "sae" / "training_cfg.json").read_text())["architecture"] == "topk"
+    h = torch.randn(5, 32)
+    assert basis.encode(h).shape == (5, 64)
+
+
+def test_corpus_cache_resumes_without_regenerating(tmp_path):
+    loaded = load_model("tiny-llama")
+    path = tmp_path / "c.jsonl"
+    rows = build_corpus(loaded.model, loaded.tokenizer, n_prompts=4, max_new_tokens=4, batch_size=2, path=path)
+    assert len(rows) == 4
+    before = path.read_text()
+    again = build_corpus(loaded.model, loaded.tokenizer, n_prompts=4, max_new_tokens=4, batch_size=2, path=path)
+    assert path.read_text() == before and again == rows
+    more = build_corpus(loaded.model, loaded.tokenizer, n_prompts=6, max_new_tokens=4, batch_size=2, path=path)
+    assert len(more) == 6 and len(read_corpus(path)) == 6 and path.read_text().startswith(before)
+
+
+def test_unknown_architecture_is_explained():
+    with pytest.raises(ValueError, match="Unknown SAE architecture 'dense'"):
+        sae_config("dense", 8, 16, {})
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu", "gated"])
+def test_every_architecture_builds(arch):
+    cfg = sae_config(arch, 8, 16, {"k": 2, "l1_coefficient": 1.0})
+    assert cfg.architecture() == arch and cfg.d_sae == 16
+
+
+@pytest.mark.slow
+def test_shipped_default_sae_matches_its_quality_file():
+    from saebasis.corpus import corpus_prompts
+    from saebasis.sae import check_compat
+
+    folder = resolve_builtin("builtin:smollm2-l12")
+    stored = json.loads((folder / "quality.json").read_text())
+    basis = SAEBasis.load("builtin:smollm2-l12")
+    assert basis.hook == "blocks.12.hook_resid_post" and basis.d_model == 576
+    loaded = load_model("smollm2")
+    texts = [p + " " + p for p in corpus_prompts()[:24]]
+    report = check_compat(basis, loaded.model, loaded.tokenizer, texts)
+    assert report.explained_variance > stored["explained_variance"] - 0.25
+    assert report.ce_loss_recovered > 0.5
