@@ -108,7 +108,7 @@ def _missing_sae(field: str, source: Any) -> None:
                       f"pass a folder, or {field}.path=<release> {field}.sae_id=<id>")
 
 
-def check_dataset(name: Any, field: str = "data.concept") -> None:
+def check_dataset(name: Any, field: str = "data") -> None:
     if not name or not isinstance(name, str):
         raise ConfigError(field, f"no dataset given (got {name!r})", f"set {field}=<built-in concept name or folder>")
     try:
@@ -136,21 +136,41 @@ def check_intervention(method: Any, fields: Any, field: str = "method") -> None:
         raise ConfigError("intervention", str(err).rstrip("."), "correct the field named above") from err
 
 
-def validate(cfg: Any, dataset_field: str | None = "data.concept") -> None:
+def dataset_name(cfg: dict, field: str) -> Any:
+    """The dataset name at `field`; a mapping there may hold it under `concept` or `name`."""
+    value = _get(cfg, field)
+    if isinstance(value, dict):
+        return value.get("concept") or value.get("name")
+    return value
+
+
+def check_hook_matches_sae(hook: str | None, sae_cfg: Any) -> None:
+    sae_hook = _get(sae_cfg, "hook")
+    if not hook or not sae_hook or not _get(sae_cfg, "path"):
+        return
+    same = getattr(hooks, "same_residual", lambda a, b: hooks.parse_hook(a).name == hooks.parse_hook(b).name)
+    if not same(str(hook), str(sae_hook)):
+        raise ConfigError("hook", f"hook={hook} but the SAE reads {sae_hook}",
+                          "drop the hook override (the SAE's hook is used), pick an SAE for this hook, or set sae=none")
+
+
+def validate(cfg: Any, dataset_field: str | None = "data") -> None:
     """All checks a train / fit config needs, cheapest first; raises ConfigError on the first problem.
 
-    cfg: a DictConfig / dict with model.name, hook, sae {path, sae_id, hook}, method, intervention
-    {...}, and the dataset name at `dataset_field` (None skips the dataset check).
+    cfg: a DictConfig / dict with model.name, hook, sae {path, sae_id, hook} (or null), the method at
+    `method` or `intervention.method`, intervention {...}, and the dataset name at `dataset_field`
+    (a string, or a mapping with `concept` / `name`; None skips the dataset check).
     """
     from saebasis.config import to_dict
 
     cfg = to_dict(cfg) if not isinstance(cfg, dict) else cfg
-    if cfg.get("method") is not None:
-        check_intervention(cfg["method"], cfg.get("intervention"))
+    method = cfg.get("method") or _get(cfg, "intervention.method")
+    if method is not None:
+        check_intervention(method, cfg.get("intervention"), "method" if cfg.get("method") else "intervention.method")
     elif _get(cfg, "intervention.strength") is not None:
         check_strength(_get(cfg, "intervention.strength"))
     if dataset_field is not None:
-        check_dataset(_get(cfg, dataset_field), dataset_field)
+        check_dataset(dataset_name(cfg, dataset_field), dataset_field)
     name = _get(cfg, "model.name")
     if not name:
         raise ConfigError("model.name", "no model given", "set model=smollm2 (embedded default) or model.name=<folder or hub id>")
@@ -158,3 +178,4 @@ def validate(cfg: Any, dataset_field: str | None = "data.concept") -> None:
     hook = cfg.get("hook") or _get(cfg, "sae.hook")
     check_hook(hook, n_layers, "hook" if cfg.get("hook") else "sae.hook")
     check_sae(cfg.get("sae"), d_model)
+    check_hook_matches_sae(cfg.get("hook"), cfg.get("sae"))
