@@ -59,6 +59,16 @@ def parse_hook(hook: str) -> HookPoint:
     )
 
 
+def same_residual(a: str, b: str) -> bool:
+    """True when two hook names read the same tensor: blocks.L.hook_resid_pre == blocks.{L-1}.hook_resid_post."""
+    pa, pb = parse_hook(a), parse_hook(b)
+    return _stream_index(pa) == _stream_index(pb)
+
+
+def _stream_index(point: HookPoint) -> int:
+    return point.layer if point.kind == "pre" else point.layer + 1
+
+
 def _get_attr_path(root: nn.Module, path: str) -> nn.Module | None:
     obj = root
     for part in path.split("."):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, NamedTuple
 
+from saebasis import hooks
 from saebasis.models import LoadedModel, load_model
 from saebasis.sae import CompatReport, SAEBasis, check_compat
 
@@ -46,8 +47,8 @@ def load_stack(cfg: Any, check: bool | None = None) -> Stack:
     compat = None
     if sae is not None:
         sae.check_width(loaded.model.config.hidden_size)
-        if sae.hook != hook:
-            raise ValueError(f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override or pick an SAE for {hook}.")
+        if not hooks.same_residual(sae.hook, hook):
+            raise ValueError(f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none.")
         if check if check is not None else cfg["sae"].get("check", True):
             with warnings.catch_warnings():
                 warnings.simplefilter("always")

@@ -72,3 +72,24 @@ def sae():
 def batch(tokenizer):
     texts = ["i love this movie and the day is great", "the weather was awful", "a bad film"]
     return dict(tokenizer(texts, return_tensors="pt", padding=True))
+
+
+def write_concept(root, n_pairs: int = 6):
+    """A tiny concept folder in the saebasis.data format (for tests that need a dataset)."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "concept.yaml").write_text("name: tiny\ndescription: positive sentiment\njudge: vader\n")
+    pos = ["i love this great movie", "a good day", "great weather and good film"]
+    neg = ["i hate this awful movie", "a bad day", "awful weather and bad film"]
+    rows = [{"prompt": f"the movie {i}", "positive": pos[i % 3], "negative": neg[i % 3]} for i in range(n_pairs)]
+    (root / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (root / "neutral.jsonl").write_text("\n".join(json.dumps({"prompt": p}) for p in ["the day", "a film", "the weather"]))
+    instr = [{"instruction": f"tell me about the film {i}", "split": "val" if i % 2 else "test"} for i in range(4)]
+    (root / "instructions.jsonl").write_text("\n".join(json.dumps(r) for r in instr))
+    return root
+
+
+@pytest.fixture
+def concept_dir(tmp_path):
+    return write_concept(tmp_path / "concept")

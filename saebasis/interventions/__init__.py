@@ -2,5 +2,6 @@
 
 from saebasis.interventions.base import REGISTRY, Intervention, InterventionConfig, build, register
 from saebasis.interventions import sae_bias  # noqa: F401
+from saebasis.interventions import diffmean, pca, sara  # noqa: F401
 
 __all__ = ["REGISTRY", "Intervention", "InterventionConfig", "build", "register"]

@@ -1,0 +1,56 @@
+"""DiffMean (CAA / ActAdd): the mean difference of contrastive activations, added at the hook."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.sae import SAEBasis
+
+
+@dataclasses.dataclass
+class VectorConfig(InterventionConfig):
+    positions: Literal["completion", "all", "last"] = "completion"
+    """Token positions whose activations are averaged when fitting (completion tokens, all, or the last)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.positions not in ("completion", "all", "last"):
+            raise ValueError(f"positions must be completion | all | last, got '{self.positions}'.")
+
+
+class FittedVector(Intervention):
+    """h' = h + s v, with v fitted in closed form (a buffer, saved with the run)."""
+
+    Config = VectorConfig
+    trainable = False
+
+    def __init__(self, cfg: VectorConfig, d_model: int, sae: SAEBasis | None = None) -> None:
+        super().__init__(cfg, d_model, sae)
+        self.register_buffer("v", torch.zeros(d_model))  # [d_model]
+
+    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return h + self.strength * self.v.to(h.dtype)
+
+    def folded(self) -> Float[Tensor, " d_model"]:
+        return self.v
+
+    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
+        """|cos(v, W_dec[i])| for each latent i (the decoder direction v is most aligned with)."""
+        if self.sae is None:
+            return None
+        return torch.nn.functional.cosine_similarity(self.sae.W_dec, self.v[None, :], dim=-1).abs()
+
+
+@register("diffmean")
+class DiffMean(FittedVector):
+    """h' = h + s v,  v = mean_i(h_pos_i) - mean_i(h_neg_i)  (CAA / ActAdd; means over the chosen positions)."""
+
+    def fit(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> "DiffMean":
+        self.v.copy_(pos_means.mean(0) - neg_means.mean(0))
+        return self

@@ -1,0 +1,138 @@
+"""SARA (Tlaie 2024, "Introducing SARA"; code: atlaie/ethical-llms sara/utils_sara.py).
+
+Activation histories at block L's input (hook blocks.L.hook_resid_pre), each d_model x T:
+X_o (the prompt being steered), X_a (attract), X_r (repel). k = min(T_o, T_a, T_r).
+SVD X = U S V^T, reduced R(X) = U[:, :k] diag(S[:k]) (d_model x k, float32).
+Per neuron i: s_a_i = cos(R(X_o)_i, R(X_a)_i) across the k components, s_r_i likewise,
+Delta_i = s_a_i - s_r_i in [-2, 2]; steer every position: X'_o[i, t] = X_o[i, t] (1 + c Delta_i).
+
+Sets of attract / repel examples (the concept's positive / negative completions) are STACKED along
+time into one history each (X_a = [h_a1; h_a2; ...]), so R(X_a) keeps the dominant directions of the
+whole set; averaging would blur examples of different lengths. Only the top `n_components` columns
+of R(X_a), R(X_r) are stored (k never exceeds it).
+
+Two modes:
+- faithful: as published. Delta is recomputed from each forward call's own activations, so during
+  cached generation every decode step has T_o = 1, hence k = 1 and Delta_i in {-2, 0, 2} (the cosine
+  of two scalars is their sign agreement). SVD signs are torch.linalg.svd's (arbitrary). Batch size 1.
+- stable: Delta is computed once per generation, on the prompt (the prefill call), with singular-vector
+  signs fixed (largest-|.| entry of each U column positive, in X_o, X_a and X_r alike), applied unchanged
+  at every decode step; batches with left padding work (pass the attention mask with `set_prompt_mask`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.sae import SAEBasis
+
+
+@dataclasses.dataclass
+class SARAConfig(InterventionConfig):
+    mode: Literal["faithful", "stable"] = "stable"
+    """faithful: as published (Delta per forward call, k=1 when decoding with a cache); stable: Delta once on the prompt."""
+    n_components: int = 64
+    """Columns of R(X_a), R(X_r) kept after fitting (an upper bound on k)."""
+    positions: Literal["completion", "all", "last"] = "all"
+    """Tokens of each attract / repel example that enter its history."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("faithful", "stable"):
+            raise ValueError(f"SARA mode must be 'faithful' or 'stable', got '{self.mode}'.")
+        if self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+
+
+def reduced(x: Float[Tensor, "T d_model"], k: int, align_signs: bool = False) -> Float[Tensor, "d_model k"]:
+    """R(X) = U[:, :k] diag(S[:k]) for the history X = x^T (d_model x T)."""
+    u, s, _ = torch.linalg.svd(x.T.float(), full_matrices=False)  # u [d_model, min(d_model, T)]
+    u, s = u[:, :k], s[:k]
+    if align_signs:
+        idx = u.abs().argmax(0)  # [k]
+        u = u * torch.sign(u[idx, torch.arange(u.shape[1])])[None, :]
+    return u * s[None, :]
+
+
+def sara_delta(r_o: Tensor, r_a: Tensor, r_r: Tensor) -> Float[Tensor, " d_model"]:
+    """Delta_i = cos(R_o[i], R_a[i]) - cos(R_o[i], R_r[i]), rows compared across the k components."""
+    k = min(r_o.shape[1], r_a.shape[1], r_r.shape[1])
+    r_o, r_a, r_r = r_o[:, :k], r_a[:, :k], r_r[:, :k]
+    return F.cosine_similarity(r_o, r_a, dim=1, eps=1e-12) - F.cosine_similarity(r_o, r_r, dim=1, eps=1e-12)
+
+
+@register("sara")
+class SARA(Intervention):
+    """X'_o[i, t] = X_o[i, t] (1 + c Delta_i),  Delta_i = cos(R(X_o)_i, R(X_a)_i) - cos(R(X_o)_i, R(X_r)_i)."""
+
+    Config = SARAConfig
+    trainable = False
+
+    def __init__(self, cfg: SARAConfig, d_model: int, sae: SAEBasis | None = None) -> None:
+        super().__init__(cfg, d_model, sae)
+        n = min(cfg.n_components, d_model)
+        self.register_buffer("r_attract", torch.zeros(d_model, n))  # R(X_a), zero-padded columns
+        self.register_buffer("r_repel", torch.zeros(d_model, n))
+        self.register_buffer("k_fitted", torch.zeros(2, dtype=torch.long))  # valid columns of r_attract, r_repel
+        self.register_buffer("delta_ref", torch.zeros(d_model))  # Delta on neutral text (for interpretation)
+        self.register_buffer("mean_ref", torch.zeros(d_model))  # mean neutral activation
+        self._delta: Tensor | None = None  # stable mode: Delta of the current generation, [batch, d_model]
+        self._prompt_mask: Tensor | None = None
+        self.k_seen: list[int] = []  # k used by each forward call (for inspection / tests)
+
+    def fit(self, attract: list[Tensor], repel: list[Tensor], neutral: list[Tensor] | None = None) -> "SARA":
+        """attract / repel: per-example histories [T_i, d_model], stacked along time."""
+        align = self.cfg.mode == "stable"
+        for j, (name, hist) in enumerate((("r_attract", attract), ("r_repel", repel))):
+            x = torch.cat(hist)  # [sum T, d_model]
+            r = reduced(x, self.r_attract.shape[1], align)
+            getattr(self, name).zero_()[:, : r.shape[1]] = r
+            self.k_fitted[j] = r.shape[1]
+        if neutral:
+            x = torch.cat(neutral)
+            self.delta_ref.copy_(self._delta_of(x, align))
+            self.mean_ref.copy_(x.mean(0))
+        return self
+
+    def _delta_of(self, x_o: Tensor, align: bool) -> Tensor:
+        k = min(x_o.shape[0], int(self.k_fitted[0]), int(self.k_fitted[1]))
+        self.k_seen.append(k)
+        return sara_delta(reduced(x_o, k, align), self.r_attract[:, :k], self.r_repel[:, :k])
+
+    def set_prompt_mask(self, attention_mask: Tensor | None) -> None:
+        """Stable mode with left-padded batches: which prompt positions are real ([batch, pos])."""
+        self._prompt_mask = attention_mask
+
+    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        if self.cfg.mode == "faithful":
+            if h.shape[0] != 1:
+                raise ValueError("SARA mode=faithful is batch size 1 with no padding, as published; use mode=stable for batches.")
+            delta = self._delta_of(h[0], align=False)[None]  # [1, d_model]
+        else:
+            if self._delta is None or h.shape[1] > 1 or self._delta.shape[0] != h.shape[0]:
+                self._delta = self._prompt_delta(h)
+            delta = self._delta
+        return h * (1 + self.strength * delta[:, None, :].to(h.dtype))
+
+    def _prompt_delta(self, h: Tensor) -> Tensor:
+        mask = self._prompt_mask
+        rows = []
+        for b in range(h.shape[0]):
+            x = h[b] if mask is None or mask.shape != h.shape[:2] else h[b, mask[b].bool()]  # [T_b, d_model]
+            rows.append(self._delta_of(x, align=True))
+        return torch.stack(rows)  # [batch, d_model]
+
+    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
+        """|cos(W_dec[i], Delta_ref * mean_ref)|: the additive change SARA makes to a typical (neutral)
+        activation at c = 1, read against each decoder direction."""
+        if self.sae is None:
+            return None
+        change = self.delta_ref * self.mean_ref  # [d_model]
+        return F.cosine_similarity(self.sae.W_dec, change[None, :], dim=-1).abs()
