@@ -10,7 +10,7 @@ parameters (what is timed is the cost of applying it, not what it learned); base
 closed form (SARA) are fitted on a few contrastive prompts first. Targets:
     constant shifts (sae_bias, residual_vector, diffmean, pca) <= 1.02x  (they fold into one vector)
     adaptors and latent edits (sae_adaptor, residual_adaptor, clamp)   <= 1.15x
-    sara (stable)                                                      <= 1.10x
+    sara_stable                                                        <= 1.10x  (sara_faithful: no target)
 `<method>+folded` rows apply `folded()` precomputed once: the floor for a constant shift.
 """
 
@@ -21,7 +21,7 @@ import torch
 import common
 
 TARGETS = {"sae_bias": 1.02, "residual_vector": 1.02, "diffmean": 1.02, "pca": 1.02, "sae_adaptor": 1.15,
-           "residual_adaptor": 1.15, "clamp": 1.15, "sara": 1.10, "sara_stable": 1.10}
+           "residual_adaptor": 1.15, "clamp": 1.15, "sara_stable": 1.10}
 PROMPTS = [
     "Write a short note to a friend about your weekend.",
     "Describe the city you live in.",
@@ -49,23 +49,27 @@ def variants(model, tokenizer, sae, hook, args) -> dict[str, tuple[str, object]]
         for name, overrides in method_configs(method, REGISTRY[method]):
             iv = build(method, overrides, d_model, sae)
             randomise(iv)
-            fit = getattr(iv, "fit_prompts", None)  # closed-form baselines fitted at generation time
-            if callable(fit):
-                fit(model, tokenizer, ATTRACT, REPEL)
+            if method == "sara":  # closed form from activation histories, not random buffers
+                iv.fit([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
             iv.to(args.device)
-            iv_hook = getattr(iv, "hook", None) if isinstance(getattr(iv, "hook", None), str) else hook
-            out[name] = (iv_hook, iv)
+            out[name] = (hook, iv)
             vector = iv.folded()
             if vector is not None:
                 folded = vector.detach().to(args.device)
-                out[f"{name}+folded"] = (iv_hook, lambda h, v=folded, s=iv.strength: h + s * v.to(h.dtype))
+                out[f"{name}+folded"] = (hook, lambda h, v=folded, s=iv.strength: h + s * v.to(h.dtype))
     return out
 
 
+def history(model, tokenizer, hook: str, text: str) -> torch.Tensor:
+    from saebasis import hooks
+
+    batch = tokenizer([text], return_tensors="pt").to(next(model.parameters()).device)
+    return hooks.run_to_hook(model, hook, **batch)[0].float().cpu()  # [T, d_model]
+
+
 def method_configs(method: str, cls) -> list[tuple[str, dict]]:
-    fields = cls.Config.__dataclass_fields__
-    if "variant" in fields and method == "sara":
-        return [("sara", {"variant": "faithful"}), ("sara_stable", {"variant": "stable"})]
+    if method == "sara" and "mode" in cls.Config.__dataclass_fields__:
+        return [("sara_faithful", {"mode": "faithful"}), ("sara_stable", {"mode": "stable"})]
     return [(method, {})]
 
 
