@@ -1,0 +1,1 @@
+"""Evaluation: offline judges, metrics, the strength-selection protocol and the comparison harness."""
