@@ -2,6 +2,6 @@
 
 from saebasis.interventions.base import REGISTRY, Intervention, InterventionConfig, build, register
 from saebasis.interventions import sae_bias  # noqa: F401
-from saebasis.interventions import diffmean, pca, sara  # noqa: F401
+from saebasis.interventions import clamp, diffmean, pca, residual, sae_adaptor, sara  # noqa: F401
 
 __all__ = ["REGISTRY", "Intervention", "InterventionConfig", "build", "register"]

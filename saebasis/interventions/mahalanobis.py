@@ -1,0 +1,51 @@
+"""Mahalanobis (whitened) norm for additive interventions: keep steered activations high-likelihood.
+
+Fit mean and covariance of hook activations with shrinkage, Sigma_l = Sigma + lambda I, and measure a
+change delta by ||Sigma_l^{-1/2} delta|| instead of ||delta||: moving along directions the activations
+rarely vary in costs more. Used as a penalty (coef * mean ||W delta||^2) or a hard constraint
+(delta rescaled so ||W delta|| <= max_norm).
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+def inverse_sqrt_cov(acts: Float[Tensor, "n d_model"], shrinkage: float) -> Float[Tensor, "d_model d_model"]:
+    """Sigma_l^{-1/2} with Sigma_l = Cov(acts) + shrinkage * mean(diag Cov) * I."""
+    x = acts.double() - acts.double().mean(0)
+    cov = x.T @ x / max(1, x.shape[0] - 1)  # [d_model, d_model]
+    cov = cov + shrinkage * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    evals, evecs = torch.linalg.eigh(cov)
+    return (evecs * evals.clamp_min(1e-12).rsqrt()) @ evecs.T
+
+
+class Whitener(nn.Module):
+    """Holds W = Sigma_l^{-1/2} (identity until fitted) and applies the penalty or the constraint."""
+
+    def __init__(self, d_model: int, coef: float = 0.0, max_norm: float = 0.0, shrinkage: float = 0.1) -> None:
+        super().__init__()
+        self.coef, self.max_norm, self.shrinkage = coef, max_norm, shrinkage
+        self.register_buffer("W", torch.eye(d_model))  # [d_model, d_model]
+
+    def fit(self, acts: Float[Tensor, "n d_model"]) -> "Whitener":
+        self.W.copy_(inverse_sqrt_cov(acts, self.shrinkage).float())
+        return self
+
+    def norm(self, delta: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch"]:
+        return (delta @ self.W).norm(dim=-1)
+
+    def constrain(self, delta: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        if self.max_norm <= 0:
+            return delta
+        scale = (self.max_norm / self.norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return delta * scale[..., None]
+
+    def penalty(self, delta: Float[Tensor, "*batch d_model"]) -> Tensor:
+        return self.coef * self.norm(delta).pow(2).mean()
+
+
+def maybe_whitener(d_model: int, coef: float, max_norm: float, shrinkage: float) -> Whitener | None:
+    return Whitener(d_model, coef, max_norm, shrinkage) if coef > 0 or max_norm > 0 else None

@@ -1,0 +1,151 @@
+"""Residual-stream methods (no SAE while training), read through the SAE decoder afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.interventions.mahalanobis import maybe_whitener
+from saebasis.interventions.sae_adaptor import ACTIVATIONS
+from saebasis.sae import SAEBasis
+
+
+@dataclasses.dataclass
+class ResidualConfig(InterventionConfig):
+    rank: int = 4
+    """r: columns of W_in [d_model, r] / rows of W_out [r, d_model] (residual_adaptor only)."""
+    act: Literal["identity", "relu", "gelu", "tanh"] = "identity"
+    """Nonlinearity of the adaptor (residual_adaptor only)."""
+    init_std: float = 0.01
+    """Std of W_in's random init; W_out, b_out (and v) start at zero: identity at init."""
+    mahalanobis_coef: float = 0.0
+    """Penalty coef * mean ||Sigma^{-1/2} delta||^2 (0 = off)."""
+    mahalanobis_max: float = 0.0
+    """Hard bound ||Sigma^{-1/2} delta|| <= max (0 = off)."""
+    mahalanobis_shrinkage: float = 0.1
+    """lambda in Sigma + lambda * mean(diag Sigma) * I."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}.")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got '{self.act}'.")
+
+
+class Pullback(NamedTuple):
+    read_weights: Tensor | None  # [d_sae, r]: W_dec W_in
+    read_bias: Tensor | None  # [r]: b_dec W_in + b_in
+    write_cosine: Tensor  # [n_dirs, d_sae]: cos(direction_j, W_dec[i])
+    write_codes: Tensor  # [n_dirs, d_sae]: sparse (non-negative-free) code of each direction in the decoder dictionary
+    directions: Tensor  # [n_dirs, d_model]: rows of W_out, then b_out (or v)
+
+
+def sparse_code(directions: Tensor, dictionary: Tensor, k: int = 8) -> Tensor:
+    """Matching pursuit: each direction ~ sum of k decoder rows (coefficients in the row-normalised dictionary)."""
+    atoms = F.normalize(dictionary, dim=-1)  # [d_sae, d_model]
+    codes = torch.zeros(directions.shape[0], dictionary.shape[0], device=directions.device)
+    residual = directions.clone()
+    for _ in range(k):
+        corr = residual @ atoms.T  # [n, d_sae]
+        best = corr.abs().argmax(-1)
+        coef = corr.gather(1, best[:, None])[:, 0]
+        codes[torch.arange(len(best)), best] += coef
+        residual = residual - coef[:, None] * atoms[best]
+    return codes
+
+
+class _Residual(Intervention):
+    Config = ResidualConfig
+
+    def __init__(self, cfg: ResidualConfig, d_model: int, sae: SAEBasis | None = None) -> None:
+        super().__init__(cfg, d_model, sae)
+        self.whitener = maybe_whitener(d_model, cfg.mahalanobis_coef, cfg.mahalanobis_max, cfg.mahalanobis_shrinkage)
+        self._last_delta: Tensor | None = None
+
+    def delta(self, h: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        delta = self.strength * self.delta(h)
+        if self.whitener is not None:
+            delta = self.whitener.constrain(delta)
+            self._last_delta = delta
+        return h + delta.to(h.dtype)
+
+    def penalty(self) -> Tensor:
+        if self.whitener is None or self._last_delta is None:
+            return super().penalty()
+        return self.whitener.penalty(self._last_delta)
+
+    def write_directions(self) -> Tensor:
+        raise NotImplementedError
+
+    def pullback(self, sae: SAEBasis | None = None, k: int = 8) -> Pullback:
+        sae = sae or self.sae
+        if sae is None:
+            raise ValueError("pullback needs an SAE: pass one, or load the run with its SAE.")
+        dirs = self.write_directions().detach()  # [n_dirs, d_model]
+        cos = F.cosine_similarity(dirs[:, None, :], sae.W_dec[None], dim=-1)  # [n_dirs, d_sae]
+        return Pullback(*self._read(sae), cos, sparse_code(dirs, sae.W_dec, k), dirs)
+
+    def _read(self, sae: SAEBasis) -> tuple[Tensor | None, Tensor | None]:
+        return None, None
+
+    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
+        """sum_j |<W_dec[i] / ||W_dec[i]||, direction_j>|: how much each latent's direction is written."""
+        if self.sae is None:
+            return None
+        atoms = F.normalize(self.sae.W_dec, dim=-1)
+        return (self.write_directions().detach() @ atoms.T).abs().sum(0)
+
+
+@register("residual_vector")
+class ResidualVector(_Residual):
+    """h' = h + s v  (a learned steering vector; v = 0 at init)."""
+
+    def __init__(self, cfg: ResidualConfig, d_model: int, sae: SAEBasis | None = None) -> None:
+        super().__init__(cfg, d_model, sae)
+        self.v = nn.Parameter(torch.zeros(d_model))
+
+    def delta(self, h: Tensor) -> Tensor:
+        return self.v.expand_as(h)
+
+    def folded(self) -> Tensor:
+        return self.v
+
+    def write_directions(self) -> Tensor:
+        return self.v[None]
+
+
+@register("residual_adaptor")
+class ResidualAdaptor(_Residual):
+    """h' = h + s (act(h W_in + b_in) W_out + b_out);  W_in [d_model, r], W_out [r, d_model] (0 at init).
+
+    Pullback through the SAE decoder: read-out weights W_dec W_in [d_sae, r] and bias b_dec W_in + b_in
+    (what latent activity drives each of the r units); write side: rows of W_out and b_out against the
+    decoder rows (cosine, and a matching-pursuit sparse code), naming each direction by its top latents.
+    """
+
+    def __init__(self, cfg: ResidualConfig, d_model: int, sae: SAEBasis | None = None) -> None:
+        super().__init__(cfg, d_model, sae)
+        self.W_in = nn.Parameter(torch.randn(d_model, cfg.rank) * cfg.init_std)
+        self.b_in = nn.Parameter(torch.zeros(cfg.rank))
+        self.W_out = nn.Parameter(torch.zeros(cfg.rank, d_model))
+        self.b_out = nn.Parameter(torch.zeros(d_model))
+        self.act = ACTIVATIONS[cfg.act]()
+
+    def delta(self, h: Tensor) -> Tensor:
+        return self.act(h @ self.W_in + self.b_in) @ self.W_out + self.b_out  # [batch, pos, d_model]
+
+    def write_directions(self) -> Tensor:
+        return torch.cat([self.W_out, self.b_out[None]])  # [r + 1, d_model]
+
+    def _read(self, sae: SAEBasis) -> tuple[Tensor, Tensor]:
+        return (sae.W_dec @ self.W_in).detach(), (sae.b_dec @ self.W_in + self.b_in).detach()

@@ -1,0 +1,74 @@
+"""LightningDataModule over a concept: SFT / preference pairs and neutral prompts for the KL term."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from saebasis.activations import encode_pairs
+from saebasis.data import Concept
+
+
+def completion_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token labels on completion tokens only (-100 elsewhere)."""
+    return batch["input_ids"].masked_fill(~batch["completion_mask"], -100)
+
+
+class PairCollator:
+    """Tokenises (prompt, positive, negative) rows into left-padded batches for both completions."""
+
+    def __init__(self, tokenizer, max_len: int) -> None:
+        self.tokenizer, self.max_len = tokenizer, max_len
+
+    def __call__(self, rows: list[tuple[str, str, str]]) -> dict[str, dict[str, torch.Tensor]]:
+        prompts = [r[0] for r in rows]
+        return {
+            "pos": encode_pairs(self.tokenizer, prompts, [r[1] for r in rows], self.max_len),
+            "neg": encode_pairs(self.tokenizer, prompts, [r[2] for r in rows], self.max_len),
+        }
+
+
+class StepSeededSampler(torch.utils.data.Sampler):
+    """Shuffles with a seed derived from the epoch the optimizer step count is in, read when iteration
+    starts: a run resumed from a checkpoint sees exactly the batches an uninterrupted run would."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, global_step) -> None:
+        self.n, self.n_batches, self.seed, self.global_step = n, max(1, -(-n // batch_size)), seed, global_step
+
+    def __iter__(self):
+        epoch = self.global_step() // self.n_batches
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ConceptDataModule(L.LightningDataModule):
+    """Train / val split of the concept's pairs (val = every `val_every`-th pair), plus neutral prompts."""
+
+    def __init__(self, concept: Concept, tokenizer, batch_size: int = 8, max_len: int = 64, val_fraction: float = 0.1,
+                 seed: int = 0, max_pairs: int | None = None) -> None:
+        super().__init__()
+        rows = [(p.prompt, p.positive, p.negative) for p in concept.pairs][: max_pairs or None]
+        random.Random(seed).shuffle(rows)
+        n_val = max(1, int(len(rows) * val_fraction)) if len(rows) > 1 else 0
+        self.val_rows, self.train_rows = rows[:n_val], rows[n_val:]
+        self.neutral = list(concept.neutral)
+        self.collate = PairCollator(tokenizer, max_len)
+        self.batch_size, self.seed = batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = StepSeededSampler(len(self.train_rows), self.batch_size, self.seed, lambda: self.trainer.global_step if self.trainer else 0)
+        return DataLoader(self.train_rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_rows or self.train_rows[:1], batch_size=self.batch_size, collate_fn=self.collate)
+
+    def neutral_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
+        """A deterministic cycling batch of neutral prompts (for KL(steered || base))."""
+        start = (step * size) % max(1, len(self.neutral))
+        prompts = (self.neutral * 2)[start : start + size]
+        return encode_pairs(self.collate.tokenizer, prompts, [""] * len(prompts), self.collate.max_len)

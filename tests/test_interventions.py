@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from saebasis.interventions import REGISTRY, build
+from saebasis.interventions.residual import sparse_code
+from saebasis.runs import load_run, save_run
+from tests.conftest import D_MODEL, tiny_sae
+
+LEARNED = {
+    "sae_bias": {},
+    "sae_adaptor": {"rank": 3, "act": "relu", "l1_coef": 1e-3},
+    "residual_adaptor": {"rank": 3, "act": "gelu"},
+    "residual_vector": {},
+    "clamp": {"latents": [1, 5], "values": [2.0, -1.0], "mode": "clamp"},
+}
+
+
+def _perturb(iv):
+    with torch.no_grad():
+        for p in iv.parameters():
+            p.normal_()
+    return iv
+
+
+def test_every_method_is_registered():
+    assert set(LEARNED) | {"diffmean", "pca", "sara"} == set(REGISTRY)
+
+
+@pytest.mark.parametrize("method", sorted(LEARNED))
+def test_identity_at_zero_strength(method, sae):
+    iv = _perturb(build(method, LEARNED[method], D_MODEL, sae))
+    iv.strength = 0.0
+    h = torch.randn(2, 5, D_MODEL)
+    assert iv(h) is h
+
+
+@pytest.mark.parametrize("method", ["sae_bias", "sae_adaptor", "residual_adaptor", "residual_vector"])
+def test_identity_at_init(method, sae):
+    iv = build(method, LEARNED[method], D_MODEL, sae)
+    h = torch.randn(2, 5, D_MODEL)
+    assert torch.equal(iv(h), h)
+
+
+@pytest.mark.parametrize("method", ["sae_bias", "sae_adaptor", "residual_adaptor", "residual_vector"])
+def test_gradients_reach_only_intervention_parameters(method, sae, model, batch):
+    from saebasis import hooks
+
+    iv = build(method, LEARNED[method], D_MODEL, sae)
+    with hooks.attach(model, sae.hook, iv):
+        model(**batch).logits.pow(2).mean().backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is None for p in sae.sae.parameters())
+    trainable = [p for p in iv.parameters() if p.requires_grad]
+    assert trainable and any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+
+
+@pytest.mark.parametrize("method", sorted(LEARNED))
+def test_save_load_bit_for_bit(method, sae, tmp_path):
+    iv = _perturb(build(method, LEARNED[method], D_MODEL, sae))
+    h = torch.randn(2, 5, D_MODEL)
+    save_run(tmp_path / "r", iv, {"sae": None})
+    assert torch.equal(load_run(tmp_path / "r", sae=sae).intervention(h), iv(h))
+
+
+def test_clamp_sets_latents_and_keeps_error_term(sae):
+    iv = build("clamp", {"latents": [3], "values": [7.0], "mode": "clamp"}, D_MODEL, sae)
+    h = torch.randn(4, D_MODEL)[None]
+    z = sae.encode(h)
+    expected = z.clone()
+    expected[..., 3] = 7.0
+    assert torch.allclose(iv(h), sae.decode(expected) + sae.error(h), atol=1e-5)
+    with pytest.raises(ValueError, match="out of range for an SAE with d_sae=64"):
+        build("clamp", {"latents": [99], "values": [1.0]}, D_MODEL, sae)
+
+
+def test_pullback_recovers_planted_latents():
+    sae = tiny_sae()
+    iv = build("residual_adaptor", {"rank": 2}, D_MODEL, sae)
+    with torch.no_grad():
+        iv.W_out.copy_(torch.stack([3 * sae.W_dec[7], -2 * sae.W_dec[42]]))
+        iv.b_out.copy_(sae.W_dec[11])
+    pb = iv.pullback()
+    assert pb.write_cosine.shape == (3, 64) and pb.read_weights.shape == (64, 2) and pb.read_bias.shape == (2,)
+    assert pb.write_cosine.abs().argmax(-1).tolist() == [7, 42, 11]
+    assert pb.write_codes.abs().argmax(-1).tolist() == [7, 42, 11]
+    assert set(iv.latent_scores().topk(3).indices.tolist()) == {7, 42, 11}
+    assert torch.allclose(pb.read_weights, sae.W_dec @ iv.W_in)
+
+
+def test_sparse_code_of_a_decoder_row_is_one_hot():
+    dictionary = torch.nn.functional.normalize(torch.randn(16, 8), dim=-1)
+    codes = sparse_code(2.5 * dictionary[4:5], dictionary, k=3)
+    assert codes.abs().argmax().item() == 4 and abs(codes[0, 4].item() - 2.5) < 1e-5
+
+
+def test_mahalanobis_constraint_bounds_whitened_norm(sae):
+    iv = build("residual_vector", {"mahalanobis_max": 1.0}, D_MODEL, sae)
+    acts = torch.randn(500, D_MODEL) * torch.linspace(0.1, 3, D_MODEL)
+    iv.whitener.fit(acts)
+    with torch.no_grad():
+        iv.v.normal_(0, 10)
+    h = torch.randn(1, 3, D_MODEL)
+    delta = iv(h) - h
+    assert torch.all(iv.whitener.norm(delta) <= 1.0 + 1e-4)
+    # the whitened norm penalises low-variance directions more than high-variance ones
+    low, high = torch.zeros(D_MODEL), torch.zeros(D_MODEL)
+    low[0], high[-1] = 1.0, 1.0
+    assert iv.whitener.norm(low) > iv.whitener.norm(high)
+
+
+@pytest.mark.parametrize("field,value,match", [("rank", 0, "rank must be >= 1"), ("act", "swish", "act must be one of")])
+def test_bad_config_is_explained(field, value, match, sae):
+    with pytest.raises(ValueError, match=match):
+        build("sae_adaptor", {field: value}, D_MODEL, sae)
+
+
+def test_sae_methods_need_an_sae():
+    with pytest.raises(ValueError, match="needs an SAE"):
+        build("sae_adaptor", {}, D_MODEL, None)

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+
+from saebasis.config import compose
+from saebasis.runs import load_run
+from saebasis.train.module import NonFiniteLoss
+from saebasis.train.train import train
+
+EXPERIMENTS = ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residual_adaptor", "residual_vector"]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path, concept_dir, sae):
+    sae.sae.save_model(tmp_path / "sae")
+    return ["model=tiny", "logger=none", f"data={concept_dir}", f"sae.path={tmp_path / 'sae'}",
+            "sae.hook=blocks.1.hook_resid_post", "sae.check=false", "batch_size=2", "max_len=24", "n_samples=1",
+            "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_of_each_experiment(experiment, tiny_overrides, tmp_path):
+    result = train(compose("train", [f"experiment={experiment}", "debug=fast", *tiny_overrides]))
+    run = load_run(result["run_dir"])
+    assert run.cfg["hook"] == "blocks.1.hook_resid_post" and run.metrics["steps"] == 1
+    h = torch.randn(1, 3, 32)
+    run.intervention.strength = 0.0
+    assert run.intervention(h) is h
+
+
+def test_training_moves_parameters_and_logs(tiny_overrides):
+    result = train(compose("train", ["experiment=residual_vector", "trainer.max_epochs=2", "lr=0.1", "kl_coef=0.1", *tiny_overrides]))
+    run = load_run(result["run_dir"])
+    assert run.intervention.v.abs().sum() > 0
+    assert "val/resid_change_norm" in run.metrics and "train/loss" in run.metrics
+    assert run.metrics["samples"] and set(run.metrics["samples"][0]) == {"prompt", "unsteered", "steered"}
+
+
+def test_preference_objective_runs(tiny_overrides):
+    result = train(compose("train", ["experiment=sae_bias", "objective=preference", "trainer.max_epochs=1", *tiny_overrides]))
+    assert result["steps"] >= 1
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tiny_overrides, tmp_path):
+    base = ["experiment=residual_vector", "lr=0.05", "ckpt_every_n_steps=1", "trainer.max_epochs=2", *tiny_overrides]
+    full_result = train(compose("train", base + [f"run_dir={tmp_path / 'full'}"]))
+    full = load_run(full_result["run_dir"]).intervention
+    part = base + [f"run_dir={tmp_path / 'part'}"]
+    train(compose("train", part[:-1] + ["trainer.max_epochs=1", part[-1]]))
+    resumed = train(compose("train", part + ["resume=true"]))
+    assert resumed["steps"] == full_result["steps"]
+    assert torch.allclose(load_run(resumed["run_dir"]).intervention.v, full.v, atol=1e-6)
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_overrides, tmp_path):
+    with pytest.raises(NonFiniteLoss, match="became nan at step"):
+        train(compose("train", ["experiment=residual_vector", "lr=nan", "ckpt_every_n_steps=1", "trainer.max_epochs=2", *tiny_overrides]))
+    assert not (tmp_path / "run").exists()  # no half-trained run folder
+
+
+def test_closed_form_methods_are_refused(tiny_overrides):
+    with pytest.raises(ValueError, match="fit-baseline intervention=diffmean"):
+        train(compose("train", ["intervention=diffmean", *tiny_overrides]))
