@@ -62,3 +62,16 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_overrides, tmp_pa
 def test_closed_form_methods_are_refused(tiny_overrides):
     with pytest.raises(ValueError, match="fit-baseline intervention=diffmean"):
         train(compose("train", ["intervention=diffmean", *tiny_overrides]))
+
+
+def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path):
+    from saebasis.generate import generate
+
+    run = train(compose("train", ["experiment=residual_vector", "lr=0.5", "trainer.max_epochs=2", *tiny_overrides]))["run_dir"]
+    base = ["max_new_tokens=6", f"run={run}", "prompt=the movie"]
+    zero = generate(compose("generate", base + ["strength=0", "compare_unsteered=true"]))
+    assert zero["steered"] == zero["unsteered"]
+    strong = generate(compose("generate", base + ["strength=50", "compare_unsteered=true"]))
+    assert strong["steered"] != strong["unsteered"]
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+        generate(compose("generate", base + ["strength=nan"]))
