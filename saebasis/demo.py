@@ -1,0 +1,70 @@
+"""`saebasis demo`: the whole workflow on the embedded default, offline, on CPU.
+
+1. the default SAE's quality (stored at training), 2. train the SAE-basis steering bias on the sentiment
+concept, 3. steered vs unsteered generations, 4. compare every method (val-chosen strength, test
+score with CIs), 5. interpret the trained bias (HTML report), 6. a Markdown report tying it together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from saebasis.config import compose, setup_env, to_dict
+from saebasis.sae import resolve_builtin
+
+
+def _overrides(cfg: dict) -> list[str]:
+    return [f"data={cfg['data']}", f"logger.mode={cfg['logger'].get('mode') or 'null'}"]
+
+
+def demo(cfg) -> dict:
+    from saebasis.eval.compare import compare
+    from saebasis.interpret.report import interpret
+    from saebasis.train.train import train
+
+    setup_env()
+    cfg = to_dict(cfg)
+    out = Path(cfg["out_dir"]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    quality = json.loads((resolve_builtin(cfg["sae"]["path"]) / "quality.json").read_text()) if str(cfg["sae"]["path"]).startswith("builtin:") else {}
+    print(f"[demo 1/4] SAE {cfg['sae']['path']} quality: " + ", ".join(f"{k}={quality[k]:.3g}" for k in ("explained_variance", "l0", "ce_loss_recovered") if k in quality))
+    print("[demo 2/4] training the SAE-basis steering bias on", cfg["data"])
+    bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg)]))
+    print("[demo 3/4] comparing every method (val-chosen strength, test score)")
+    methods = ["+methods.sae_bias={kind: run, run_dir: " + str(out / "runs" / "sae_bias") + ", strengths: [0.5, 1, 2]}"]
+    quick = ["n_val=4", "n_test=6", "n_neutral=4", "max_new_tokens=24", "~methods.sae_adaptor_sparse", "~methods.sae_adaptor_lowrank",
+             "~methods.residual_adaptor", "~methods.pca", "~methods.sara"] if cfg["quick"] else []
+    comparison = compare(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg),
+                                             "~methods.sae_bias", *methods, *quick]))
+    print("[demo 4/4] interpreting the trained bias")
+    report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
+    summary = write_report(out, quality, bias, comparison, report, time.time() - start)
+    print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
+    return {"report": str(summary), "compare": comparison, "interpret": report, "train": bias}
+
+
+def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float) -> Path:
+    rows = sorted(comparison["rows"], key=lambda r: -r["score"])
+    samples = "\n".join(f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}" for s in bias.get("samples", []))
+    text = f"""# saebasis demo report
+
+Total time: {seconds / 60:.1f} min. Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
+
+## 1. SAE-basis steering bias (sentiment)
+Trained in {bias['train_time_s']:.0f} s ({bias['steps']} steps). Run: `{bias['run_dir']}`.
+
+{samples}
+
+## 2. Comparison (test split, strength chosen on validation; best first: **{rows[0]['method']}**)
+{Path(comparison['md']).read_text()}
+![score vs strength](compare/score_vs_strength.png)
+![score vs fluency](compare/score_vs_fluency.png)
+
+## 3. Interpretation of the trained bias
+[report.html](interpret/report.html) ({Path(report['json']).name} beside it).
+"""
+    (out / "REPORT.md").write_text(text)
+    return out / "REPORT.md"

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from saebasis.config import compose
+from saebasis.demo import demo
+
+
+def test_demo_end_to_end_on_tiny_model(tmp_path, sae, concept_dir, monkeypatch):
+    monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
+    sae.sae.save_model(tmp_path / "sae")
+    (tmp_path / "sae" / "quality.json").write_text('{"explained_variance": 0.5}')
+    tiny = ["model=tiny", f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
+    stack = "['model=tiny','sae.path=" + str(tmp_path / "sae") + "','sae.hook=blocks.1.hook_resid_post','sae.check=false']"
+    monkeypatch.setattr("saebasis.demo._overrides", lambda cfg: [f"data={concept_dir}", "logger=none", *tiny])
+    import saebasis.demo as d
+
+    orig_compose = d.compose
+
+    def shrink(name, overrides):
+        extra = {"train": ["batch_size=2", "max_len=24", "trainer.max_epochs=1", "n_samples=1", "trainer.enable_progress_bar=false"],
+                 "compare": [f"stack_overrides={stack}", "batch_size=2", "max_new_tokens=4", "n_val=2", "n_test=2", "n_neutral=2"],
+                 "interpret": ["explain=false", "n_docs=20", "top_k=3"]}[name]
+        overrides = [o for o in overrides if not o.startswith(("n_val", "n_test", "n_neutral", "max_new_tokens"))]
+        return orig_compose(name, overrides + extra)
+
+    monkeypatch.setattr(d, "compose", shrink)
+    result = demo(compose("demo", [*tiny, f"out_dir={tmp_path / 'demo'}", "quick=true", "logger=none"]))
+    report = Path(result["report"]).read_text()
+    assert "## 2. Comparison" in report and "sae_bias" in report
+    assert (tmp_path / "demo" / "interpret" / "report.html").exists()
+    assert (tmp_path / "demo" / "compare" / "score_vs_strength.png").exists()
