@@ -9,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,107 @@ def test_bench_quick_writes_json_schema(script, tmp_path):
     assert record["gpu_measured"] is False
     assert isinstance(record["results"], list) and record["results"]
     assert isinstance(record["ratios"], dict) and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())
+
+
+# -- training: NaN stop, SIGKILL + resume, offline ---------------------------------------------
+def train_overrides(tmp_path: Path, run: str = "run") -> list[str]:
+    from tests.conftest import write_concept as write_pairs
+
+    concept = tmp_path / "pairs" if (tmp_path / "pairs").exists() else write_pairs(tmp_path / "pairs")
+    sae_dir = tmp_path / "sae" if (tmp_path / "sae").exists() else save_sae(tmp_path / "sae")
+    return ["model=tiny", "logger=none", f"data={concept}", f"sae.path={sae_dir}", "sae.hook=blocks.1.hook_resid_post",
+            "sae.check=false", "batch_size=2", "max_len=24", "n_samples=0", "trainer.enable_progress_bar=false",
+            "experiment=sae_adaptor_lowrank", "lr=0.05", "ckpt_every_n_steps=1", f"run_dir={tmp_path / run}"]
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, read with torch's restricted (no code) unpickler."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from saebasis.config import compose
+    from saebasis.train import module
+    from saebasis.train.train import train
+
+    real_step = module.SteeringModule.step
+
+    def poisoned(self, batch, stage):  # the loss turns NaN at optimizer step 3
+        loss = real_step(self, batch, stage)
+        return loss * NAN if stage == "train" and self.global_step >= 3 else loss
+
+    monkeypatch.setattr(module.SteeringModule, "step", poisoned)
+    with pytest.raises(module.NonFiniteLoss, match=r"became nan at step 3.*checkpoint"):
+        train(compose("train", [*train_overrides(tmp_path), "trainer.max_epochs=5"]))
+    assert not (tmp_path / "run").exists()  # no run folder from a failed training
+    ckpt = read_checkpoint(tmp_path / "run.ckpt" / "last.ckpt")
+    assert ckpt["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+    monkeypatch.setattr(module.SteeringModule, "step", real_step)  # the kept checkpoint resumes
+    result = train(compose("train", [*train_overrides(tmp_path), "trainer.max_epochs=5", "resume=true"]))
+    assert result["steps"] > 3 and load_run(result["run_dir"]).cfg["method"] == "sae_adaptor"
+
+
+def _cli_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    return {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Mid-epoch resume replays the epoch from its first batch: saebasis/train/datamodule.py StepSeededSampler.__iter__ "
+    "must skip the (global_step % n_batches) * batch_size samples already trained on (Lightning warns the dataloader "
+    "is not resumable). Fix that, then delete this marker."))
+def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path):
+    from saebasis.config import compose
+    from saebasis.train.train import train
+
+    epochs = ["trainer.max_epochs=6"]
+    full = train(compose("train", [*train_overrides(tmp_path, "full"), *epochs]))
+    args = [*train_overrides(tmp_path, "killed"), *epochs, f"hydra.run.dir={tmp_path / 'hydra'}"]
+    last = tmp_path / "killed.ckpt" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "saebasis.cli", "train", *args], cwd=tmp_path, env=_cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not last.exists() and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"training ended before the kill (rc {proc.returncode}): {err[-2000:]}"
+    killed_at = read_checkpoint(last)["global_step"]
+    assert 0 < killed_at < full["steps"] and not (tmp_path / "killed").exists()
+
+    resumed = train(compose("train", [*train_overrides(tmp_path, "killed"), *epochs, "resume=true"]))
+    assert resumed["steps"] == full["steps"]
+    final, reference = load_run(resumed["run_dir"]).intervention, load_run(full["run_dir"]).intervention
+    for (name, got), (_, want) in zip(final.state_dict().items(), reference.state_dict().items()):
+        assert torch.allclose(got, want, atol=1e-6), f"{name} differs after kill -9 + resume (killed at step {killed_at})"
+
+
+def test_train_offline_without_wandb_key(tmp_path, monkeypatch):
+    import socket
+
+    from saebasis.config import compose
+    from saebasis.train.train import train
+
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc key
+    real_connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        host = address[0] if isinstance(address, tuple) else ""
+        if isinstance(address, tuple) and host not in ("127.0.0.1", "localhost", "::1"):
+            raise OSError(f"network disabled in this test: {address}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    overrides = [o for o in train_overrides(tmp_path) if o != "logger=none"] + ["logger=wandb", "trainer.max_epochs=1"]
+    result = train(compose("train", overrides))
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert load_run(result["run_dir"]).metrics["steps"] == result["steps"] > 0
+    assert list((tmp_path / "run.ckpt").rglob("offline-run-*")), "wandb did not log offline"

@@ -109,7 +109,7 @@ def main() -> None:
     cases = {"unsteered": case(model, tokenizer, batches, args)}
     for name, (iv_hook, fn) in variants(model, tokenizer, sae, hook, args).items():
         cases[name] = case(model, tokenizer, batches, args, iv_hook, fn)
-    times = common.interleaved(cases, args.reps, args.device)
+    times = common.interleaved(cases, args.reps, args.device, warmup=0 if args.quick else 1)
     base = common.median(times["unsteered"])
     n_tokens = args.new_tokens * len(prompts)
     rows = []
