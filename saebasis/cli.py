@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from saebasis.config import CONFIG_DIR, setup_env
@@ -43,7 +44,8 @@ def run_hydra(command: str, argv: list[str]):
     def _main(cfg):
         return fn(cfg)
 
-    sys.argv = [f"saebasis-{command}", *argv]
+    sys.argv = [sys.argv[0], *argv]
+    os.environ["SAEBASIS_COMMAND"] = command  # DDP children re-run `python -m saebasis.cli <overrides>`
     return _main()
 
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS and os.environ.get("LOCAL_RANK") and os.environ.get("SAEBASIS_COMMAND") in COMMANDS:
+        command, rest = os.environ["SAEBASIS_COMMAND"], argv  # a Lightning DDP child process
     if command == "sweep":
         from saebasis.sweep import sweep_cli
 

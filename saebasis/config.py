@@ -16,15 +16,15 @@ def setup_env() -> None:
     A run never fails because wandb cannot reach a server: with no WANDB_API_KEY (and no
     ~/.netrc entry) the mode defaults to offline, and logs sync later with `wandb sync`.
     """
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
-    os.environ.setdefault("WANDB_MODE", "online" if has_key else "offline")
+    os.environ.setdefault("WANDB_MODE", "online" if has_wandb_key() else "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _netrc() -> str:
+def has_wandb_key() -> bool:
+    """A key in WANDB_API_KEY or from `wandb login` (~/.netrc)."""
     path = Path.home() / ".netrc"
-    return path.read_text() if path.exists() else ""
+    return bool(os.environ.get("WANDB_API_KEY")) or (path.exists() and "api.wandb.ai" in path.read_text(errors="ignore"))
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
@@ -45,3 +45,20 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
 
 def to_dict(cfg: DictConfig | dict) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def resolve_run_dir(cfg: dict) -> dict:
+    """Fill run_dir / ckpt_dir when null: inside a Hydra run (CLI, multirun job) the job's output folder,
+    so every multirun job saves its own run; else runs/<method>-<time>."""
+    import time
+
+    if not cfg.get("run_dir"):
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            cfg["run_dir"] = str(Path(HydraConfig.get().runtime.output_dir) / "run")
+        else:
+            cfg["run_dir"] = f"runs/{cfg['intervention']['method']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not cfg.get("ckpt_dir"):
+        cfg["ckpt_dir"] = f"{cfg['run_dir']}.ckpt"
+    return cfg

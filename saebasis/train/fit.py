@@ -7,7 +7,7 @@ import time
 import torch
 
 from saebasis.activations import collect, example_means
-from saebasis.config import to_dict
+from saebasis.config import resolve_run_dir, to_dict
 from saebasis.data import load_concept
 from saebasis.interventions import build
 from saebasis.runs import save_run
@@ -45,7 +45,7 @@ def run_cfg(cfg: dict, stack) -> dict:
 
 
 def fit_baseline(cfg) -> dict:
-    cfg = to_dict(cfg)
+    cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field="data")  # before any heavy work
     torch.manual_seed(cfg["seed"])
     concept = load_concept(cfg["data"])

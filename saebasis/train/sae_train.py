@@ -40,6 +40,19 @@ ARCHITECTURES = {
 }
 
 
+class StopAtHookProxyLM(HookedProxyLM):
+    """HookedProxyLM that stops the forward pass at the hook when sae-lens only wants activations.
+
+    sae-lens stops TransformerLens models at the hook layer, but for an HF block name it cannot tell
+    the layer, so it would run every layer after the hook for nothing (2-3x slower at mid-depth).
+    """
+
+    def forward(self, tokens, return_type="logits", loss_per_token=False, stop_at_layer=None, _names_filter=None, **kwargs):
+        if stop_at_layer is None and _names_filter and return_type == "logits":
+            stop_at_layer = -1  # any value: sae-lens' StopManager raises once every named hook has fired
+        return super().forward(tokens, return_type, loss_per_token, stop_at_layer, _names_filter, **kwargs)
+
+
 def sae_config(arch: str, d_in: int, d_sae: int, extra: dict[str, Any]):
     """The sae-lens training config of `arch`, with only the fields that architecture has."""
     if arch not in ARCHITECTURES:
@@ -95,7 +108,7 @@ def train_sae(cfg) -> dict:
     train_texts, heldout = split_corpus(corpus_texts(rows), c["heldout_fraction"])
     out = Path(cfg["work_dir"])
     runner_cfg = runner_config(cfg, hf_hook, model.config.hidden_size, out)
-    proxy = HookedProxyLM(model, tok, hook_names=[hf_hook])
+    proxy = StopAtHookProxyLM(model, tok, hook_names=[hf_hook])
     start = time.time()
     trained = LanguageModelSAETrainingRunner(
         runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts}), override_model=proxy

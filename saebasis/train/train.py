@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from saebasis.activations import collect
-from saebasis.config import setup_env, to_dict
+from saebasis.config import resolve_run_dir, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval.generation import generate
 from saebasis.interventions import build
@@ -59,7 +59,7 @@ def trainer_for(cfg: dict, ckpt_dir: Path) -> L.Trainer:
 
 def train(cfg) -> dict:
     setup_env()
-    cfg = to_dict(cfg)
+    cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field="data")  # before any heavy work
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     concept = load_concept(cfg["data"])
