@@ -244,10 +244,6 @@ def _cli_env() -> dict:
     return {**env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Mid-epoch resume replays the epoch from its first batch: saebasis/train/datamodule.py StepSeededSampler.__iter__ "
-    "must skip the (global_step % n_batches) * batch_size samples already trained on (Lightning warns the dataloader "
-    "is not resumable). Fix that, then delete this marker."))
 def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path):
     from saebasis.config import compose
     from saebasis.train.train import train

@@ -33,14 +33,17 @@ class PairCollator:
 
 class StepSeededSampler(torch.utils.data.Sampler):
     """Shuffles with a seed derived from the epoch the optimizer step count is in, read when iteration
-    starts: a run resumed from a checkpoint sees exactly the batches an uninterrupted run would."""
+    starts, and skips the batches of that epoch already trained on: a run resumed from a checkpoint
+    (also one killed mid-epoch) sees exactly the batches an uninterrupted run would."""
 
     def __init__(self, n: int, batch_size: int, seed: int, global_step) -> None:
-        self.n, self.n_batches, self.seed, self.global_step = n, max(1, -(-n // batch_size)), seed, global_step
+        self.n, self.batch_size, self.seed, self.global_step = n, batch_size, seed, global_step
+        self.n_batches = max(1, -(-n // batch_size))
 
     def __iter__(self):
-        epoch = self.global_step() // self.n_batches
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist())
+        epoch, done = divmod(self.global_step(), self.n_batches)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist()
+        return iter(perm[done * self.batch_size :])
 
     def __len__(self) -> int:
         return self.n
