@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 from statistics import mean
+from typing import NamedTuple
 
 import torch
 
@@ -34,15 +35,20 @@ def score(stack, concept, instructions, responses) -> dict[str, list[float]]:
     return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
 
 
-def obtain_run(name: str, spec: dict, cfg: dict, out: Path) -> tuple[object | None, float]:
-    """Train / fit / load the method's intervention; returns it and the fit/train wall time."""
+class Method(NamedTuple):
+    intervention: object | None  # None: unsteered / prompting
+    hook: str | None  # where the run applies (SARA reads block L's input)
+    fit_time_s: float
+
+
+def obtain_run(name: str, spec: dict, cfg: dict, out: Path, default_hook: str) -> Method:
+    """Train / fit / load the method's intervention."""
     kind = spec["kind"]
     if kind in ("none", "prompt"):
-        return None, 0.0
+        return Method(None, default_hook, 0.0)
     if kind == "run":
         run = load_run(spec["run_dir"])
-        run.intervention.hook_override = run.cfg.get("hook")
-        return run.intervention, 0.0
+        return Method(run.intervention, run.cfg.get("hook") or default_hook, 0.0)
     run_dir = out / "runs" / name
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={cfg['seed']}"]
     if kind == "train":
@@ -56,24 +62,20 @@ def obtain_run(name: str, spec: dict, cfg: dict, out: Path) -> tuple[object | No
     else:
         raise ValueError(f"Method '{name}': kind must be none | prompt | train | fit | run, got '{kind}'.")
     run = load_run(result["run_dir"])
-    run.intervention.hook_override = run.cfg.get("hook")  # e.g. SARA reads block L's input
-    return run.intervention, float(result.get("train_time_s", result.get("fit_time_s", 0.0)))
+    return Method(run.intervention, run.cfg.get("hook") or default_hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
 
 
-def evaluate(stack, concept, iv, spec, instructions, cfg, strength) -> tuple[dict, float]:
+def evaluate(stack, concept, method: Method, spec, instructions, cfg, strength) -> tuple[dict, float]:
+    iv = method.intervention
     if iv is not None:
         iv.strength = float(strength)
     prefix = spec.get("prefix", "") if spec["kind"] == "prompt" else ""
     responses, seconds = generate(
-        stack.model, stack.tokenizer, instructions, iv, _hook(iv, stack), cfg["max_new_tokens"], cfg["batch_size"], prefix
+        stack.model, stack.tokenizer, instructions, iv, method.hook, cfg["max_new_tokens"], cfg["batch_size"], prefix
     )
     scores = score(stack, concept, instructions, responses)
     scores["responses"] = responses
     return scores, seconds
-
-
-def _hook(iv, stack) -> str:
-    return getattr(iv, "hook_override", None) or stack.hook
 
 
 @torch.no_grad()
@@ -87,21 +89,20 @@ def latent_l0(stack, iv, neutral) -> float:
 
 
 def compare_method(name, spec, stack, concept, cfg, out, base_seconds) -> dict:
-    iv, fit_time = obtain_run(name, spec, cfg, out)
-    if iv is not None and spec.get("hook"):
-        iv.hook_override = spec["hook"]
+    method = obtain_run(name, spec, cfg, out, stack.hook)
+    iv = method.intervention
     strengths = [float(s) for s in spec.get("strengths") or [1.0]] if iv is not None else [0.0]
-    val = {s: evaluate(stack, concept, iv, spec, concept.instructions["val"][: cfg["n_val"]], cfg, s)[0] for s in strengths}
+    val = {s: evaluate(stack, concept, method, spec, concept.instructions["val"][: cfg["n_val"]], cfg, s)[0] for s in strengths}
     best = choose_strength({s: mean(v["score"]) for s, v in val.items()})
-    test, seconds = evaluate(stack, concept, iv, spec, concept.instructions["test"][: cfg["n_test"]], cfg, best)
+    test, seconds = evaluate(stack, concept, method, spec, concept.instructions["test"][: cfg["n_test"]], cfg, best)
     lo, hi = bootstrap_ci(test["score"], seed=cfg["seed"])
     row = {
         "method": name, "strength": best, "score": mean(test["score"]), "ci_low": lo, "ci_high": hi,
         "concept": mean(test["concept"]), "instruction": mean(test["instruction"]), "fluency": mean(test["fluency"]),
-        "kl_neutral": kl_to_base(stack.model, stack.tokenizer, _hook(iv, stack), iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
+        "kl_neutral": kl_to_base(stack.model, stack.tokenizer, method.hook, iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
         "params": sum(p.numel() for p in iv.parameters()) + sum(b.numel() for b in iv.buffers()) if iv is not None else 0,
         "latent_l0": latent_l0(stack, iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
-        "fit_time_s": fit_time, "gen_overhead": seconds / base_seconds if base_seconds else float("nan"),
+        "fit_time_s": method.fit_time_s, "gen_overhead": seconds / base_seconds if base_seconds else float("nan"),
     }
     curve = {str(s): mean(v["score"]) for s, v in val.items()}
     examples = list(zip(concept.instructions["test"][: cfg["n_test"]], test["responses"]))[:3]

@@ -20,6 +20,8 @@ def generate(
     """Responses for each prompt and the wall time in seconds. `system_prefix` is prepended to each
     user message (the prompting reference method)."""
     device = next(model.parameters()).device
+    if getattr(getattr(intervention, "cfg", None), "mode", None) == "faithful":
+        batch_size = 1  # SARA as published: batch size 1, no padding
     responses: list[str] = []
     start = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
