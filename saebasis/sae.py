@@ -199,25 +199,34 @@ def _ce(model: nn.Module, batch: dict) -> float:
 @torch.no_grad()
 def check_compat(
     basis: SAEBasis, model: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 128,
-    warn_ev: float = 0.5, warn_ce: float = 0.6,
+    warn_ev: float = 0.5, warn_ce: float = 0.6, skip_first: int = 1,
 ) -> CompatReport:
     """Explained variance, mean L0, dead fraction and CE-loss recovered of the SAE on `texts`.
 
+    The first `skip_first` tokens of each text are left out (and never spliced): in Llama-family models
+    they carry the attention-sink activation, orders of magnitude larger than the rest, which SAEs are
+    not trained on (sae-lens' `seqpos_slice`) and which would dominate every figure.
     Raises on a width mismatch; warns (naming the likely cause) when the SAE does not fit the model's
     activations at this hook -- a wrong hook, or an SAE trained on a TransformerLens-processed model.
     """
     basis.check_width(model.config.hidden_size)
-    batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+    tokenizer.padding_side = "right"  # position index == token index, so the first tokens are easy to skip
+    try:
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+    finally:
+        tokenizer.padding_side = "left"
     batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
-    mask = batch["attention_mask"].bool()  # [batch, pos]
+    mask = batch["attention_mask"].bool().clone()  # [batch, pos]
+    mask[:, :skip_first] = False
     h = hooks.run_to_hook(model, basis.hook, **batch)[mask]  # [tokens, d_model]
     z = basis.encode(h)  # [tokens, d_sae]
     recon = basis.decode(z)
     ev = 1 - float((h - recon).pow(2).sum() / (h - h.mean(0)).pow(2).sum())
     ce_clean = _ce(model, batch)
-    with hooks.attach(model, basis.hook, lambda x: basis.decode(basis.encode(x))):
+    kept = list(range(skip_first, batch["input_ids"].shape[1]))
+    with hooks.attach(model, basis.hook, lambda x: basis.decode(basis.encode(x)), positions=kept):
         ce_spliced = _ce(model, batch)
-    with hooks.attach(model, basis.hook, torch.zeros_like):
+    with hooks.attach(model, basis.hook, torch.zeros_like, positions=kept):
         ce_zero = _ce(model, batch)
     recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan")
     report = CompatReport(

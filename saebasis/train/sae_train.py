@@ -82,9 +82,10 @@ def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageMode
         prepend_bos=False, training_tokens=cfg["training_tokens"], train_batch_size_tokens=cfg["train_batch_size_tokens"],
         store_batch_size_prompts=cfg["store_batch_size_prompts"], n_batches_in_buffer=cfg["n_batches_in_buffer"],
         lr=cfg["lr"], lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0), device=cfg["model"].get("device", "cpu"),
-        seed=cfg["seed"], n_eval_batches=2, eval_batch_size_prompts=4, n_batches_for_norm_estimate=10,
-        checkpoint_path=str(out / "checkpoints"), output_path=str(out / "sae-lens-output"), dead_feature_window=200,
-        feature_sampling_window=200,
+        seed=cfg["seed"], seqpos_slice=(cfg.get("skip_first", 1), None), exclude_special_tokens=cfg.get("exclude_special_tokens", True),
+        n_eval_batches=2, eval_batch_size_prompts=4, n_batches_for_norm_estimate=10,
+        checkpoint_path=str(out / "checkpoints"), output_path=str(out / "sae-lens-output"),
+        dead_feature_window=cfg.get("dead_feature_window", 50), feature_sampling_window=cfg.get("dead_feature_window", 50),
         logger=LoggingConfig(
             log_to_wandb=log.get("mode") != "disabled", wandb_project=log.get("project", "saebasis"),
             wandb_entity=log.get("entity"), run_name=out.name, wandb_log_frequency=10, eval_every_n_wandb_logs=20,
