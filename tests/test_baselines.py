@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from saebasis import hooks
+from saebasis.activations import collect
 from saebasis.config import compose
 from saebasis.interventions import build
 from saebasis.interventions.sara import SARA, reduced, sara_delta
-from saebasis.runs import load_run
+from saebasis.runs import load_run, save_run
 from saebasis.train.fit import fit_baseline
 
 D = 32
@@ -34,6 +35,25 @@ def test_sara_hand_computed_three_token_example():
     assert torch.allclose(sara_delta(r_o, r_a, r_r), torch.tensor([1.0, 1.0]))
     # swapping attract and repel flips the sign
     assert torch.allclose(sara_delta(r_o, r_r, r_a), torch.tensor([-1.0, -1.0]))
+
+
+def test_sara_hand_computed_steer_with_rotated_repel():
+    # X_o (d_model=2, T=3) = [[3,0,0],[0,1,0]]: U = I, S = (3, 1) -> R_o = [[3,0],[0,1]].
+    # X_a = [[2,0],[0,1]] -> R_a = [[2,0],[0,1]].
+    # X_r = U diag(2, 1) with U = [[0.6, 0.8],[0.8, -0.6]] (signs: largest |entry| of each column positive)
+    #     = [[1.2, 0.8],[1.6, -0.6]] -> R_r = X_r.  k = min(3, 2, 2) = 2.
+    # neuron 0: cos((3,0),(2,0)) = 1;  cos((3,0),(1.2,0.8)) = 1.2/sqrt(2.08) = 0.832050 -> Delta_0 = 0.167950
+    # neuron 1: cos((0,1),(0,1)) = 1;  cos((0,1),(1.6,-0.6)) = -0.6/sqrt(2.92) = -0.351123 -> Delta_1 = 1.351123
+    # c = 0.5: scales 1.083975 and 1.675562, so X'_o = [[3.251925, 0, 0], [0, 1.675562, 0]].
+    x_o = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # history [T, d_model]
+    x_a = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    x_r = torch.tensor([[1.2, 1.6], [0.8, -0.6]])
+    sara = build("sara", {"mode": "stable", "strength": 0.5}, 2).fit([x_a], [x_r])
+    assert torch.allclose(sara.r_repel, torch.tensor([[1.2, 0.8], [1.6, -0.6]]), atol=1e-6)
+    out = sara(x_o[None])
+    assert sara.k_seen == [2]
+    assert torch.allclose(sara._delta[0], torch.tensor([0.167950, 1.351123]), atol=1e-5)
+    assert torch.allclose(out[0], torch.tensor([[3.251925, 0.0], [0.0, 1.675562], [0.0, 0.0]]), atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["faithful", "stable"])
@@ -65,6 +85,25 @@ def test_sara_stable_is_fixed_after_prompt():
     assert torch.allclose(out, step * (1 + delta[:, None, :]))
 
 
+def test_sara_stable_masks_left_padding():
+    sara = build("sara", {"mode": "stable", "strength": 1.0}, D).fit([torch.randn(8, D)], [torch.randn(8, D)])
+    short, long = torch.randn(1, 3, D), torch.randn(1, 5, D)
+    alone = sara(short)
+    sara.set_prompt_mask(None)
+    padded = torch.cat([torch.cat([torch.randn(1, 2, D), short], 1), long])  # row 0 left-padded by 2
+    sara.set_prompt_mask(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
+    both = sara(padded)
+    assert torch.allclose(both[0, 2:], alone[0], atol=1e-6)
+
+
+def test_sara_n_components_caps_k():
+    sara = build("sara", {"mode": "faithful", "n_components": 2}, D).fit([torch.randn(6, D)], [torch.randn(6, D)])
+    sara(torch.randn(1, 5, D))
+    assert sara.k_seen == [2] and sara.r_attract.shape == (D, 2)
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        build("sara", {"n_components": 0}, D)
+
+
 def test_diffmean_recovers_planted_vector():
     neg = torch.randn(20, D)
     v = torch.randn(D)
@@ -84,6 +123,48 @@ def test_pca_recovers_planted_direction_with_sign():
     assert direction @ u > 0.99 and abs(iv.v.norm() - 2.0) < 0.1
     iv_flipped = build("pca", {}, D).fit(neg, pos)
     assert torch.nn.functional.normalize(iv_flipped.v, dim=0) @ u < -0.99
+
+
+def fitted(method: str):
+    torch.manual_seed(1)
+    if method == "sara":
+        return build("sara", {"strength": 0.7}, D).fit([torch.randn(7, D)], [torch.randn(9, D)], [torch.randn(5, D)])
+    return build(method, {"strength": 3.0}, D).fit(torch.randn(10, D) + 1, torch.randn(10, D))
+
+
+@pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])
+def test_baseline_identity_at_zero_and_bit_identical_round_trip(method, model, tmp_path):
+    iv = fitted(method)
+    h = torch.randn(1, 4, D)
+    iv.strength = 0.0
+    assert iv(h) is h
+    iv.strength = iv.cfg.strength
+    before = iv(h)
+    assert not torch.equal(before, h)
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    with hooks.attach(model, "blocks.1.hook_resid_pre", iv):  # generate with KV cache
+        tokens = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    save_run(tmp_path / "run", iv, {"model": {"name": "tiny"}, "hook": "blocks.1.hook_resid_pre", "sae": None})
+    loaded = load_run(tmp_path / "run").intervention
+    assert loaded.strength == iv.strength and type(loaded) is type(iv)
+    for name, tensor in iv.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert torch.equal(loaded(h), before)
+    with hooks.attach(model, "blocks.1.hook_resid_pre", loaded):
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0), tokens)
+
+
+def test_collect_positions(model, tokenizer):
+    prompts, completions = ["the movie", "a day is very good"], ["great film", "bad"]
+    kw = dict(model=model, tokenizer=tokenizer, hook="blocks.1.hook_resid_post", prompts=prompts, completions=completions)
+    comp = collect(positions="completion", **kw)
+    assert [a.shape for a in comp] == [(2, D), (1, D)]
+    last = collect(positions="last", **kw)
+    assert all(a.shape == (1, D) for a in last) and torch.allclose(last[1], comp[1])
+    alone = collect(positions="all", batch_size=1, **kw)  # no padding
+    batched = collect(positions="all", batch_size=2, **kw)  # row 1 is longer, row 0 left-padded
+    assert [a.shape[0] for a in alone] == [a.shape[0] for a in batched]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
 
 
 @pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])

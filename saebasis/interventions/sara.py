@@ -8,8 +8,11 @@ Delta_i = s_a_i - s_r_i in [-2, 2]; steer every position: X'_o[i, t] = X_o[i, t]
 
 Sets of attract / repel examples (the concept's positive / negative completions) are STACKED along
 time into one history each (X_a = [h_a1; h_a2; ...]), so R(X_a) keeps the dominant directions of the
-whole set; averaging would blur examples of different lengths. Only the top `n_components` columns
-of R(X_a), R(X_r) are stored (k never exceeds it).
+whole set; averaging would blur examples of different lengths (and a per-example R(X) is only defined
+up to sign, so averaging those would cancel). With one attract and one repel example this is exactly
+the published method. By default every column of R(X_a), R(X_r) is stored (at most d_model), so k is
+exactly min(T_o, T_a, T_r); `n_components` caps k (smaller run folders, no longer the published k
+once T_o exceeds it).
 
 Two modes:
 - faithful: as published. Delta is recomputed from each forward call's own activations, so during
@@ -17,7 +20,19 @@ Two modes:
   of two scalars is their sign agreement). SVD signs are torch.linalg.svd's (arbitrary). Batch size 1.
 - stable: Delta is computed once per generation, on the prompt (the prefill call), with singular-vector
   signs fixed (largest-|.| entry of each U column positive, in X_o, X_a and X_r alike), applied unchanged
-  at every decode step; batches with left padding work (pass the attention mask with `set_prompt_mask`).
+  at every decode step; batches with left padding work (pass the attention mask with `set_prompt_mask`,
+  which also starts a new generation; a call with more than one position does too).
+
+What differs in practice (scripts/sara_modes.py shows one prompt): in faithful mode the prompt is
+steered with a Delta built from its own k = min(T_o, ...) components, but every generated token x is
+steered with Delta_i = sigma (sign(x_i a_i) - sign(x_i r_i)) (a_i, r_i: neuron i's entry of the top
+column of R(X_a), R(X_r), each with the SVD's arbitrary sign; sigma = +-1, the sign torch.linalg.svd
+gives the one-column X_o, +1 on CPU LAPACK), so each neuron is scaled by 1 + c {-2, 0, 2}; the decode
+steps dominate a long generation. In stable mode the prompt's Delta is reused for every
+generated token, so the scale of each neuron stays fixed and does not flip with SVD sign choices.
+Measured on SmolLM2 at blocks.12.hook_resid_pre (16 sentiment pairs, c = 1): faithful decode steps
+scaled ~16% of neurons by 3 or -1, agreeing in sign with the prompt's Delta only 50% of the time, and
+the text fell into repetition; stable kept fluent text.
 """
 
 from __future__ import annotations
@@ -38,16 +53,17 @@ from saebasis.sae import SAEBasis
 class SARAConfig(InterventionConfig):
     mode: Literal["faithful", "stable"] = "stable"
     """faithful: as published (Delta per forward call, k=1 when decoding with a cache); stable: Delta once on the prompt."""
-    n_components: int = 64
-    """Columns of R(X_a), R(X_r) kept after fitting (an upper bound on k)."""
-    positions: Literal["completion", "all", "last"] = "all"
-    """Tokens of each attract / repel example that enter its history."""
+    n_components: int | None = None
+    """Columns of R(X_a), R(X_r) kept after fitting (an upper bound on k); null = all (k as published)."""
+    positions: Literal["completion", "all", "last"] = "completion"
+    """Tokens of each attract / repel example in its history: `completion` keeps the prompt (shared by both, and
+    its first token's attention-sink activation, ~100x the typical norm, would be the top component of both) out."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in ("faithful", "stable"):
             raise ValueError(f"SARA mode must be 'faithful' or 'stable', got '{self.mode}'.")
-        if self.n_components < 1:
+        if self.n_components is not None and self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
 
 
@@ -77,7 +93,7 @@ class SARA(Intervention):
 
     def __init__(self, cfg: SARAConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__(cfg, d_model, sae)
-        n = min(cfg.n_components, d_model)
+        n = min(cfg.n_components or d_model, d_model)
         self.register_buffer("r_attract", torch.zeros(d_model, n))  # R(X_a), zero-padded columns
         self.register_buffer("r_repel", torch.zeros(d_model, n))
         self.register_buffer("k_fitted", torch.zeros(2, dtype=torch.long))  # valid columns of r_attract, r_repel
@@ -107,8 +123,9 @@ class SARA(Intervention):
         return sara_delta(reduced(x_o, k, align), self.r_attract[:, :k], self.r_repel[:, :k])
 
     def set_prompt_mask(self, attention_mask: Tensor | None) -> None:
-        """Stable mode with left-padded batches: which prompt positions are real ([batch, pos])."""
+        """Start a new generation; in stable mode, which prompt positions are real ([batch, pos], left padding)."""
         self._prompt_mask = attention_mask
+        self._delta = None
 
     def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         if self.cfg.mode == "faithful":
@@ -130,8 +147,9 @@ class SARA(Intervention):
         return torch.stack(rows)  # [batch, d_model]
 
     def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
-        """|cos(W_dec[i], Delta_ref * mean_ref)|: the additive change SARA makes to a typical (neutral)
-        activation at c = 1, read against each decoder direction."""
+        """|cos(W_dec[i], Delta_ref * mean_ref)|: the change SARA makes to a typical activation at c = 1
+        (x' - x = c Delta * x, with x the mean and Delta the SARA Delta of neutral prompts, fitted by
+        fit-baseline without each prompt's first token, the attention sink), read against each decoder direction."""
         if self.sae is None:
             return None
         change = self.delta_ref * self.mean_ref  # [d_model]

@@ -28,7 +28,7 @@ def fit_intervention(cfg: dict, stack, concept):
     if method == "sara":
         neutral = collect(stack.model, stack.tokenizer, stack.hook, concept.neutral, positions="all",
                           batch_size=cfg["batch_size"], max_len=cfg["max_len"], desc="neutral")
-        return iv.fit(pos, neg, neutral)
+        return iv.fit(pos, neg, [x[1:] for x in neutral if len(x) > 1])  # drop the attention-sink first token
     if not hasattr(iv, "fit"):
         raise ValueError(f"'{method}' is not a closed-form baseline; train it with `saebasis train intervention={method}`.")
     return iv.fit(example_means(pos), example_means(neg))
