@@ -53,10 +53,20 @@ def test_resume_from_checkpoint_matches_uninterrupted(tiny_overrides, tmp_path):
     assert torch.allclose(load_run(resumed["run_dir"]).intervention.v, full.v, atol=1e-6)
 
 
-def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_overrides, tmp_path):
-    with pytest.raises(NonFiniteLoss, match="became nan at step"):
-        train(compose("train", ["experiment=residual_vector", "lr=nan", "ckpt_every_n_steps=1", "trainer.max_epochs=2", *tiny_overrides]))
+def test_nan_loss_stops_with_message(tiny_overrides, tmp_path, monkeypatch):
+    from saebasis.interventions.residual import ResidualVector
+
+    monkeypatch.setattr(ResidualVector, "penalty", lambda self: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteLoss, match="became nan at step 0"):
+        train(compose("train", ["experiment=residual_vector", "trainer.max_epochs=1", *tiny_overrides]))
     assert not (tmp_path / "run").exists()  # no half-trained run folder
+
+
+def test_bad_learning_rate_is_refused_before_training(tiny_overrides, tmp_path):
+    from saebasis.validate import ConfigError
+
+    with pytest.raises(ConfigError, match="config field 'lr'"):
+        train(compose("train", ["experiment=residual_vector", "lr=nan", *tiny_overrides]))
 
 
 def test_closed_form_methods_are_refused(tiny_overrides):

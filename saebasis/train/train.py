@@ -7,6 +7,7 @@ Checkpoints (Lightning's, intervention parameters + optimizer only, never the LM
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from saebasis.stack import load_stack
 from saebasis.train.datamodule import ConceptDataModule
 from saebasis.train.fit import run_cfg
 from saebasis.train.module import SteeringModule
-from saebasis.validate import validate
+from saebasis.validate import ConfigError, validate
 
 
 def make_logger(cfg: dict, save_dir: Path):
@@ -61,6 +62,8 @@ def train(cfg) -> dict:
     setup_env()
     cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field="data")  # before any heavy work
+    if not (isinstance(cfg["lr"], (int, float)) and math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
+        raise ConfigError("lr", f"must be a positive finite number, got {cfg['lr']!r}", "set lr=1e-2 (SAE bias) or 1e-3")
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     concept = load_concept(cfg["data"])
     stack = load_stack(cfg)
