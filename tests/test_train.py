@@ -85,3 +85,28 @@ def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path)
     assert strong["steered"] != strong["unsteered"]
     with pytest.raises(ValueError, match="strength must be a finite number"):
         generate(compose("generate", base + ["strength=nan"]))
+
+
+@pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre"])
+def test_cached_activations_give_the_same_logits(model, tokenizer, sae, concept_dir, hook):
+    from saebasis.data import load_concept
+    from saebasis.interventions import build
+    from saebasis.train.datamodule import ConceptDataModule
+    from saebasis.train.module import SteeringModule
+
+    iv = build("residual_vector", {}, 32, sae)
+    with torch.no_grad():
+        iv.v.normal_()
+    dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24, fixed_batches=True)
+    module = SteeringModule(iv, model, hook, {"cache_activations": True, "objective": "sft"}, dm)
+    batch = next(iter(dm.train_dataloader()))
+    full = module._forward(batch["pos"])
+    cached = module._forward(batch["pos"], key=("pos", batch["ids"]))  # fills the cache
+    again = module._forward(batch["pos"], key=("pos", batch["ids"]))  # served from it
+    assert len(module.cache) == 1
+    assert torch.allclose(cached, full, atol=1e-5) and torch.equal(cached, again)
+
+
+def test_training_with_cached_activations(tiny_overrides):
+    result = train(compose("train", ["experiment=residual_vector", "cache_activations=true", "trainer.max_epochs=2", "lr=0.1", *tiny_overrides]))
+    assert load_run(result["run_dir"]).intervention.v.abs().sum() > 0 and result["steps"] == 6  # 5 train pairs, batch 2, 2 epochs

@@ -11,6 +11,7 @@ Upstream of the hook never needs gradients (the frozen LM gives none to compute)
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -29,6 +30,23 @@ def sequence_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
     return (logp * batch["completion_mask"][:, 1:]).sum(1)
 
 
+CACHEABLE = ("llama", "mistral", "qwen2", "qwen3")  # decoders that start from inputs_embeds unscaled
+
+
+@contextmanager
+def blocks_after(model, hook: str):
+    """Temporarily keep only the blocks after `hook`, so `model(inputs_embeds=h)` runs the rest of the model."""
+    point = hooks.parse_hook(hook)
+    layers = hooks.blocks(model)
+    inner = model.get_decoder()
+    start = point.layer + (1 if point.kind == "post" else 0)
+    inner.layers = torch.nn.ModuleList(list(layers)[start:])
+    try:
+        yield
+    finally:
+        inner.layers = layers
+
+
 class SteeringModule(L.LightningModule):
     def __init__(self, intervention, model, hook: str, cfg: dict, datamodule=None) -> None:
         super().__init__()
@@ -36,8 +54,21 @@ class SteeringModule(L.LightningModule):
         object.__setattr__(self, "lm", model)  # frozen: not a submodule, never in checkpoints
         object.__setattr__(self, "dm", datamodule)
         self.hook, self.cfg = hook, cfg
+        self.cache: dict | None = {} if cfg.get("cache_activations") else None
+        if self.cache is not None and model.config.model_type not in CACHEABLE:
+            raise ValueError(f"cache_activations supports {CACHEABLE} models (their decoder takes inputs_embeds unscaled); "
+                             f"got '{model.config.model_type}'. Set cache_activations=false.")
 
-    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
+    def _cached_forward(self, batch: dict[str, torch.Tensor], key) -> torch.Tensor:
+        """Steered logits from the cached hook activations: upstream layers run once per batch, ever."""
+        if key not in self.cache:
+            self.cache[key] = hooks.run_to_hook(self.lm, self.hook, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        with blocks_after(self.lm, self.hook):
+            return self.lm(inputs_embeds=self.intervention(self.cache[key]), attention_mask=batch["attention_mask"], use_cache=False).logits
+
+    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, key=None) -> torch.Tensor:
+        if steer and key is not None and self.cache is not None:
+            return self._cached_forward(batch, key)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if not steer:
             with torch.no_grad():
@@ -47,14 +78,15 @@ class SteeringModule(L.LightningModule):
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         pos = batch["pos"]
+        pos_key, neg_key = (("pos", batch["ids"]), ("neg", batch["ids"])) if stage == "train" else (None, None)
         if self.cfg["objective"] == "sft":
-            logits = self._forward(pos)
+            logits = self._forward(pos, key=pos_key)
             labels = completion_labels(pos)
             main = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         else:
             neg = batch["neg"]
-            margin = (sequence_logp(self._forward(pos), pos) - sequence_logp(self._forward(pos, False), pos)) - (
-                sequence_logp(self._forward(neg), neg) - sequence_logp(self._forward(neg, False), neg))
+            margin = (sequence_logp(self._forward(pos, key=pos_key), pos) - sequence_logp(self._forward(pos, False), pos)) - (
+                sequence_logp(self._forward(neg, key=neg_key), neg) - sequence_logp(self._forward(neg, False), neg))
             main = -torch.nn.functional.logsigmoid(self.cfg["beta"] * margin).mean()
         loss = main + self.intervention.penalty()
         if self.cfg["kl_coef"] > 0 and self.dm is not None:
