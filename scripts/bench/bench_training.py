@@ -92,15 +92,23 @@ class PyreftWorker:
                "--dtype", args.dtype, "--seed", "0"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env={**common.os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the pyreft worker exited before it was ready (run it by hand to see why)")
-        self.params = json.loads(line)["params"]
+        try:
+            self.params = self._reply()["params"]
+        except (RuntimeError, json.JSONDecodeError):
+            self.proc.kill()
+            raise
+
+    def _reply(self) -> dict:
+        """The next JSON line of the worker (pyvene prints notices on stdout at import: skipped)."""
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError("the pyreft worker exited early (run scripts/bench/pyreft_worker.py by hand to see why)")
 
     def steps(self, n: int) -> float:
         self.proc.stdin.write(f"steps {n}\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())["seconds"]
+        return self._reply()["seconds"]
 
     def close(self) -> None:
         self.proc.stdin.write("quit\n")

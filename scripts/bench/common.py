@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[2]
+START_LOAD = os.getloadavg()[0]  # other work on the machine adds noise: recorded with every result
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -57,6 +58,7 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "device": device,
+        "load_avg_1m": {"start": round(START_LOAD, 2), "end": round(os.getloadavg()[0], 2)},
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
     }
     try:
