@@ -87,7 +87,7 @@ def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path)
         generate(compose("generate", base + ["strength=nan"]))
 
 
-@pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre"])
+@pytest.mark.parametrize("hook", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_post"])
 def test_cached_activations_give_the_same_logits(model, tokenizer, sae, concept_dir, hook):
     from saebasis.data import load_concept
     from saebasis.interventions import build
@@ -97,16 +97,76 @@ def test_cached_activations_give_the_same_logits(model, tokenizer, sae, concept_
     iv = build("residual_vector", {}, 32, sae)
     with torch.no_grad():
         iv.v.normal_()
-    dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24, fixed_batches=True)
-    module = SteeringModule(iv, model, hook, {"cache_activations": True, "objective": "sft"}, dm)
-    batch = next(iter(dm.train_dataloader()))
-    full = module._forward(batch["pos"])
-    cached = module._forward(batch["pos"], key=("pos", batch["ids"]))  # fills the cache
-    again = module._forward(batch["pos"], key=("pos", batch["ids"]))  # served from it
-    assert len(module.cache) == 1
-    assert torch.allclose(cached, full, atol=1e-5) and torch.equal(cached, again)
+    dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24)
+    plain = SteeringModule(iv, model, hook, {"objective": "sft"}, dm)
+    cached = SteeringModule(iv, model, hook, {"cache_activations": True, "objective": "sft"}, dm)
+    batch = next(iter(dm.train_dataloader()))["pos"]
+    full, first = plain._forward(batch), cached._forward(batch)  # the first fills the cache
+    calls = []
+    with hooks_counting(model, calls):
+        again = cached._forward(batch)  # served from it: the blocks before the hook never run
+    assert len(cached.cache.acts) == 3 and calls == list(range(int(hook.split(".")[1]) + (hook.endswith("post")), 3))
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(first[mask], full[mask], atol=1e-5) and torch.equal(first, again)
+    assert torch.allclose(cached._forward(batch, steer=False)[mask], plain._forward(batch, steer=False)[mask], atol=1e-5)
+    # an example re-batched with different left padding reuses its cached activations and gives the same logits
+    single = {k: v[1:2, (~mask[1]).sum():] for k, v in batch.items()}
+    assert torch.allclose(cached._forward(single)[0], first[1, mask[1]], atol=1e-5)
 
 
-def test_training_with_cached_activations(tiny_overrides):
-    result = train(compose("train", ["experiment=residual_vector", "cache_activations=true", "trainer.max_epochs=2", "lr=0.1", *tiny_overrides]))
-    assert load_run(result["run_dir"]).intervention.v.abs().sum() > 0 and result["steps"] == 6  # 5 train pairs, batch 2, 2 epochs
+def hooks_counting(model, calls):
+    """Record the index of every real decoder block that runs (the cache's stand-ins are not counted)."""
+    from contextlib import ExitStack
+
+    from saebasis import hooks
+
+    stack = ExitStack()
+    for i, block in enumerate(hooks.blocks(model)):
+        handle = block.register_forward_pre_hook(lambda *_, i=i: calls.append(i))
+        stack.callback(handle.remove)
+    return stack
+
+
+def test_training_with_cached_activations_matches_uncached(tiny_overrides, tmp_path):
+    args = ["experiment=residual_vector", "trainer.max_epochs=2", "lr=0.1", "kl_coef=0.1", *tiny_overrides]
+    cached = train(compose("train", [*args, "cache_activations=true", f"run_dir={tmp_path / 'cached'}"]))
+    plain = train(compose("train", [*args, f"run_dir={tmp_path / 'plain'}"]))
+    assert cached["steps"] == plain["steps"] == 6  # 5 train pairs, batch 2, 2 epochs
+    v_cached, v_plain = (load_run(r["run_dir"]).intervention.v for r in (cached, plain))
+    assert v_plain.abs().sum() > 0 and torch.allclose(v_cached, v_plain, atol=1e-4)
+
+
+def test_preference_with_cached_reference(tiny_overrides, tmp_path):
+    args = ["experiment=sae_bias", "objective=preference", "trainer.max_epochs=2", "lr=0.1", *tiny_overrides]
+    cached = train(compose("train", [*args, "cache_activations=true", f"run_dir={tmp_path / 'cached'}"]))
+    plain = train(compose("train", [*args, f"run_dir={tmp_path / 'plain'}"]))
+    b_cached, b_plain = (load_run(r["run_dir"]).intervention.b for r in (cached, plain))
+    assert b_plain.abs().sum() > 0 and torch.allclose(b_cached, b_plain, atol=1e-4)
+
+
+def test_cached_activations_on_gpt2_family(tokenizer):
+    """GPT-2 adds position embeddings before its blocks: the cache replaces blocks, not inputs_embeds, so it still matches."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from saebasis.models import prepare
+    from saebasis.train.cache import ActivationCache, model_inputs
+
+    torch.manual_seed(0)
+    gpt2 = prepare(AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)), tokenizer)
+    batch = dict(tokenizer(["i love this movie", "a bad film and the weather is awful"], return_tensors="pt", padding=True))
+    cache = ActivationCache(gpt2, "blocks.1.hook_resid_post")
+    shift = lambda h: h + 1.0  # noqa: E731
+    from saebasis import hooks
+
+    with hooks.attach(gpt2, "blocks.1.hook_resid_post", shift):
+        full = gpt2(**model_inputs(batch), use_cache=False).logits
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(cache.logits(batch, shift)[mask], full[mask], atol=1e-5)
+    assert torch.allclose(cache.logits(batch, shift)[mask], full[mask], atol=1e-5)  # second time from the cache
+
+
+def test_cache_refuses_a_hook_with_nothing_upstream(model):
+    from saebasis.train.cache import ActivationCache
+
+    with pytest.raises(ValueError, match="nothing runs before blocks.0.hook_resid_pre.*cache_activations=false"):
+        ActivationCache(model, "blocks.0.hook_resid_pre")

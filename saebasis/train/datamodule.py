@@ -23,11 +23,9 @@ class PairCollator:
     def __init__(self, tokenizer, max_len: int) -> None:
         self.tokenizer, self.max_len = tokenizer, max_len
 
-    def __call__(self, items: list[tuple[int, tuple[str, str, str]]]) -> dict:
-        ids, rows = [i for i, _ in items], [r for _, r in items]
+    def __call__(self, rows: list[tuple[str, str, str]]) -> dict[str, dict[str, torch.Tensor]]:
         prompts = [r[0] for r in rows]
         return {
-            "ids": tuple(ids),
             "pos": encode_pairs(self.tokenizer, prompts, [r[1] for r in rows], self.max_len),
             "neg": encode_pairs(self.tokenizer, prompts, [r[2] for r in rows], self.max_len),
         }
@@ -51,29 +49,11 @@ class StepSeededSampler(torch.utils.data.Sampler):
         return self.n
 
 
-class FixedBatchSampler(StepSeededSampler):
-    """Batches of fixed composition (so cached activations stay valid), their order shuffled per epoch
-    as StepSeededSampler does for examples. Used with cache_activations=true."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, global_step) -> None:
-        super().__init__(n, batch_size, seed, global_step)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        self.batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-    def __iter__(self):
-        epoch, done = divmod(self.global_step(), self.n_batches)
-        order = torch.randperm(self.n_batches, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist()
-        return iter([self.batches[i] for i in order[done:]])
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-
 class ConceptDataModule(L.LightningDataModule):
     """Train / val split of the concept's pairs (val = every `val_every`-th pair), plus neutral prompts."""
 
     def __init__(self, concept: Concept, tokenizer, batch_size: int = 8, max_len: int = 64, val_fraction: float = 0.1,
-                 seed: int = 0, max_pairs: int | None = None, fixed_batches: bool = False) -> None:
+                 seed: int = 0, max_pairs: int | None = None) -> None:
         super().__init__()
         rows = [(p.prompt, p.positive, p.negative) for p in concept.pairs][: max_pairs or None]
         random.Random(seed).shuffle(rows)
@@ -81,19 +61,15 @@ class ConceptDataModule(L.LightningDataModule):
         self.val_rows, self.train_rows = rows[:n_val], rows[n_val:]
         self.neutral = list(concept.neutral)
         self.collate = PairCollator(tokenizer, max_len)
-        self.batch_size, self.seed, self.fixed_batches = batch_size, seed, fixed_batches
+        self.batch_size, self.seed = batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
         step = lambda: self.trainer.global_step if self.trainer else 0  # noqa: E731
-        items = list(enumerate(self.train_rows))
-        if self.fixed_batches:
-            return DataLoader(items, batch_sampler=FixedBatchSampler(len(items), self.batch_size, self.seed, step), collate_fn=self.collate)
-        sampler = StepSeededSampler(len(items), self.batch_size, self.seed, step)
-        return DataLoader(items, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
+        sampler = StepSeededSampler(len(self.train_rows), self.batch_size, self.seed, step)
+        return DataLoader(self.train_rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
-        rows = self.val_rows or self.train_rows[:1]
-        return DataLoader([(-1 - i, r) for i, r in enumerate(rows)], batch_size=self.batch_size, collate_fn=self.collate)
+        return DataLoader(self.val_rows or self.train_rows[:1], batch_size=self.batch_size, collate_fn=self.collate)
 
     def neutral_batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
         """A deterministic cycling batch of neutral prompts (for KL(steered || base))."""

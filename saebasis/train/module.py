@@ -5,18 +5,21 @@ Objectives (cfg.objective):
 - preference: BiPO / DPO-style, -log sigmoid(beta [(log p_s(pos) - log p_0(pos)) - (log p_s(neg) - log p_0(neg))]),
   p_s steered and p_0 the unsteered (reference) model;
 plus kl_coef * KL(steered || base) on neutral prompts, plus the intervention's own penalty (L1, Mahalanobis).
-Upstream of the hook never needs gradients (the frozen LM gives none to compute).
+Upstream of the hook nothing needs gradients: the frozen LM records no graph there, and with
+`cache_activations` (saebasis.train.cache) it runs once per example under no_grad, after which only the
+blocks after the hook run (the unsteered reference log-probs of the preference objective are kept too).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import lightning as L
 import torch
 
 from saebasis import hooks
+from saebasis.train.cache import ActivationCache, model_inputs
 from saebasis.train.datamodule import completion_labels
 
 
@@ -30,23 +33,6 @@ def sequence_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
     return (logp * batch["completion_mask"][:, 1:]).sum(1)
 
 
-CACHEABLE = ("llama", "mistral", "qwen2", "qwen3")  # decoders that start from inputs_embeds unscaled
-
-
-@contextmanager
-def blocks_after(model, hook: str):
-    """Temporarily keep only the blocks after `hook`, so `model(inputs_embeds=h)` runs the rest of the model."""
-    point = hooks.parse_hook(hook)
-    layers = hooks.blocks(model)
-    inner = model.get_decoder()
-    start = point.layer + (1 if point.kind == "post" else 0)
-    inner.layers = torch.nn.ModuleList(list(layers)[start:])
-    try:
-        yield
-    finally:
-        inner.layers = layers
-
-
 class SteeringModule(L.LightningModule):
     def __init__(self, intervention, model, hook: str, cfg: dict, datamodule=None) -> None:
         super().__init__()
@@ -54,45 +40,42 @@ class SteeringModule(L.LightningModule):
         object.__setattr__(self, "lm", model)  # frozen: not a submodule, never in checkpoints
         object.__setattr__(self, "dm", datamodule)
         self.hook, self.cfg = hook, cfg
-        self.cache: dict | None = {} if cfg.get("cache_activations") else None
-        if self.cache is not None and model.config.model_type not in CACHEABLE:
-            raise ValueError(f"cache_activations supports {CACHEABLE} models (their decoder takes inputs_embeds unscaled); "
-                             f"got '{model.config.model_type}'. Set cache_activations=false.")
+        self.cache = ActivationCache(model, hook) if cfg.get("cache_activations") else None
 
-    def _cached_forward(self, batch: dict[str, torch.Tensor], key) -> torch.Tensor:
-        """Steered logits from the cached hook activations: upstream layers run once per batch, ever."""
-        if key not in self.cache:
-            self.cache[key] = hooks.run_to_hook(self.lm, self.hook, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        with blocks_after(self.lm, self.hook):
-            return self.lm(inputs_embeds=self.intervention(self.cache[key]), attention_mask=batch["attention_mask"], use_cache=False).logits
+    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
+        """Logits with the intervention at the hook (steer) or of the unsteered model (no graph)."""
+        fn = self.intervention if steer else None
+        with torch.set_grad_enabled(steer and torch.is_grad_enabled()):
+            if self.cache is not None:
+                return self.cache.logits(batch, fn)
+            with hooks.attach(self.lm, self.hook, fn) if steer else nullcontext():
+                return self.lm(**model_inputs(batch), use_cache=False).logits
 
-    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, key=None) -> torch.Tensor:
-        if steer and key is not None and self.cache is not None:
-            return self._cached_forward(batch, key)
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if not steer:
-            with torch.no_grad():
-                return self.lm(**inputs, use_cache=False).logits
-        with hooks.attach(self.lm, self.hook, self.intervention):
-            return self.lm(**inputs, use_cache=False).logits
+    def _reference_logp(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log p_0(completion) under the unsteered model: fixed, so memoised when activations are cached."""
+        compute = lambda b: sequence_logp(self._forward(b, steer=False), b)  # noqa: E731
+        return compute(batch) if self.cache is None else self.cache.per_example("ref_logp", batch, compute)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
+        getattr(self.intervention, "clear_penalty_state", lambda: None)()  # Mahalanobis: only this step's deltas
         pos = batch["pos"]
-        pos_key, neg_key = (("pos", batch["ids"]), ("neg", batch["ids"])) if stage == "train" else (None, None)
         if self.cfg["objective"] == "sft":
-            logits = self._forward(pos, key=pos_key)
+            logits = self._forward(pos)
             labels = completion_labels(pos)
             main = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         else:
             neg = batch["neg"]
-            margin = (sequence_logp(self._forward(pos, key=pos_key), pos) - sequence_logp(self._forward(pos, False), pos)) - (
-                sequence_logp(self._forward(neg, key=neg_key), neg) - sequence_logp(self._forward(neg, False), neg))
+            margin = (sequence_logp(self._forward(pos), pos) - self._reference_logp(pos)) - (
+                sequence_logp(self._forward(neg), neg) - self._reference_logp(neg))
             main = -torch.nn.functional.logsigmoid(self.cfg["beta"] * margin).mean()
-        loss = main + self.intervention.penalty()
+        loss = main
         if self.cfg["kl_coef"] > 0 and self.dm is not None:
             loss = loss + self.cfg["kl_coef"] * self._kl(self.global_step, len(pos["input_ids"]))
+        penalty = self.intervention.penalty()  # last: it may read the deltas of every forward above
+        loss = loss + penalty
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(pos["input_ids"]))
         self.log(f"{stage}/objective", main, batch_size=len(pos["input_ids"]))
+        self.log(f"{stage}/penalty", penalty.detach(), batch_size=len(pos["input_ids"]))
         return loss
 
     def _kl(self, step: int, size: int) -> torch.Tensor:
@@ -108,8 +91,9 @@ class SteeringModule(L.LightningModule):
         loss = self.step(batch, "train")
         if not math.isfinite(float(loss.detach())):
             raise NonFiniteLoss(
-                f"Training loss became {float(loss)} at step {self.global_step}. Stopped; the last good checkpoint is kept "
-                f"in the run's checkpoints/ folder. Lower optim.lr, raise regularisation, or check the data."
+                f"Training loss became {float(loss.detach())} at step {self.global_step}. Stopped; the last good checkpoint "
+                f"is kept in {self.cfg.get('ckpt_dir') or 'the checkpoint folder'} (resume=true continues from it). "
+                f"Lower lr, raise regularisation, or check the data."
             )
         return loss
 
@@ -121,7 +105,7 @@ class SteeringModule(L.LightningModule):
     @torch.no_grad()
     def _log_change(self, batch: dict[str, torch.Tensor]) -> None:
         """Norm of the residual change and L0 of the SAE latent change it causes, at the hook."""
-        h = hooks.run_to_hook(self.lm, self.hook, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        h = self.cache.hook_acts(batch) if self.cache is not None else hooks.run_to_hook(self.lm, self.hook, **model_inputs(batch))
         mask = batch["attention_mask"].bool()
         delta = (self.intervention(h) - h)[mask]  # [tokens, d_model]
         self.log("val/resid_change_norm", delta.norm(dim=-1).mean(), batch_size=int(mask.sum()))

@@ -68,8 +68,7 @@ def train(cfg) -> dict:
     concept = load_concept(cfg["data"])
     stack = load_stack(cfg)
     iv = build_intervention(cfg, stack, concept)
-    dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"),
-                           fixed_batches=bool(cfg.get("cache_activations")))
+    dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
     module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
     ckpt_dir = Path(cfg["ckpt_dir"])
     last = ckpt_dir / "last.ckpt"
