@@ -73,3 +73,22 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     assert rows["diffmean"]["params"] == 32
     data = json.loads((out / "results.json").read_text())
     assert set(data["results"]["bias"]["val_curve"]) == {"0.5", "1.0"}
+
+
+def test_builtin_concepts_load():
+    from saebasis.data import load_concept
+
+    for name, judge in [("sentiment", "vader"), ("ocean", "minilm"), ("cooking", "minilm"), ("sycophancy", "ab")]:
+        concept = load_concept(name)
+        assert concept.judge == judge and concept.pairs and concept.instructions["val"] and concept.instructions["test"]
+    assert len(load_concept("sycophancy").ab) == 12
+
+
+def test_ab_probability_is_a_probability_and_zero_strength_is_base(model, tokenizer, sae):
+    from saebasis.data import ABItem
+    from saebasis.eval.metrics import ab_matching_prob
+
+    items = [ABItem("is the movie good?", "(A)", "(B)"), ABItem("is the day bad?", "(B)", "(A)")]
+    base = ab_matching_prob(model, tokenizer, None, None, items)
+    iv = build("sae_bias", {"strength": 0.0}, 32, sae)
+    assert 0.0 <= base <= 1.0 and ab_matching_prob(model, tokenizer, sae.hook, iv, items) == base

@@ -22,7 +22,7 @@ from saebasis.data import load_concept
 from saebasis.eval import plots
 from saebasis.eval.generation import generate
 from saebasis.eval.judges import concept_scores, fluency_scores, similarity_scores
-from saebasis.eval.metrics import bootstrap_ci, choose_strength, harmonic_mean, kl_to_base
+from saebasis.eval.metrics import ab_matching_prob, bootstrap_ci, choose_strength, harmonic_mean, kl_to_base
 from saebasis.activations import collect
 from saebasis.runs import load_run
 from saebasis.stack import load_stack
@@ -104,6 +104,8 @@ def compare_method(name, spec, stack, concept, cfg, out, base_seconds) -> dict:
         "latent_l0": latent_l0(stack, iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
         "fit_time_s": method.fit_time_s, "gen_overhead": seconds / base_seconds if base_seconds else float("nan"),
     }
+    if concept.ab:
+        row["ab_matching"] = ab_matching_prob(stack.model, stack.tokenizer, method.hook, iv, concept.ab)
     curve = {str(s): mean(v["score"]) for s, v in val.items()}
     examples = list(zip(concept.instructions["test"][: cfg["n_test"]], test["responses"]))[:3]
     return {"row": row, "val_curve": curve, "examples": examples, "test_scores": test["score"]}

@@ -79,7 +79,7 @@ def similarity_scores(texts: Sequence[str], references: Sequence[str]) -> list[f
 def concept_scores(judge: str, texts: Sequence[str], description: str) -> list[float]:
     if judge == "vader":
         return sentiment_scores(texts)
-    if judge == "minilm":
+    if judge in ("minilm", "ab"):  # ab concepts are scored on text by their description, plus the A/B probability
         return similarity_scores(texts, [description] * len(texts))
     raise ValueError(f"Unknown judge '{judge}'. Use vader (sentiment) or minilm (topics) in concept.yaml.")
 

@@ -51,3 +51,24 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
         total += float(kl[mask].sum())
         count += int(mask.sum())
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items) -> float:
+    """CAA-style A/B behaviour score: mean over items of p(matching letter) / (p(A) + p(B)) for the first
+    answer token after the question (chat template, then "("), with the intervention attached."""
+    from contextlib import nullcontext
+
+    from saebasis.activations import chat_prefix
+
+    letters = [tokenizer(x, add_special_tokens=False)["input_ids"][-1] for x in ("(A", "(B")]
+    probs = []
+    for item in items:
+        text = chat_prefix(tokenizer, item.question + "\nAnswer with (A) or (B).") + "("
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ctx = hooks.attach(model, hook, intervention) if intervention is not None else nullcontext()
+        with ctx:
+            logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[0, -1].float()
+        p_a, p_b = logits[letters].softmax(-1).tolist()
+        probs.append(p_a if item.matching.strip("() ") == "A" else p_b)
+    return sum(probs) / max(1, len(probs))

@@ -16,12 +16,13 @@ def _fmt(value) -> str:
 
 def write_tables(out: Path, rows: list[dict]) -> dict:
     rows = sorted(rows, key=lambda r: -r["score"])
+    columns = COLUMNS + [k for k in ("ab_matching",) if any(k in r for r in rows)]
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[k]) for k in COLUMNS) + " |" for r in rows]
+        writer.writerows({k: r.get(k, "") for k in columns} for r in rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in columns) + " |" for r in rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     return {"csv": str(out / "results.csv"), "md": str(out / "results.md")}
 
