@@ -117,3 +117,62 @@ def test_bad_config_is_explained(field, value, match, sae):
 def test_sae_methods_need_an_sae():
     with pytest.raises(ValueError, match="needs an SAE"):
         build("sae_adaptor", {}, D_MODEL, None)
+
+
+ADDITIVE = ["sae_bias", "sae_adaptor", "residual_adaptor", "residual_vector"]
+
+
+def _fitted(method, sae, **maha):
+    iv = build(method, {**LEARNED[method], **maha}, D_MODEL, sae)
+    iv.whitener.fit(torch.randn(400, D_MODEL) * torch.linspace(0.1, 3, D_MODEL))
+    return iv
+
+
+@pytest.mark.parametrize("method", ADDITIVE)
+def test_mahalanobis_bound_holds_for_every_additive_method(method, sae):
+    iv = _perturb(_fitted(method, sae, mahalanobis_max=0.5))
+    h = torch.randn(2, 4, D_MODEL)
+    assert iv.whitener.norm(iv(h) - h).max() <= 0.5 + 1e-4
+    iv.strength = 0.0
+    assert iv(h) is h
+
+
+@pytest.mark.parametrize("method", ADDITIVE)
+def test_mahalanobis_penalty_is_the_whitened_norm_of_the_change(method, sae):
+    def own_l1():
+        if method == "sae_adaptor":
+            return iv.cfg.l1_coef * (iv.A.abs().sum() + iv.B.abs().sum())
+        return iv.cfg.l1_coef * iv.b.abs().sum() if method == "sae_bias" else torch.zeros(())
+
+    iv = _fitted(method, sae, mahalanobis_coef=2.0)
+    h = torch.randn(2, 4, D_MODEL)
+    assert torch.equal(iv(h), h)  # identity at init: the Mahalanobis term is zero
+    assert torch.allclose(iv.penalty().detach(), own_l1().detach())
+    _perturb(iv)
+    iv.clear_penalty_state()
+    delta = iv(h) - h
+    penalty = iv.penalty()
+    assert torch.allclose(penalty, 2.0 * iv.whitener.norm(delta).pow(2).mean() + own_l1(), rtol=1e-4)
+    penalty.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in iv.parameters())
+
+
+def test_mahalanobis_whitener_round_trips(sae, tmp_path):
+    iv = _perturb(_fitted("sae_bias", sae, mahalanobis_max=0.5))
+    h = torch.randn(2, 3, D_MODEL)
+    save_run(tmp_path / "r", iv, {"sae": None})
+    loaded = load_run(tmp_path / "r", sae=sae).intervention
+    assert torch.equal(loaded.whitener.W, iv.whitener.W) and torch.equal(loaded(h), iv(h))
+
+
+def test_folded_matches_steer_under_a_bound(sae):
+    iv = _perturb(_fitted("residual_vector", sae, mahalanobis_max=0.5))
+    iv.strength = 3.0
+    h = torch.randn(1, 2, D_MODEL)
+    assert torch.allclose(h + iv.strength * iv.folded(), iv(h), atol=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [("mahalanobis_coef", -1.0), ("mahalanobis_max", -0.5), ("mahalanobis_shrinkage", 0.0)])
+def test_bad_mahalanobis_config_is_explained(field, value, sae):
+    with pytest.raises(ValueError, match="mahalanobis"):
+        build("sae_bias", {field: value}, D_MODEL, sae)

@@ -8,9 +8,14 @@ rarely vary in costs more. Used as a penalty (coef * mean ||W delta||^2) or a ha
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from saebasis.interventions.base import InterventionConfig
 
 
 def inverse_sqrt_cov(acts: Float[Tensor, "n d_model"], shrinkage: float) -> Float[Tensor, "d_model d_model"]:
@@ -49,3 +54,54 @@ class Whitener(nn.Module):
 
 def maybe_whitener(d_model: int, coef: float, max_norm: float, shrinkage: float) -> Whitener | None:
     return Whitener(d_model, coef, max_norm, shrinkage) if coef > 0 or max_norm > 0 else None
+
+
+@dataclasses.dataclass
+class AdditiveConfig(InterventionConfig):
+    """Fields of every additive method (h' = h + delta): the Mahalanobis penalty / bound on delta."""
+
+    mahalanobis_coef: float = 0.0
+    """Penalty coef * mean ||Sigma^{-1/2} delta||^2 over steered tokens (0 = off)."""
+    mahalanobis_max: float = 0.0
+    """Hard bound: delta is rescaled per token so ||Sigma^{-1/2} delta|| <= max (0 = off)."""
+    mahalanobis_shrinkage: float = 0.1
+    """lambda in Sigma + lambda * mean(diag Sigma) * I (keeps the inverse well conditioned)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mahalanobis_coef < 0 or self.mahalanobis_max < 0:
+            raise ValueError("mahalanobis_coef and mahalanobis_max must be >= 0 (0 turns each off).")
+        if self.mahalanobis_shrinkage <= 0:
+            raise ValueError(f"mahalanobis_shrinkage must be > 0, got {self.mahalanobis_shrinkage}.")
+
+
+class Mahalanobis:
+    """Mixin for additive interventions: `self.whitener` (None when both options are off), `_whiten(delta)`
+    applies the bound and records delta for the penalty, `mahalanobis_penalty()` reads the recorded deltas.
+
+    Deltas are kept only while the penalty is on, at most `KEEP` forwards (pos, neg, KL batches of one
+    step); the training step calls `clear_penalty_state()` before its forwards.
+    """
+
+    KEEP = 8
+
+    def _init_whitener(self, d_model: int, cfg: AdditiveConfig) -> None:
+        self.whitener = maybe_whitener(d_model, cfg.mahalanobis_coef, cfg.mahalanobis_max, cfg.mahalanobis_shrinkage)
+        self._deltas: deque[Tensor] = deque(maxlen=self.KEEP)
+
+    def _whiten(self, delta: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        if self.whitener is None:
+            return delta
+        delta = self.whitener.constrain(delta)
+        if self.whitener.coef > 0:
+            self._deltas.append(delta)
+        return delta
+
+    def mahalanobis_penalty(self) -> Tensor | None:
+        if self.whitener is None or self.whitener.coef <= 0 or not self._deltas:
+            return None
+        return torch.stack([self.whitener.penalty(d) for d in self._deltas]).mean()
+
+    def clear_penalty_state(self) -> None:
+        self._deltas.clear()
+

@@ -10,26 +10,20 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis.interventions.base import Intervention, InterventionConfig, register
-from saebasis.interventions.mahalanobis import maybe_whitener
+from saebasis.interventions.base import Intervention, register
+from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.interventions.sae_adaptor import ACTIVATIONS
 from saebasis.sae import SAEBasis
 
 
 @dataclasses.dataclass
-class ResidualConfig(InterventionConfig):
+class ResidualConfig(AdditiveConfig):
     rank: int = 4
     """r: columns of W_in [d_model, r] / rows of W_out [r, d_model] (residual_adaptor only)."""
     act: Literal["identity", "relu", "gelu", "tanh"] = "identity"
     """Nonlinearity of the adaptor (residual_adaptor only)."""
     init_std: float = 0.01
     """Std of W_in's random init; W_out, b_out (and v) start at zero: identity at init."""
-    mahalanobis_coef: float = 0.0
-    """Penalty coef * mean ||Sigma^{-1/2} delta||^2 (0 = off)."""
-    mahalanobis_max: float = 0.0
-    """Hard bound ||Sigma^{-1/2} delta|| <= max (0 = off)."""
-    mahalanobis_shrinkage: float = 0.1
-    """lambda in Sigma + lambda * mean(diag Sigma) * I."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -43,7 +37,7 @@ class Pullback(NamedTuple):
     read_weights: Tensor | None  # [d_sae, r]: W_dec W_in
     read_bias: Tensor | None  # [r]: b_dec W_in + b_in
     write_cosine: Tensor  # [n_dirs, d_sae]: cos(direction_j, W_dec[i])
-    write_codes: Tensor  # [n_dirs, d_sae]: sparse (non-negative-free) code of each direction in the decoder dictionary
+    write_codes: Tensor  # [n_dirs, d_sae]: matching-pursuit code of each direction in the unit-norm decoder dictionary
     directions: Tensor  # [n_dirs, d_model]: rows of W_out, then b_out (or v)
 
 
@@ -61,28 +55,22 @@ def sparse_code(directions: Tensor, dictionary: Tensor, k: int = 8) -> Tensor:
     return codes
 
 
-class _Residual(Intervention):
+class _Residual(Mahalanobis, Intervention):
     Config = ResidualConfig
 
     def __init__(self, cfg: ResidualConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__(cfg, d_model, sae)
-        self.whitener = maybe_whitener(d_model, cfg.mahalanobis_coef, cfg.mahalanobis_max, cfg.mahalanobis_shrinkage)
-        self._last_delta: Tensor | None = None
+        self._init_whitener(d_model, cfg)
 
     def delta(self, h: Tensor) -> Tensor:
         raise NotImplementedError
 
     def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        delta = self.strength * self.delta(h)
-        if self.whitener is not None:
-            delta = self.whitener.constrain(delta)
-            self._last_delta = delta
-        return h + delta.to(h.dtype)
+        return h + self._whiten(self.strength * self.delta(h)).to(h.dtype)
 
     def penalty(self) -> Tensor:
-        if self.whitener is None or self._last_delta is None:
-            return super().penalty()
-        return self.whitener.penalty(self._last_delta)
+        maha = self.mahalanobis_penalty()
+        return super().penalty() if maha is None else maha
 
     def write_directions(self) -> Tensor:
         raise NotImplementedError
@@ -118,7 +106,10 @@ class ResidualVector(_Residual):
         return self.v.expand_as(h)
 
     def folded(self) -> Tensor:
-        return self.v
+        """v, or under a Mahalanobis bound the bounded shift at this strength divided by it (h + s folded == steer(h))."""
+        if self.whitener is None or self.whitener.max_norm <= 0 or self.strength == 0:
+            return self.v
+        return self.whitener.constrain(self.strength * self.v) / self.strength
 
     def write_directions(self) -> Tensor:
         return self.v[None]

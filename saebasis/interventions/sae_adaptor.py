@@ -9,14 +9,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.interventions.base import Intervention, register
+from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.sae import SAEBasis
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 @dataclasses.dataclass
-class SAEAdaptorConfig(InterventionConfig):
+class SAEAdaptorConfig(AdditiveConfig):
     rank: int = 4
     """r: width of the bottleneck A [d_sae, r], B [r, d_sae] (low rank)."""
     act: Literal["identity", "relu", "gelu", "tanh"] = "identity"
@@ -36,8 +37,8 @@ class SAEAdaptorConfig(InterventionConfig):
             raise ValueError(f"rank must be >= 1, got {self.rank}.")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got '{self.act}'.")
-        if self.l1_coef < 0 or self.topk_entries < 0:
-            raise ValueError("l1_coef and topk_entries must be >= 0.")
+        if self.l1_coef < 0 or self.topk_entries < 0 or self.init_std < 0:
+            raise ValueError("l1_coef, topk_entries and init_std must be >= 0.")
 
 
 def topk_mask(w: Tensor, k: int) -> Tensor:
@@ -49,11 +50,12 @@ def topk_mask(w: Tensor, k: int) -> Tensor:
 
 
 @register("sae_adaptor")
-class SAEAdaptor(Intervention):
+class SAEAdaptor(Mahalanobis, Intervention):
     """z' = z + s (act(z A + a) B + b),  h' = dec(z') + err(h) = h + dec(z') - dec(z).
 
     A [d_sae, r], B [r, d_sae]; B = 0 and b = 0 at init, so the adaptor is the identity until trained.
-    Penalties: L1 on the entries of A and B (sparse), the rank r (low rank), optional top-k entry masks.
+    Penalties: L1 on the entries of A and B (sparse), the rank r (low rank), optional top-k entry masks;
+    Mahalanobis option on the residual change delta = dec(z') - dec(z) (penalty or per-token bound).
     """
 
     Config = SAEAdaptorConfig
@@ -67,6 +69,7 @@ class SAEAdaptor(Intervention):
         self.B = nn.Parameter(torch.zeros(cfg.rank, d_sae))  # [r, d_sae]
         self.b = nn.Parameter(torch.zeros(d_sae), requires_grad=cfg.out_bias)  # [d_sae]
         self.act = ACTIVATIONS[cfg.act]()
+        self._init_whitener(d_model, cfg)
 
     def weights(self) -> tuple[Tensor, Tensor]:
         return topk_mask(self.A, self.cfg.topk_entries), topk_mask(self.B, self.cfg.topk_entries)
@@ -77,10 +80,15 @@ class SAEAdaptor(Intervention):
 
     def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         z = self.sae.encode(h)  # [batch, pos, d_sae]
-        return self.sae.splice(h, z, z + self.strength * self.latent_delta(z))
+        if self.whitener is None:
+            return self.sae.splice(h, z, z + self.strength * self.latent_delta(z))
+        delta = self.sae.decode(z + self.strength * self.latent_delta(z)) - self.sae.decode(z)  # [batch, pos, d_model]
+        return h + self._whiten(delta).to(h.dtype)
 
     def penalty(self) -> Tensor:
-        return self.cfg.l1_coef * (self.A.abs().sum() + self.B.abs().sum())
+        l1 = self.cfg.l1_coef * (self.A.abs().sum() + self.B.abs().sum())
+        maha = self.mahalanobis_penalty()
+        return l1 if maha is None else l1 + maha
 
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         """Write-side weight of each latent: ||B[:, i]|| + |b_i| (how much the adaptor can move latent i)."""
