@@ -14,8 +14,10 @@ import common
 def machine_line(record: dict) -> str:
     m = record["machine"]
     gpu = m["gpu"] or "no GPU"
+    load = m.get("load_avg_1m")
+    busy = f"; load average {load['start']}..{load['end']} on {m['cores']} cores (shared machine: noisy)" if load else ""
     return (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, transformers {m['transformers']}, {gpu}; "
-            f"device {m['device']}, {record['args'].get('dtype')}; {record['date']}, commit {m['git_commit']}")
+            f"device {m['device']}, {record['args'].get('dtype')}; {record['date']}, commit {m['git_commit']}{busy}")
 
 
 def memory(record: dict) -> list[str]:
@@ -34,22 +36,24 @@ def generation(record: dict) -> list[str]:
     s = record["setup"]
     lines = [f"### Generation overhead ({s['prompts']} prompts x {s['new_tokens']} new tokens, batch {s['batch']}, "
              f"{s['decoding']}, hook {s['hook']})", "",
-             "| method | time / unsteered | target | met |", "|---|---:|---:|:---:|"]
+             "| method | time / unsteered | target | met | rep times |", "|---|---:|---:|:---:|---:|"]
     for r in record["results"]:
         target = f"<= {r['target']}" if r["target"] else "-"
         met = "-" if r["met"] is None else ("yes" if r["met"] else "**no**")
-        lines.append(f"| {r['method']} | {r['ratio']:.3f}x | {target} | {met} |")
+        spread = f"{min(r['seconds_all']):.1f}..{max(r['seconds_all']):.1f} s"
+        lines.append(f"| {r['method']} | {r['ratio']:.3f}x | {target} | {met} | {spread} |")
     lines += ["", f"SAE: {s['sae']}. Median of {record['args']['reps']} interleaved repetitions."]
     return lines
 
 
 def training(record: dict) -> list[str]:
     lines = ["### Training throughput (one step loop for every method: forward, CE loss, backward, AdamW)", "",
-             "| method | trainable params | tokens/s |", "|---|---:|---:|"]
+             "| method | trainable params | tokens/s (median) | rep times |", "|---|---:|---:|---:|"]
     for r in record["results"]:
-        lines.append(f"| {r['method']} | {r['params']:,} | {r['tokens_per_s']:.0f} |")
+        spread = f"{min(r['seconds_all']):.1f}..{max(r['seconds_all']):.1f} s"
+        lines.append(f"| {r['method']} | {r['params']:,} | {r['tokens_per_s']:.0f} | {spread} |")
     if record.get("cache_results"):
-        lines += ["", "| train(cfg), cache_activations | epochs | tokens/s |", "|---|---:|---:|"]
+        lines += ["", "| cache_activations (bench loop, sae_adaptor) | epochs | tokens/s |", "|---|---:|---:|"]
         for r in record["cache_results"]:
             lines.append(f"| {r['cache_activations']} | {r['epochs']} | {r['tokens_per_s']:.0f} |")
     lines += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v:.2f}x |" for k, v in record["ratios"].items()]
