@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 
 FIXED_COLS = ("run", "method", "hook")
+FALLBACK = ("val/loss", "train/loss")  # plotted when the requested metric was logged by no run
 MANY = 8  # an integer key with more distinct values than this (or any float key) is a scatter, not categories
 
 
@@ -86,12 +88,26 @@ def summarize(root: Path, metric: str = "val/loss") -> dict:
     cols = [*FIXED_COLS, *shown, *metrics]
     md = write_tables(root, rows, cols)
     print("\n".join(md))
+    metric = _logged_metric(rows, metric)
     scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
     if scored:
         best = min(scored, key=lambda r: r[metric])
         print(f"lowest {metric}: {best[metric]:.4g} ({best['run']})")
     plot = plot_summary(root / "summary.png", rows, swept, metric)
-    return {"csv": str(root / "summary.csv"), "md": str(root / "summary.md"), "plot": plot, "rows": rows, "swept": swept}
+    return {"csv": str(root / "summary.csv"), "md": str(root / "summary.md"), "plot": plot, "rows": rows, "swept": swept,
+            "metric": metric}
+
+
+def _logged_metric(rows: list[dict], metric: str) -> str:
+    """`metric`, or the first loss some run logged when none logged it (e.g. trainer.max_steps stopped every
+    run before its first validation: no val/loss), saying so."""
+    if any(metric in r for r in rows):
+        return metric
+    for other in FALLBACK:
+        if any(other in r for r in rows):
+            print(f"[saebasis] no run logged '{metric}' (did training stop before validation?); plotting '{other}'.")
+            return other
+    return metric
 
 
 def plot_keys(rows: list[dict], swept: list[str]) -> tuple[list[str], list[str]]:
@@ -132,6 +148,11 @@ def plot_summary(path: Path, rows: list[dict], swept: list[str], metric: str) ->
     return str(path)
 
 
+def _natural(value) -> list:
+    """Sort key: blocks.6 before blocks.12."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(value))]
+
+
 def _mean(rows: list[dict], metric: str, **match) -> float:
     vals = [r[metric] for r in rows if all(r[k] == v for k, v in match.items())]
     return sum(vals) / len(vals) if vals else float("nan")
@@ -144,7 +165,7 @@ def _label(v) -> str:
 def _heatmap(fig, ax, rows: list[dict], keys: tuple[str, str], metric: str) -> None:
     from matplotlib import patheffects
 
-    ys, xs = (sorted({r[k] for r in rows}, key=str) for k in keys)
+    ys, xs = (sorted({r[k] for r in rows}, key=_natural) for k in keys)
     grid = [[_mean(rows, metric, **{keys[0]: y, keys[1]: x}) for x in xs] for y in ys]  # [len(ys), len(xs)]
     im = ax.imshow(grid, cmap="viridis_r" if "loss" in metric else "viridis", aspect="auto")
     for i, row in enumerate(grid):
@@ -159,7 +180,7 @@ def _heatmap(fig, ax, rows: list[dict], keys: tuple[str, str], metric: str) -> N
 
 def _bars(ax, rows: list[dict], key: str, metric: str) -> None:
     """Each run as a dot over its category, the category mean as a bar outline (axis not forced to 0)."""
-    xs = sorted({r[key] for r in rows}, key=str)
+    xs = sorted({r[key] for r in rows}, key=_natural)
     for i, x in enumerate(xs):
         vals = [r[metric] for r in rows if r[key] == x]
         ax.scatter([i] * len(vals), vals, color="C0", zorder=3)

@@ -205,7 +205,11 @@ def test_summary_tables_and_plot(tmp_path):
     assert "samples" not in rows[0] and "intervention" not in rows[0]  # non-numeric metrics dropped; same as method
     assert Path(result["plot"]).stat().st_size > 10_000
     assert (tmp_path / "summary.md").read_text().count("\n") == 2 + len(loss)
-    assert summarize(tmp_path, metric="not/logged")["plot"] is None
+    fallback = summarize(tmp_path, metric="not/logged")
+    assert fallback["metric"] == "val/loss" and fallback["plot"] is not None
+    for metrics in tmp_path.glob("*/run/metrics.json"):
+        metrics.write_text(json.dumps({"steps": 3}))
+    assert summarize(tmp_path)["plot"] is None  # no loss logged at all: table only
 
 
 def test_summary_of_an_empty_folder_is_explained(tmp_path):
