@@ -69,6 +69,16 @@ def test_bad_learning_rate_is_refused_before_training(tiny_overrides, tmp_path):
         train(compose("train", ["experiment=residual_vector", "lr=nan", *tiny_overrides]))
 
 
+def test_clamp_is_saved_as_set_and_steers(tiny_overrides):
+    result = train(compose("train", ["experiment=clamp", "intervention.latents=[3,9]", "intervention.values=[5.0,-2.0]", *tiny_overrides]))
+    run = load_run(result["run_dir"])
+    assert result["steps"] == 0 and run.cfg["method"] == "clamp" and run.intervention.cfg.latents == [3, 9]
+    sae = run.intervention.sae
+    h = torch.randn(1, 3, 32)
+    expected = h + 5.0 * sae.W_dec[3] - 2.0 * sae.W_dec[9]
+    assert torch.allclose(run.intervention(h), expected, atol=1e-5)
+
+
 def test_closed_form_methods_are_refused(tiny_overrides):
     with pytest.raises(ValueError, match="fit-baseline intervention=diffmean"):
         train(compose("train", ["intervention=diffmean", *tiny_overrides]))

@@ -44,8 +44,10 @@ def build_intervention(cfg: dict, stack, concept):
     icfg = dict(cfg["intervention"])
     method = icfg.pop("method")
     iv = build(method, icfg, stack.model.config.hidden_size, stack.sae)
-    if not iv.trainable:
-        raise ValueError(f"'{method}' is fitted in closed form or set by hand: use `saebasis fit-baseline intervention={method}`.")
+    if not iv.trainable and hasattr(iv, "fit"):
+        raise ValueError(f"'{method}' is fitted in closed form: use `saebasis fit-baseline intervention={method}`.")
+    if not iv.trainable:  # set by hand (clamp): nothing to learn, the run saves it as configured
+        return iv
     if getattr(iv, "whitener", None) is not None:  # Mahalanobis: fit Sigma on activations at the hook
         acts = collect(stack.model, stack.tokenizer, stack.hook, concept.neutral + [p.prompt for p in concept.pairs],
                        positions="all", max_len=cfg["max_len"], desc="covariance")
@@ -68,6 +70,8 @@ def train(cfg) -> dict:
     concept = load_concept(cfg["data"])
     stack = load_stack(cfg)
     iv = build_intervention(cfg, stack, concept)
+    if not iv.trainable:
+        return finish(cfg, stack, iv, concept, {"train_time_s": 0.0, "steps": 0, "n_params": 0}, logger=None)
     dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
     module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
     ckpt_dir = Path(cfg["ckpt_dir"])
@@ -80,10 +84,16 @@ def train(cfg) -> dict:
     metrics.update(train_time_s=round(train_time, 2), steps=trainer.global_step, n_params=sum(p.numel() for p in iv.parameters()))
     if not trainer.is_global_zero:
         return {"run_dir": cfg["run_dir"], **metrics}
+    return finish(cfg, stack, iv, concept, metrics, trainer.logger)
+
+
+def finish(cfg: dict, stack, iv, concept, metrics: dict, logger) -> dict:
+    """Sample generations (logged as a table), then the run folder: cfg.json + intervention.safetensors + metrics.json."""
     metrics["samples"] = samples(stack, iv, concept, cfg["n_samples"])
-    _log_samples(trainer.logger, metrics["samples"])
+    _log_samples(logger, metrics["samples"])
     path = save_run(cfg["run_dir"], iv, run_cfg(cfg, stack), metrics)
-    print(f"[saebasis] trained {iv.method} in {train_time:.1f} s ({trainer.global_step} steps) -> {path}")
+    verb = f"trained {iv.method} in {metrics['train_time_s']:.1f} s ({metrics['steps']} steps)" if iv.trainable else f"saved {iv.method} (set by hand, nothing to train)"
+    print(f"[saebasis] {verb} -> {path}")
     return {"run_dir": str(path), **metrics}
 
 
