@@ -109,6 +109,8 @@ class SteeringModule(L.LightningModule):
         mask = batch["attention_mask"].bool()
         delta = (self.intervention(h) - h)[mask]  # [tokens, d_model]
         self.log("val/resid_change_norm", delta.norm(dim=-1).mean(), batch_size=int(mask.sum()))
+        if getattr(self.intervention, "whitener", None) is not None:
+            self.log("val/resid_change_mahalanobis", self.intervention.whitener.norm(delta).mean(), batch_size=int(mask.sum()))
         sae = getattr(self.intervention, "sae", None)
         if sae is not None and hooks.same_residual(sae.hook, self.hook):
             dz = sae.encode(h[mask] + delta) - sae.encode(h[mask])
