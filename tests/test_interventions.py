@@ -84,6 +84,9 @@ def test_pullback_recovers_planted_latents():
     assert pb.write_cosine.abs().argmax(-1).tolist() == [7, 42, 11]
     assert pb.write_codes.abs().argmax(-1).tolist() == [7, 42, 11]
     assert set(iv.latent_scores().topk(3).indices.tolist()) == {7, 42, 11}
+    bare = build("residual_adaptor", {"rank": 2}, D_MODEL, None)  # trained without an SAE, read through one later
+    bare.load_state_dict(iv.state_dict())
+    assert bare.latent_scores() is None and torch.allclose(bare.latent_scores(sae), iv.latent_scores())
     assert torch.allclose(pb.read_weights, sae.W_dec @ iv.W_in)
 
 
@@ -176,3 +179,29 @@ def test_folded_matches_steer_under_a_bound(sae):
 def test_bad_mahalanobis_config_is_explained(field, value, sae):
     with pytest.raises(ValueError, match="mahalanobis"):
         build("sae_bias", {field: value}, D_MODEL, sae)
+
+
+def test_clamp_add_mode_folds_to_the_decoder_rows(sae):
+    iv = build("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add", "strength": 2.0}, D_MODEL, sae)
+    h = torch.randn(1, 4, D_MODEL)
+    z = sae.encode(h)
+    z_new = z.clone()
+    z_new[..., 2] += 2.0 * 1.5
+    z_new[..., 9] += 2.0 * -0.5
+    assert torch.allclose(iv(h), sae.splice(h, z, z_new), atol=1e-5)  # the decoder is affine: adding folds to one vector
+    assert set(iv.latent_scores().nonzero()[:, 0].tolist()) == {2, 9}
+
+
+def test_clamp_with_no_latents_is_the_identity(sae):
+    iv = build("clamp", {"mode": "clamp"}, D_MODEL, sae)
+    h = torch.randn(2, 3, D_MODEL)
+    assert torch.equal(iv(h), h)
+
+
+def test_topk_entries_keeps_k_entries_and_only_they_get_gradient(sae):
+    iv = _perturb(build("sae_adaptor", {"rank": 3, "topk_entries": 5}, D_MODEL, sae))
+    A, B = iv.weights()
+    assert int((A != 0).sum()) == 5 and int((B != 0).sum()) == 5
+    iv(torch.randn(2, 3, D_MODEL)).sum().backward()
+    assert (iv.A.grad[A == 0] == 0).all() and (iv.A.grad[A != 0] != 0).any()
+    assert (iv.B.grad[B == 0] == 0).all() and (iv.B.grad[B != 0] != 0).any()
