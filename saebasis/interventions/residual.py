@@ -86,12 +86,14 @@ class _Residual(Mahalanobis, Intervention):
     def _read(self, sae: SAEBasis) -> tuple[Tensor | None, Tensor | None]:
         return None, None
 
-    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
-        """sum_j |<W_dec[i] / ||W_dec[i]||, direction_j>|: how much each latent's direction is written."""
-        if self.sae is None:
+    def latent_scores(self, sae: SAEBasis | None = None) -> Float[Tensor, " d_sae"] | None:
+        """Write side of the pullback: sum_j ||direction_j|| |cos(direction_j, W_dec[i])|, i.e. the size of
+        each written direction's component along latent i's decoder row (None without an SAE)."""
+        sae = sae or self.sae
+        if sae is None:
             return None
-        atoms = F.normalize(self.sae.W_dec, dim=-1)
-        return (self.write_directions().detach() @ atoms.T).abs().sum(0)
+        pb = self.pullback(sae)
+        return (pb.write_cosine.abs() * pb.directions.norm(dim=-1, keepdim=True)).sum(0)  # [d_sae]
 
 
 @register("residual_vector")
