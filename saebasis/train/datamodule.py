@@ -50,7 +50,7 @@ class StepSeededSampler(torch.utils.data.Sampler):
 
 
 class ConceptDataModule(L.LightningDataModule):
-    """Train / val split of the concept's pairs (val = every `val_every`-th pair), plus neutral prompts."""
+    """Train / val split of the concept's pairs (a seeded shuffle, val = the first `val_fraction`), plus neutral prompts."""
 
     def __init__(self, concept: Concept, tokenizer, batch_size: int = 8, max_len: int = 64, val_fraction: float = 0.1,
                  seed: int = 0, max_pairs: int | None = None) -> None:
