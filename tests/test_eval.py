@@ -81,7 +81,7 @@ def test_builtin_concepts_load():
     for name, judge in [("sentiment", "vader"), ("ocean", "minilm"), ("cooking", "minilm"), ("sycophancy", "ab")]:
         concept = load_concept(name)
         assert concept.judge == judge and concept.pairs and concept.instructions["val"] and concept.instructions["test"]
-    assert len(load_concept("sycophancy").ab) == 12
+    assert len(load_concept("sycophancy").ab) == 48
 
 
 def test_ab_probability_is_a_probability_and_zero_strength_is_base(model, tokenizer, sae):

@@ -1,12 +1,19 @@
 """Concept datasets: one folder per concept, JSONL files, validated at load.
 
-A concept folder (built-in: saebasis/data/<name>/, or any local path) holds:
+A concept folder (built-in: saebasis/data/<name>/, any local path, or `hf:<owner>/<repo>[/<subfolder>]`,
+a Hugging Face *dataset* repo holding the same files, fetched when online and cached) holds:
   concept.yaml        name, description (used by the embedding judge), judge: vader | minilm | ab
   pairs.jsonl         {"prompt", "positive", "negative"}: contrastive / preference pairs; SFT trains on
                       prompt -> positive; DiffMean / PCA / SARA are fitted from the same pairs
   neutral.jsonl       {"prompt"}: neutral prompts for KL-to-base (preservation) and fluency
-  instructions.jsonl  {"instruction", "split": "val" | "test"}: held-out instructions for evaluation
-  ab.jsonl            optional {"question", "matching", "not_matching"}: A/B behaviour items (CAA style)
+  instructions.jsonl  {"instruction", "split": "val" | "test"}: held-out instructions for evaluation,
+                      none of them equal to a pair prompt (evaluation never sees training prompts)
+  ab.jsonl            {"question", "matching", "not_matching", "split": "train" | "val" | "test" (optional,
+                      default "test")}: A/B behaviour items (CAA style; the question lists the options
+                      "(A) ..." and "(B) ..."); required for judge: ab. Only "train" items may be in pairs.jsonl.
+
+The built-in concepts are project-written (no downloads): sentiment (judge: vader), ocean and cooking
+(topics, judge: minilm) and sycophancy (A/B behaviour, judge: ab).
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ from pathlib import Path
 import yaml
 
 DATA_DIR = Path(__file__).resolve().parent
+JUDGES = ("vader", "minilm", "ab")
 REQUIRED = {
     "pairs.jsonl": ("prompt", "positive", "negative"),
     "neutral.jsonl": ("prompt",),
     "instructions.jsonl": ("instruction", "split"),
 }
 OPTIONAL = {"ab.jsonl": ("question", "matching", "not_matching")}
+AB_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -38,6 +47,7 @@ class ABItem:
     question: str
     matching: str
     not_matching: str
+    split: str = "test"
 
 
 @dataclass
@@ -50,20 +60,52 @@ class Concept:
     instructions: dict[str, list[str]]
     ab: list[ABItem] = field(default_factory=list)
 
+    def ab_items(self, split: str) -> list[ABItem]:
+        """A/B items of one split ("train" | "val" | "test")."""
+        return [item for item in self.ab if item.split == split]
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name for p in DATA_DIR.iterdir() if (p / "concept.yaml").exists())
+
 
 def concept_dir(name_or_path: str) -> Path:
+    if str(name_or_path).startswith("hf:"):
+        return hf_concept_dir(str(name_or_path)[3:])
     path = Path(name_or_path)
     if path.is_dir():
         return path
     builtin = DATA_DIR / name_or_path
     if builtin.is_dir():
         return builtin
-    shipped = sorted(p.name for p in DATA_DIR.iterdir() if (p / "concept.yaml").exists())
-    raise FileNotFoundError(f"No dataset '{name_or_path}': not a folder, and the built-in ones are {shipped}.")
+    raise FileNotFoundError(
+        f"No dataset '{name_or_path}': not a folder, and the built-in ones are {builtin_names()}. "
+        "Give a built-in name, a local concept folder, or hf:<owner>/<repo> (see saebasis/data/__init__.py)."
+    )
 
 
-def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
-    """Rows of a JSONL file, each checked to have non-empty string `fields`."""
+def hf_concept_dir(spec: str) -> Path:
+    """Fetch (or reuse the cached) concept files from a Hugging Face dataset repo `owner/repo[/subfolder]`."""
+    parts = spec.strip("/").split("/")
+    if len(parts) < 2:
+        raise ValueError(f"hf:{spec} is not a dataset repo id: use hf:<owner>/<repo> or hf:<owner>/<repo>/<subfolder>.")
+    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{sub}/*" if sub else "*"]
+    try:
+        root = Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns))
+    except Exception as err:  # noqa: BLE001 -- offline, missing repo, auth: one clear message
+        raise FileNotFoundError(
+            f"Could not fetch the concept dataset hf:{spec} ({type(err).__name__}: {err}). It needs the network once "
+            "(unset HF_HUB_OFFLINE) and a dataset repo holding concept.yaml + the JSONL files; or download the folder "
+            "yourself and pass its local path as data=..."
+        ) from err
+    return root / sub if sub else root
+
+
+def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) -> list:
+    """Rows of a JSONL file, each checked to have non-empty string `fields` ((line, row) with `with_lines`)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing. A concept folder needs {sorted(REQUIRED)} (see saebasis/data/__init__.py).")
     rows = []
@@ -73,34 +115,77 @@ def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n} is not valid JSON ({err.msg}). Each line must be one JSON object.") from err
+            raise ValueError(
+                f"{path}:{n} is not valid JSON ({err.msg}). Fix: each line must be one JSON object, "
+                f'e.g. {json.dumps({k: "..." for k in fields})}.'
+            ) from err
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n} must be a JSON object with fields {list(fields)}.")
+            raise ValueError(f"{path}:{n} must be a JSON object with fields {list(fields)}, got {type(row).__name__}.")
         for key in fields:
             if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path}:{n}: field '{key}' is missing or empty. Each row needs {list(fields)} as non-empty strings.")
-        rows.append(row)
+                raise ValueError(f"{path}:{n}: field '{key}' is missing or empty. Fix: give each row {list(fields)} as non-empty strings.")
+        rows.append((n, row) if with_lines else row)
     if not rows:
-        raise ValueError(f"{path} is empty. Add at least one row with fields {list(fields)}.")
+        raise ValueError(f"{path} is empty. Fix: add at least one line, a JSON object with fields {list(fields)}.")
     return rows
+
+
+def read_meta(root: Path) -> dict:
+    path = root / "concept.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: it names the concept, its description and judge ({' | '.join(JUDGES)}).")
+    try:
+        meta = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({err}). Fix: write `name: ...`, `description: ...`, `judge: ...` lines.") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must be a YAML mapping with name, description and judge.")
+    for key in ("name", "description", "judge"):
+        if not meta.get(key):
+            raise ValueError(f"{path}: field '{key}' is missing. Fix: add a `{key}: ...` line.")
+    if meta["judge"] not in JUDGES:
+        raise ValueError(f"{path}: judge must be one of {list(JUDGES)}, got '{meta['judge']}'.")
+    return meta
+
+
+def read_instructions(path: Path, pair_prompts: set[str]) -> dict[str, list[str]]:
+    instructions: dict[str, list[str]] = {"val": [], "test": []}
+    for n, row in read_jsonl(path, REQUIRED["instructions.jsonl"], with_lines=True):
+        if row["split"] not in instructions:
+            raise ValueError(f"{path}:{n}: split must be 'val' or 'test', got '{row['split']}'.")
+        if row["instruction"] in pair_prompts:
+            raise ValueError(f"{path}:{n}: '{row['instruction']}' is also a prompt in pairs.jsonl. "
+                             "Fix: held-out instructions must differ from training prompts; reword or remove it.")
+        instructions[row["split"]].append(row["instruction"])
+    return instructions
+
+
+def read_ab(path: Path, pair_prompts: set[str]) -> list[ABItem]:
+    items = []
+    for n, row in read_jsonl(path, OPTIONAL["ab.jsonl"], with_lines=True):
+        item = ABItem(row["question"], row["matching"], row["not_matching"], row.get("split", "test"))
+        letters = {item.matching.strip("() "), item.not_matching.strip("() ")}
+        if letters != {"A", "B"}:
+            raise ValueError(f"{path}:{n}: matching / not_matching must be '(A)' and '(B)' (one each), "
+                             f"got '{item.matching}' / '{item.not_matching}'.")
+        if item.split not in AB_SPLITS:
+            raise ValueError(f"{path}:{n}: split must be one of {list(AB_SPLITS)}, got '{item.split}'.")
+        if item.split != "train" and item.question in pair_prompts:
+            raise ValueError(f"{path}:{n} is a '{item.split}' item but its question is also in pairs.jsonl. "
+                             "Fix: build pairs only from \"split\": \"train\" items.")
+        items.append(item)
+    return items
 
 
 def load_concept(name_or_path: str) -> Concept:
     root = concept_dir(name_or_path)
-    meta_path = root / "concept.yaml"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path} is missing: it names the concept, its description and judge.")
-    meta = yaml.safe_load(meta_path.read_text()) or {}
-    for key in ("name", "description", "judge"):
-        if not meta.get(key):
-            raise ValueError(f"{meta_path}: field '{key}' is missing.")
+    meta = read_meta(root)
     pairs = [Pair(r["prompt"], r["positive"], r["negative"]) for r in read_jsonl(root / "pairs.jsonl", REQUIRED["pairs.jsonl"])]
+    prompts = {p.prompt for p in pairs}
     neutral = [r["prompt"] for r in read_jsonl(root / "neutral.jsonl", REQUIRED["neutral.jsonl"])]
-    instructions: dict[str, list[str]] = {"val": [], "test": []}
-    for row in read_jsonl(root / "instructions.jsonl", REQUIRED["instructions.jsonl"]):
-        if row["split"] not in instructions:
-            raise ValueError(f"{root / 'instructions.jsonl'}: split must be 'val' or 'test', got '{row['split']}'.")
-        instructions[row["split"]].append(row["instruction"])
+    instructions = read_instructions(root / "instructions.jsonl", prompts)
     ab_path = root / "ab.jsonl"
-    ab = [ABItem(r["question"], r["matching"], r["not_matching"]) for r in read_jsonl(ab_path, OPTIONAL["ab.jsonl"])] if ab_path.exists() else []
+    if meta["judge"] == "ab" and not ab_path.exists():
+        raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
+    ab = read_ab(ab_path, prompts) if ab_path.exists() else []
     return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab)
