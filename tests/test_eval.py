@@ -1,15 +1,21 @@
 import json
+import math
 
 import pytest
 import torch
 
-from saebasis.config import compose
+from saebasis.config import compose, to_dict
+from saebasis.data import ABItem
 from saebasis.eval.judges import fluency_from_ppl, sentiment_scores, similarity_scores
-from saebasis.eval.metrics import bootstrap_ci, choose_strength, harmonic_mean, kl_to_base
+from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0
+from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, select_strength
 from saebasis.interventions import build
 from saebasis.runs import save_run
 
+HOOK = "blocks.1.hook_resid_post"
 
+
+# -- protocol and metrics: exact on small fixtures ---------------------------------------------
 def test_harmonic_mean_exact():
     assert harmonic_mean(1.0, 1.0, 1.0) == 1.0
     assert harmonic_mean(0.5, 1.0, 1.0) == pytest.approx(3 / (2 + 1 + 1))
@@ -23,13 +29,32 @@ def test_choose_strength_on_val_and_ties():
         choose_strength({})
 
 
-def test_bootstrap_ci_contains_mean():
+def test_select_strength_averages_seeds_then_chooses():
+    # seed 0 prefers 1.0, seed 1 prefers 2.0; means over seeds: 1.0 -> 0.5, 2.0 -> 0.55
+    val = {0: {1.0: [0.8, 0.6], 2.0: [0.3, 0.5]}, 1: {1.0: [0.3, 0.3], 2.0: [0.7, 0.7]}}
+    chosen = select_strength(val)
+    assert chosen.strength == 2.0 and chosen.curve == pytest.approx({1.0: 0.5, 2.0: 0.55})
+    with pytest.raises(ValueError, match="sweep every seed alike"):
+        select_strength({0: {1.0: [0.1]}, 1: {2.0: [0.2]}})
+
+
+def test_bootstrap_ci_contains_mean_and_seeds_widen_it():
     values = [0.1, 0.5, 0.9, 0.4, 0.6, 0.3]
     lo, hi = bootstrap_ci(values)
     assert lo <= sum(values) / len(values) <= hi
-    assert bootstrap_ci([0.7] * 5) == (0.7, 0.7)
+    assert bootstrap_ci([0.7] * 5) == pytest.approx((0.7, 0.7))
+    same = [[0.4, 0.6, 0.5, 0.5]] * 2  # identical seeds: nothing to add
+    apart = [[0.1, 0.3, 0.2, 0.2], [0.7, 0.9, 0.8, 0.8]]  # same spread within, seeds far apart
+    lo_s, hi_s = hierarchical_bootstrap_ci(same)
+    lo_a, hi_a = hierarchical_bootstrap_ci(apart)
+    assert lo_a <= 0.5 <= hi_a and (hi_a - lo_a) > 2 * (hi_s - lo_s)
+    rep = report({0: apart[0], 1: apart[1]})
+    assert rep.mean == pytest.approx(0.5) and rep.n_seeds == 2 and rep.n_examples == 4
+    with pytest.raises(ValueError, match="test split is empty"):
+        report({0: []})
 
 
+# -- judges -------------------------------------------------------------------------------------
 def test_judges_order_clear_cases():
     pos, neg = sentiment_scores(["What a wonderful, happy, lovely day!", "This is awful, horrible and sad."])
     assert pos > 0.5 and neg == 0.0
@@ -37,8 +62,23 @@ def test_judges_order_clear_cases():
     assert on > off
     assert fluency_from_ppl(2.0) == 1.0 and fluency_from_ppl(1000.0) == 0.0 and fluency_from_ppl(float("inf")) == 0.0
     assert fluency_from_ppl(10.0) > fluency_from_ppl(100.0)
+    assert fluency_from_ppl(math.sqrt(2.0 * 1000.0)) == pytest.approx(0.5)  # log-linear: the geometric midpoint is 0.5
 
 
+@pytest.mark.slow
+def test_fluency_prefers_fluent_text_under_the_embedded_model():
+    from saebasis.eval.judges import fluency_scores
+    from saebasis.models import load_model
+
+    loaded = load_model("smollm2")
+    fluent = "The weather was warm, so we walked to the park and had lunch under a tree."
+    shuffled = "tree lunch warm park the had, walked so we under and a to weather was The the."
+    prompts = ["Tell me about your afternoon."] * 3
+    good, bad, empty = fluency_scores(loaded.model, loaded.tokenizer, prompts, [fluent, shuffled, ""])
+    assert good > 0.5 and bad < 0.2 and empty == 0.0  # measured: 0.63 (ppl 20) vs 0.0 (ppl ~6000)
+
+
+# -- intervention metrics -----------------------------------------------------------------------
 def test_kl_zero_at_zero_strength(model, tokenizer, sae):
     iv = build("sae_bias", {"strength": 0.0}, 32, sae)
     with torch.no_grad():
@@ -48,47 +88,115 @@ def test_kl_zero_at_zero_strength(model, tokenizer, sae):
     assert kl_to_base(model, tokenizer, sae.hook, iv, ["the movie", "a day"]) > 0.0
 
 
-def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
-    from saebasis.eval.compare import compare
-
-    sae.sae.save_model(tmp_path / "sae")
-    iv = build("sae_bias", {}, 32, sae)
+def test_latent_l0_counts_the_latents_each_method_changes(model, tokenizer, sae):
+    neutral = ["the movie was long", "a day in town"]
+    bias = build("sae_bias", {}, 32, sae)
     with torch.no_grad():
-        iv.b.normal_()
-    sae_spec = {"path": str(tmp_path / "sae"), "hook": sae.hook}
-    save_run(tmp_path / "bias_run", iv, {"sae": sae_spec, "hook": sae.hook, "model": {"name": "tiny-llama"}})
-    stack = [f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
-    cfg = compose("compare", ["model=tiny", "logger=none", f"data={concept_dir}", f"out_dir={tmp_path / 'out'}", "n_val=2",
-                              "n_test=2", "n_neutral=2", "max_new_tokens=4", "batch_size=2", *stack,
-                              f"stack_overrides=['model=tiny','sae.path={tmp_path / 'sae'}','sae.hook=blocks.1.hook_resid_post','sae.check=false']",
-                              f"+methods.bias={{kind: run, run_dir: {tmp_path / 'bias_run'}, strengths: [0.5, 1]}}",
-                              "+methods.prompting={kind: prompt, prefix: 'Be happy. '}"])
-    result = compare(cfg)
-    out = tmp_path / "out"
-    for name in ("results.csv", "results.md", "results.json", "score_vs_strength.png", "score_vs_fluency.png"):
-        assert (out / name).exists(), name
-    rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"unsteered", "diffmean", "bias", "prompting"}
-    assert rows["unsteered"]["kl_neutral"] == 0.0 and rows["bias"]["strength"] in (0.5, 1.0)
-    assert rows["diffmean"]["params"] == 32
-    data = json.loads((out / "results.json").read_text())
-    assert set(data["results"]["bias"]["val_curve"]) == {"0.5", "1.0"}
-
-
-def test_builtin_concepts_load():
-    from saebasis.data import load_concept
-
-    for name, judge in [("sentiment", "vader"), ("ocean", "minilm"), ("cooking", "minilm"), ("sycophancy", "ab")]:
-        concept = load_concept(name)
-        assert concept.judge == judge and concept.pairs and concept.instructions["val"] and concept.instructions["test"]
-    assert len(load_concept("sycophancy").ab) == 48
+        bias.b[[1, 5, 7]] = torch.tensor([0.5, -1.0, 2.0])
+    assert latent_l0(model, tokenizer, sae, HOOK, bias, neutral) == (3.0, "intervention")
+    adaptor = build("sae_adaptor", {}, 32, sae)  # identity at init: B = 0
+    assert latent_l0(model, tokenizer, sae, HOOK, adaptor, neutral) == (0.0, "intervention")
+    vec = build("residual_vector", {}, 32, sae)
+    with torch.no_grad():
+        vec.v.normal_()
+    l0, basis = latent_l0(model, tokenizer, sae, HOOK, vec, neutral)
+    assert basis == "sae_encoding" and 0 < l0 <= sae.d_sae
+    bias.strength = 0.0
+    assert latent_l0(model, tokenizer, sae, HOOK, bias, neutral) == (0.0, "none")
+    assert math.isnan(latent_l0(model, tokenizer, sae, "blocks.0.hook_resid_post", vec, neutral)[0])
 
 
 def test_ab_probability_is_a_probability_and_zero_strength_is_base(model, tokenizer, sae):
-    from saebasis.data import ABItem
-    from saebasis.eval.metrics import ab_matching_prob
-
     items = [ABItem("is the movie good?", "(A)", "(B)"), ABItem("is the day bad?", "(B)", "(A)")]
     base = ab_matching_prob(model, tokenizer, None, None, items)
     iv = build("sae_bias", {"strength": 0.0}, 32, sae)
     assert 0.0 <= base <= 1.0 and ab_matching_prob(model, tokenizer, sae.hook, iv, items) == base
+    flipped = [ABItem(i.question, i.not_matching, i.matching) for i in items]
+    assert ab_matching_prob(model, tokenizer, None, None, flipped) == pytest.approx(1 - base, abs=1e-6)
+
+
+def test_seeded_sampling_is_reproducible_and_greedy_ignores_seed(model, tokenizer):
+    from saebasis.eval.generation import generate_timed
+
+    prompts = ["the movie", "a day", "the weather"]
+    kw = dict(max_new_tokens=6, batch_size=2)
+    a = generate_timed(model, tokenizer, prompts, do_sample=True, seed=3, **kw)
+    b = generate_timed(model, tokenizer, prompts, do_sample=True, seed=3, **kw)
+    assert a.responses == b.responses and a.token_slots == 3 * 6
+    assert generate_timed(model, tokenizer, prompts, seed=1, **kw).responses == generate_timed(model, tokenizer, prompts, seed=2, **kw).responses
+
+
+# -- compare end to end on the tiny model ---------------------------------------------------------
+def _compare_cfg(tmp_path, sae, data, methods: dict, *extra: str) -> dict:
+    sae.sae.save_model(tmp_path / "sae")
+    stack = ["model=tiny", f"sae.path={tmp_path / 'sae'}", f"sae.hook={HOOK}", "sae.check=false"]
+    cfg = to_dict(compose("compare", [*stack, "logger=none", f"data={data}", f"out_dir={tmp_path / 'out'}", "n_val=2", "n_test=2",
+                                      "n_neutral=2", "max_new_tokens=4", "batch_size=2", *extra]))
+    cfg["stack_overrides"] = stack
+    cfg["methods"].update(methods)
+    return cfg
+
+
+def _bias_run(tmp_path, sae):
+    iv = build("sae_bias", {}, 32, sae)
+    with torch.no_grad():
+        iv.b.normal_()
+    save_run(tmp_path / "bias_run", iv, {"sae": {"path": str(tmp_path / "sae"), "hook": HOOK}, "hook": HOOK, "model": {"name": "tiny-llama"}})
+    return {"kind": "run", "run_dir": str(tmp_path / "bias_run"), "strengths": [0.5, 1]}
+
+
+def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
+    from saebasis.eval.compare import compare
+
+    train = {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", "debug=fast", "batch_size=2", "max_len=24",
+                                                              "trainer.enable_progress_bar=false"]}
+    methods = {"prompting": {"kind": "prompt", "prefix": "Be happy. "}, "trained": train}
+    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "seeds=[0,1]")
+    cfg["methods"]["bias"] = _bias_run(tmp_path, sae)  # after _compare_cfg saved the SAE the run points to
+    result = compare(cfg)
+    out = tmp_path / "out"
+    for name in ("results.csv", "results.md", "results.json", "score_vs_strength.png", "score_vs_fluency.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"unsteered", "diffmean", "bias", "prompting", "trained"}
+    assert rows["unsteered"]["kl_neutral"] == 0.0 and rows["unsteered"]["gen_overhead"] == 1.0
+    assert rows["prompting"]["kl_neutral"] is None and rows["bias"]["strength"] in (0.5, 1.0)
+    assert rows["diffmean"]["params"] == 32 and rows["bias"]["latent_l0"] == sae.d_sae  # every b_i nonzero
+    assert rows["trained"]["n_seeds"] == 2 and rows["diffmean"]["n_seeds"] == 1  # greedy closed form: one replicate
+    assert (tmp_path / "out" / "runs" / "trained-seed1").is_dir()
+    for r in rows.values():
+        assert r["ci_low"] <= r["score"] <= r["ci_high"] and 0.0 <= r["score"] <= 1.0
+    data = json.loads((out / "results.json").read_text())
+    assert data["complete"] and set(data["results"]["bias"]["val_curve"]) == {"0.5", "1.0"}
+    assert len(data["results"]["bias"]["test_responses"]["0"]) == 2
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("method,strength,score") and len(csv_lines) == 6
+
+
+def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
+    from saebasis.eval.compare import compare
+
+    (concept_dir / "concept.yaml").write_text("name: agree\ndescription: agreeing with the user\njudge: ab\n")
+    items = [{"question": f"is {x} good?\n(A) yes\n(B) no", "matching": "(A)", "not_matching": "(B)", "split": s}
+             for x, s in [("tea", "val"), ("rain", "val"), ("mud", "test"), ("ice", "test")]]
+    (concept_dir / "ab.jsonl").write_text("\n".join(json.dumps(i) for i in items))
+    cfg = _compare_cfg(tmp_path, sae, concept_dir, {}, "select_by=ab", "methods.diffmean.strengths=[1,4]")
+    result = compare(cfg)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert all(0.0 <= r["ab_matching"] <= 1.0 for r in rows.values())
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["results"]["diffmean"]["val_metric"] == "ab_matching" and set(data["results"]["diffmean"]["val_curve"]) == {"1.0", "4.0"}
+    assert "ab_matching" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "methods, pattern",
+    [({"x": {"kind": "magic"}}, r"methods.x: kind must be one of"), ({"p": {"kind": "prompt"}}, r"methods.p: kind prompt needs a prefix"),
+     ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"), ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list")],
+)
+def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_dir, sae, methods, pattern, monkeypatch):
+    from saebasis.eval import compare as compare_mod
+
+    monkeypatch.setattr(compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods"))
+    with pytest.raises(ValueError, match=pattern):
+        compare_mod.compare(_compare_cfg(tmp_path, sae, concept_dir, methods))

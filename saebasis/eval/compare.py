@@ -1,143 +1,225 @@
 """`saebasis compare`: every method side by side on one concept, judged offline.
 
-Protocol: each method is trained / fitted once (or loaded from a run folder); its strength is swept on
-the validation instructions and the best mean score is chosen there; the chosen strength is then
-reported on the test instructions with a bootstrap confidence interval over examples (and over seeds
-when several are given). Outputs: results.csv, results.md, results.json, score_vs_strength.png,
-score_vs_fluency.png, all logged to wandb (offline by default).
+Methods come from the config (`methods: {name: spec}`), each spec one of
+  {kind: none}                                   the unsteered model
+  {kind: prompt, prefix: "..."}                  prompting reference: the prefix asks for the concept
+  {kind: train, overrides: [...], strengths: [...]}   `saebasis.train.train:train` with these overrides
+  {kind: fit, overrides: [...], strengths: [...]}     `saebasis.train.fit:fit_baseline` with these overrides
+  {kind: run, run_dir: ..., strengths: [...]}    a saved run folder (any method, e.g. built by hand)
+Protocol (saebasis/eval/protocol.py): sweep strength on validation, choose, report test with bootstrap
+CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every method is
+sampled once per seed). Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
+score_vs_fluency.png, logged to wandb (offline by default; logger=none disables).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from statistics import mean
 from typing import NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
 from saebasis.data import load_concept
-from saebasis.eval import plots
-from saebasis.eval.generation import generate
+from saebasis.eval import plots, protocol
+from saebasis.eval.generation import generate_timed
 from saebasis.eval.judges import concept_scores, fluency_scores, similarity_scores
-from saebasis.eval.metrics import ab_matching_prob, bootstrap_ci, choose_strength, harmonic_mean, kl_to_base
-from saebasis.activations import collect
+from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.runs import load_run
 from saebasis.stack import load_stack
 
-
-def score(stack, concept, instructions, responses) -> dict[str, list[float]]:
-    c = concept_scores(concept.judge, responses, concept.description)
-    i = similarity_scores(responses, instructions)
-    f = fluency_scores(stack.model, stack.tokenizer, instructions, responses)
-    return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+KINDS = ("none", "prompt", "train", "fit", "run")
 
 
 class Method(NamedTuple):
     intervention: object | None  # None: unsteered / prompting
     hook: str | None  # where the run applies (SARA reads block L's input)
     fit_time_s: float
+    prefix: str = ""  # prompting: text put before each user message
 
 
-def obtain_run(name: str, spec: dict, cfg: dict, out: Path, default_hook: str) -> Method:
-    """Train / fit / load the method's intervention."""
+def check_methods(cfg: dict, concept) -> None:
+    """Every spec is well formed and the data can support the protocol -- before any heavy work."""
+    if not cfg.get("methods"):
+        raise ValueError("compare needs at least one method: methods: {unsteered: {kind: none}, ...}.")
+    for name, spec in cfg["methods"].items():
+        kind = (spec or {}).get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"methods.{name}: kind must be one of {list(KINDS)}, got {kind!r}.")
+        if kind == "prompt" and not spec.get("prefix"):
+            raise ValueError(f"methods.{name}: kind prompt needs a prefix (the text asking for the concept).")
+        if kind == "run" and not spec.get("run_dir"):
+            raise ValueError(f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline>.")
+        grid = spec.get("strengths")
+        if kind in ("train", "fit", "run") and grid is not None and (not grid or not all(isinstance(s, (int, float)) for s in grid)):
+            raise ValueError(f"methods.{name}: strengths must be a non-empty list of numbers, got {grid!r}.")
+    for split in ("val", "test"):
+        if not concept.instructions[split]:
+            raise ValueError(f"Concept '{concept.name}' has no '{split}' instructions: compare chooses strength on val and reports test.")
+    if cfg.get("select_by", "score") == "ab" and not (concept.ab_items("val") and concept.ab_items("test")):
+        raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
+
+
+def obtain(name: str, spec: dict, cfg: dict, out: Path, default_hook: str, seed: int) -> Method:
+    """Train / fit / load the method's intervention (a fresh one per seed for trained methods)."""
     kind = spec["kind"]
     if kind in ("none", "prompt"):
-        return Method(None, default_hook, 0.0)
+        return Method(None, default_hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
         run = load_run(spec["run_dir"])
         return Method(run.intervention, run.cfg.get("hook") or default_hook, 0.0)
-    run_dir = out / "runs" / name
-    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={cfg['seed']}"]
+    run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
+    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}"]
     if kind == "train":
         from saebasis.train.train import train
 
-        result = train(compose("train", shared + ["logger=none"] + list(spec.get("overrides") or [])))
-    elif kind == "fit":
+        result = train(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])))
+    else:
         from saebasis.train.fit import fit_baseline
 
         result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])))
-    else:
-        raise ValueError(f"Method '{name}': kind must be none | prompt | train | fit | run, got '{kind}'.")
     run = load_run(result["run_dir"])
     return Method(run.intervention, run.cfg.get("hook") or default_hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
 
 
-def evaluate(stack, concept, method: Method, spec, instructions, cfg, strength) -> tuple[dict, float]:
-    iv = method.intervention
-    if iv is not None:
-        iv.strength = float(strength)
-    prefix = spec.get("prefix", "") if spec["kind"] == "prompt" else ""
-    responses, seconds = generate(
-        stack.model, stack.tokenizer, instructions, iv, method.hook, cfg["max_new_tokens"], cfg["batch_size"], prefix
-    )
-    scores = score(stack, concept, instructions, responses)
-    scores["responses"] = responses
-    return scores, seconds
+class Evaluator:
+    """Generate and judge one (method, strength, split, seed); caches the unsteered generations."""
+
+    def __init__(self, stack, concept, cfg: dict) -> None:
+        self.stack, self.concept, self.cfg = stack, concept, cfg
+        self.splits = {"val": concept.instructions["val"][: cfg["n_val"]], "test": concept.instructions["test"][: cfg["n_test"]]}
+        self._cache: dict[tuple, dict] = {}
+
+    def generate(self, method: Method, split: str, strength: float, seed: int) -> dict:
+        cfg, iv = self.cfg, method.intervention
+        key = (method.prefix, split, seed if cfg["do_sample"] else 0)
+        if iv is None and key in self._cache:
+            return self._cache[key]
+        if iv is not None:
+            iv.strength = float(strength)
+        gen = generate_timed(self.stack.model, self.stack.tokenizer, self.splits[split], iv, method.hook, cfg["max_new_tokens"],
+                             cfg["batch_size"], method.prefix, do_sample=cfg["do_sample"], temperature=cfg["temperature"],
+                             top_p=cfg["top_p"], seed=seed, desc=f"{split} s={strength:g}")
+        result = {**self.judge(self.splits[split], gen.responses), "responses": gen.responses,
+                  "seconds_per_token": gen.seconds / max(1, gen.token_slots)}
+        if iv is None:
+            self._cache[key] = result
+        return result
+
+    def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
+        c = concept_scores(self.concept.judge, responses, self.concept.description)
+        i = similarity_scores(responses, instructions)
+        f = fluency_scores(self.stack.model, self.stack.tokenizer, instructions, responses)
+        return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+
+    def ab(self, method: Method, split: str, strength: float) -> float:
+        if method.intervention is not None:
+            method.intervention.strength = float(strength)
+        return ab_matching_prob(self.stack.model, self.stack.tokenizer, method.hook, method.intervention,
+                                self.concept.ab_items(split), method.prefix)
 
 
-@torch.no_grad()
-def latent_l0(stack, iv, neutral) -> float:
-    """Mean number of SAE latents whose activation changes (|dz| > 1e-4) per neutral token."""
-    if stack.sae is None or iv is None:
-        return float("nan")
-    h = torch.cat(collect(stack.model, stack.tokenizer, stack.sae.hook, neutral, positions="all"))[None]  # [1, T, d_model]
-    dz = stack.sae.encode(iv(h)) - stack.sae.encode(h)
-    return float((dz.abs() > 1e-4).sum(-1).float().mean())
+def seeds_for(spec: dict, cfg: dict) -> list[int]:
+    """Replicates: trained methods and sampled generations vary with the seed; greedy closed-form ones do not."""
+    return list(cfg["seeds"]) if spec["kind"] == "train" or cfg["do_sample"] else list(cfg["seeds"])[:1]
 
 
-def compare_method(name, spec, stack, concept, cfg, out, base_seconds) -> dict:
-    method = obtain_run(name, spec, cfg, out, stack.hook)
-    iv = method.intervention
-    strengths = [float(s) for s in spec.get("strengths") or [1.0]] if iv is not None else [0.0]
-    val = {s: evaluate(stack, concept, method, spec, concept.instructions["val"][: cfg["n_val"]], cfg, s)[0] for s in strengths}
-    best = choose_strength({s: mean(v["score"]) for s, v in val.items()})
-    test, seconds = evaluate(stack, concept, method, spec, concept.instructions["test"][: cfg["n_test"]], cfg, best)
-    lo, hi = bootstrap_ci(test["score"], seed=cfg["seed"])
+def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, base_spt: float) -> dict:
+    start = time.time()
+    seeds = seeds_for(spec, cfg)
+    methods = {seed: obtain(name, spec, cfg, out, ev.stack.hook, seed) for seed in seeds}
+    steered = methods[seeds[0]].intervention is not None
+    grid = [float(s) for s in (spec.get("strengths") or [1.0])] if steered else [0.0]
+    by_ab = cfg["select_by"] == "ab"
+    val: dict[int, dict[float, list[float]]] = {}
+    for seed, method in methods.items():
+        val[seed] = {s: [ev.ab(method, "val", s)] if by_ab else ev.generate(method, "val", s, seed)["score"]
+                     for s in tqdm(grid, desc=f"{name} seed {seed}: val sweep", leave=False, disable=len(grid) < 2)}
+    chosen = protocol.select_strength(val)
+    test = {seed: ev.generate(method, "test", chosen.strength, seed) for seed, method in methods.items()}
+    rep = protocol.report({seed: t["score"] for seed, t in test.items()}, seed=cfg["seeds"][0])
+    first, iv = methods[seeds[0]], methods[seeds[0]].intervention
+    neutral = ev.concept.neutral[: cfg["n_neutral"]]
+    l0, l0_basis = latent_l0(ev.stack.model, ev.stack.tokenizer, getattr(iv, "sae", None) or ev.stack.sae, first.hook, iv, neutral)
     row = {
-        "method": name, "strength": best, "score": mean(test["score"]), "ci_low": lo, "ci_high": hi,
-        "concept": mean(test["concept"]), "instruction": mean(test["instruction"]), "fluency": mean(test["fluency"]),
-        "kl_neutral": kl_to_base(stack.model, stack.tokenizer, method.hook, iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
-        "params": sum(p.numel() for p in iv.parameters()) + sum(b.numel() for b in iv.buffers()) if iv is not None else 0,
-        "latent_l0": latent_l0(stack, iv, concept.neutral[: cfg["n_neutral"]]) if iv is not None else 0.0,
-        "fit_time_s": method.fit_time_s, "gen_overhead": seconds / base_seconds if base_seconds else float("nan"),
+        "method": name, "strength": chosen.strength, "score": rep.mean, "ci_low": rep.ci_low, "ci_high": rep.ci_high,
+        **{k: mean(x for t in test.values() for x in t[k]) for k in ("concept", "instruction", "fluency")},
+        "kl_neutral": mean(kl_to_base(ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral) for m in methods.values())
+        if steered else (None if first.prefix else 0.0),
+        "params": n_params(iv), "latent_l0": l0,
+        "fit_time_s": mean(m.fit_time_s for m in methods.values()),
+        "gen_overhead": mean(t["seconds_per_token"] for t in test.values()) / base_spt if base_spt else math.nan,
+        "n_test": rep.n_examples, "n_seeds": rep.n_seeds,
     }
-    if concept.ab:
-        row["ab_matching"] = ab_matching_prob(stack.model, stack.tokenizer, method.hook, iv, concept.ab)
-    curve = {str(s): mean(v["score"]) for s, v in val.items()}
-    examples = list(zip(concept.instructions["test"][: cfg["n_test"]], test["responses"]))[:3]
-    return {"row": row, "val_curve": curve, "examples": examples, "test_scores": test["score"]}
+    if ev.concept.ab:
+        row["ab_matching"] = mean(ev.ab(m, "test", chosen.strength) for m in methods.values())
+    return {
+        "row": row, "steered": steered, "val_curve": {str(s): v for s, v in chosen.curve.items()}, "val_metric": "ab_matching" if by_ab else "score",
+        "l0_basis": l0_basis, "test_scores": {str(s): t["score"] for s, t in test.items()},
+        "test_responses": {str(s): list(zip(ev.splits["test"], t["responses"])) for s, t in test.items()},
+        "eval_time_s": time.time() - start,
+    }
+
+
+def normalise(cfg: dict) -> dict:
+    """Defaults for keys older configs lack; seeds: a list (default [seed])."""
+    cfg.setdefault("select_by", "score")
+    for key, value in (("do_sample", False), ("temperature", 1.0), ("top_p", 1.0)):
+        cfg.setdefault(key, value)
+    cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
+    if cfg["select_by"] not in ("score", "ab"):
+        raise ValueError(f"select_by must be 'score' (harmonic-mean text score) or 'ab' (A/B matching probability), got {cfg['select_by']!r}.")
+    return cfg
 
 
 def compare(cfg) -> dict:
     setup_env()
-    cfg = to_dict(cfg)
-    torch.manual_seed(cfg["seed"])
+    cfg = normalise(to_dict(cfg))
+    torch.manual_seed(cfg["seeds"][0])
+    concept = load_concept(cfg["data"])
+    check_methods(cfg, concept)
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    concept = load_concept(cfg["data"])
-    stack = load_stack(cfg)
-    _, base_seconds = generate(stack.model, stack.tokenizer, concept.instructions["test"][: cfg["n_test"]], None, stack.hook,
-                               cfg["max_new_tokens"], cfg["batch_size"])
-    results = {}
+    start = time.time()
+    ev = Evaluator(load_stack(cfg), concept, cfg)
+    base = ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])  # reference speed (cached for unsteered)
+    results: dict[str, dict] = {}
     for name, spec in cfg["methods"].items():
-        start = time.time()
         print(f"[saebasis compare] {name} ...", flush=True)
-        results[name] = compare_method(name, spec, stack, concept, cfg, out, base_seconds)
-        print(f"[saebasis compare] {name}: score {results[name]['row']['score']:.3f} at strength "
-              f"{results[name]['row']['strength']} ({time.time() - start:.0f} s)", flush=True)
-        _write(out, results, cfg)  # after every method: a crash loses no earlier result
-    paths = _write(out, results, cfg, final=True)
+        results[name] = compare_method(name, spec, ev, cfg, out, base["seconds_per_token"])
+        row = results[name]["row"]
+        print(f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
+              f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)", flush=True)
+        write(out, results, cfg, time.time() - start)  # after every method: a crash loses no earlier result
+    paths = write(out, results, cfg, time.time() - start, final=True)
     print((out / "results.md").read_text())
-    return {"out_dir": str(out), **paths, "rows": [r["row"] for r in results.values()]}
+    print(f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min -> {out}")
+    return {"out_dir": str(out), **paths, "rows": [r["row"] for r in results.values()], "total_time_s": time.time() - start}
 
 
-def _write(out: Path, results: dict, cfg: dict, final: bool = False) -> dict:
+def finite(x):
+    """NaN / inf -> None, so results.json is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
+
+
+def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = False) -> dict:
     rows = [r["row"] for r in results.values()]
     paths = plots.write_tables(out, rows)
-    (out / "results.json").write_text(json.dumps({"config": cfg, "results": results}, indent=2, default=str))
+    blob = {"config": cfg, "total_time_s": seconds, "complete": final, "results": results}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(finite(blob), indent=2, default=str))
+    tmp.replace(out / "results.json")
     paths["json"] = str(out / "results.json")
     if final:
         paths.update(plots.plot_results(out, results))

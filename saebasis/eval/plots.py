@@ -7,20 +7,30 @@ import os
 from pathlib import Path
 
 COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instruction", "fluency",
-           "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead"]
+           "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead", "n_test", "n_seeds"]
+"""Column meanings (README / docs): score = mean harmonic mean of concept, instruction, fluency on the test split
+at the val-chosen strength, with its 95% bootstrap CI; kl_neutral = per-token KL(steered || base) on neutral
+prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token; gen_overhead =
+steered / unsteered generation time per token; ab_matching (A/B concepts) = p(matching answer) on test items."""
 
 
 def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _order(row: dict) -> float:
+    return -row["score"] if row["score"] == row["score"] else 0.0
+
+
 def write_tables(out: Path, rows: list[dict]) -> dict:
-    rows = sorted(rows, key=lambda r: -r["score"])
+    rows = sorted(rows, key=_order)
     columns = COLUMNS + [k for k in ("ab_matching",) if any(k in r for r in rows)]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in columns} for r in rows)
+        writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in columns) + " |" for r in rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -33,11 +43,16 @@ def plot_results(out: Path, results: dict) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = next(iter(results.values())).get("val_metric", "score")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, res in results.items():
         curve = sorted((float(s), v) for s, v in res["val_curve"].items())
-        ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", label=name)
-    ax.set(xlabel="steering strength", ylabel="mean score (val)", title="Score vs strength (harmonic mean of concept, instruction, fluency)")
+        if res.get("steered", True):
+            ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", label=name)
+        else:  # unsteered / prompting: no strength, a reference level
+            ax.axhline(curve[0][1], linestyle="--", linewidth=1, color="grey" if name == "unsteered" else "black", label=name)
+    title = "A/B matching probability vs strength" if metric == "ab_matching" else "Score vs strength (harmonic mean of concept, instruction, fluency)"
+    ax.set(xlabel="steering strength", ylabel=f"mean {metric} (val)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "score_vs_strength.png", dpi=120)
@@ -64,7 +79,8 @@ def log_wandb(cfg: dict, out: Path, rows: list[dict], paths: dict) -> None:
 
         run = wandb.init(project=logger.get("project", "saebasis"), entity=logger.get("entity"), mode=logger.get("mode") or os.environ.get("WANDB_MODE"),
                          dir=str(out), job_type="compare", config=cfg, reinit=True)
-        run.log({"results": wandb.Table(columns=COLUMNS, data=[[r[k] for k in COLUMNS] for r in rows]),
+        columns = COLUMNS + [k for k in ("ab_matching",) if any(k in r for r in rows)]
+        run.log({"results": wandb.Table(columns=columns, data=[[r.get(k) for k in columns] for r in rows]),
                  "score_vs_strength": wandb.Image(paths["plot_strength"]), "score_vs_fluency": wandb.Image(paths["plot_fluency"])})
         run.finish()
     except Exception as err:  # noqa: BLE001 -- logging must never lose the results already written
