@@ -180,3 +180,21 @@ def test_cache_refuses_a_hook_with_nothing_upstream(model):
 
     with pytest.raises(ValueError, match="nothing runs before blocks.0.hook_resid_pre.*cache_activations=false"):
         ActivationCache(model, "blocks.0.hook_resid_pre")
+
+
+def test_completion_window_gives_the_full_loss(model, tokenizer, concept_dir):
+    """The LM head runs only on the last positions that hold completions: the losses must not change."""
+    from saebasis.data import load_concept
+    from saebasis.train.cache import model_inputs
+    from saebasis.train.datamodule import ConceptDataModule
+    from saebasis.train.module import completion_window, sequence_logp, sft_loss
+
+    dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24)
+    batch = next(iter(dm.train_dataloader()))["pos"]
+    k = completion_window(batch)
+    assert k < batch["input_ids"].shape[1]  # the prompts are longer than the completions: there is something to skip
+    full = model(**model_inputs(batch), use_cache=False).logits
+    tail = model(**model_inputs(batch), use_cache=False, logits_to_keep=k).logits
+    assert tail.shape[1] == k
+    assert torch.allclose(sft_loss(tail, batch), sft_loss(full, batch), atol=1e-6)
+    assert torch.allclose(sequence_logp(tail, batch), sequence_logp(full, batch), atol=1e-5)

@@ -94,11 +94,12 @@ class ActivationCache:
             out[i, mask[i]] = self.acts[key]
         return out
 
-    def logits(self, batch: dict[str, Tensor], fn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-        """Logits from the cached residual through the blocks after the hook, with `fn` applied at the hook."""
+    def logits(self, batch: dict[str, Tensor], fn: Callable[[Tensor], Tensor] | None = None, keep: int = 0) -> Tensor:
+        """Logits (last `keep` positions; 0 = all) from the cached residual through the blocks after the
+        hook, with `fn` applied at the hook."""
         h = self.hook_acts(batch)
         with skip_to_hook(self.model, self.hook, h), (hooks.attach(self.model, self.hook, fn) if fn else nullcontext()):
-            return self.model(**model_inputs(batch), use_cache=False).logits
+            return self.model(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
 
     @torch.no_grad()
     def per_example(self, name: str, batch: dict[str, Tensor], compute: Callable[[dict], Tensor]) -> Tensor:

@@ -27,10 +27,24 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def completion_window(batch: dict[str, torch.Tensor]) -> int:
+    """How many final positions need logits: the longest completion plus the position before it
+    (left padding puts every completion at the end of its row). The LM head then runs on those only."""
+    return int(batch["completion_mask"].sum(1).max()) + 1
+
+
 def sequence_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of log p(completion token) per example, [batch]."""
-    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]  # [batch, pos-1]
-    return (logp * batch["completion_mask"][:, 1:]).sum(1)
+    """Sum of log p(completion token) per example, [batch]; logits may cover only the last positions."""
+    k = logits.shape[1]
+    ids, completion = batch["input_ids"][:, -k:], batch["completion_mask"][:, -k:]  # [batch, k]
+    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # [batch, k-1]
+    return (logp * completion[:, 1:]).sum(1)
+
+
+def sft_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over completion tokens; logits may cover only the last positions."""
+    labels = completion_labels(batch)[:, -logits.shape[1]:]  # [batch, k]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
 class SteeringModule(L.LightningModule):
@@ -42,31 +56,32 @@ class SteeringModule(L.LightningModule):
         self.hook, self.cfg = hook, cfg
         self.cache = ActivationCache(model, hook) if cfg.get("cache_activations") else None
 
-    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
-        """Logits with the intervention at the hook (steer) or of the unsteered model (no graph)."""
+    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, keep: int = 0) -> torch.Tensor:
+        """Logits (of the last `keep` positions; 0 = all) with the intervention at the hook (steer) or of
+        the unsteered model (no graph)."""
         fn = self.intervention if steer else None
         with torch.set_grad_enabled(steer and torch.is_grad_enabled()):
             if self.cache is not None:
-                return self.cache.logits(batch, fn)
+                return self.cache.logits(batch, fn, keep)
             with hooks.attach(self.lm, self.hook, fn) if steer else nullcontext():
-                return self.lm(**model_inputs(batch), use_cache=False).logits
+                return self.lm(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
+
+    def _logp(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
+        return sequence_logp(self._forward(batch, steer, completion_window(batch)), batch)
 
     def _reference_logp(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p_0(completion) under the unsteered model: fixed, so memoised when activations are cached."""
-        compute = lambda b: sequence_logp(self._forward(b, steer=False), b)  # noqa: E731
+        compute = lambda b: self._logp(b, steer=False)  # noqa: E731
         return compute(batch) if self.cache is None else self.cache.per_example("ref_logp", batch, compute)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
         getattr(self.intervention, "clear_penalty_state", lambda: None)()  # Mahalanobis: only this step's deltas
         pos = batch["pos"]
         if self.cfg["objective"] == "sft":
-            logits = self._forward(pos)
-            labels = completion_labels(pos)
-            main = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            main = sft_loss(self._forward(pos, keep=completion_window(pos)), pos)
         else:
             neg = batch["neg"]
-            margin = (sequence_logp(self._forward(pos), pos) - self._reference_logp(pos)) - (
-                sequence_logp(self._forward(neg), neg) - self._reference_logp(neg))
+            margin = (self._logp(pos) - self._reference_logp(pos)) - (self._logp(neg) - self._reference_logp(neg))
             main = -torch.nn.functional.logsigmoid(self.cfg["beta"] * margin).mean()
         loss = main
         if self.cfg["kl_coef"] > 0 and self.dm is not None:
