@@ -1,94 +1,332 @@
+"""saebasis.interpret: ranking, norm-explained curves, the latent cache, contexts, logit lens, SVD/NMF,
+and the HTML report (rendered in headless Chromium)."""
+
 import json
-import shutil
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from saebasis import hooks
 from saebasis.config import compose
-from saebasis.interpret.factor import nmf, truncated_svd
-from saebasis.interpret.latents import latent_cache, norm_explained, rank_latents
+from saebasis.interpret.cache import latent_cache
+from saebasis.interpret.contexts import max_contexts
+from saebasis.interpret.explain import evidence, hot_span, snippet
+from saebasis.interpret.factor import factorize, nmf, truncated_svd
+from saebasis.interpret.lens import logit_lens, through_norm
+from saebasis.interpret.rank import FALLBACK, norm_explained, rank_latents, residual_share
 from saebasis.interpret.report import interpret
+from saebasis.interpret.texts import FALLBACK as TEXTS_FALLBACK
+from saebasis.interpret.texts import load_texts
 from saebasis.interventions import build
+from saebasis.interventions.base import Intervention
 from saebasis.runs import save_run
 from tests.conftest import D_MODEL
 
+CHROMIUM = Path("/usr/bin/chromium")
+TEXTS = ["i love this movie", "the weather was awful", "a great day and a good film", "i love this movie", "this is not very good"]
 
-def test_ranking_returns_planted_latents(sae):
+
+class Folded(Intervention):
+    """h' = h + s v with a hand-set v: no latent_scores(), so ranking must fall back to the folded vector."""
+
+    def __init__(self, v, sae):
+        super().__init__(self.Config(), v.numel(), sae)
+        self.v = nn.Parameter(v.clone())
+
+    def steer(self, h):
+        return h + self.strength * self.v
+
+    def folded(self):
+        return self.v
+
+
+class Opaque(Folded):
+    def folded(self):
+        return None
+
+
+def planted_bias(sae, latents=(3, 17, 40), values=(5.0, -4.0, 3.0)):
     iv = build("sae_bias", {}, D_MODEL, sae)
     with torch.no_grad():
-        iv.b[[3, 17, 40]] = torch.tensor([5.0, -4.0, 3.0])
-    top, _ = rank_latents(iv, sae, 3)
-    assert top.tolist() == [3, 17, 40]
+        iv.b[list(latents)] = torch.tensor(values)
+    return iv
+
+
+# -- ranking ---------------------------------------------------------------------------------------
+def test_ranking_returns_planted_latents(sae):
+    ranking = rank_latents(planted_bias(sae), sae, 3)
+    assert ranking.indices.tolist() == [3, 17, 40] and "latent_scores" in ranking.source
+    assert ranking.scores.shape == (sae.d_sae,) and ranking.scores[17] == 4.0
+
+
+def test_ranking_through_other_methods_latent_scores(sae):
     dm = build("diffmean", {}, D_MODEL, sae)
     dm.v.copy_(2.0 * sae.W_dec[9])
-    assert rank_latents(dm, sae, 1)[0].tolist() == [9]
+    assert rank_latents(dm, sae, 1).indices.tolist() == [9]
+    adaptor = build("sae_adaptor", {"rank": 2}, D_MODEL, sae)
+    with torch.no_grad():
+        adaptor.B[:, 21] = torch.tensor([3.0, -1.0])  # only latent 21 is written
+    assert rank_latents(adaptor, sae, 1).indices.tolist() == [21]
 
 
-def test_norm_explained_is_monotone_and_reaches_one(sae):
+def test_ranking_falls_back_to_folded_cosine(sae):
+    ranking = rank_latents(Folded(-2.5 * sae.W_dec[9], sae), sae, 2)
+    assert ranking.source == FALLBACK and ranking.indices[0] == 9 and ranking.scores[9] == pytest.approx(1.0)
+    cos = sae.W_dec @ sae.W_dec[9] / (sae.W_dec.norm(dim=-1) * sae.W_dec[9].norm())
+    assert torch.allclose(ranking.scores, cos.abs(), atol=1e-6)
+
+
+def test_ranking_without_scores_or_folded_vector_is_refused(sae):
+    with pytest.raises(ValueError, match="neither latent_scores\\(\\) nor a folded\\(\\) residual vector"):
+        rank_latents(Opaque(torch.ones(D_MODEL), sae), sae, 2)
+
+
+# -- norm explained --------------------------------------------------------------------------------
+def test_norm_explained_is_monotone_and_reaches_one_for_a_latent_bias(sae):
     iv = build("sae_bias", {}, D_MODEL, sae)
     with torch.no_grad():
         iv.b.normal_()
-    curve = norm_explained(iv.latent_scores())
-    assert all(a <= b + 1e-7 for a, b in zip(curve, curve[1:]))
-    assert len(curve) == sae.d_sae and abs(curve[-1] - 1.0) < 1e-6
+    curves = norm_explained(iv, sae, rank_latents(iv, sae, 5))
+    for name in ("weight_share", "residual_share"):
+        curve = torch.tensor(curves[name], dtype=torch.float64)
+        assert len(curve) == sae.d_sae and (curve.diff() >= -1e-12).all(), name
+        assert curve[-1] == pytest.approx(1.0, abs=1e-6), name
+    assert curves["weight_share"][-1] == 1.0
 
 
-def test_svd_and_nmf_reconstruct_nonnegative_pattern():
+def test_residual_share_is_the_least_squares_projection(sae):
+    torch.manual_seed(1)
+    v, order = torch.randn(D_MODEL), torch.randperm(sae.d_sae)
+    curve = residual_share(v, sae.W_dec, order)
+    for k in (1, 4, 11):
+        rows = sae.W_dec[order[:k]].double().T  # [d_model, k]
+        proj = rows @ torch.linalg.lstsq(rows, v.double()[:, None]).solution
+        assert float(curve[k - 1]) == pytest.approx(float(proj.pow(2).sum() / v.double().pow(2).sum()), abs=1e-9)
+    planted = planted_bias(sae)  # v = b W_dec on 3 latents: the top-3 span holds all of it
+    three = norm_explained(planted, sae, rank_latents(planted, sae, 3))
+    assert three["residual_share"][2] == pytest.approx(1.0, abs=1e-9) and three["weight_share"][2] == 1.0
+
+
+# -- the latent cache ------------------------------------------------------------------------------
+def test_latent_cache_round_trips_without_recomputing(model, tokenizer, sae, tmp_path, monkeypatch):
+    calls = []
+    real = hooks.run_to_hook
+    monkeypatch.setattr(hooks, "run_to_hook", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, hit1 = latent_cache(model, tokenizer, sae, TEXTS, batch_size=2, cache_dir=tmp_path)
+    n_calls = len(calls)
+    second, hit2 = latent_cache(model, tokenizer, sae, TEXTS, batch_size=2, cache_dir=tmp_path)
+    assert (hit1, hit2) == (False, True) and n_calls == 3 and len(calls) == n_calls
+    for name, tensor in first.tensors().items():
+        assert torch.equal(tensor, second.tensors()[name]), name
+    # the cached column equals a direct encode of each text on its own (first position skipped)
+    for d, text in enumerate(TEXTS):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        z = sae.encode(real(model, sae.hook, input_ids=ids)[0])  # [pos, d_sae]
+        z[0] = 0
+        lo, hi = int(first.doc_ptr[d]), int(first.doc_ptr[d + 1])
+        for latent in (0, 5, 63):
+            assert torch.allclose(first.column(latent)[lo:hi], z[:, latent], atol=1e-5)
+    assert first.density(5) == pytest.approx(float((first.column(5) > 0).sum() / first.valid.sum()))
+
+
+def test_latent_cache_key_follows_settings_and_sae_weights(model, tokenizer, sae, tmp_path):
+    latent_cache(model, tokenizer, sae, TEXTS, cache_dir=tmp_path)
+    assert latent_cache(model, tokenizer, sae, TEXTS, skip_first=0, cache_dir=tmp_path)[1] is False
+    with torch.no_grad():
+        sae.sae.W_enc.mul_(1.5)  # the same SAE "source", retrained
+    assert latent_cache(model, tokenizer, sae, TEXTS, cache_dir=tmp_path)[1] is False
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_top_k_per_token_cache_is_exact_when_k_covers_every_active_latent(model, tokenizer, sae, tmp_path):
+    dense, _ = latent_cache(model, tokenizer, sae, TEXTS, cache_dir=tmp_path)
+    full, _ = latent_cache(model, tokenizer, sae, TEXTS, max_per_token=sae.d_sae, cache_dir=tmp_path)
+    small, _ = latent_cache(model, tokenizer, sae, TEXTS, max_per_token=2, cache_dir=tmp_path)
+    assert full.exact and torch.allclose(full.column(7), dense.column(7), atol=1e-6)
+    assert not small.exact and int(small.col_ptr[-1]) <= 2 * int(small.valid.sum())
+
+
+# -- contexts, logit lens, factorisation ------------------------------------------------------------
+def test_max_contexts_are_strongest_first_and_collapse_repeats(model, tokenizer, sae, tmp_path):
+    cache, _ = latent_cache(model, tokenizer, sae, TEXTS, cache_dir=tmp_path)
+    latent = int(torch.tensor([cache.column(i).max() for i in range(sae.d_sae)]).argmax())
+    contexts = max_contexts(cache, tokenizer, latent, n=5)
+    maxes = [c.max for c in contexts]
+    assert maxes == sorted(maxes, reverse=True) and maxes[0] == pytest.approx(float(cache.column(latent).max()))
+    for c in contexts:
+        assert max(c.acts) == pytest.approx(c.max) and len(c.tokens) == len(c.acts) == len(c.skipped)
+    texts = [" ".join(c.tokens) for c in contexts]
+    assert len(texts) == len(set(texts))  # "i love this movie" twice in the corpus: shown once ...
+    if any("love" in t for t in texts):
+        assert next(c for c in contexts if "love" in " ".join(c.tokens)).count == 2  # ... counted twice
+    assert "[[" in snippet(contexts[0]) and snippet(contexts[0]).count("[[") == snippet(contexts[0]).count("]]")
+    assert hot_span(contexts[0]) in "".join(contexts[0].tokens) and evidence(contexts)
+
+
+def test_logit_lens_applies_the_final_norm_weight(model, tokenizer, sae):
+    with torch.no_grad():
+        model.model.norm.weight.copy_(torch.linspace(-2, 3, D_MODEL))
+    d = sae.W_dec[4]
+    assert torch.allclose(through_norm(model, d), d * model.model.norm.weight)
+    logits = model.get_output_embeddings().weight @ (d * model.model.norm.weight)
+    lens = logit_lens(model, tokenizer, d, k=3)
+    assert lens["promoted_logits"] == pytest.approx(logits.topk(3).values.tolist(), abs=1e-5)
+    assert lens["suppressed_logits"] == pytest.approx((-(-logits).topk(3).values).tolist(), abs=1e-5)
+    ln = nn.Module()
+    ln.transformer, ln.config = nn.Module(), type("C", (), {"model_type": "gpt2"})()
+    ln.transformer.ln_f = nn.LayerNorm(D_MODEL)
+    assert through_norm(ln, d).sum() == pytest.approx(0.0, abs=1e-5)  # LayerNorm centres the direction
+
+
+def test_svd_is_exact_at_full_rank_and_nmf_fits_a_nonnegative_low_rank_pattern():
     torch.manual_seed(0)
-    x = torch.rand(20, 2) @ torch.rand(2, 6)  # rank-2 non-negative
-    us, s, v = truncated_svd(x, 2)
-    assert torch.allclose(us @ v.T, x, atol=1e-4)
+    x = torch.rand(20, 2) @ torch.rand(2, 6)  # rank-2, non-negative
+    us, _, v = truncated_svd(x, 6)
+    assert torch.allclose(us @ v.T, x, atol=1e-5)
     w, h = nmf(x, 2, iters=2000)
-    assert (w >= 0).all() and (h >= 0).all() and ((w @ h - x).norm() / x.norm()) < 0.05
+    assert (w >= 0).all() and (h >= 0).all() and float((w @ h - x).norm() / x.norm()) < 0.02
+    fit = factorize(x, 2)
+    assert fit["svd_energy"] == pytest.approx(1.0, abs=1e-5) and fit["nmf_rel_error"] < 0.05
+    with pytest.raises(ValueError, match="non-negative"):
+        nmf(-x, 2)
 
 
-def test_latent_cache_round_trips(model, tokenizer, sae, tmp_path):
-    texts = ["i love this movie", "the weather was awful", "a great day and a good film"]
-    first, hit1 = latent_cache(model, tokenizer, sae, texts, "tiny", cache_dir=tmp_path)
-    second, hit2 = latent_cache(model, tokenizer, sae, texts, "tiny", cache_dir=tmp_path)
-    assert (hit1, hit2) == (False, True)
-    for name in ("token_idx", "latent_idx", "values"):
-        assert torch.equal(getattr(first, name), getattr(second, name))
-    dense = sae.encode(torch.cat([__import__("saebasis").hooks.run_to_hook(model, sae.hook, input_ids=tokenizer(t, return_tensors="pt")["input_ids"])[0] for t in texts]))
-    assert torch.allclose(first.column(5), dense[:, 5], atol=1e-6)
+def test_torch_nmf_matches_sklearn_fit():
+    sk = pytest.importorskip("sklearn.decomposition")
+    torch.manual_seed(0)
+    x = (torch.rand(40, 8) ** 3) * (torch.rand(40, 8) > 0.5)  # sparse non-negative, not low rank
+    w, h = nmf(x, 3, iters=1000)
+    ref = sk.NMF(3, init="nndsvda", max_iter=2000, random_state=0).fit(x.numpy())
+    ours, theirs = float((x - w @ h).norm()), float(ref.reconstruction_err_)
+    assert ours <= 1.1 * theirs
+
+
+# -- corpus ---------------------------------------------------------------------------------------
+def test_corpus_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "empty"))
+    texts, source = load_texts("auto", None)
+    assert source == TEXTS_FALLBACK and len(texts) > 100 and any("coffee" in t for t in texts)
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text('{"text": "one"}\n{"text": "two"}\n')
+    assert load_texts(str(jsonl), 1) == (["one"], str(jsonl))
+    assert load_texts(["a b", "c"], None)[0] == ["a b", "c"]
+    with pytest.raises(FileNotFoundError, match="JSONL file with a 'text' field"):
+        load_texts(str(tmp_path / "missing.jsonl"), None)
+    jsonl.write_text('{"body": "x"}\n')
+    with pytest.raises(ValueError, match="'text' is missing"):
+        load_texts(str(jsonl), None)
+
+
+# -- the report ------------------------------------------------------------------------------------
+def _save_runs(tmp_path, sae):
+    sae.sae.save_model(tmp_path / "sae")
+    stack = {"sae": {"path": str(tmp_path / "sae"), "hook": sae.hook}, "hook": sae.hook, "model": {"name": "tiny-llama"}}
+    save_run(tmp_path / "run", planted_bias(sae, (3, 17), (5.0, -4.0)), stack)
+    vec = build("residual_vector", {}, D_MODEL, None)
+    with torch.no_grad():
+        vec.v.copy_(sae.W_dec[11])
+    save_run(tmp_path / "vec", vec, {**stack, "sae": None})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": t}) for t in TEXTS * 3))
+    return corpus
 
 
 @pytest.fixture
-def report(tmp_path, sae, concept_dir, monkeypatch):
+def report(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
-    sae.sae.save_model(tmp_path / "sae")
-    iv = build("sae_bias", {}, D_MODEL, sae)
-    with torch.no_grad():
-        iv.b[[3, 17]] = torch.tensor([5.0, -4.0])
-    save_run(tmp_path / "run", iv, {"sae": {"path": str(tmp_path / "sae"), "hook": sae.hook}, "hook": sae.hook, "model": {"name": "tiny-llama"}})
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("\n".join(json.dumps({"text": t}) for t in ["i love this movie", "the weather was awful", "a great day"]))
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explain=false", "top_k=4"])
+    corpus = _save_runs(tmp_path, sae)
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explain=true", "explain_model=tiny-llama",
+                                "explain_max_new_tokens=3", "top_k=4", "n_contexts=3"])
     return interpret(cfg), interpret(cfg)
 
 
 def test_interpret_writes_report_and_reuses_cache(report):
     first, second = report
-    data = json.loads(open(first["json"]).read())
-    assert [l["latent"] for l in data["latents"]][:2] == [3, 17]
     assert first["cache_hit"] is False and second["cache_hit"] is True
-    assert "<img" in open(first["html"]).read()
+    data = json.loads(Path(first["json"]).read_text())
+    assert [l["latent"] for l in data["latents"]][:2] == [3, 17] and len(data["latents"]) == 4
+    assert data["norm_explained"]["residual_share"][1] == pytest.approx(1.0, abs=1e-9)  # b lives on 2 latents
+    assert data["corpus"]["n_docs"] == 15 and data["patterns"] is not None
+    html = Path(first["html"]).read_text()
+    assert html.count("<img") == 2 and "data:image/png;base64," in html and "<script" not in html
+    assert "automatic explanation (tiny-llama, unreliable)" in html
+    assert Path(second["json"]).read_text() == Path(first["json"]).read_text().replace('"cache_hit": false', '"cache_hit": true')
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (scripts/install_chromium.sh)")
-def test_report_renders_in_headless_chromium(report, tmp_path):
-    html_path = report[0]["html"]
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--window-size=1200,1600", f"--screenshot={shot}", f"file://{html_path}"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert shot.exists(), proc.stderr[-2000:]
-    assert "Uncaught" not in proc.stderr and "CONSOLE" not in proc.stderr
+def test_interpret_reads_a_run_without_sae_through_read_sae(tmp_path, sae, monkeypatch):
+    monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
+    corpus = _save_runs(tmp_path, sae)
+    base = [f"run={tmp_path / 'vec'}", f"corpus={corpus}", "explain=false", "top_k=3"]
+    with pytest.raises(ValueError, match="records no SAE.*read_sae="):
+        interpret(compose("interpret", base))
+    out = interpret(compose("interpret", [*base, f"read_sae={tmp_path / 'sae'}"]))
+    data = json.loads(Path(out["json"]).read_text())
+    assert data["latents"][0]["latent"] == 11 and data["pullback"][0]["code"][0][0] == 11
+    assert "Pullback of the written directions" in Path(out["html"]).read_text()
+
+
+def test_interpret_without_run_is_refused():
+    with pytest.raises(ValueError, match="saebasis interpret run=<dir>"):
+        interpret(compose("interpret", []))
+
+
+# -- rendering in headless Chromium ----------------------------------------------------------------
+def chromium_render(html_path: Path, work: Path) -> tuple[set, list[str]]:
+    """(distinct RGB colours of a 1200x1600 screenshot, console messages) of one page."""
     from PIL import Image
 
-    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 50  # plots drawn: far more than a blank page's colours
+    shot = work / f"{html_path.stem}.png"
+    proc = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={work / 'profile'}",
+         "--enable-logging=stderr", "--v=0", "--window-size=1200,1600", f"--screenshot={shot}", html_path.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shot.exists(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
+    console = [line for line in proc.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+    return set(Image.open(shot).convert("RGB").getdata()), console
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed: run scripts/install_chromium.sh")
+def test_report_renders_in_headless_chromium_with_plots_visible(report, tmp_path):
+    html_path = Path(report[0]["html"])
+    colours, console = chromium_render(html_path, tmp_path)
+    assert console == [], console
+    bare = tmp_path / "no_plots.html"
+    bare.write_text(re.sub(r'<img [^>]*src="data:image/png;base64,[^"]*">', "", html_path.read_text()))
+    bare_colours, _ = chromium_render(bare, tmp_path)
+    assert len(colours - bare_colours) > 1000, (len(colours), len(bare_colours))  # the plots' own colours are on screen
+    # the console check can fail: a page that logs an error is caught
+    broken = tmp_path / "broken.html"
+    broken.write_text("<!doctype html><p>x</p><script>console.error('planted'); missing_function();</script>")
+    assert any("planted" in line for line in chromium_render(broken, tmp_path)[1])
+
+
+# -- the embedded model ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_interpret_on_the_embedded_model(tmp_path):
+    from saebasis.models import load_model
+    from saebasis.sae import SAEBasis
+
+    sae = SAEBasis.load("builtin:smollm2-l12")
+    loaded = load_model("smollm2")
+    texts, _ = load_texts("auto", 16)
+    cache, _ = latent_cache(loaded.model, loaded.tokenizer, sae, texts, cache_dir=tmp_path / "latents")
+    busy = torch.tensor([cache.density(i) for i in range(sae.d_sae)]).topk(2).indices.tolist()  # latents that fire
+    iv = build("sae_bias", {}, sae.d_model, sae)
+    with torch.no_grad():
+        iv.b[busy] = torch.tensor([4.0, 2.0])
+    save_run(tmp_path / "run", iv, {"sae": {"path": "builtin:smollm2-l12", "hook": sae.hook}, "hook": sae.hook, "model": {"name": "smollm2"}})
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'latents'}", "n_docs=16", "top_k=2",
+                                "n_contexts=3", "explain_max_new_tokens=12"])
+    out = interpret(cfg)
+    data = json.loads(Path(out["json"]).read_text())
+    assert out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
+    assert data["explainer"] == "automatic explanation (SmolLM2-135M, unreliable)"
+    assert all(isinstance(l["explanation"], str) and l["contexts"] for l in data["latents"])
+    assert "model.norm" in data["logit_lens_note"] and len(data["latents"][0]["logit_lens"]["promoted"]) == 8
+    print({l["latent"]: (l["explanation"], l["logit_lens"]["promoted"][:4]) for l in data["latents"]})

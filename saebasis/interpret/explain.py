@@ -1,24 +1,74 @@
-"""A short automatic explanation of a latent, written by the embedded model from its top contexts.
+"""A short automatic explanation of a latent, written by a small model from the latent's top contexts.
 
-Clearly labelled as automatic and unreliable: a 135M model is a weak explainer; read the contexts.
+The explainer is shown the text the latent fires on in each top context (the run of tokens at >= half the
+context's peak activation, around the peak) and asked for a short label; greedy decoding, first sentence
+kept. Prompt choice, tried on SmolLM2-135M-Instruct: given whole excerpts with [[marked]] words it copies
+the excerpts back; given the marked words alone it at least names the group now and then ("used to indicate
+comparisons" for than / as / compared to / beyond). It is still a weak explainer, so every explanation is
+labelled "automatic explanation (SmolLM2-135M, unreliable)" and the words it saw are kept in the report.
+`explain=false` turns it off.
 """
 
 from __future__ import annotations
 
-LABEL = "automatic explanation (SmolLM2-135M, unreliable)"
+import re
+
+from saebasis.interpret.contexts import Context
+from saebasis.models import EMBEDDED_NAMES
+
+EMBEDDED_LABEL = "SmolLM2-135M"
+PROMPT = "Words: {words}.\nWhat do these words have in common? Give one short label for this group of words."
 
 
-def explain(model, tokenizer, contexts: list[dict], lens: dict, max_new_tokens: int = 24) -> str:
+def label(model_name: str) -> str:
+    name = EMBEDDED_LABEL if model_name.lower() in EMBEDDED_NAMES else model_name
+    return f"automatic explanation ({name}, unreliable)"
+
+
+def hot_span(context: Context, threshold: float = 0.5) -> str:
+    """The tokens around the peak whose activation is >= threshold x the peak, as one string."""
+    peak = max(range(len(context.acts)), key=context.acts.__getitem__)
+    hot = [a >= threshold * context.max for a in context.acts]
+    lo, hi = peak, peak + 1
+    while lo > 0 and hot[lo - 1]:
+        lo -= 1
+    while hi < len(hot) and hot[hi]:
+        hi += 1
+    return "".join(context.tokens[lo:hi])
+
+
+def snippet(context: Context, threshold: float = 0.5, max_chars: int = 160) -> str:
+    """The context as text with the tokens at >= threshold x its peak in [[ ]] (runs merged)."""
+    parts, inside = [], False
+    for text, act in zip(context.tokens, context.acts):
+        hot = context.max > 0 and act >= threshold * context.max
+        if hot != inside:
+            parts.append("[[" if hot else "]]")
+        parts.append(text)
+        inside = hot
+    return " ".join("".join(parts + (["]]"] if inside else [])).split())[-max_chars:]
+
+
+def evidence(contexts: list[Context], n: int = 8) -> list[str]:
+    """Distinct hot spans of the top contexts (whitespace made visible), strongest first."""
+    words: list[str] = []
+    for c in contexts:
+        span = hot_span(c)
+        shown = span.strip() or span.replace("\n", "\\n").replace(" ", "␣")
+        if shown and shown not in words:
+            words.append(shown)
+    return words[:n]
+
+
+def explain(model, tokenizer, contexts: list[Context], max_new_tokens: int = 24) -> tuple[str | None, list[str]]:
+    """(one sentence from the explainer model, the words it was shown); (None, []) when the latent never fired."""
     from saebasis.eval.generation import generate
 
-    snippets = []
-    for c in contexts[:4]:
-        tokens = c["tokens"]
-        peak = max(range(len(c["acts"])), key=lambda i: c["acts"][i]) if c["acts"] else 0
-        text = tokenizer.convert_tokens_to_string(tokens[:peak]) + " [[" + tokenizer.convert_tokens_to_string(tokens[peak : peak + 1]) + "]]"
-        snippets.append("- " + " ".join(text.split())[-160:])
-    prompt = ("Here are text snippets; the word in [[double brackets]] is where a hidden feature fires.\n" + "\n".join(snippets)
-              + f"\nWords this feature promotes: {', '.join(w.strip() for w in lens['promoted'][:6])}.\n"
-              "In a few words, what concept does this feature detect?")
-    out, _ = generate(model, tokenizer, [prompt], None, None, max_new_tokens=max_new_tokens, batch_size=1)
-    return out[0].split("\n")[0].strip()
+    words = evidence(contexts)
+    if not words:
+        return None, []
+    prompt = PROMPT.format(words=", ".join(f'"{w}"' for w in words))
+    out, _ = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, batch_size=1)
+    text = " ".join(out[0].split())
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return first, words

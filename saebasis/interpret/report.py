@@ -1,139 +1,135 @@
-"""`saebasis interpret run=<dir>`: a self-contained HTML report (+ JSON) of the latents a run changed."""
+"""`saebasis interpret run=<dir>`: which SAE latents a saved run changed, and what they mean.
+
+Steps: load the run (and the SAE its cfg.json records, or `read_sae`) -> rank latents -> cached latent
+activations over a corpus -> per top latent: max-activating contexts, logit lens, density, optional
+automatic explanation, Neuronpedia link -> activation-pattern SVD / NMF -> norm-explained curves ->
+report.json + a self-contained report.html (plots inline as base64 PNG).
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from saebasis import hooks
 from saebasis.config import to_dict
-from saebasis.corpus import corpus_path, corpus_texts, read_corpus
-from saebasis.data import DATA_DIR, read_jsonl
-from saebasis.interpret.explain import LABEL, explain
-from saebasis.interpret.factor import nmf, pattern_matrix, truncated_svd
-from saebasis.interpret.latents import latent_cache, logit_lens, max_contexts, norm_explained, rank_latents
-from saebasis.models import load_model
+from saebasis.interpret import explain as explainer
+from saebasis.interpret.cache import LatentCache, latent_cache
+from saebasis.interpret.contexts import max_contexts
+from saebasis.interpret.factor import component_examples, factorize, pattern_matrix
+from saebasis.interpret.lens import logit_lens, norm_note
+from saebasis.interpret.rank import norm_explained, rank_latents
+from saebasis.interpret.render import render
+from saebasis.interpret.texts import load_texts
+from saebasis.models import EMBEDDED_NAMES, load_model
 from saebasis.runs import load_run
+from saebasis.sae import SAEBasis
 
 
-def corpus_for(cfg: dict) -> tuple[list[str], str]:
-    """Texts to find max-activating contexts in: a JSONL path, the cached model-written corpus, or
-    (fresh machine) the built-in concept datasets' texts."""
-    if cfg["corpus"] not in (None, "auto"):
-        return [r["text"] for r in read_jsonl(Path(cfg["corpus"]), ("text",))][: cfg["n_docs"]], cfg["corpus"]
-    rows = read_corpus(corpus_path())
-    if rows:
-        return corpus_texts(rows)[: cfg["n_docs"]], str(corpus_path())
-    texts = []
-    for folder in sorted(DATA_DIR.iterdir()):
-        if (folder / "pairs.jsonl").exists():
-            texts += [f"{r['prompt']} {r['positive']}" for r in read_jsonl(folder / "pairs.jsonl", ("prompt", "positive"))]
-            texts += [f"{r['prompt']} {r['negative']}" for r in read_jsonl(folder / "pairs.jsonl", ("prompt", "negative"))]
-    return texts[: cfg["n_docs"]], "built-in concept datasets (no cached corpus)"
-
-
-def interpret(cfg) -> dict:
-    cfg = to_dict(cfg)
+def load_for_interpret(cfg: dict):
+    """(run, sae, loaded model) for cfg.run; `read_sae` reads a run fitted without an SAE through one."""
     if not cfg.get("run"):
-        raise ValueError("Give the run folder: saebasis interpret run=<dir>.")
-    run = load_run(cfg["run"])
+        raise ValueError("Give the run folder to interpret: saebasis interpret run=<dir>.")
+    sae = SAEBasis.load(cfg["read_sae"]) if cfg.get("read_sae") else None
+    run = load_run(cfg["run"], sae=sae)
     sae = run.intervention.sae
     if sae is None:
-        raise ValueError(f"Run {cfg['run']} has no SAE recorded; interpretation reads latents through one. Fit it with sae=<...>.")
-    loaded = load_model(run.cfg["model"]["name"], run.cfg["model"].get("device", "cpu"))
-    top, scores = rank_latents(run.intervention, sae, cfg["top_k"])
-    texts, source = corpus_for(cfg)
-    cache, from_disk = latent_cache(loaded.model, loaded.tokenizer, sae, texts, run.cfg["model"]["name"], cfg["max_len"])
-    latents = []
-    for i in top.tolist():
-        contexts = max_contexts(cache, i, cfg["n_contexts"])
-        lens = logit_lens(loaded.model, loaded.tokenizer, sae, i)
-        latents.append({
-            "latent": i, "score": float(scores[i]), "density": cache.density(i), "logit_lens": lens, "contexts": contexts,
-            "explanation": explain(loaded.model, loaded.tokenizer, contexts, lens) if cfg["explain"] and contexts else None,
-            "neuronpedia": sae.neuronpedia_url(i),
+        raise ValueError(
+            f"Run {cfg['run']} records no SAE, and interpretation reads latents through one. Add "
+            f"read_sae=<SAE folder or builtin:NAME> (an SAE at the run's hook {run.cfg.get('hook')})."
+        )
+    if run.cfg.get("hook") and not hooks.same_residual(run.cfg["hook"], sae.hook):
+        raise ValueError(f"The run steers {run.cfg['hook']} but the SAE reads {sae.hook}; pick an SAE at the run's hook.")
+    model_cfg = run.cfg.get("model") or {}
+    if not model_cfg.get("name"):
+        raise ValueError(f"{run.path}/cfg.json has no model.name; it was not written by saebasis train / fit-baseline.")
+    loaded = load_model(model_cfg["name"], cfg.get("device") or model_cfg.get("device", "cpu"), model_cfg.get("dtype", "float32"))
+    sae.check_width(loaded.model.config.hidden_size)
+    return run, sae.to(next(loaded.model.parameters()).device), loaded
+
+
+def describe_latents(cfg: dict, run, sae, loaded, cache: LatentCache, top: list[int], scores: torch.Tensor) -> list[dict]:
+    folded = run.intervention.folded()
+    cos = F.cosine_similarity(sae.W_dec.float(), folded.detach().float()[None], dim=-1) if folded is not None else None
+    explain_with = _explainer(cfg, loaded)
+    out = []
+    for rank, i in enumerate(top, 1):
+        contexts = max_contexts(cache, loaded.tokenizer, i, cfg["n_contexts"], cfg["context_before"], cfg["context_after"])
+        lens = logit_lens(loaded.model, loaded.tokenizer, sae.W_dec[i], cfg["logit_k"])
+        text, words = explainer.explain(*explain_with, contexts, cfg["explain_max_new_tokens"]) if explain_with else (None, [])
+        out.append({
+            "latent": i, "rank": rank, "score": float(scores[i]), "cos_folded": None if cos is None else float(cos[i]),
+            "density": cache.density(i), "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
+            "explanation": text, "explanation_words": words, "neuronpedia": sae.neuronpedia_url(i),
         })
-    pattern = pattern_matrix(cache, top.tolist())
-    data = {
-        "run": str(run.path), "method": run.cfg["method"], "sae": sae.source, "hook": sae.hook, "corpus": source,
-        "corpus_docs": len(texts), "cache_hit": from_disk, "latents": latents, "norm_explained": norm_explained(scores)[: max(50, cfg["top_k"])],
-        "pattern": pattern.tolist(),
-    }
-    out = Path(cfg.get("out_dir") or Path(cfg["run"]) / "interpret")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(data, indent=2))
-    (out / "report.html").write_text(render(data, pattern, cfg["n_factors"]))
-    print(f"[saebasis] interpretation report: {out / 'report.html'}")
-    return {"html": str(out / "report.html"), "json": str(out / "report.json"), "cache_hit": from_disk}
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def plots(data: dict, pattern: torch.Tensor, n_factors: int) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
-    names = [str(l["latent"]) for l in data["latents"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4))
-    a.bar(names, [l["score"] for l in data["latents"]], color="#4477aa")
-    a.set(title="Top latents by intervention weight", xlabel="latent", ylabel="score")
-    a.tick_params(axis="x", rotation=60)
-    curve = data["norm_explained"]
-    b.plot(range(1, len(curve) + 1), curve, marker=".", color="#cc6677")
-    b.set(title="Share of the intervention's latent norm in its top-k latents", xlabel="k", ylabel="fraction", ylim=(0, 1.02))
-    out["overview"] = _png(fig)
-    plt.close(fig)
-    if pattern.numel() and pattern.shape[0] > 1:
-        k = min(n_factors, *pattern.shape)
-        _, _, v = truncated_svd(pattern, k)
-        _, h = nmf(pattern, k)
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.6 * k + 2.2))
-        for ax, mat, title, cmap in ((a, v.T, "Truncated SVD: component loadings", "RdBu_r"), (b, h, "NMF: non-negative parts", "viridis")):
-            im = ax.imshow(mat.numpy(), aspect="auto", cmap=cmap)
-            ax.set(title=title, xlabel="latent", ylabel="component", xticks=range(len(names)), xticklabels=names)
-            ax.tick_params(axis="x", rotation=60)
-            fig.colorbar(im, ax=ax)
-        out["factors"] = _png(fig)
-        plt.close(fig)
     return out
 
 
-def _context_html(c: dict, tokenizer_free_join=True) -> str:
-    peak = max(c["acts"]) if c["acts"] else 1.0
-    spans = []
-    for tok, act in zip(c["tokens"], c["acts"]):
-        text = html.escape(tok.replace("Ġ", " ").replace("Ċ", "⏎").replace("▁", " "))
-        alpha = max(0.0, act) / peak if peak > 0 else 0
-        spans.append(f'<span title="{act:.2f}" style="background:rgba(255,140,0,{alpha:.2f})">{text}</span>')
-    return f'<div class="ctx">{"".join(spans)} <small>(max {c["max"]:.2f})</small></div>'
+def _explainer(cfg: dict, loaded):
+    """(model, tokenizer) that writes explanations, or None when explain=false; reuses the run's model
+    when it is the explainer model."""
+    if not cfg["explain"]:
+        return None
+    name = cfg["explain_model"]
+    same = name == loaded.name or (name.lower() in EMBEDDED_NAMES and loaded.name.lower() in EMBEDDED_NAMES)
+    other = loaded if same else load_model(name, next(loaded.model.parameters()).device.type)
+    return other.model, other.tokenizer
 
 
-def render(data: dict, pattern: torch.Tensor, n_factors: int) -> str:
-    figs = plots(data, pattern, n_factors)
-    cards = []
-    for l in data["latents"]:
-        link = f' · <a href="{l["neuronpedia"]}">Neuronpedia</a>' if l["neuronpedia"] else ""
-        expl = f'<p class="auto"><b>{LABEL}:</b> {html.escape(l["explanation"])}</p>' if l["explanation"] else ""
-        lens = (f'<p>promotes: <code>{html.escape(" | ".join(l["logit_lens"]["promoted"]))}</code><br>'
-                f'suppresses: <code>{html.escape(" | ".join(l["logit_lens"]["suppressed"]))}</code></p>')
-        ctx = "".join(_context_html(c) for c in l["contexts"]) or "<p><i>never active on this corpus</i></p>"
-        cards.append(f'<div class="card"><h3>latent {l["latent"]}</h3><p>score {l["score"]:.4g} · density {l["density"]:.4f}{link}</p>{lens}{expl}{ctx}</div>')
-    imgs = "".join(f'<img alt="{k}" src="{v}">' for k, v in figs.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>saebasis: {html.escape(data['method'])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}} img{{max-width:100%;display:block;margin:1em 0}}
-.card{{border:1px solid #ddd;border-radius:8px;padding:.6em 1em;margin:1em 0}} .ctx{{font-family:monospace;white-space:pre-wrap;margin:.3em 0;padding:.2em;background:#fafafa}}
-.auto{{color:#7a4b00}} code{{background:#f3f3f3}}</style></head><body>
-<h1>Which latents did <code>{html.escape(data['method'])}</code> change?</h1>
-<p>run <code>{html.escape(data['run'])}</code> · SAE <code>{html.escape(data['sae'])}</code> at <code>{data['hook']}</code> ·
-corpus: {html.escape(data['corpus'])} ({data['corpus_docs']} documents)</p>{imgs}<h2>Top latents</h2>{''.join(cards)}</body></html>"""
+def patterns(cfg: dict, cache: LatentCache, tokenizer, top: list[int]) -> dict | None:
+    x, docs = pattern_matrix(cache, top, cfg["normalize_pattern"])
+    if x.shape[0] < 2:
+        return None  # fewer than two contexts: nothing to factorise
+    result = {"latents": top, "docs": docs, "matrix": x.tolist(), "normalized": cfg["normalize_pattern"], **factorize(x, cfg["n_factors"])}
+    result["component_examples"] = component_examples(cache, tokenizer, result)
+    return result
+
+
+def pullback(intervention, sae, k: int = 5) -> list[dict] | None:
+    """For residual methods: the top latents of each written direction (matching-pursuit code and cosine)."""
+    if not hasattr(intervention, "pullback"):
+        return None
+    pb = intervention.pullback(sae)
+    rows = []
+    for j in range(pb.directions.shape[0]):
+        code, cos = pb.write_codes[j].detach().cpu(), pb.write_cosine[j].detach().cpu()
+        rows.append({
+            "direction": j, "norm": float(pb.directions[j].norm()),
+            "code": [[int(i), float(code[i])] for i in code.abs().topk(k).indices],
+            "cosine": [[int(i), float(cos[i])] for i in cos.abs().topk(k).indices],
+        })
+    return rows
+
+
+def interpret(cfg) -> dict:
+    """Write report.json and report.html for cfg.run; returns their paths and whether the cache was hit."""
+    cfg = to_dict(cfg)
+    run, sae, loaded = load_for_interpret(cfg)
+    ranking = rank_latents(run.intervention, sae, cfg["top_k"])
+    texts, source = load_texts(cfg["corpus"], cfg["n_docs"])
+    cache, hit = latent_cache(
+        loaded.model, loaded.tokenizer, sae, texts, cfg["max_len"], cfg["skip_first"], cfg["skip_special"],
+        cfg["batch_size"], cfg["max_per_token"], cfg.get("cache_dir"),
+    )
+    top = ranking.indices.tolist()
+    data = {
+        "run": str(run.path), "method": run.cfg["method"], "model": loaded.name, "sae": sae.source, "hook": sae.hook,
+        "ranking": {"source": ranking.source, "top": top},
+        "corpus": {"source": source, "n_docs": cache.n_docs, "n_tokens": cache.n_tokens, "n_encoded": int(cache.valid.sum()),
+                   "cache_hit": hit, "exact": cache.exact, "skip_first": cfg["skip_first"], "skip_special": cfg["skip_special"]},
+        "logit_lens_note": norm_note(loaded.model),
+        "explainer": explainer.label(cfg["explain_model"]) if cfg["explain"] else None,
+        "latents": describe_latents(cfg, run, sae, loaded, cache, top, ranking.scores),
+        "norm_explained": norm_explained(run.intervention, sae, ranking, cfg["curve_max_k"]),
+        "patterns": patterns(cfg, cache, loaded.tokenizer, top),
+        "pullback": pullback(run.intervention, sae),
+    }
+    out = Path(cfg.get("out_dir") or Path(cfg["run"]) / "interpret")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(data, indent=1))
+    (out / "report.html").write_text(render(data))
+    print(f"[saebasis] interpretation report: {out / 'report.html'} (+ report.json)")
+    return {"html": str(out / "report.html"), "json": str(out / "report.json"), "cache_hit": hit}
