@@ -277,10 +277,25 @@ def test_ddp_on_two_cpu_processes_in_bf16(tmp_path, concept_dir):
     assert math.isfinite(metrics["val/loss"])
 
 
-@pytest.mark.xfail(strict=True, reason="saebasis/train/datamodule.py StepSeededSampler skips already-trained batches using "
-                   "the single-process batch count; under DDP Lightning wraps it in DistributedSamplerWrapper, whose "
-                   "length no longer matches from epoch 2 on (IndexError)")
 def test_ddp_trains_more_than_one_epoch(tmp_path, concept_dir):
     proc = _run_cli(["train", *DDP, f"data={concept_dir}", *TINY, "trainer.max_epochs=2", f"run_dir={tmp_path / 'run'}"],
                     timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
+    per_rank = math.ceil(_train_rows(concept_dir) / 2)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 2 * math.ceil(per_rank / 2)
+
+
+@pytest.mark.parametrize("n, world, batch", [(9, 2, 2), (10, 2, 3), (5, 4, 1), (17, 3, 4)])
+def test_sampler_shards_like_distributed_sampler_and_resumes_per_rank(n, world, batch):
+    from saebasis.train.datamodule import StepSeededSampler
+
+    step = [0]
+    samplers = [StepSeededSampler(n, batch, 7, lambda: step[0], rank, world) for rank in range(world)]
+    shards = [list(s) for s in samplers]
+    assert len({len(x) for x in shards}) == 1 and all(len(x) == len(s) for x, s in zip(shards, samplers))
+    assert set().union(*map(set, shards)) == set(range(n))  # every row is seen, padding only repeats rows
+    assert sum(map(len, shards)) == math.ceil(n / world) * world
+    step[0] = 1  # one optimizer step done this epoch: each rank skips its own first batch
+    assert [list(s) for s in samplers] == [x[batch:] for x in shards]
+    step[0] = samplers[0].n_batches  # next epoch: a new permutation, the full shard again
+    assert [len(list(s)) for s in samplers] == [len(x) for x in shards]

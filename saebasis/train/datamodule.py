@@ -34,19 +34,29 @@ class PairCollator:
 class StepSeededSampler(torch.utils.data.Sampler):
     """Shuffles with a seed derived from the epoch the optimizer step count is in, read when iteration
     starts, and skips the batches of that epoch already trained on: a run resumed from a checkpoint
-    (also one killed mid-epoch) sees exactly the batches an uninterrupted run would."""
+    (also one killed mid-epoch) sees exactly the batches an uninterrupted run would.
 
-    def __init__(self, n: int, batch_size: int, seed: int, global_step) -> None:
+    Under DDP it shards itself (Lightning's own distributed sampler is switched off, since its length
+    would not match a resumed epoch): the permutation is padded by wrapping to a multiple of
+    `world_size`, as torch's DistributedSampler does, and rank r takes every `world_size`-th index from r.
+    Every rank sees the same number of batches, so the step count means the same on each."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, global_step, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}.")
         self.n, self.batch_size, self.seed, self.global_step = n, batch_size, seed, global_step
-        self.n_batches = max(1, -(-n // batch_size))
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = -(-n // world_size)
+        self.n_batches = max(1, -(-self.per_rank // batch_size))
 
     def __iter__(self):
         epoch, done = divmod(self.global_step(), self.n_batches)
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist()
-        return iter(perm[done * self.batch_size :])
+        perm = (perm * self.world_size)[: self.per_rank * self.world_size]  # pad by wrapping
+        return iter(perm[self.rank :: self.world_size][done * self.batch_size :])
 
     def __len__(self) -> int:
-        return self.n
+        return self.per_rank
 
 
 class ConceptDataModule(L.LightningDataModule):
@@ -65,7 +75,8 @@ class ConceptDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         step = lambda: self.trainer.global_step if self.trainer else 0  # noqa: E731
-        sampler = StepSeededSampler(len(self.train_rows), self.batch_size, self.seed, step)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = StepSeededSampler(len(self.train_rows), self.batch_size, self.seed, step, rank, world)
         return DataLoader(self.train_rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:

@@ -57,7 +57,9 @@ def build_intervention(cfg: dict, stack, concept):
 
 def trainer_for(cfg: dict, ckpt_dir: Path) -> L.Trainer:
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"])
-    return L.Trainer(**cfg["trainer"], logger=make_logger(cfg, ckpt_dir), callbacks=[ckpt], default_root_dir=str(ckpt_dir))
+    # The data module's sampler shards by rank itself (and resumes mid-epoch): Lightning must not wrap it.
+    return L.Trainer(**{**cfg["trainer"], "use_distributed_sampler": False}, logger=make_logger(cfg, ckpt_dir),
+                     callbacks=[ckpt], default_root_dir=str(ckpt_dir))
 
 
 def train(cfg) -> dict:
