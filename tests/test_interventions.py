@@ -205,3 +205,20 @@ def test_topk_entries_keeps_k_entries_and_only_they_get_gradient(sae):
     iv(torch.randn(2, 3, D_MODEL)).sum().backward()
     assert (iv.A.grad[A == 0] == 0).all() and (iv.A.grad[A != 0] != 0).any()
     assert (iv.B.grad[B == 0] == 0).all() and (iv.B.grad[B != 0] != 0).any()
+
+
+@pytest.mark.parametrize("method, cfg", [("sae_bias", {}), ("sae_bias", {"mahalanobis_max": 0.5}),
+                                         ("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add"})])
+def test_inference_reuses_the_folded_vector_and_follows_every_change(method, cfg, sae):
+    iv = _perturb(_fitted(method, sae, **cfg) if cfg.get("mahalanobis_max") else build(method, cfg, D_MODEL, sae))
+    h = torch.randn(2, 3, D_MODEL)
+    with torch.no_grad():
+        first = iv(h)
+        assert torch.equal(first, iv(h)) and iv.folded_for_inference() is iv.folded_for_inference()  # memoised
+    assert torch.equal(first, iv(h))  # same values as the grad path, bit for bit
+    changes = [lambda: setattr(iv, "strength", 2.5), lambda: [t.mul_(1.5) for t in [*iv.parameters(), *iv.buffers()]
+                                                            if t.is_floating_point()]]
+    for change in changes:
+        with torch.no_grad():
+            change()
+            assert torch.equal(iv(h), h + iv.strength * iv.folded().to(h.dtype))  # never a stale vector

@@ -87,6 +87,20 @@ class Intervention(nn.Module, ABC):
         """The single residual vector this intervention adds, when it is a constant shift."""
         return None
 
+    def folded_for_inference(self) -> Float[Tensor, " d_model"] | None:
+        """`folded()`, computed once and reused while no gradient is recorded (generation): a method that
+        folds then costs one vector add per step. Recomputed whenever strength or any parameter / buffer
+        changes (an optimizer step or load_state_dict bumps the tensor's version)."""
+        if torch.is_grad_enabled():
+            return self.folded()
+        key = (self.strength, id(self.sae), *((t.data_ptr(), t._version) for t in [*self.parameters(), *self.buffers()]))
+        memo = self.__dict__.get("_folded_memo")
+        if memo is None or memo[0] != key:
+            vector = self.folded()
+            memo = (key, None if vector is None else vector.detach())
+            self.__dict__["_folded_memo"] = memo
+        return memo[1]
+
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.cfg)
 

@@ -49,7 +49,7 @@ class Clamp(Intervention):
 
     def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         if self.cfg.mode == "add":
-            return h + self.strength * self.folded().to(h.dtype)
+            return h + self.strength * self.folded_for_inference().to(h.dtype)
         z = self.sae.encode(h)
         z_new = z.clone()
         z_new[..., self.idx] = (1 - self.strength) * z[..., self.idx] + self.strength * self.val

@@ -58,7 +58,7 @@ class SAEBias(Mahalanobis, Intervention):
         return self.whitener.constrain(self.strength * v) / self.strength
 
     def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return h + self.strength * self.folded().to(h.dtype)
+        return h + self.strength * self.folded_for_inference().to(h.dtype)
 
     def penalty(self) -> Tensor:
         l1 = self.cfg.l1_coef * self.bias.abs().sum()

@@ -79,19 +79,27 @@ def sync(device: str) -> None:
 
 def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: str = "cpu", warmup: int = 1) -> dict[str, list[float]]:
     """Wall seconds of each case, repetitions interleaved with a rotating order."""
+    from tqdm.auto import tqdm
+
     names = list(cases)
+    bar = tqdm(total=(warmup + reps) * len(names), desc="bench", unit="case")
     for _ in range(warmup):
         for name in names:
+            bar.set_postfix_str(f"warm-up {name}")
             cases[name]()
+            bar.update()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
+            bar.set_postfix_str(f"rep {rep} {name}")
             sync(device)
             start = time.perf_counter()
             cases[name]()
             sync(device)
             times[name].append(time.perf_counter() - start)
+            bar.update()
+    bar.close()
     return times
 
 
