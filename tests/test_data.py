@@ -86,3 +86,19 @@ def test_hf_source_offline_gives_a_clear_error(monkeypatch):
         load_concept("hf:someone/no-such-concept")
     with pytest.raises(ValueError, match=r"hf:<owner>/<repo>"):
         load_concept("hf:justaname")
+
+
+@pytest.mark.parametrize("sub", ["", "concepts/tiny"])
+def test_hf_source_loads_from_the_hub_cache_offline(tmp_path, monkeypatch, sub):
+    """The real hub path (huggingface_hub.snapshot_download), fed from a local hub cache: a dataset repo
+    cached as the hub lays it out (refs/main -> snapshots/<commit>/files), resolved with HF_HUB_OFFLINE."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--someone--concepts"
+    write_concept(repo / "snapshots" / commit / sub)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    concept = load_concept("hf:someone/concepts" + (f"/{sub}" if sub else ""))
+    assert concept.name == "tiny" and len(concept.pairs) == 6 and concept.instructions["test"]
