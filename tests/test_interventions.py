@@ -222,3 +222,33 @@ def test_inference_reuses_the_folded_vector_and_follows_every_change(method, cfg
         with torch.no_grad():
             change()
             assert torch.equal(iv(h), h + iv.strength * iv.folded().to(h.dtype))  # never a stale vector
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_sae_bias_proximal_step_is_the_soft_threshold_in_adams_metric(nonneg, sae):
+    iv = build("sae_bias", {"l1_coef": 0.01, "nonneg": nonneg}, D_MODEL, sae)
+    opt = torch.optim.AdamW(iv.parameters(), lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+    b = torch.zeros(sae.d_sae)
+    b[:4] = torch.tensor([0.5, -0.5, 1e-5, 0.3])
+    v = torch.zeros(sae.d_sae)
+    v[:4] = torch.tensor([1.0, 4.0, 1.0, 0.0])  # latent 3 never had a gradient
+    with torch.no_grad():
+        iv.b.copy_(b)
+    opt.state[iv.b] = {"step": torch.tensor(2.0), "exp_avg": torch.zeros_like(v), "exp_avg_sq": v.clone()}
+    iv.proximal_step(opt)
+    tau = 0.1 * 0.01 / ((v / (1 - 0.99**2)).sqrt() + 1e-8)
+    expected = (b - tau).clamp_min(0) if nonneg else b.sign() * (b.abs() - tau).clamp_min(0)
+    assert torch.equal(iv.b.detach(), expected)
+    assert iv.b[2] == 0 and iv.b[3] == 0 and (iv.b[1] == 0) == nonneg  # below threshold / no gradient: exactly 0
+    assert iv.penalty().requires_grad is False  # the L1 is reported, not differentiated
+
+
+def test_sae_bias_penalty_mode_keeps_the_l1_in_the_loss(sae):
+    iv = _perturb(build("sae_bias", {"l1_coef": 0.01, "l1_mode": "penalty"}, D_MODEL, sae))
+    before = iv.b.detach().clone()
+    iv.penalty().backward()
+    assert torch.equal(iv.b.grad, 0.01 * before.sign())
+    iv.proximal_step(torch.optim.AdamW(iv.parameters()))  # no-op in this mode
+    assert torch.equal(iv.b.detach(), before)
+    with pytest.raises(ValueError, match="l1_mode"):
+        build("sae_bias", {"l1_mode": "lasso"}, D_MODEL, sae)

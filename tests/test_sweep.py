@@ -149,7 +149,7 @@ def test_grid_hint_is_the_same_cartesian_product():
 def test_random_and_bayes_hints_use_the_optuna_sweeper():
     rnd = _hydra_args(hydra_equivalent(load_sweep(ROOT / "configs/sweep/random_sae_bias.yaml")))
     assert {"hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=12",
-            "lr=tag(log,interval(0.001,0.1))", "seed=choice(0,1,2)", "experiment=sae_bias"} <= set(rnd)
+            "lr=tag(log,interval(0.01,0.3))", "seed=choice(0,1,2)", "experiment=sae_bias"} <= set(rnd)
     bayes = _hydra_args(hydra_equivalent(load_sweep(ROOT / "configs/sweep/bayes_adaptor.yaml")))
     assert {"hydra/sweeper/sampler=tpe", "hydra.callbacks.sweep.metric=val/loss", "intervention.rank=choice(2,4,8,16)"} <= set(bayes)
 

@@ -198,3 +198,11 @@ def test_completion_window_gives_the_full_loss(model, tokenizer, concept_dir):
     assert tail.shape[1] == k
     assert torch.allclose(sft_loss(tail, batch), sft_loss(full, batch), atol=1e-6)
     assert torch.allclose(sequence_logp(tail, batch), sequence_logp(full, batch), atol=1e-5)
+
+
+def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_overrides, tmp_path):
+    base = ["experiment=sae_bias", "trainer.max_epochs=2", "lr=0.05", "intervention.l1_coef=0.05", "n_samples=0", *tiny_overrides]
+    prox = load_run(train(compose("train", base + [f"run_dir={tmp_path / 'prox'}"]))["run_dir"]).intervention.b
+    pen = load_run(train(compose("train", base + ["intervention.l1_mode=penalty", f"run_dir={tmp_path / 'pen'}"]))["run_dir"]).intervention.b
+    assert 0 < int((prox != 0).sum()) < prox.numel() // 2  # it learned, on a few latents
+    assert int((pen != 0).sum()) > 0.9 * pen.numel()  # Adam moves nearly every latent when the L1 is in the loss

@@ -187,6 +187,7 @@ def compare(cfg) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     ev = Evaluator(load_stack(cfg), concept, cfg)
+    warm_up(ev)  # the first generate call of a process is slow (allocator, kernels): never the reference
     base = ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])  # reference speed (cached for unsteered)
     results: dict[str, dict] = {}
     for name, spec in cfg["methods"].items():
@@ -200,6 +201,13 @@ def compare(cfg) -> dict:
     print((out / "results.md").read_text())
     print(f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min -> {out}")
     return {"out_dir": str(out), **paths, "rows": [r["row"] for r in results.values()], "total_time_s": time.time() - start}
+
+
+def warm_up(ev: Evaluator) -> None:
+    """One short untimed generation, so the unsteered reference for gen_overhead is timed warm."""
+    prompts = ev.splits["val"][: ev.cfg["batch_size"]] or ev.splits["test"][: ev.cfg["batch_size"]]
+    generate_timed(ev.stack.model, ev.stack.tokenizer, prompts, None, ev.stack.hook, min(8, ev.cfg["max_new_tokens"]),
+                   ev.cfg["batch_size"])
 
 
 def finite(x):

@@ -83,6 +83,10 @@ class Intervention(nn.Module, ABC):
         """How strongly the intervention acts on each SAE latent (for ranking in `interpret`)."""
         return None
 
+    def proximal_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called after every optimizer step while training: a penalty handled proximally (exact zeros)
+        is applied here. Nothing by default."""
+
     def folded(self) -> Float[Tensor, " d_model"] | None:
         """The single residual vector this intervention adds, when it is a constant shift."""
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -15,22 +16,30 @@ from saebasis.sae import SAEBasis
 
 @dataclasses.dataclass
 class SAEBiasConfig(AdditiveConfig):
-    l1_coef: float = 1e-3
+    l1_coef: float = 5e-3
     """L1 penalty on the latent bias b (sparsity: few latents change)."""
     nonneg: bool = False
     """Only add to latents (b >= 0), never subtract: easier to read, as in feature steering."""
+    l1_mode: Literal["proximal", "penalty"] = "proximal"
+    """proximal: after each optimizer step b is soft-thresholded by lr * l1_coef in the optimizer's own
+    metric (Adam: divided by sqrt(v_hat) + eps), so every latent whose loss gradient stays below l1_coef
+    is exactly 0 -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
+    to the loss; Adam's normalised steps then move every latent by ~lr per step and b ends dense."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.l1_coef < 0:
             raise ValueError(f"l1_coef must be >= 0, got {self.l1_coef}.")
+        if self.l1_mode not in ("proximal", "penalty"):
+            raise ValueError(f"l1_mode must be 'proximal' or 'penalty', got {self.l1_mode!r}.")
 
 
 @register("sae_bias")
 class SAEBias(Mahalanobis, Intervention):
     """z' = z + s b  =>  h' = h + s (dec(b) - dec(0)) = h + s b W_dec.
 
-    b in R^d_sae, L1-penalised, optionally >= 0. Because the SAE decoder is affine, the change folds
+    b in R^d_sae, L1-penalised (by default as a proximal step: unused latents are exactly 0), optionally >= 0.
+    Because the SAE decoder is affine, the change folds
     into one residual vector v = b W_dec: applying it needs no SAE at inference.
     Mahalanobis option: penalise ||Sigma^{-1/2} s v||^2 or bound ||Sigma^{-1/2} s v|| <= max.
     """
@@ -62,9 +71,29 @@ class SAEBias(Mahalanobis, Intervention):
 
     def penalty(self) -> Tensor:
         l1 = self.cfg.l1_coef * self.bias.abs().sum()
+        if self.cfg.l1_mode == "proximal":
+            l1 = l1.detach()  # reported in the loss, applied by proximal_step (no gradient)
         if self.whitener is None or self.whitener.coef <= 0:
             return l1
         return l1 + self.whitener.penalty(self.strength * self.folded())  # constant shift: no need to record deltas
 
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         return self.bias.detach().abs()
+
+    @torch.no_grad()
+    def proximal_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """b <- sign(b) max(|b| - tau, 0) (with nonneg: max(b - tau, 0)), tau = lr * l1_coef / D,
+        D = sqrt(v_hat) + eps for Adam / AdamW (the metric of its step), 1 otherwise (ISTA)."""
+        if self.cfg.l1_mode != "proximal" or self.cfg.l1_coef == 0:
+            return
+        opt = getattr(optimizer, "optimizer", optimizer)  # Lightning wraps the torch optimizer
+        group = next((g for g in opt.param_groups if any(p is self.b for p in g["params"])), None)
+        state = opt.state.get(self.b, {})
+        if group is None or not state:
+            return
+        tau = group["lr"] * self.cfg.l1_coef
+        if "exp_avg_sq" in state:
+            v_hat = state["exp_avg_sq"] / (1 - group["betas"][1] ** float(state["step"]))
+            tau = tau / (v_hat.sqrt() + group["eps"])  # [d_sae]
+        shrunk = self.b - tau if self.cfg.nonneg else self.b.abs() - tau
+        self.b.copy_(shrunk.clamp_min(0) if self.cfg.nonneg else self.b.sign() * shrunk.clamp_min(0))

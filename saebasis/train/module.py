@@ -131,6 +131,10 @@ class SteeringModule(L.LightningModule):
             dz = sae.encode(h[mask] + delta) - sae.encode(h[mask])
             self.log("val/latent_change_l0", (dz.abs() > 1e-4).sum(-1).float().mean(), batch_size=int(mask.sum()))
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.intervention.proximal_step(optimizer)  # e.g. the SAE bias's L1 as a soft threshold
+
     def configure_optimizers(self):
         params = [p for p in self.intervention.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
