@@ -36,7 +36,7 @@ def demo(cfg) -> dict:
     print("[demo 3/4] comparing every method (val-chosen strength, test score)")
     methods = ["+methods.sae_bias={kind: run, run_dir: " + str(out / "runs" / "sae_bias") + ", strengths: [0.5, 1, 2, 4]}"]
     quick = ["n_val=4", "n_test=6", "n_neutral=4", "max_new_tokens=24", "~methods.sae_adaptor_sparse", "~methods.sae_adaptor_lowrank",
-             "~methods.residual_adaptor", "~methods.pca", "~methods.sara"] if cfg["quick"] else []
+             "~methods.residual_adaptor", "~methods.pca", "~methods.sara", "~methods.sae_bias_dense"] if cfg["quick"] else []
     comparison = compare(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg),
                                              "~methods.sae_bias", *methods, *quick]))
     print("[demo 4/4] interpreting the trained bias")

@@ -72,7 +72,8 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, default_hook: str, seed:
         return Method(None, default_hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
         run = load_run(spec["run_dir"])
-        return Method(run.intervention, run.cfg.get("hook") or default_hook, 0.0)
+        seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))  # as recorded when it was made
+        return Method(run.intervention, run.cfg.get("hook") or default_hook, float(seconds))
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}"]
     if kind == "train":

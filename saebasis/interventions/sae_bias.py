@@ -16,7 +16,7 @@ from saebasis.sae import SAEBasis
 
 @dataclasses.dataclass
 class SAEBiasConfig(AdditiveConfig):
-    l1_coef: float = 5e-3
+    l1_coef: float = 3e-3
     """L1 penalty on the latent bias b (sparsity: few latents change)."""
     nonneg: bool = False
     """Only add to latents (b >= 0), never subtract: easier to read, as in feature steering."""
