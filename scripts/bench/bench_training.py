@@ -11,16 +11,12 @@ rank, repetitions interleaved, median. Nothing upstream of the layer needs gradi
     lora_all_linear                  peft LoRA on all seven linear maps of block L
     loreft                           pyreft LoReFT at block L's output, every position (own venv, see below)
 Part 2, the activation cache: E epochs of sae_adaptor training over the same batches, from the token
-ids every epoch (cache false) vs from the hook activations computed once (cache true: later epochs run
-only the blocks after L). saebasis' train(cfg) has no cache_activations option yet, so this uses the
-same hand-written loop, with a check that the cached path computes the same logits.
+ids every epoch (cache false) vs through saebasis.train.cache.ActivationCache (cache true: the first
+epoch stores the hook activations, later epochs run only the blocks after L), with a check that the
+cached path computes the same logits.
 
 pyreft pins transformers==4.45.1 (saebasis needs 5.x), so LoReFT runs in its own venv through
-scripts/bench/pyreft_worker.py. Create it once (the CPU torch wheel, then pyreft with torch held):
-    python3 -m venv .venv-pyreft && .venv-pyreft/bin/pip install torch==2.13.0 \
-        --index-url https://download.pytorch.org/whl/cpu
-    echo "torch==$(.venv-pyreft/bin/python -c 'import torch;print(torch.__version__)')" > /tmp/c.txt
-    .venv-pyreft/bin/pip install pyreft -c /tmp/c.txt
+scripts/bench/pyreft_worker.py. Create it once with `bash scripts/bench/setup_pyreft.sh`.
 Token batches are random ids (seeded): throughput does not depend on the text.
 """
 
@@ -231,58 +227,49 @@ def summarise(rows: list[dict], cache_rows: list[dict], notes: list[str]) -> dic
             "notes": notes}
 
 
-def forward_from_hook(model, layer: int, h, labels):
-    """Loss of the blocks after `layer` run on the residual h (resid_post of `layer`): Llama-family models,
-    whose decoder starts from inputs_embeds with no rescaling."""
-    from saebasis import hooks
-
-    layers = hooks.blocks(model)
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    inner.layers = torch.nn.ModuleList(list(layers)[layer + 1 :])
-    try:
-        return model(inputs_embeds=h, attention_mask=torch.ones(h.shape[:2], dtype=torch.long, device=h.device),
-                     labels=labels, use_cache=False).loss
-    finally:
-        inner.layers = layers
-
-
 def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
-    """Part 2: E epochs over the same batches, every epoch from the token ids (cache false) vs the hook
-    activations computed once in the first epoch (cache true: later epochs skip blocks 0..L)."""
+    """Part 2: E epochs of sae_adaptor training over the same batches through saebasis' own
+    `ActivationCache` (the path `train(cfg)` takes with cache_activations=true): off = every epoch from
+    the token ids; on = the hook activations computed once, later epochs run only the blocks after L."""
     from saebasis import hooks
+    from saebasis.train.cache import ActivationCache
 
-    if getattr(model.config, "model_type", "") not in ("llama", "mistral", "qwen2", "qwen3"):
-        return [], [f"cache_activations: forward-from-hook is implemented here for Llama-family models only"]
     torch.manual_seed(1)
     ids = torch.randint(4, model.config.vocab_size, (args.n_batches, args.batch, args.seq), device=args.device)
-    step_nocache, _, _ = ours(model, sae, hook, "sae_adaptor", args.rank)
-    iv_cached = ours_module(model, sae, args.rank)
-    opt = torch.optim.AdamW([p for p in iv_cached.parameters() if p.requires_grad], lr=1e-3)
-    check = max_logit_gap(model, args.layer, hook, iv_cached, ids[0])
+    batches = [{"input_ids": x, "attention_mask": torch.ones_like(x)} for x in ids]
+    check = max_logit_gap(model, hook, ours_module(model, sae, args.rank), batches[0])
 
-    def no_cache():
-        for _ in range(args.epochs):
-            for x in ids:
-                step_nocache(x)
+    def epochs(cached: bool):
+        def go():
+            iv = ours_module(model, sae, args.rank)
+            opt = torch.optim.AdamW([p for p in iv.parameters() if p.requires_grad], lr=1e-3)
+            cache = ActivationCache(model, hook) if cached else None  # fresh: the first epoch fills it
+            for _ in range(args.epochs):
+                for batch in batches:
+                    if cache is None:
+                        with hooks.attach(model, hook, iv):
+                            logits = model(**batch, use_cache=False).logits
+                    else:
+                        logits = cache.logits(batch, iv)
+                    loss = next_token_loss(logits, batch["input_ids"]) + iv.penalty()
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+        return go
 
-    def cache():
-        cached = [hooks.run_to_hook(model, hook, input_ids=x, attention_mask=torch.ones_like(x)) for x in ids]
-        for _ in range(args.epochs):
-            for x, h in zip(ids, cached):
-                loss = forward_from_hook(model, args.layer, iv_cached(h), x) + iv_cached.penalty()
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-    times = common.interleaved({False: no_cache, True: cache}, max(1, args.reps // 2), args.device, warmup=0)
+    times = common.interleaved({False: epochs(False), True: epochs(True)}, max(1, args.reps // 2), args.device, warmup=0)
     tokens = args.epochs * ids.numel()
     rows = [{"cache_activations": k, "epochs": args.epochs, "tokens_per_s": tokens / common.median(v), "seconds_all": v}
             for k, v in times.items()]
     for r in rows:
         print(f"[training] cache_activations={r['cache_activations']!s:<5} {r['tokens_per_s']:8.1f} tok/s", flush=True)
-    return rows, [f"cache_activations: measured with this script's loop (sae_adaptor, {args.epochs} epochs); saebasis "
-                  f"train(cfg) has no cache_activations option yet. Cached-path loss matches the full forward "
-                  f"(max |logit gap| {check:.2e})."]
+    return rows, [f"cache_activations: saebasis.train.cache.ActivationCache (as train(cfg) with cache_activations=true), "
+                  f"sae_adaptor, {args.epochs} epochs over {args.n_batches} batches, cache filled in the first epoch; "
+                  f"the cached path computes the same logits as the full forward (max |gap| {check:.2e})."]
+
+
+def next_token_loss(logits, ids):
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
 
 
 def ours_module(model, sae, rank):
@@ -293,21 +280,14 @@ def ours_module(model, sae, rank):
 
 
 @torch.no_grad()
-def max_logit_gap(model, layer: int, hook: str, iv, x) -> float:
-    """The cached path must compute the same model: compare logits with the full forward + hook."""
+def max_logit_gap(model, hook: str, iv, batch) -> float:
+    """The cached path must compute the same model: compare its logits with the full forward + hook."""
     from saebasis import hooks
+    from saebasis.train.cache import ActivationCache
 
     with hooks.attach(model, hook, iv):
-        full = model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False).logits
-    h = hooks.run_to_hook(model, hook, input_ids=x, attention_mask=torch.ones_like(x))
-    layers = hooks.blocks(model)
-    inner = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    inner.layers = torch.nn.ModuleList(list(layers)[layer + 1 :])
-    try:
-        part = model(inputs_embeds=iv(h), attention_mask=torch.ones_like(x), use_cache=False).logits
-    finally:
-        inner.layers = layers
-    return float((full - part).abs().max())
+        full = model(**batch, use_cache=False).logits
+    return float((full - ActivationCache(model, hook).logits(batch, iv)).abs().max())
 
 
 if __name__ == "__main__":
