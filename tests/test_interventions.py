@@ -252,3 +252,20 @@ def test_sae_bias_penalty_mode_keeps_the_l1_in_the_loss(sae):
     assert torch.equal(iv.b.detach(), before)
     with pytest.raises(ValueError, match="l1_mode"):
         build("sae_bias", {"l1_mode": "lasso"}, D_MODEL, sae)
+
+
+@pytest.mark.parametrize("mode", ["proximal", "penalty"])
+def test_sae_bias_restricted_to_allowed_latents_stays_zero_elsewhere(mode, sae):
+    iv = _perturb(build("sae_bias", {"l1_coef": 1e-4, "l1_mode": mode, "alive_only": True}, D_MODEL, sae))
+    allowed = torch.arange(sae.d_sae) % 3 == 0
+    iv.restrict_to(allowed)
+    assert (iv.b[~allowed] == 0).all() and (iv.b[allowed] != 0).all()
+    opt = torch.optim.AdamW(iv.parameters(), lr=0.1)
+    for _ in range(3):
+        (iv(torch.randn(2, 3, D_MODEL)).pow(2).sum() + iv.penalty()).backward()
+        opt.step()
+        iv.proximal_step(opt)
+        opt.zero_grad()
+    assert (iv.b[~allowed] == 0).all() and (iv.b[allowed] != 0).any()
+    with pytest.raises(ValueError, match="bool mask of shape"):
+        iv.restrict_to(torch.ones(sae.d_sae))

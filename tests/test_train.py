@@ -206,3 +206,20 @@ def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_over
     pen = load_run(train(compose("train", base + ["intervention.l1_mode=penalty", f"run_dir={tmp_path / 'pen'}"]))["run_dir"]).intervention.b
     assert 0 < int((prox != 0).sum()) < prox.numel() // 2  # it learned, on a few latents
     assert int((pen != 0).sum()) > 0.9 * pen.numel()  # Adam moves nearly every latent when the L1 is in the loss
+
+
+def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_path, sae):
+    from saebasis.data import load_concept
+    from saebasis.stack import load_stack
+    from saebasis.train.train import alive_latents
+
+    with torch.no_grad():  # latents 0..9 can never fire
+        sae.sae.W_enc[:, :10] = 0.0
+        sae.sae.b_enc[:10] = -1.0
+    sae.sae.save_model(tmp_path / "sae")
+    cfg = compose("train", ["experiment=sae_bias", "intervention.alive_only=true", *tiny_overrides])
+    stack = load_stack(cfg)
+    alive = alive_latents(stack, load_concept(cfg.data), 24)
+    assert alive.dtype == torch.bool and not alive[:10].any() and alive[10:].sum() > 10
+    b = load_run(train(cfg)["run_dir"]).intervention.b
+    assert (b[~alive] == 0).all() and (b[alive] != 0).any()

@@ -52,17 +52,21 @@ def plot_results(out: Path, results: dict) -> dict:
         else:  # unsteered / prompting: no strength, a reference level
             ax.axhline(curve[0][1], linestyle="--", linewidth=1, color="grey" if name == "unsteered" else "black", label=name)
     title = "A/B matching probability vs strength" if metric == "ab_matching" else "Score vs strength (harmonic mean of concept, instruction, fluency)"
-    ax.set(xlabel="steering strength", ylabel=f"mean {metric} (val)", title=title)
+    ax.set(xlabel="steering strength (log scale)", ylabel=f"mean {metric} (val)", title=title)
+    if all(float(s) > 0 for res in results.values() if res.get("steered", True) for s in res["val_curve"]):
+        ax.set_xscale("log", base=2)  # grids are geometric (0.25 .. 8): equal spacing per doubling
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "score_vs_strength.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, res in results.items():
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v<>pPX*h"
+    for i, (name, res) in enumerate(results.items()):  # a legend, not labels: the best methods sit close together
         r = res["row"]
-        ax.errorbar(r["fluency"], r["score"], yerr=[[r["score"] - r["ci_low"]], [r["ci_high"] - r["score"]]], fmt="o", capsize=3)
-        ax.annotate(name, (r["fluency"], r["score"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(r["fluency"], r["score"], yerr=[[r["score"] - r["ci_low"]], [r["ci_high"] - r["score"]]],
+                    fmt=markers[i % len(markers)], capsize=3, label=name)
     ax.set(xlabel="fluency (test)", ylabel="score (test, 95% CI)", title="Score vs fluency at the chosen strength")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(out / "score_vs_fluency.png", dpi=120)
     plt.close(fig)

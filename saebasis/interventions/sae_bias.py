@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from saebasis.interventions.base import Intervention, register
@@ -25,6 +25,11 @@ class SAEBiasConfig(AdditiveConfig):
     metric (Adam: divided by sqrt(v_hat) + eps), so every latent whose loss gradient stays below l1_coef
     is exactly 0 -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
     to the loss; Adam's normalised steps then move every latent by ~lr per step and b ends dense."""
+
+    alive_only: bool = False
+    """Restrict b to latents that fire on the concept's own texts (pairs and neutral prompts, attention-sink
+    token excluded), found before training. A bias may otherwise lean on dead latents: decoder directions
+    that never activate, so no context can say what they mean."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,7 +57,16 @@ class SAEBias(Mahalanobis, Intervention):
             raise ValueError("Intervention 'sae_bias' is a bias on SAE latents and needs an SAE (set sae=...).")
         super().__init__(cfg, d_model, sae)
         self.b = nn.Parameter(torch.zeros(sae.d_sae))  # [d_sae]
+        self.register_buffer("allowed", None, persistent=False)  # [d_sae] bool, set by restrict_to (alive_only)
         self._init_whitener(d_model, cfg)
+
+    def restrict_to(self, allowed: Bool[Tensor, " d_sae"]) -> None:
+        """Train b only on these latents: the others are held at exactly 0 after every optimizer step."""
+        if allowed.shape != self.b.shape or allowed.dtype != torch.bool:
+            raise ValueError(f"restrict_to needs a bool mask of shape {tuple(self.b.shape)}, got {allowed.dtype} {tuple(allowed.shape)}.")
+        self.allowed = allowed.to(self.b.device)
+        with torch.no_grad():
+            self.b.masked_fill_(~self.allowed, 0.0)
 
     @property
     def bias(self) -> Float[Tensor, " d_sae"]:
@@ -83,7 +97,13 @@ class SAEBias(Mahalanobis, Intervention):
     @torch.no_grad()
     def proximal_step(self, optimizer: torch.optim.Optimizer) -> None:
         """b <- sign(b) max(|b| - tau, 0) (with nonneg: max(b - tau, 0)), tau = lr * l1_coef / D,
-        D = sqrt(v_hat) + eps for Adam / AdamW (the metric of its step), 1 otherwise (ISTA)."""
+        D = sqrt(v_hat) + eps for Adam / AdamW (the metric of its step), 1 otherwise (ISTA); then the
+        latents outside `allowed` (alive_only) are set back to 0 (the projection onto that subspace)."""
+        self._soft_threshold(optimizer)
+        if self.allowed is not None:
+            self.b.masked_fill_(~self.allowed, 0.0)
+
+    def _soft_threshold(self, optimizer: torch.optim.Optimizer) -> None:
         if self.cfg.l1_mode != "proximal" or self.cfg.l1_coef == 0:
             return
         opt = getattr(optimizer, "optimizer", optimizer)  # Lightning wraps the torch optimizer

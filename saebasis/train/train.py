@@ -48,11 +48,28 @@ def build_intervention(cfg: dict, stack, concept):
         raise ValueError(f"'{method}' is fitted in closed form: use `saebasis fit-baseline intervention={method}`.")
     if not iv.trainable:  # set by hand (clamp): nothing to learn, the run saves it as configured
         return iv
+    if getattr(iv.cfg, "alive_only", False):
+        alive = alive_latents(stack, concept, cfg["max_len"])
+        print(f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents fire on the concept's texts; "
+              f"the bias is trained on those only")
+        iv.restrict_to(alive)
     if getattr(iv, "whitener", None) is not None:  # Mahalanobis: fit Sigma on activations at the hook
         acts = collect(stack.model, stack.tokenizer, stack.hook, concept.neutral + [p.prompt for p in concept.pairs],
                        positions="all", max_len=cfg["max_len"], desc="covariance")
         iv.whitener.fit(torch.cat(acts))
     return iv
+
+
+@torch.no_grad()
+def alive_latents(stack, concept, max_len: int) -> torch.Tensor:
+    """[d_sae] bool: latents active on at least one token of the concept's pairs (prompt + either
+    completion) or neutral prompts, each text's first token (the attention sink) left out."""
+    prompts = [p.prompt for p in concept.pairs] * 2 + list(concept.neutral)
+    completions = [p.positive for p in concept.pairs] + [p.negative for p in concept.pairs] + [""] * len(concept.neutral)
+    acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions="all", max_len=max_len,
+                   desc="alive latents")
+    z = stack.sae.encode_chunked(torch.cat([a[1:] for a in acts]).to(stack.sae.W_dec.device))  # [tokens, d_sae]
+    return (z > 0).any(0)
 
 
 def trainer_for(cfg: dict, ckpt_dir: Path) -> L.Trainer:

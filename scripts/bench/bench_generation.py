@@ -32,7 +32,7 @@ from torch import nn
 import common
 
 TARGETS = {"sae_bias": 1.02, "residual_vector": 1.02, "diffmean": 1.02, "pca": 1.02, "sae_adaptor": 1.15,
-           "residual_adaptor": 1.15, "clamp": 1.15, "sara_stable": 1.10}
+           "residual_adaptor": 1.15, "clamp": 1.15, "clamp_add": 1.15, "sara_stable": 1.10}
 PROMPTS = [
     "Write a short note to a friend about your weekend.",
     "Describe the city you live in.",
@@ -81,6 +81,9 @@ def history(model, tokenizer, hook: str, text: str) -> torch.Tensor:
 def method_configs(method: str, cls) -> list[tuple[str, dict]]:
     if method == "sara" and "mode" in cls.Config.__dataclass_fields__:
         return [("sara_faithful", {"mode": "faithful"}), ("sara_stable", {"mode": "stable"})]
+    if method == "clamp":  # its default sets no latent: give it three, in both modes
+        three = {"latents": [0, 1, 2], "values": [2.0, 2.0, 2.0]}
+        return [("clamp", {**three, "mode": "clamp"}), ("clamp_add", {**three, "mode": "add"})]
     return [(method, {})]
 
 
