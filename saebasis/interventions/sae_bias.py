@@ -25,7 +25,6 @@ class SAEBiasConfig(AdditiveConfig):
     metric (Adam: divided by sqrt(v_hat) + eps), so every latent whose loss gradient stays below l1_coef
     is exactly 0 -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
     to the loss; Adam's normalised steps then move every latent by ~lr per step and b ends dense."""
-
     alive_only: bool = False
     """Restrict b to latents that fire on the concept's own texts (pairs and neutral prompts, attention-sink
     token excluded), found before training. A bias may otherwise lean on dead latents: decoder directions
@@ -44,8 +43,8 @@ class SAEBias(Mahalanobis, Intervention):
     """z' = z + s b  =>  h' = h + s (dec(b) - dec(0)) = h + s b W_dec.
 
     b in R^d_sae, L1-penalised (by default as a proximal step: unused latents are exactly 0), optionally >= 0.
-    Because the SAE decoder is affine, the change folds
-    into one residual vector v = b W_dec: applying it needs no SAE at inference.
+    Because the SAE decoder is affine, the change folds into one residual vector v = b W_dec: applying it
+    needs no SAE at inference.
     Mahalanobis option: penalise ||Sigma^{-1/2} s v||^2 or bound ||Sigma^{-1/2} s v|| <= max.
     """
 

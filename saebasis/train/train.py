@@ -68,8 +68,10 @@ def alive_latents(stack, concept, max_len: int) -> torch.Tensor:
     completions = [p.positive for p in concept.pairs] + [p.negative for p in concept.pairs] + [""] * len(concept.neutral)
     acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions="all", max_len=max_len,
                    desc="alive latents")
-    z = stack.sae.encode_chunked(torch.cat([a[1:] for a in acts]).to(stack.sae.W_dec.device))  # [tokens, d_sae]
-    return (z > 0).any(0)
+    alive = torch.zeros(stack.sae.d_sae, dtype=torch.bool, device=stack.sae.W_dec.device)
+    for a in acts:  # one text at a time: memory stays [T, d_sae] whatever the SAE's width
+        alive |= (stack.sae.encode(a[1:].to(alive.device)) > 0).any(0)
+    return alive
 
 
 def trainer_for(cfg: dict, ckpt_dir: Path) -> L.Trainer:

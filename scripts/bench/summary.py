@@ -62,7 +62,9 @@ def training(record: dict) -> list[str]:
         lines += ["", "| cache_activations (sae_adaptor, saebasis ActivationCache) | epochs | tokens/s |", "|---|---:|---:|"]
         for r in record["cache_results"]:
             lines.append(f"| {r['cache_activations']} | {r['epochs']} | {r['tokens_per_s']:.0f} |")
-    lines += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v:.2f}x |" for k, v in record["ratios"].items()]
+    met = record.get("met", {})
+    lines += ["", "| ratio | value | target >= 1.0 met |", "|---|---:|:---:|"]
+    lines += [f"| {k} | {v:.2f}x | {'-' if k not in met else ('yes' if met[k] else '**no**')} |" for k, v in record["ratios"].items()]
     lines += [""] + [f"- {n}" for n in record.get("notes", [])]
     return lines
 
