@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "saebasis.train.train:train", "train an intervention (Lightning)"),
     "fit-baseline": ("fit_baseline", "saebasis.train.fit:fit_baseline", "fit SARA / DiffMean / PCA"),
     "generate": ("generate", "saebasis.generate:generate", "generate with a saved run at a chosen strength"),
-    "compare": ("compare", "saebasis.eval.compare:compare", "every method side by side, judged offline"),
+    "compare": ("compare", "saebasis.compare:compare", "every method side by side, judged offline"),
     "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
 }
 SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep --help`)"

@@ -20,7 +20,7 @@ def _overrides(cfg: dict) -> list[str]:
 
 
 def demo(cfg) -> dict:
-    from saebasis.eval.compare import compare
+    from saebasis.compare import compare
     from saebasis.interpret.report import interpret
     from saebasis.train.train import train
 
@@ -31,19 +31,23 @@ def demo(cfg) -> dict:
     start = time.time()
     quality = json.loads((resolve_builtin(cfg["sae"]["path"]) / "quality.json").read_text()) if str(cfg["sae"]["path"]).startswith("builtin:") else {}
     print(f"[demo 1/4] SAE {cfg['sae']['path']} quality: " + ", ".join(f"{k}={quality[k]:.3g}" for k in ("explained_variance", "l0", "ce_loss_recovered") if k in quality))
+    stack = load_stack(cfg)  # the model and SAE, loaded once for every step
+    concept = load_concept(cfg["data"])
     print("[demo 2/4] training the SAE-basis steering bias on", cfg["data"])
-    bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg)]))
+    bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg)]), stack=stack, concept=concept)
     print("[demo 3/4] comparing every method (val-chosen strength, test score)")
-    methods = ["+methods.sae_bias={kind: run, run_dir: " + str(out / "runs" / "sae_bias") + ", strengths: [0.5, 1, 2, 4]}"]
-    quick = ["n_val=4", "n_test=6", "n_neutral=4", "max_new_tokens=24", "~methods.sae_adaptor_sparse", "~methods.sae_adaptor_lowrank",
-             "~methods.residual_adaptor", "~methods.pca", "~methods.sara", "~methods.sae_bias_dense"] if cfg["quick"] else []
-    comparison = compare(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg),
-                                             "~methods.sae_bias", *methods, *quick]))
+    compare_cfg = to_dict(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg)]))
+    grid = (compare_cfg["methods"].get("sae_bias") or {}).get("strengths") or [0.5, 1, 2, 4]
+    compare_cfg["methods"]["sae_bias"] = {"kind": "run", "strengths": grid}  # the bias trained above, seed 0 (in memory)
+    if cfg["quick"]:
+        compare_cfg.update(n_val=4, n_test=6, n_neutral=4, max_new_tokens=24)
+        compare_cfg["methods"] = {k: v for k, v in compare_cfg["methods"].items() if k in QUICK_KEEP}
+    comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
     print("[demo 4/4] interpreting the trained bias")
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
     summary = write_report(out, quality, bias, comparison, report, time.time() - start)
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
-    return {"report": str(summary), "compare": comparison, "interpret": report, "train": bias}
+    return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
 
 
 def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float) -> Path:

@@ -208,3 +208,15 @@ def run_to_hook(model: nn.Module, hook: str, **inputs) -> Tensor:
         except StopForward:
             pass
     return captured[0]
+
+
+@contextmanager
+def steering(model: nn.Module, hook: str, intervention, strength=1.0, positions: Positions = None) -> Iterator[None]:
+    """Apply `intervention` at `hook` at `strength` (a number, or a [batch] tensor: one per row) inside the
+    `with` block; nothing is attached when intervention is None. The intervention's forward checks the
+    strength (interventions.base.check_strength, the one rule) on the first call, before any heavy work."""
+    if intervention is None:
+        yield
+        return
+    with attach(model, hook, lambda h: intervention(h, strength), positions):
+        yield

@@ -26,6 +26,8 @@ class Stack(NamedTuple):
     sae: SAEBasis | None
     hook: str
     compat: CompatReport | None
+    source: dict | None = None
+    """What it was loaded from ({"model": name, "sae": path or None}), so a shared stack can be checked."""
 
 
 def load_sae(sae_cfg: Any, device: str = "cpu") -> SAEBasis | None:
@@ -53,4 +55,25 @@ def load_stack(cfg: Any, check: bool | None = None) -> Stack:
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
                 compat = check_compat(sae, loaded.model, loaded.tokenizer, CHECK_TEXTS)
-    return Stack(loaded.model, loaded.tokenizer, sae, hook, compat)
+    source = {"model": str(cfg["model"]["name"]), "sae": (cfg.get("sae") or {}).get("path") if sae is not None else None}
+    return Stack(loaded.model, loaded.tokenizer, sae, hook, compat, source)
+
+
+def stack_for(stack: Stack, cfg: Any) -> Stack:
+    """A stack loaded once (by compare / demo / leaderboard) reused for one method's config: the model and SAE
+    must be the ones the config names; the method's hook (e.g. SARA's blocks.13.hook_resid_pre) replaces the
+    stack's when it reads the same residual as the SAE (or there is no SAE)."""
+    if stack.source is not None:
+        want = str(cfg["model"]["name"])
+        if want != stack.source["model"]:
+            raise ValueError(f"This method's config names model '{want}' but the shared stack holds '{stack.source['model']}'. "
+                             f"Give the method the same model (drop its model override) or run it on its own.")
+        sae_path = (cfg.get("sae") or {}).get("path")
+        if stack.sae is not None and sae_path and sae_path != stack.source["sae"]:
+            raise ValueError(f"This method's config names SAE '{sae_path}' but the shared stack holds '{stack.source['sae']}'.")
+        if stack.sae is not None and not sae_path:  # the method runs without an SAE (sae=none)
+            stack = stack._replace(sae=None)
+    hook = cfg.get("hook") or stack.hook
+    if stack.sae is not None and not hooks.same_residual(stack.sae.hook, hook):
+        raise ValueError(f"hook={hook} but the SAE reads {stack.sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none.")
+    return stack._replace(hook=hook)

@@ -15,9 +15,8 @@ from typing import Any
 
 from saebasis import hooks
 from saebasis.data import load_concept
+from saebasis.runs import PICKLE_SUFFIXES  # one home for the refused suffixes
 from saebasis.sae import resolve_builtin
-
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
 class ConfigError(ValueError):
@@ -62,9 +61,44 @@ def _tiny_config(name: str):
     return builder(name) if builder is not None else None
 
 
-def check_strength(value: Any, field: str = "intervention.strength") -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(field, f"must be a finite number, got {value!r}", f"set {field}=1.0 (0 disables steering)")
+def check_strength(value: Any, field: str = "strength") -> None:
+    """The interventions' one strength rule, reported as a config error."""
+    from saebasis.interventions.base import check_strength as rule
+
+    try:
+        rule(value, field)
+    except ValueError as err:
+        raise ConfigError(field, f"must be a finite number, got {value!r}", f"set {field}=1.0 (0 disables steering)") from err
+
+
+def _positive_int(cfg: dict, key: str, fix: str, allow_none: bool = False) -> None:
+    if key not in cfg:
+        raise ConfigError(key, "is missing from the config", fix)
+    value = cfg[key]
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"must be a positive integer, got {value!r}", fix)
+
+
+def check_train_numbers(cfg: dict) -> None:
+    """lr, seed, batch_size, max_len, val_fraction and the trainer's step/epoch limits, before any work."""
+    lr = cfg.get("lr")
+    if "lr" not in cfg:
+        raise ConfigError("lr", "is missing from the config", "set lr=1e-2 (SAE bias: 0.1)")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError("lr", f"must be a positive finite number, got {lr!r}", "set lr=1e-2 (SAE bias) or 1e-3")
+    if "seed" not in cfg or isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        raise ConfigError("seed", f"must be an integer, got {cfg.get('seed', 'nothing')!r}", "set seed=0")
+    _positive_int(cfg, "batch_size", "set batch_size=8")
+    _positive_int(cfg, "max_len", "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)")
+    vf = cfg.get("val_fraction", 0.1)
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+        raise ConfigError("val_fraction", f"must be in [0, 1), got {vf!r}", "set val_fraction=0.1 (training needs pairs left over)")
+    for key in ("max_steps", "max_epochs"):
+        value = (cfg.get("trainer") or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0):
+            raise ConfigError(f"trainer.{key}", f"must be a positive integer (or -1: no limit), got {value!r}", f"set trainer.{key}=100")
 
 
 def check_hook(hook: str | None, n_layers: int, field: str = "hook") -> None:
@@ -123,14 +157,14 @@ def check_intervention(method: Any, fields: Any, field: str = "method") -> None:
 
     if method not in REGISTRY:
         raise ConfigError(field, f"unknown intervention '{method}'", f"choose one of {sorted(REGISTRY)}")
-    cls = REGISTRY[method]
-    values = {k: v for k, v in dict(fields or {}).items() if k != "method"}
-    check_strength(values.get("strength", 1.0))
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError("intervention", f"unknown field(s) {unknown} for '{method}'", f"valid fields are {sorted(known)}")
-    try:
+    from saebasis.interventions.base import build
+
+    try:  # build() is the one home of the unknown-field and field-value checks; d_model / SAE are checked elsewhere
+        cls = REGISTRY[method]
+        values = {k: v for k, v in dict(fields or {}).items() if k not in ("method", "strength")}
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls.Config)})
+        if unknown:
+            build(method, values, 1)  # raises the registry's message
         cls.Config(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError("intervention", str(err).rstrip("."), "correct the field named above") from err
@@ -167,8 +201,6 @@ def validate(cfg: Any, dataset_field: str | None = "data") -> None:
     method = cfg.get("method") or _get(cfg, "intervention.method")
     if method is not None:
         check_intervention(method, cfg.get("intervention"), "method" if cfg.get("method") else "intervention.method")
-    elif _get(cfg, "intervention.strength") is not None:
-        check_strength(_get(cfg, "intervention.strength"))
     if dataset_field is not None:
         check_dataset(dataset_name(cfg, dataset_field), dataset_field)
     name = _get(cfg, "model.name")

@@ -16,7 +16,7 @@ import torch
 
 from saebasis.activations import collect
 from saebasis.data import load_concept
-from saebasis.eval.generation import generate
+from saebasis.generation import generate
 from saebasis.interventions import build
 from saebasis.models import load_model
 

@@ -48,9 +48,9 @@ def test_sara_hand_computed_steer_with_rotated_repel():
     x_o = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # history [T, d_model]
     x_a = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     x_r = torch.tensor([[1.2, 1.6], [0.8, -0.6]])
-    sara = build("sara", {"mode": "stable", "strength": 0.5}, 2).fit([x_a], [x_r])
+    sara = build("sara", {"mode": "stable", "sink": "include"}, 2).fit_histories([x_a], [x_r])
     assert torch.allclose(sara.r_repel, torch.tensor([[1.2, 0.8], [1.6, -0.6]]), atol=1e-6)
-    out = sara(x_o[None])
+    out = sara(x_o[None], 0.5)
     assert sara.k_seen == [2]
     assert torch.allclose(sara._delta[0], torch.tensor([0.167950, 1.351123]), atol=1e-5)
     assert torch.allclose(out[0], torch.tensor([[3.251925, 0.0], [0.0, 1.675562], [0.0, 0.0]]), atol=1e-5)
@@ -59,13 +59,13 @@ def test_sara_hand_computed_steer_with_rotated_repel():
 @pytest.mark.parametrize("mode", ["faithful", "stable"])
 def test_sara_attract_equals_repel_is_identity(mode):
     hist = [torch.randn(4, D), torch.randn(6, D)]
-    sara = build("sara", {"mode": mode, "strength": 2.0}, D).fit(hist, hist)
+    sara = build("sara", {"mode": mode}, D).fit_histories(hist, hist)
     h = torch.randn(1, 5, D)
-    assert torch.equal(sara(h), h)
+    assert torch.equal(sara(h, 2.0), h)
 
 
 def test_sara_faithful_decodes_with_k1_and_rejects_batches(model, tokenizer):
-    sara = build("sara", {"mode": "faithful", "strength": 1.0}, D).fit([torch.randn(6, D)], [torch.randn(6, D)])
+    sara = build("sara", {"mode": "faithful", "sink": "include"}, D).fit_histories([torch.randn(6, D)], [torch.randn(6, D)])
     ids = torch.tensor([[4, 5, 6, 7]])
     with hooks.attach(model, "blocks.1.hook_resid_pre", sara):
         model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
@@ -75,7 +75,7 @@ def test_sara_faithful_decodes_with_k1_and_rejects_batches(model, tokenizer):
 
 
 def test_sara_stable_is_fixed_after_prompt():
-    sara = build("sara", {"mode": "stable", "strength": 1.0}, D).fit([torch.randn(8, D)], [torch.randn(8, D)])
+    sara = build("sara", {"mode": "stable"}, D).fit_histories([torch.randn(8, D)], [torch.randn(8, D)])
     h = torch.randn(2, 6, D)
     sara(h)
     delta = sara._delta.clone()
@@ -86,18 +86,18 @@ def test_sara_stable_is_fixed_after_prompt():
 
 
 def test_sara_stable_masks_left_padding():
-    sara = build("sara", {"mode": "stable", "strength": 1.0}, D).fit([torch.randn(8, D)], [torch.randn(8, D)])
+    sara = build("sara", {"mode": "stable"}, D).fit_histories([torch.randn(8, D)], [torch.randn(8, D)])
     short, long = torch.randn(1, 3, D), torch.randn(1, 5, D)
     alone = sara(short)
-    sara.set_prompt_mask(None)
+    sara.begin_generation(None)
     padded = torch.cat([torch.cat([torch.randn(1, 2, D), short], 1), long])  # row 0 left-padded by 2
-    sara.set_prompt_mask(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
+    sara.begin_generation(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
     both = sara(padded)
     assert torch.allclose(both[0, 2:], alone[0], atol=1e-6)
 
 
 def test_sara_n_components_caps_k():
-    sara = build("sara", {"mode": "faithful", "n_components": 2}, D).fit([torch.randn(6, D)], [torch.randn(6, D)])
+    sara = build("sara", {"mode": "faithful", "n_components": 2}, D).fit_histories([torch.randn(6, D)], [torch.randn(6, D)])
     sara(torch.randn(1, 5, D))
     assert sara.k_seen == [2] and sara.r_attract.shape == (D, 2)
     with pytest.raises(ValueError, match="n_components must be >= 1"):
@@ -107,7 +107,7 @@ def test_sara_n_components_caps_k():
 def test_diffmean_recovers_planted_vector():
     neg = torch.randn(20, D)
     v = torch.randn(D)
-    iv = build("diffmean", {}, D).fit(neg + v, neg)
+    iv = build("diffmean", {}, D).fit_means(neg + v, neg)
     assert torch.allclose(iv.v, v, atol=1e-5)
     h = torch.randn(1, 3, D)
     assert torch.allclose(iv(h), h + v, atol=1e-5)
@@ -118,39 +118,38 @@ def test_pca_recovers_planted_direction_with_sign():
     u = torch.nn.functional.normalize(torch.randn(D), dim=0)
     neg = torch.randn(50, D)
     pos = neg + (2.0 + 0.1 * torch.randn(50, 1)) * u + 0.01 * torch.randn(50, D)
-    iv = build("pca", {}, D).fit(pos, neg)
+    iv = build("pca", {}, D).fit_means(pos, neg)
     direction = torch.nn.functional.normalize(iv.v, dim=0)
     assert direction @ u > 0.99 and abs(iv.v.norm() - 2.0) < 0.1
-    iv_flipped = build("pca", {}, D).fit(neg, pos)
+    iv_flipped = build("pca", {}, D).fit_means(neg, pos)
     assert torch.nn.functional.normalize(iv_flipped.v, dim=0) @ u < -0.99
 
 
 def fitted(method: str):
     torch.manual_seed(1)
     if method == "sara":
-        return build("sara", {"strength": 0.7}, D).fit([torch.randn(7, D)], [torch.randn(9, D)], [torch.randn(5, D)])
-    return build(method, {"strength": 3.0}, D).fit(torch.randn(10, D) + 1, torch.randn(10, D))
+        return build("sara", {}, D).fit_histories([torch.randn(7, D)], [torch.randn(9, D)], [torch.randn(5, D)])
+    return build(method, {}, D).fit_means(torch.randn(10, D) + 1, torch.randn(10, D))
 
 
 @pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])
 def test_baseline_identity_at_zero_and_bit_identical_round_trip(method, model, tmp_path):
     iv = fitted(method)
     h = torch.randn(1, 4, D)
-    iv.strength = 0.0
-    assert iv(h) is h
-    iv.strength = iv.cfg.strength
-    before = iv(h)
+    assert iv(h, 0.0) is h
+    strength = 0.7 if method == "sara" else 3.0
+    before = iv(h, strength)
     assert not torch.equal(before, h)
     ids = torch.tensor([[4, 5, 6, 7, 8]])
-    with hooks.attach(model, "blocks.1.hook_resid_pre", iv):  # generate with KV cache
+    with hooks.steering(model, "blocks.1.hook_resid_pre", iv, strength):  # generate with KV cache
         tokens = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     save_run(tmp_path / "run", iv, {"model": {"name": "tiny"}, "hook": "blocks.1.hook_resid_pre", "sae": None})
     loaded = load_run(tmp_path / "run").intervention
-    assert loaded.strength == iv.strength and type(loaded) is type(iv)
+    assert type(loaded) is type(iv)
     for name, tensor in iv.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
-    assert torch.equal(loaded(h), before)
-    with hooks.attach(model, "blocks.1.hook_resid_pre", loaded):
+    assert torch.equal(loaded(h, strength), before)
+    with hooks.steering(model, "blocks.1.hook_resid_pre", loaded, strength):
         assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0), tokens)
 
 
@@ -179,9 +178,7 @@ def test_fit_baseline_end_to_end_round_trip(method, concept_dir, tmp_path, sae):
     run = load_run(result["run_dir"])
     assert run.cfg["method"] == method and run.metrics["n_pairs"] == 6
     h = torch.randn(1, 4, D)
-    run.intervention.strength = 0.0
-    assert run.intervention(h) is h  # strength 0: identity
-    run.intervention.strength = 1.0
+    assert run.intervention(h, 0.0) is h  # strength 0: identity
     scores = run.intervention.latent_scores()
     assert scores is not None and scores.shape == (64,)
 
@@ -192,6 +189,26 @@ def test_fit_baseline_validates_before_heavy_work(concept_dir, tmp_path):
     base = ["model=tiny", "sae=none", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"]
     with pytest.raises(ConfigError, match="layer 7 is out of range"):
         fit_baseline(compose("fit_baseline", base + ["hook=blocks.7.hook_resid_post"]))
-    with pytest.raises(ConfigError, match="must be a finite number"):
-        fit_baseline(compose("fit_baseline", base + ["hook=blocks.1.hook_resid_post", "intervention.strength=nan"]))
+    with pytest.raises(ConfigError, match="positions must be completion"):
+        fit_baseline(compose("fit_baseline", base + ["hook=blocks.1.hook_resid_post", "intervention.positions=middle"]))
     assert not (tmp_path / "run").exists()
+
+
+def test_sara_leaves_the_attention_sink_out_of_x_o():
+    """A planted first token 1000x the others' norm: with sink=exclude Delta is the one computed without that
+    token (the sink never decides it); with sink=include the first singular direction is the sink's."""
+    torch.manual_seed(0)
+    sara = build("sara", {"mode": "stable"}, D).fit_histories([torch.randn(8, D)], [torch.randn(8, D)])
+    rest = torch.randn(5, D)
+    sink = torch.zeros(1, D)
+    sink[0, 3] = 1000.0
+    with_sink = torch.cat([sink, rest])[None]  # [1, 6, D]
+    sara(with_sink, 1.0)
+    delta_excluded = sara._delta.clone()
+    sara.begin_generation(None)
+    sara(rest[None], 1.0)
+    assert torch.allclose(delta_excluded, sara._delta_of(rest, align=True)[None], atol=1e-6)
+    literal = build("sara", {"mode": "stable", "sink": "include"}, D)
+    literal.load_state_dict(sara.state_dict())
+    literal(with_sink, 1.0)
+    assert not torch.allclose(literal._delta, delta_excluded, atol=1e-3)

@@ -80,12 +80,11 @@ def test_fluency_prefers_fluent_text_under_the_embedded_model():
 
 # -- intervention metrics -----------------------------------------------------------------------
 def test_kl_zero_at_zero_strength(model, tokenizer, sae):
-    iv = build("sae_bias", {"strength": 0.0}, 32, sae)
+    iv = build("sae_bias", {}, 32, sae)
     with torch.no_grad():
         iv.b.normal_()
-    assert kl_to_base(model, tokenizer, sae.hook, iv, ["the movie", "a day"]) == 0.0
-    iv.strength = 3.0
-    assert kl_to_base(model, tokenizer, sae.hook, iv, ["the movie", "a day"]) > 0.0
+    assert kl_to_base(model, tokenizer, sae.hook, iv, ["the movie", "a day"], strength=0.0) == 0.0
+    assert kl_to_base(model, tokenizer, sae.hook, iv, ["the movie", "a day"], strength=3.0) > 0.0
 
 
 def test_latent_l0_counts_the_latents_each_method_changes(model, tokenizer, sae):
@@ -101,22 +100,23 @@ def test_latent_l0_counts_the_latents_each_method_changes(model, tokenizer, sae)
         vec.v.normal_()
     l0, basis = latent_l0(model, tokenizer, sae, HOOK, vec, neutral)
     assert basis == "sae_encoding" and 0 < l0 <= sae.d_sae
-    bias.strength = 0.0
-    assert latent_l0(model, tokenizer, sae, HOOK, bias, neutral) == (0.0, "none")
+    assert latent_l0(model, tokenizer, sae, HOOK, bias, neutral, strength=0.0) == (0.0, "none")
     assert math.isnan(latent_l0(model, tokenizer, sae, "blocks.0.hook_resid_post", vec, neutral)[0])
 
 
 def test_ab_probability_is_a_probability_and_zero_strength_is_base(model, tokenizer, sae):
     items = [ABItem("is the movie good?", "(A)", "(B)"), ABItem("is the day bad?", "(B)", "(A)")]
     base = ab_matching_prob(model, tokenizer, None, None, items)
-    iv = build("sae_bias", {"strength": 0.0}, 32, sae)
-    assert 0.0 <= base <= 1.0 and ab_matching_prob(model, tokenizer, sae.hook, iv, items) == base
+    iv = build("sae_bias", {}, 32, sae)
+    with torch.no_grad():
+        iv.b.normal_()
+    assert 0.0 <= base <= 1.0 and ab_matching_prob(model, tokenizer, sae.hook, iv, items, strength=0.0) == base
     flipped = [ABItem(i.question, i.not_matching, i.matching) for i in items]
     assert ab_matching_prob(model, tokenizer, None, None, flipped) == pytest.approx(1 - base, abs=1e-6)
 
 
 def test_seeded_sampling_is_reproducible_and_greedy_ignores_seed(model, tokenizer):
-    from saebasis.eval.generation import generate_timed
+    from saebasis.generation import generate_timed
 
     prompts = ["the movie", "a day", "the weather"]
     kw = dict(max_new_tokens=6, batch_size=2)
@@ -146,7 +146,7 @@ def _bias_run(tmp_path, sae):
 
 
 def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
-    from saebasis.eval.compare import compare
+    from saebasis.compare import compare
 
     train = {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", "debug=fast", "batch_size=2", "max_len=24",
                                                               "trainer.enable_progress_bar=false"]}
@@ -174,7 +174,7 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
 
 
 def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
-    from saebasis.eval.compare import compare
+    from saebasis.compare import compare
 
     (concept_dir / "concept.yaml").write_text("name: agree\ndescription: agreeing with the user\njudge: ab\n")
     items = [{"question": f"is {x} good?\n(A) yes\n(B) no", "matching": "(A)", "not_matching": "(B)", "split": s}
@@ -195,7 +195,7 @@ def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
      ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"), ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list")],
 )
 def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_dir, sae, methods, pattern, monkeypatch):
-    from saebasis.eval import compare as compare_mod
+    from saebasis import compare as compare_mod
 
     monkeypatch.setattr(compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods"))
     with pytest.raises(ValueError, match=pattern):

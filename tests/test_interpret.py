@@ -37,8 +37,8 @@ class Folded(Intervention):
         super().__init__(self.Config(), v.numel(), sae)
         self.v = nn.Parameter(v.clone())
 
-    def steer(self, h):
-        return h + self.strength * self.v
+    def steer(self, h, s):
+        return h + s * self.v
 
     def folded(self):
         return self.v

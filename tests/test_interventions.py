@@ -29,9 +29,8 @@ def test_every_method_is_registered():
 @pytest.mark.parametrize("method", sorted(LEARNED))
 def test_identity_at_zero_strength(method, sae):
     iv = _perturb(build(method, LEARNED[method], D_MODEL, sae))
-    iv.strength = 0.0
     h = torch.randn(2, 5, D_MODEL)
-    assert iv(h) is h
+    assert iv(h, 0.0) is h
 
 
 @pytest.mark.parametrize("method", ["sae_bias", "sae_adaptor", "residual_adaptor", "residual_vector"])
@@ -135,9 +134,8 @@ def _fitted(method, sae, **maha):
 def test_mahalanobis_bound_holds_for_every_additive_method(method, sae):
     iv = _perturb(_fitted(method, sae, mahalanobis_max=0.5))
     h = torch.randn(2, 4, D_MODEL)
-    assert iv.whitener.norm(iv(h) - h).max() <= 0.5 + 1e-4
-    iv.strength = 0.0
-    assert iv(h) is h
+    assert iv.whitener.norm(iv(h, 3.0) - h).max() <= 0.5 + 1e-4
+    assert iv(h, 0.0) is h
 
 
 @pytest.mark.parametrize("method", ADDITIVE)
@@ -170,9 +168,8 @@ def test_mahalanobis_whitener_round_trips(sae, tmp_path):
 
 def test_folded_matches_steer_under_a_bound(sae):
     iv = _perturb(_fitted("residual_vector", sae, mahalanobis_max=0.5))
-    iv.strength = 3.0
     h = torch.randn(1, 2, D_MODEL)
-    assert torch.allclose(h + iv.strength * iv.folded(), iv(h), atol=1e-5)
+    assert torch.allclose(h + iv.whitener.constrain(3.0 * iv.folded()), iv(h, 3.0), atol=1e-5)
 
 
 @pytest.mark.parametrize("field,value", [("mahalanobis_coef", -1.0), ("mahalanobis_max", -0.5), ("mahalanobis_shrinkage", 0.0)])
@@ -182,13 +179,13 @@ def test_bad_mahalanobis_config_is_explained(field, value, sae):
 
 
 def test_clamp_add_mode_folds_to_the_decoder_rows(sae):
-    iv = build("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add", "strength": 2.0}, D_MODEL, sae)
+    iv = build("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add"}, D_MODEL, sae)
     h = torch.randn(1, 4, D_MODEL)
     z = sae.encode(h)
     z_new = z.clone()
     z_new[..., 2] += 2.0 * 1.5
     z_new[..., 9] += 2.0 * -0.5
-    assert torch.allclose(iv(h), sae.splice(h, z, z_new), atol=1e-5)  # the decoder is affine: adding folds to one vector
+    assert torch.allclose(iv(h, 2.0), sae.splice(h, z, z_new), atol=1e-5)  # the decoder is affine: adding folds to one vector
     assert set(iv.latent_scores().nonzero()[:, 0].tolist()) == {2, 9}
 
 
@@ -216,12 +213,15 @@ def test_inference_reuses_the_folded_vector_and_follows_every_change(method, cfg
         first = iv(h)
         assert torch.equal(first, iv(h)) and iv.folded_for_inference() is iv.folded_for_inference()  # memoised
     assert torch.equal(first, iv(h))  # same values as the grad path, bit for bit
-    changes = [lambda: setattr(iv, "strength", 2.5), lambda: [t.mul_(1.5) for t in [*iv.parameters(), *iv.buffers()]
-                                                            if t.is_floating_point()]]
-    for change in changes:
-        with torch.no_grad():
-            change()
-            assert torch.equal(iv(h), h + iv.strength * iv.folded().to(h.dtype))  # never a stale vector
+    def expected(s):
+        shift = s * iv.folded().to(h.dtype)
+        bound = getattr(iv, "whitener", None)
+        return h + (bound.constrain(shift) if bound is not None else shift)
+
+    with torch.no_grad():
+        assert torch.allclose(iv(h, 2.5), expected(2.5), atol=1e-6)  # strength is an argument: no memo key
+        [t.mul_(1.5) for t in [*iv.parameters(), *iv.buffers()] if t.is_floating_point() and t.ndim < 2]
+        assert torch.allclose(iv(h, 2.5), expected(2.5), atol=1e-6)  # never a stale vector
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

@@ -81,7 +81,7 @@ def good_cfg(tmp_path: Path) -> dict:
     return {
         "model": {"name": "tiny-llama"}, "hook": "blocks.1.hook_resid_post",
         "sae": {"path": str(save_sae(tmp_path / "sae")), "sae_id": None, "hook": "blocks.1.hook_resid_post"},
-        "intervention": {"method": "sae_bias", "strength": 1.0, "l1_coef": 0.0},
+        "intervention": {"method": "sae_bias", "l1_coef": 0.0},
         "data": str(write_concept(tmp_path / "concept")),
     }
 
@@ -96,7 +96,6 @@ def test_good_config_passes(tmp_path, no_heavy_work):
         (lambda c, p: c.update(hook="blocks.1.hook_attn_out"), "hook", "blocks.12.hook_resid_post"),
         (lambda c, p: c.update(hook="blocks.9.hook_resid_post"), "hook", r"pick a layer in 0\.\.2"),
         (lambda c, p: c["sae"].update(path=str(save_sae(p / "wide", d_in=64))), "sae.path", "d_in=64 .* d_model=32"),
-        (lambda c, p: c["intervention"].update(strength=NAN), "intervention.strength", "finite number"),
         (lambda c, p: c.update(hook="blocks.2.hook_resid_post"), "hook", "the SAE reads blocks.1.hook_resid_post"),
         (lambda c, p: c["intervention"].update(method="nope"), "intervention.method", "choose one of"),
         (lambda c, p: c["intervention"].update(l2=1.0), "intervention", r"unknown field\(s\) \['l2'\]"),
@@ -105,7 +104,7 @@ def test_good_config_passes(tmp_path, no_heavy_work):
         (lambda c, p: c.update(data=str(p / "nowhere")), "data", "No dataset"),
         (lambda c, p: c.update(data=None), "data", "no dataset given"),
     ],
-    ids=["unknown-hook", "layer-out-of-range", "sae-width", "strength-nan", "hook-vs-sae", "unknown-method",
+    ids=["unknown-hook", "layer-out-of-range", "sae-width", "hook-vs-sae", "unknown-method",
          "unknown-field", "empty-dataset", "malformed-dataset", "missing-dataset", "no-dataset"],
 )
 def test_bad_config_names_field_and_fix(tmp_path, no_heavy_work, change, field, fix):

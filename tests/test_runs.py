@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saebasis.interventions import build
-from saebasis.runs import load_run, save_run, set_strength
+from saebasis.runs import load_run, save_run
 from tests.conftest import D_MODEL
 
 
@@ -26,16 +26,16 @@ def test_save_load_reproduces_outputs_bit_for_bit(sae, tmp_path):
 
 
 def test_zero_strength_is_bit_identical(sae):
-    iv = set_strength(_trained_bias(sae), 0.0)
+    iv = _trained_bias(sae)
     h = torch.randn(2, 4, D_MODEL)
-    assert iv(h) is h
+    assert iv(h, 0.0) is h
 
 
 def test_bad_strength_is_refused(sae):
-    with pytest.raises(ValueError, match="strength must be a finite number"):
-        set_strength(_trained_bias(sae), float("nan"))
-    with pytest.raises(ValueError, match="intervention.strength must be a finite number"):
-        build("sae_bias", {"strength": float("nan")}, D_MODEL, sae)
+    h = torch.randn(2, 4, D_MODEL)
+    for bad in (float("nan"), float("inf"), True, "1", torch.tensor([[1.0]]), torch.tensor([1.0, float("nan")])):
+        with pytest.raises(ValueError, match="strength"):
+            _trained_bias(sae)(h, bad)
 
 
 def test_unknown_method_and_field(sae):

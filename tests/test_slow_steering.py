@@ -3,7 +3,7 @@
 import pytest
 
 from saebasis.config import compose
-from saebasis.eval.generation import generate
+from saebasis.generation import generate
 from saebasis.eval.judges import vader_compound
 from saebasis.models import load_model
 from saebasis.runs import load_run

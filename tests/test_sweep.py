@@ -113,7 +113,6 @@ def test_every_sweepable_key_is_a_train_override():
         "rank": (["intervention=sae_adaptor_lowrank", "intervention.rank=8"], "intervention.rank", 8),
         "L1 coefficient": (["intervention.l1_coef=3e-4"], "intervention.l1_coef", 3e-4),
         "learning rate": (["lr=0.003"], "lr", 0.003),
-        "strength": (["intervention.strength=2.5"], "intervention.strength", 2.5),
         "Mahalanobis on": (["intervention=residual_vector", "intervention.mahalanobis_coef=0.1"], "intervention.mahalanobis_coef", 0.1),
         "seed": (["seed=3"], "seed", 3),
         "DDP": (["trainer=ddp"], "trainer.strategy", "ddp"),

@@ -25,8 +25,7 @@ def test_fast_dev_run_of_each_experiment(experiment, tiny_overrides, tmp_path):
     run = load_run(result["run_dir"])
     assert run.cfg["hook"] == "blocks.1.hook_resid_post" and run.metrics["steps"] == 1
     h = torch.randn(1, 3, 32)
-    run.intervention.strength = 0.0
-    assert run.intervention(h) is h
+    assert run.intervention(h, 0.0) is h
 
 
 def test_training_moves_parameters_and_logs(tiny_overrides):
@@ -211,7 +210,7 @@ def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_over
 def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_path, sae):
     from saebasis.data import load_concept
     from saebasis.stack import load_stack
-    from saebasis.train.train import alive_latents
+    from saebasis.interventions.sae_bias import alive_latents
 
     with torch.no_grad():  # latents 0..9 can never fire
         sae.sae.W_enc[:, :10] = 0.0

@@ -6,7 +6,6 @@ confidence-interval logic lives in `protocol.py` (re-exported here for older imp
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -28,28 +27,20 @@ def harmonic_mean(*scores: float) -> float:
     return len(scores) / sum(1.0 / s for s in scores)
 
 
-def _attached(model, hook, intervention):
-    return hooks.attach(model, hook, intervention) if intervention is not None else nullcontext()
-
-
-def one_at_a_time(intervention) -> bool:
-    """Methods that only run at batch size 1 with no padding (SARA mode=faithful, as published)."""
-    return getattr(getattr(intervention, "cfg", None), "mode", None) == "faithful"
-
-
 @torch.no_grad()
-def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str], batch_size: int = 8, max_len: int = 96) -> float:
+def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str], batch_size: int = 8, max_len: int = 96,
+               strength: float = 1.0) -> float:
     """Mean over prompt tokens of KL(steered || base) of the next-token distributions on neutral prompts."""
     total, count = 0.0, 0
     device = next(model.parameters()).device
-    batch_size = 1 if one_at_a_time(intervention) else batch_size
+    batch_size = min(batch_size, intervention.max_batch or batch_size) if intervention is not None else batch_size
     for i in range(0, len(prompts), batch_size):
         batch = encode_pairs(tokenizer, prompts[i : i + batch_size], [""] * len(prompts[i : i + batch_size]), max_len)
         inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
         base = model(**inputs).logits.float().log_softmax(-1)  # [batch, pos, vocab]
-        if hasattr(intervention, "set_prompt_mask"):
-            intervention.set_prompt_mask(inputs["attention_mask"])
-        with _attached(model, hook, intervention):
+        if intervention is not None:
+            intervention.begin_generation(inputs["attention_mask"])
+        with hooks.steering(model, hook, intervention, strength):
             steered = model(**inputs).logits.float().log_softmax(-1)
         kl = (steered.exp() * (steered - base)).sum(-1)  # [batch, pos]
         mask = inputs["attention_mask"].bool()
@@ -59,7 +50,7 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
 
 
 @torch.no_grad()
-def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, system_prefix: str = "") -> float:
+def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, system_prefix: str = "", strength: float = 1.0) -> float:
     """CAA-style A/B behaviour score: mean over items of p(matching letter) / (p(A) + p(B)) for the first
     answer token after the question (chat template, then "("), with the intervention attached."""
     letters = [tokenizer(x, add_special_tokens=False)["input_ids"][-1] for x in ("(A", "(B")]
@@ -68,9 +59,9 @@ def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, sy
     for item in items:
         text = chat_prefix(tokenizer, system_prefix + item.question + "\nAnswer with (A) or (B).") + "("
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
-        if hasattr(intervention, "set_prompt_mask"):
-            intervention.set_prompt_mask(torch.ones_like(ids))
-        with _attached(model, hook, intervention):
+        if intervention is not None:
+            intervention.begin_generation(torch.ones_like(ids))
+        with hooks.steering(model, hook, intervention, strength):
             logits = model(input_ids=ids).logits[0, -1].float()  # [vocab]
         p_a, p_b = logits[letters].softmax(-1).tolist()
         probs.append(p_a if item.matching.strip("() ") == "A" else p_b)
@@ -84,35 +75,21 @@ def n_params(intervention) -> int:
     return sum(p.numel() for p in intervention.parameters()) + sum(b.numel() for b in intervention.buffers())
 
 
-def latent_change(intervention, sae, h: Float[Tensor, "T d_model"]) -> tuple[Float[Tensor, "T d_sae"], str]:
-    """z' - z per token and how it was obtained: "intervention" (SAE-basis methods: the change they make
-    to the latents) or "sae_encoding" (every other method: enc(steered h) - enc(h))."""
-    s = intervention.strength
-    if hasattr(intervention, "latent_delta"):  # SAE adaptor: z' = z + s f(z)
-        return s * intervention.latent_delta(sae.encode(h)), "intervention"
-    if intervention.method == "sae_bias":  # z' = z + s b, the same at every token
-        return (s * intervention.bias)[None].expand(h.shape[0], -1), "intervention"
-    if intervention.method == "clamp":
-        z = sae.encode(h)  # [T, d_sae]
-        dz = torch.zeros_like(z)
-        idx, val = intervention.idx, intervention.val
-        dz[:, idx] = s * val if intervention.cfg.mode == "add" else s * (val - z[:, idx])
-        return dz, "intervention"
-    if hasattr(intervention, "set_prompt_mask"):
-        intervention.set_prompt_mask(torch.ones(1, h.shape[0], dtype=torch.long, device=h.device))
-    return sae.encode(intervention(h[None])[0]) - sae.encode(h), "sae_encoding"
+def latent_change(intervention, sae, h: Float[Tensor, "T d_model"], strength: float = 1.0) -> tuple[Float[Tensor, "T d_sae"], str]:
+    """z' - z per token and how it was obtained (the intervention's own `latent_change`, see its contract)."""
+    return intervention.latent_change(h, sae, strength)
 
 
 @torch.no_grad()
-def latent_l0(model, tokenizer, sae, hook: str, intervention, prompts: Sequence[str]) -> tuple[float, str]:
+def latent_l0(model, tokenizer, sae, hook: str, intervention, prompts: Sequence[str], strength: float = 1.0) -> tuple[float, str]:
     """Mean number of SAE latents changed (|dz| > L0_TOL) per token of the neutral prompts (attention-sink
     token dropped), and the basis of the measurement; NaN when there is no SAE at the method's point."""
-    if intervention is None or intervention.strength == 0:
+    if intervention is None or strength == 0:
         return 0.0, "none"
     if sae is None or not hooks.same_residual(hook, sae.hook):
         return float("nan"), "no SAE at this hook"
     counts = []
     for h in collect(model, tokenizer, hook, list(prompts), positions="all", desc="latent L0"):
-        dz, basis = latent_change(intervention, sae, h[1:].to(sae.W_dec.device))  # [T-1, d_sae]
+        dz, basis = intervention.latent_change(h[1:].to(sae.W_dec.device), sae, strength)  # [T-1, d_sae]
         counts.append((dz.abs() > L0_TOL).sum(-1).float())
     return float(torch.cat(counts).mean()), basis

@@ -62,7 +62,7 @@ def evidence(contexts: list[Context], n: int = 8) -> list[str]:
 
 def explain(model, tokenizer, contexts: list[Context], max_new_tokens: int = 24) -> tuple[str | None, list[str]]:
     """(one sentence from the explainer model, the words it was shown); (None, []) when the latent never fired."""
-    from saebasis.eval.generation import generate
+    from saebasis.generation import generate
 
     words = evidence(contexts)
     if not words:

@@ -1,9 +1,22 @@
-"""One interface for every method: residual in, residual out, at one hook.
+"""One contract for every method: residual in, residual out, at one hook, at a strength given per call.
 
-Every intervention (learned, baseline, manual) is an `nn.Module` whose `forward(h)` maps the residual
-[batch, pos, d_model] to a steered residual of the same shape, scaled by `strength`. Strength 0 returns
-the input tensor itself, so an unsteered run is bit-identical. Subclasses register under a name, state
-their equation in the class docstring, and keep a typed dataclass config (`Config`).
+Every intervention (learned, baseline, manual, peer) is an `nn.Module` with
+    forward(h, strength) -> h'        h [batch, pos, d_model]; strength a number or a [batch] tensor
+Strength is an argument, never state: 0 returns the input tensor itself (bit-identical), and a [batch]
+tensor steers each row at its own strength (a whole strength grid in one batched generate call; rows at
+0 are returned unchanged). `check_strength` is the one validation rule.
+
+What the code that runs methods may rely on (and it never branches on a method's name):
+- `kind`: "trained" (gradient training, `saebasis train`), "fitted" (closed form, `fit(data)`), "manual" (set
+  by hand from its config, e.g. clamp);
+- `uses_sae`: the method needs an SAE (checked here, once, at construction);
+- `prepare(stack, concept, max_len)`: data-dependent set-up before training (alive latents, covariance);
+- `fit(data: FitData)`: the closed-form fit of "fitted" methods;
+- `begin_generation(attention_mask)`: called before each batch of prompts (SARA reads the prompt);
+- `max_batch`: None, or the largest batch the method supports (SARA as published: 1);
+- `latent_change(h, sae, strength)`: the measured change of SAE latents enc(h') - enc(h) per token (or the
+  method's own exact change when it works in the SAE basis), used by metrics and interpretation;
+- `latent_scores()`, `folded()`, `penalty()`, `proximal_step()`, `describe()` (what a run reports about itself).
 
 The SAE (when a method uses one) is held as a plain attribute, not a submodule: it is a frozen basis,
 never trained and never saved with the intervention.
@@ -12,8 +25,9 @@ never trained and never saved with the intervention.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -22,6 +36,9 @@ from torch import Tensor, nn
 from saebasis.sae import SAEBasis
 
 REGISTRY: dict[str, type["Intervention"]] = {}
+
+Strength = float | Tensor
+"""A number (every row) or a 1-D tensor [batch] (one strength per row)."""
 
 
 def register(name: str):
@@ -33,27 +50,56 @@ def register(name: str):
     return wrap
 
 
+def check_strength(strength: Any, field: str = "strength") -> float | Tensor:
+    """The one rule: a finite real number (not a bool), or a 1-D float tensor of finite values."""
+    if isinstance(strength, Tensor):
+        if strength.ndim != 1 or not strength.is_floating_point() or not bool(torch.isfinite(strength).all()):
+            raise ValueError(f"{field} as a tensor must be 1-D [batch], floating point and finite; got {strength.dtype} "
+                             f"{tuple(strength.shape)}. Use a number for every row or one finite value per row.")
+        return strength
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        raise ValueError(f"{field} must be a finite number, got {strength!r}. Use e.g. {field}=1.0 (0 disables steering).")
+    return float(strength)
+
+
+def strength_factor(strength: float | Tensor, h: Tensor) -> float | Tensor:
+    """A number, or a per-row tensor shaped to broadcast over h [batch, pos, d_model] -> [batch, 1, 1]."""
+    if isinstance(strength, Tensor):
+        if strength.shape[0] != h.shape[0]:
+            raise ValueError(f"per-row strength has {strength.shape[0]} entries for a batch of {h.shape[0]} rows.")
+        return strength.to(device=h.device, dtype=h.dtype)[:, None, None]
+    return strength
+
+
+def is_zero(strength: float | Tensor) -> bool:
+    return bool((strength == 0).all()) if isinstance(strength, Tensor) else strength == 0
+
+
+class FitData(NamedTuple):
+    """What a closed-form method is fitted on, at its hook (each entry one example's [T, d_model] history)."""
+
+    positive: list[Tensor]
+    negative: list[Tensor]
+    neutral: list[Tensor]
+    """Neutral prompts, every token but the first (the attention sink)."""
+
+
 @dataclasses.dataclass
 class InterventionConfig:
-    """Fields every method shares."""
-
-    strength: float = 1.0
-    """Multiplier of the learned change; 0 leaves the model unchanged (bit-identical)."""
+    """Fields every method shares (none today: strength is an argument, not configuration)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.strength, (int, float)) or self.strength != self.strength:
-            raise ValueError(f"intervention.strength must be a finite number, got {self.strength!r}.")
+        """Subclasses validate their fields here (and call super().__post_init__())."""
 
 
 class Intervention(nn.Module, ABC):
-    """h' = steer(h; strength). Subclasses implement `steer`; `forward` handles strength 0."""
+    """h' = steer(h, s). Subclasses implement `steer`; `forward` validates s and handles s = 0."""
 
     method: ClassVar[str] = "base"
     Config: ClassVar[type[InterventionConfig]] = InterventionConfig
+    kind: ClassVar[Literal["trained", "fitted", "manual"]] = "trained"
     uses_sae: ClassVar[bool] = False
-    """True when the intervention needs the SAE at inference (not only to read it)."""
-    trainable: ClassVar[bool] = True
-    """False for methods fitted in closed form (baselines, manual clamps)."""
+    """True when the method needs an SAE (to define or to apply it); checked once, here."""
 
     def __init__(self, cfg: InterventionConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__()
@@ -63,47 +109,95 @@ class Intervention(nn.Module, ABC):
             sae.check_width(d_model)
         self.cfg = cfg
         self.d_model = d_model
-        self.strength = float(cfg.strength)
         object.__setattr__(self, "sae", sae)  # frozen basis: not a submodule, not in state_dict
 
-    def forward(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        if self.strength == 0:
+    @property
+    def trainable(self) -> bool:
+        return self.kind == "trained"
+
+    @property
+    def fit_positions(self) -> str:
+        """Positions of the pairs' activations that `fit` receives: completion | all | last."""
+        return "completion"
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch the method supports (None: any)."""
+        return None
+
+    def forward(self, h: Float[Tensor, "batch pos d_model"], strength: Strength = 1.0) -> Float[Tensor, "batch pos d_model"]:
+        strength = check_strength(strength)
+        if is_zero(strength):
             return h
-        return self.steer(h)
+        out = self.steer(h, strength_factor(strength, h))
+        if isinstance(strength, Tensor) and bool((strength == 0).any()):
+            out = torch.where((strength == 0).to(h.device)[:, None, None], h, out)  # rows at 0: exactly h
+        return out
 
     @abstractmethod
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        """The steered residual at the current `strength` (never called with strength 0)."""
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
+        """The steered residual at strength s (a number or [batch, 1, 1]; never all zero)."""
 
+    # -- set-up -------------------------------------------------------------------------------------
+    def prepare(self, stack, concept, max_len: int) -> None:
+        """Data-dependent set-up before training (e.g. alive latents, a covariance). Nothing by default."""
+
+    def fit(self, data: FitData) -> "Intervention":
+        raise ValueError(f"'{self.method}' is not fitted in closed form (its kind is '{self.kind}').")
+
+    def begin_generation(self, attention_mask: Tensor | None) -> None:
+        """A new batch of prompts starts ([batch, pos] mask, left padding). Nothing by default."""
+
+    # -- training -----------------------------------------------------------------------------------
     def penalty(self) -> Tensor:
         """Regularisers added to the training loss (L1, Mahalanobis, ...); 0 by default."""
         return torch.zeros((), device=self._device())
 
-    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
-        """How strongly the intervention acts on each SAE latent (for ranking in `interpret`)."""
-        return None
+    def clear_penalty_state(self) -> None:
+        """Forget per-forward state a penalty reads (called at the start of each training step)."""
 
     def proximal_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called after every optimizer step while training: a penalty handled proximally (exact zeros)
         is applied here. Nothing by default."""
 
+    def extra_metrics(self, h: Tensor, delta: Tensor) -> dict[str, Tensor]:
+        """Method-specific validation metrics of a residual change delta at activations h (e.g. Mahalanobis norm)."""
+        return {}
+
+    # -- reading ------------------------------------------------------------------------------------
+    def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
+        """How strongly the intervention acts on each SAE latent, from its weights (for ranking)."""
+        return None
+
+    def latent_change(
+        self, h: Float[Tensor, "T d_model"], sae: SAEBasis, strength: float = 1.0
+    ) -> tuple[Float[Tensor, "T d_sae"], str]:
+        """z' - z per token and how it was obtained. Default: "sae_encoding", enc(h') - enc(h) for the steered
+        h' (any method); SAE-basis methods override it with their exact change ("intervention")."""
+        self.begin_generation(torch.ones(1, h.shape[0], dtype=torch.long, device=h.device))
+        return sae.encode(self(h[None], strength)[0]) - sae.encode(h), "sae_encoding"
+
     def folded(self) -> Float[Tensor, " d_model"] | None:
-        """The single residual vector this intervention adds, when it is a constant shift."""
+        """The single residual vector this intervention adds at strength 1, when it is a constant shift."""
         return None
 
     def folded_for_inference(self) -> Float[Tensor, " d_model"] | None:
         """`folded()`, computed once and reused while no gradient is recorded (generation): a method that
-        folds then costs one vector add per step. Recomputed whenever strength or any parameter / buffer
-        changes (an optimizer step or load_state_dict bumps the tensor's version)."""
+        folds then costs one vector add per step. Recomputed whenever any parameter / buffer changes (an
+        optimizer step or load_state_dict bumps the tensor's version)."""
         if torch.is_grad_enabled():
             return self.folded()
-        key = (self.strength, id(self.sae), *((t.data_ptr(), t._version) for t in [*self.parameters(), *self.buffers()]))
+        key = (id(self.sae), *((t.data_ptr(), t._version) for t in [*self.parameters(), *self.buffers()]))
         memo = self.__dict__.get("_folded_memo")
         if memo is None or memo[0] != key:
             vector = self.folded()
             memo = (key, None if vector is None else vector.detach())
             self.__dict__["_folded_memo"] = memo
         return memo[1]
+
+    def describe(self) -> dict[str, Any]:
+        """What a run reports about the method itself (parameters; subclasses add e.g. latents written)."""
+        return {"n_params": sum(p.numel() for p in self.parameters() if p.requires_grad)}
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.cfg)
@@ -114,16 +208,28 @@ class Intervention(nn.Module, ABC):
         return torch.device("cpu")
 
 
-def build(method: str, cfg: dict[str, Any] | None, d_model: int, sae: SAEBasis | None = None) -> Intervention:
-    """Construct a registered intervention from a plain dict config (as Hydra / cfg.json hold it)."""
+def config_fields(method: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(get(method).Config)}
+
+
+def get(method: str) -> type[Intervention]:
     import saebasis.interventions  # noqa: F401  (fills REGISTRY)
 
     if method not in REGISTRY:
         raise ValueError(f"Unknown intervention '{method}'. Choose one of: {sorted(REGISTRY)}.")
-    cls = REGISTRY[method]
+    return REGISTRY[method]
+
+
+def build(method: str, cfg: dict[str, Any] | None, d_model: int, sae: SAEBasis | None = None) -> Intervention:
+    """Construct a registered intervention from a plain dict config (as Hydra / cfg.json hold it).
+
+    The one home of the unknown-field check. `strength` (configuration in older runs) is dropped: it is an
+    argument of every call now."""
+    cls = get(method)
     cfg = dict(cfg or {})
     cfg.pop("method", None)
-    known = {f.name for f in dataclasses.fields(cls.Config)}
+    cfg.pop("strength", None)
+    known = config_fields(method)
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"Unknown field(s) {unknown} for intervention '{method}'. Valid fields: {sorted(known)}.")

@@ -35,11 +35,10 @@ class Clamp(Intervention):
     """add: z'_i = z_i + s v_i  (h' = h + s sum_i v_i W_dec[i]);  clamp: z'_i = (1-s) z_i + s v_i, h' = dec(z') + err(h)."""
 
     Config = ClampConfig
-    trainable = False
+    kind = "manual"
+    uses_sae = True
 
     def __init__(self, cfg: ClampConfig, d_model: int, sae: SAEBasis | None = None) -> None:
-        if sae is None:
-            raise ValueError("Intervention 'clamp' steers SAE latents and needs an SAE (set sae=...).")
         super().__init__(cfg, d_model, sae)
         for i in cfg.latents:
             if not 0 <= i < sae.d_sae:
@@ -47,13 +46,25 @@ class Clamp(Intervention):
         self.register_buffer("idx", torch.tensor(cfg.latents, dtype=torch.long))
         self.register_buffer("val", torch.tensor(cfg.values, dtype=torch.float32))
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         if self.cfg.mode == "add":
-            return h + self.strength * self.folded_for_inference().to(h.dtype)
+            return h + s * self.folded_for_inference().to(h.dtype)
         z = self.sae.encode(h)
         z_new = z.clone()
-        z_new[..., self.idx] = (1 - self.strength) * z[..., self.idx] + self.strength * self.val
+        z_new[..., self.idx] = (1 - s) * z[..., self.idx] + s * self.val
         return self.sae.splice(h, z, z_new)
+
+    def latent_change(self, h: Tensor, sae: SAEBasis, strength: float = 1.0) -> tuple[Tensor, str]:
+        """add: z'_i - z_i = s v_i; clamp: s (v_i - z_i), on the chosen latents only (exact)."""
+        if sae is not self.sae:
+            return super().latent_change(h, sae, strength)
+        z = sae.encode(h)  # [T, d_sae]
+        dz = torch.zeros_like(z)
+        dz[:, self.idx] = strength * self.val if self.cfg.mode == "add" else strength * (self.val - z[:, self.idx])
+        return dz, "intervention"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "latents_written": len(self.cfg.latents), "latents_read": len(self.cfg.latents) if self.cfg.mode == "clamp" else 0}
 
     def folded(self) -> Float[Tensor, " d_model"] | None:
         if self.cfg.mode != "add":

@@ -9,7 +9,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.activations import example_means
+from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 from saebasis.sae import SAEBasis
 
 
@@ -28,14 +29,25 @@ class FittedVector(Intervention):
     """h' = h + s v, with v fitted in closed form (a buffer, saved with the run)."""
 
     Config = VectorConfig
-    trainable = False
+    kind = "fitted"
 
     def __init__(self, cfg: VectorConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__(cfg, d_model, sae)
         self.register_buffer("v", torch.zeros(d_model))  # [d_model]
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return h + self.strength * self.v.to(h.dtype)
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
+        return h + s * self.v.to(h.dtype)
+
+    @property
+    def fit_positions(self) -> str:
+        return self.cfg.positions
+
+    def fit(self, data: FitData) -> "FittedVector":
+        """Fit v from the mean activation of each positive / negative example (at `cfg.positions`)."""
+        return self.fit_means(example_means(data.positive), example_means(data.negative))
+
+    def fit_means(self, pos_means: Tensor, neg_means: Tensor) -> "FittedVector":
+        raise NotImplementedError
 
     def folded(self) -> Float[Tensor, " d_model"]:
         return self.v
@@ -51,6 +63,6 @@ class FittedVector(Intervention):
 class DiffMean(FittedVector):
     """h' = h + s v,  v = mean_i(h_pos_i) - mean_i(h_neg_i)  (CAA / ActAdd; means over the chosen positions)."""
 
-    def fit(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> "DiffMean":
+    def fit_means(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> "DiffMean":
         self.v.copy_(pos_means.mean(0) - neg_means.mean(0))
         return self

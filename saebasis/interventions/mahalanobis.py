@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from saebasis.activations import collect
 from saebasis.interventions.base import InterventionConfig
 
 
@@ -104,4 +105,20 @@ class Mahalanobis:
 
     def clear_penalty_state(self) -> None:
         self._deltas.clear()
+
+    def prepare(self, stack, concept, max_len: int) -> None:
+        """Fit Sigma on activations at the hook (neutral prompts and the pairs' prompts), every text's first
+        token left out: it carries the attention-sink activation (~100x the norm of the others), which would
+        otherwise dominate Sigma and make every other direction look cheap."""
+        super().prepare(stack, concept, max_len)
+        if self.whitener is None:
+            return
+        acts = collect(stack.model, stack.tokenizer, stack.hook, list(concept.neutral) + [p.prompt for p in concept.pairs],
+                       positions="all", max_len=max_len, desc="covariance")
+        self.whitener.fit(torch.cat([a[1:] for a in acts if len(a) > 1]))
+
+    def extra_metrics(self, h: Tensor, delta: Tensor) -> dict[str, Tensor]:
+        if self.whitener is None:
+            return {}
+        return {"resid_change_mahalanobis": self.whitener.norm(delta).mean()}
 

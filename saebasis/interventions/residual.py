@@ -65,8 +65,8 @@ class _Residual(Mahalanobis, Intervention):
     def delta(self, h: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return h + self._whiten(self.strength * self.delta(h)).to(h.dtype)
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
+        return h + self._whiten(s * self.delta(h)).to(h.dtype)
 
     def penalty(self) -> Tensor:
         maha = self.mahalanobis_penalty()
@@ -108,10 +108,8 @@ class ResidualVector(_Residual):
         return self.v.expand_as(h)
 
     def folded(self) -> Tensor:
-        """v, or under a Mahalanobis bound the bounded shift at this strength divided by it (h + s folded == steer(h))."""
-        if self.whitener is None or self.whitener.max_norm <= 0 or self.strength == 0:
-            return self.v
-        return self.whitener.constrain(self.strength * self.v) / self.strength
+        """v: the shift at strength 1 before any Mahalanobis bound."""
+        return self.v
 
     def write_directions(self) -> Tensor:
         return self.v[None]

@@ -78,12 +78,24 @@ class SAEAdaptor(Mahalanobis, Intervention):
         A, B = self.weights()
         return self.act(z @ A + self.a) @ B + self.b
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         z = self.sae.encode(h)  # [batch, pos, d_sae]
         if self.whitener is None:
-            return self.sae.splice(h, z, z + self.strength * self.latent_delta(z))
-        delta = self.sae.decode(z + self.strength * self.latent_delta(z)) - self.sae.decode(z)  # [batch, pos, d_model]
+            return self.sae.splice(h, z, z + s * self.latent_delta(z))
+        delta = self.sae.decode(z + s * self.latent_delta(z)) - self.sae.decode(z)  # [batch, pos, d_model]
         return h + self._whiten(delta).to(h.dtype)
+
+    def latent_change(self, h: Tensor, sae: SAEBasis, strength: float = 1.0) -> tuple[Tensor, str]:
+        """z' - z = s f(z) (exact, in the method's own basis)."""
+        if sae is not self.sae:
+            return super().latent_change(h, sae, strength)
+        return strength * self.latent_delta(sae.encode(h)).detach(), "intervention"
+
+    def describe(self) -> dict:
+        A, B = self.weights()
+        read = int((A.detach().abs().sum(1) > 0).sum())
+        written = int(((B.detach().abs().sum(0) + self.b.detach().abs()) > 0).sum())
+        return {**super().describe(), "latents_read": read, "latents_written": written}
 
     def penalty(self) -> Tensor:
         l1 = self.cfg.l1_coef * (self.A.abs().sum() + self.B.abs().sum())

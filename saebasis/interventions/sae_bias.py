@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from saebasis.activations import collect
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.sae import SAEBasis
@@ -22,8 +23,9 @@ class SAEBiasConfig(AdditiveConfig):
     """Only add to latents (b >= 0), never subtract: easier to read, as in feature steering."""
     l1_mode: Literal["proximal", "penalty"] = "proximal"
     """proximal: after each optimizer step b is soft-thresholded by lr * l1_coef in the optimizer's own
-    metric (Adam: divided by sqrt(v_hat) + eps), so every latent whose loss gradient stays below l1_coef
-    is exactly 0 -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
+    metric (Adam: divided by sqrt(v_hat) + eps), so a latent stays exactly 0 while Adam's bias-corrected
+    first moment of its gradient, relative to sqrt(v_hat), stays below l1_coef (roughly: while its gradient
+    is persistently smaller than l1_coef in Adam's units) -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
     to the loss; Adam's normalised steps then move every latent by ~lr per step and b ends dense."""
     alive_only: bool = False
     """Restrict b to latents that fire on the concept's own texts (pairs and neutral prompts, attention-sink
@@ -49,11 +51,9 @@ class SAEBias(Mahalanobis, Intervention):
     """
 
     Config = SAEBiasConfig
-    uses_sae = False  # needs the SAE to define b, but applies as the folded vector
+    uses_sae = True  # needs the SAE to define b (it applies as the folded vector, no SAE work per token)
 
     def __init__(self, cfg: SAEBiasConfig, d_model: int, sae: SAEBasis | None = None) -> None:
-        if sae is None:
-            raise ValueError("Intervention 'sae_bias' is a bias on SAE latents and needs an SAE (set sae=...).")
         super().__init__(cfg, d_model, sae)
         self.b = nn.Parameter(torch.zeros(sae.d_sae))  # [d_sae]
         self.register_buffer("allowed", None, persistent=False)  # [d_sae] bool, set by restrict_to (alive_only)
@@ -72,15 +72,15 @@ class SAEBias(Mahalanobis, Intervention):
         return self.b.clamp_min(0) if self.cfg.nonneg else self.b
 
     def folded(self) -> Float[Tensor, " d_model"]:
-        """b W_dec; under a Mahalanobis bound, the bounded shift at this strength divided by it."""
+        """v = b W_dec = dec(b) - dec(0): the shift at strength 1 (before any Mahalanobis bound)."""
         sae = self.sae
-        v = sae.decode(self.bias) - sae.decode(torch.zeros_like(self.bias))  # [d_model]
-        if self.whitener is None or self.whitener.max_norm <= 0 or self.strength == 0:
-            return v
-        return self.whitener.constrain(self.strength * v) / self.strength
+        return sae.decode(self.bias) - sae.decode(torch.zeros_like(self.bias))  # [d_model]
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        return h + self.strength * self.folded_for_inference().to(h.dtype)
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
+        shift = s * self.folded_for_inference().to(h.dtype)  # [d_model] or [batch, 1, d_model]
+        if self.whitener is not None and self.whitener.max_norm > 0:
+            shift = self.whitener.constrain(shift).to(h.dtype)
+        return h + shift
 
     def penalty(self) -> Tensor:
         l1 = self.cfg.l1_coef * self.bias.abs().sum()
@@ -88,10 +88,29 @@ class SAEBias(Mahalanobis, Intervention):
             l1 = l1.detach()  # reported in the loss, applied by proximal_step (no gradient)
         if self.whitener is None or self.whitener.coef <= 0:
             return l1
-        return l1 + self.whitener.penalty(self.strength * self.folded())  # constant shift: no need to record deltas
+        return l1 + self.whitener.penalty(self.whitener.constrain(self.folded()))  # training runs at strength 1
 
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         return self.bias.detach().abs()
+
+    def latent_change(self, h: Tensor, sae: SAEBasis, strength: float = 1.0) -> tuple[Tensor, str]:
+        """z' - z = s b at every token (exact, in the method's own basis)."""
+        if sae is not self.sae:
+            return super().latent_change(h, sae, strength)
+        return (strength * self.bias.detach())[None].expand(h.shape[0], -1), "intervention"
+
+    def describe(self) -> dict:
+        nz = int((self.bias.detach() != 0).sum())
+        return {**super().describe(), "latents_written": nz, "latents_read": 0}
+
+    def prepare(self, stack, concept, max_len: int) -> None:
+        """alive_only: restrict b to the latents that fire on the concept's texts; then the Mahalanobis fit."""
+        if self.cfg.alive_only:
+            alive = alive_latents(stack, concept, max_len)
+            print(f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents fire on the concept's texts; "
+                  f"the bias is trained on those only")
+            self.restrict_to(alive)
+        super().prepare(stack, concept, max_len)
 
     @torch.no_grad()
     def proximal_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -116,3 +135,17 @@ class SAEBias(Mahalanobis, Intervention):
             tau = tau / (v_hat.sqrt() + group["eps"])  # [d_sae]
         shrunk = self.b - tau if self.cfg.nonneg else self.b.abs() - tau
         self.b.copy_(shrunk.clamp_min(0) if self.cfg.nonneg else self.b.sign() * shrunk.clamp_min(0))
+
+
+@torch.no_grad()
+def alive_latents(stack, concept, max_len: int) -> Tensor:
+    """[d_sae] bool: latents active on at least one token of the concept's pairs (prompt + either
+    completion) or neutral prompts, each text's first token (the attention sink) left out."""
+    prompts = [p.prompt for p in concept.pairs] * 2 + list(concept.neutral)
+    completions = [p.positive for p in concept.pairs] + [p.negative for p in concept.pairs] + [""] * len(concept.neutral)
+    acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions="all", max_len=max_len,
+                   desc="alive latents")
+    alive = torch.zeros(stack.sae.d_sae, dtype=torch.bool, device=stack.sae.W_dec.device)
+    for a in acts:  # one text at a time: memory stays [T, d_sae] whatever the SAE's width
+        alive |= (stack.sae.encode(a[1:].to(alive.device)) > 0).any(0)
+    return alive

@@ -20,7 +20,7 @@ Two modes:
   of two scalars is their sign agreement). SVD signs are torch.linalg.svd's (arbitrary). Batch size 1.
 - stable: Delta is computed once per generation, on the prompt (the prefill call), with singular-vector
   signs fixed (largest-|.| entry of each U column positive, in X_o, X_a and X_r alike), applied unchanged
-  at every decode step; batches with left padding work (pass the attention mask with `set_prompt_mask`,
+  at every decode step; batches with left padding work (pass the attention mask with `begin_generation`,
   which also starts a new generation; a call with more than one position does too).
 
 What differs in practice (scripts/sara_modes.py shows one prompt): in faithful mode the prompt is
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis.interventions.base import Intervention, InterventionConfig, register
+from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 from saebasis.sae import SAEBasis
 
 
@@ -58,6 +58,11 @@ class SARAConfig(InterventionConfig):
     positions: Literal["completion", "all", "last"] = "completion"
     """Tokens of each attract / repel example in its history: `completion` keeps the prompt (shared by both, and
     its first token's attention-sink activation, ~100x the typical norm, would be the top component of both) out."""
+    sink: Literal["exclude", "include"] = "exclude"
+    """The steered prompt's own history X_o: `exclude` leaves each prompt's first token (the attention sink:
+    norm ~25,000 against a median ~146 on SmolLM2, so it is X_o's first singular direction, |cos| = 1.000, with
+    99.9% of its squared singular values) out of X_o, as X_a and X_r leave it out; `include` is the published
+    code to the letter (every position of the forward call is in X_o). Steering still applies to every position."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +70,8 @@ class SARAConfig(InterventionConfig):
             raise ValueError(f"SARA mode must be 'faithful' or 'stable', got '{self.mode}'.")
         if self.n_components is not None and self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        if self.sink not in ("exclude", "include"):
+            raise ValueError(f"SARA sink must be 'exclude' or 'include', got '{self.sink}'.")
 
 
 def reduced(x: Float[Tensor, "T d_model"], k: int, align_signs: bool = False) -> Float[Tensor, "d_model k"]:
@@ -89,7 +96,7 @@ class SARA(Intervention):
     """X'_o[i, t] = X_o[i, t] (1 + c Delta_i),  Delta_i = cos(R(X_o)_i, R(X_a)_i) - cos(R(X_o)_i, R(X_r)_i)."""
 
     Config = SARAConfig
-    trainable = False
+    kind = "fitted"
 
     def __init__(self, cfg: SARAConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__(cfg, d_model, sae)
@@ -103,8 +110,20 @@ class SARA(Intervention):
         self._prompt_mask: Tensor | None = None
         self.k_seen: list[int] = []  # k used by each forward call (for inspection / tests)
 
-    def fit(self, attract: list[Tensor], repel: list[Tensor], neutral: list[Tensor] | None = None) -> "SARA":
-        """attract / repel: per-example histories [T_i, d_model], stacked along time."""
+    @property
+    def max_batch(self) -> int | None:
+        return 1 if self.cfg.mode == "faithful" else None
+
+    @property
+    def fit_positions(self) -> str:
+        return self.cfg.positions
+
+    def fit(self, data: FitData) -> "SARA":
+        """X_a, X_r: the positive / negative examples' histories [T_i, d_model] at `positions`, stacked along
+        time; the neutral histories (first token dropped) give Delta_ref and the mean for interpretation."""
+        return self.fit_histories(data.positive, data.negative, data.neutral)
+
+    def fit_histories(self, attract: list[Tensor], repel: list[Tensor], neutral: list[Tensor] | None = None) -> "SARA":
         align = self.cfg.mode == "stable"
         for j, (name, hist) in enumerate((("r_attract", attract), ("r_repel", repel))):
             x = torch.cat(hist)  # [sum T, d_model]
@@ -122,28 +141,32 @@ class SARA(Intervention):
         self.k_seen.append(k)
         return sara_delta(reduced(x_o, k, align), self.r_attract[:, :k], self.r_repel[:, :k])
 
-    def set_prompt_mask(self, attention_mask: Tensor | None) -> None:
+    def begin_generation(self, attention_mask: Tensor | None) -> None:
         """Start a new generation; in stable mode, which prompt positions are real ([batch, pos], left padding)."""
         self._prompt_mask = attention_mask
         self._delta = None
 
-    def steer(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         if self.cfg.mode == "faithful":
             if h.shape[0] != 1:
                 raise ValueError("SARA mode=faithful is batch size 1 with no padding, as published; use mode=stable for batches.")
-            delta = self._delta_of(h[0], align=False)[None]  # [1, d_model]
+            delta = self._delta_of(self._own_history(h[0]), align=False)[None]  # [1, d_model]
         else:
             if self._delta is None or h.shape[1] > 1 or self._delta.shape[0] != h.shape[0]:
                 self._delta = self._prompt_delta(h)
             delta = self._delta
-        return h * (1 + self.strength * delta[:, None, :].to(h.dtype))
+        return h * (1 + s * delta[:, None, :].to(h.dtype))
+
+    def _own_history(self, x: Tensor) -> Tensor:
+        """X_o of one row [T, d_model]: without its first token (the sink) when sink=exclude and T > 1."""
+        return x[1:] if self.cfg.sink == "exclude" and x.shape[0] > 1 else x
 
     def _prompt_delta(self, h: Tensor) -> Tensor:
         mask = self._prompt_mask
         rows = []
         for b in range(h.shape[0]):
             x = h[b] if mask is None or mask.shape != h.shape[:2] else h[b, mask[b].bool()]  # [T_b, d_model]
-            rows.append(self._delta_of(x, align=True))
+            rows.append(self._delta_of(self._own_history(x), align=True))
         return torch.stack(rows)  # [batch, d_model]
 
     def latent_scores(self) -> Float[Tensor, " d_sae"] | None:

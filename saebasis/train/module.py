@@ -75,7 +75,7 @@ class SteeringModule(L.LightningModule):
         return compute(batch) if self.cache is None else self.cache.per_example("ref_logp", batch, compute)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
-        getattr(self.intervention, "clear_penalty_state", lambda: None)()  # Mahalanobis: only this step's deltas
+        self.intervention.clear_penalty_state()  # e.g. Mahalanobis: only this step's deltas
         pos = batch["pos"]
         if self.cfg["objective"] == "sft":
             main = sft_loss(self._forward(pos, keep=completion_window(pos)), pos)
@@ -124,9 +124,9 @@ class SteeringModule(L.LightningModule):
         mask = batch["attention_mask"].bool()
         delta = (self.intervention(h) - h)[mask]  # [tokens, d_model]
         self.log("val/resid_change_norm", delta.norm(dim=-1).mean(), batch_size=int(mask.sum()))
-        if getattr(self.intervention, "whitener", None) is not None:
-            self.log("val/resid_change_mahalanobis", self.intervention.whitener.norm(delta).mean(), batch_size=int(mask.sum()))
-        sae = getattr(self.intervention, "sae", None)
+        for name, value in self.intervention.extra_metrics(h[mask], delta).items():
+            self.log(f"val/{name}", value, batch_size=int(mask.sum()))
+        sae = self.intervention.sae
         if sae is not None and hooks.same_residual(sae.hook, self.hook):
             dz = sae.encode(h[mask] + delta) - sae.encode(h[mask])
             self.log("val/latent_change_l0", (dz.abs() > 1e-4).sum(-1).float().mean(), batch_size=int(mask.sum()))

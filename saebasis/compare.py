@@ -1,11 +1,17 @@
 """`saebasis compare`: every method side by side on one concept, judged offline.
 
-Methods come from the config (`methods: {name: spec}`), each spec one of
+Methods come from the config (`methods: {name: spec}`), each spec a mapping (data, never override strings
+built by code) of one kind:
   {kind: none}                                   the unsteered model
   {kind: prompt, prefix: "..."}                  prompting reference: the prefix asks for the concept
-  {kind: train, overrides: [...], strengths: [...]}   `saebasis.train.train:train` with these overrides
-  {kind: fit, overrides: [...], strengths: [...]}     `saebasis.train.fit:fit_baseline` with these overrides
+  {kind: train, overrides: [...], strengths: [...]}   the train config with these overrides, trained in-process
+  {kind: fit, overrides: [...], strengths: [...]}     the fit_baseline config with these overrides, fitted in-process
   {kind: run, run_dir: ..., strengths: [...]}    a saved run folder (any method, e.g. built by hand)
+  {kind: run, run: <saebasis.runs.Run>, ...}     a run already in memory (what `train` returns), from Python
+The model and SAE are loaded once per compare (`load_stack`) and shared by every method; trained / fitted
+methods get the concept loaded once too, and come back in memory (nothing is read back from disk). Each
+method's strengths are scored in one batched generate call (per-row strengths), and the unsteered / prompting
+generations are computed once and reused.
 Protocol (saebasis/eval/protocol.py): sweep strength on validation, choose, report test with bootstrap
 CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every method is
 sampled once per seed). Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
@@ -27,11 +33,13 @@ from tqdm.auto import tqdm
 from saebasis.config import compose, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
-from saebasis.eval.generation import generate_timed
 from saebasis.eval.judges import concept_scores, fluency_scores, similarity_scores
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
+from saebasis.generation import generate_timed
 from saebasis.runs import load_run
-from saebasis.stack import load_stack
+from saebasis.stack import load_stack, stack_for
+from saebasis.train.fit import fit_baseline
+from saebasis.train.train import train
 
 KINDS = ("none", "prompt", "train", "fit", "run")
 
@@ -53,8 +61,8 @@ def check_methods(cfg: dict, concept) -> None:
             raise ValueError(f"methods.{name}: kind must be one of {list(KINDS)}, got {kind!r}.")
         if kind == "prompt" and not spec.get("prefix"):
             raise ValueError(f"methods.{name}: kind prompt needs a prefix (the text asking for the concept).")
-        if kind == "run" and not spec.get("run_dir"):
-            raise ValueError(f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline>.")
+        if kind == "run" and not (spec.get("run_dir") or spec.get("run")):
+            raise ValueError(f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> (or run=<Run> from Python).")
         grid = spec.get("strengths")
         if kind in ("train", "fit", "run") and grid is not None and (not grid or not all(isinstance(s, (int, float)) for s in grid)):
             raise ValueError(f"methods.{name}: strengths must be a non-empty list of numbers, got {grid!r}.")
@@ -65,31 +73,28 @@ def check_methods(cfg: dict, concept) -> None:
         raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
 
 
-def obtain(name: str, spec: dict, cfg: dict, out: Path, default_hook: str, seed: int) -> Method:
-    """Train / fit / load the method's intervention (a fresh one per seed for trained methods)."""
+def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: int) -> Method:
+    """Train / fit / load the method's intervention (a fresh one per seed for trained methods), in-process."""
     kind = spec["kind"]
     if kind in ("none", "prompt"):
-        return Method(None, default_hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
+        return Method(None, stack.hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
-        run = load_run(spec["run_dir"])
+        run = spec.get("run") or load_run(spec["run_dir"], sae=stack.sae if (spec.get("share_sae", True) and stack.sae) else None)
         seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))  # as recorded when it was made
-        return Method(run.intervention, run.cfg.get("hook") or default_hook, float(seconds))
+        return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
-    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}"]
+    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
     if kind == "train":
-        from saebasis.train.train import train
-
-        result = train(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])))
+        method_cfg = compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or []))
+        result = train(method_cfg, stack=stack, concept=concept)
     else:
-        from saebasis.train.fit import fit_baseline
-
-        result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])))
-    run = load_run(result["run_dir"])
-    return Method(run.intervention, run.cfg.get("hook") or default_hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
+        result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])), stack=stack, concept=concept)
+    run = result["run"]
+    return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
 
 
 class Evaluator:
-    """Generate and judge one (method, strength, split, seed); caches the unsteered generations."""
+    """Generate and judge (method, strengths, split, seed); caches the unsteered / prompting generations."""
 
     def __init__(self, stack, concept, cfg: dict) -> None:
         self.stack, self.concept, self.cfg = stack, concept, cfg
@@ -97,20 +102,32 @@ class Evaluator:
         self._cache: dict[tuple, dict] = {}
 
     def generate(self, method: Method, split: str, strength: float, seed: int) -> dict:
+        return self.generate_many(method, split, [strength], seed)[float(strength)]
+
+    def generate_many(self, method: Method, split: str, strengths: list[float], seed: int) -> dict[float, dict]:
+        """{strength: judged responses} for every strength in one batched generate pass (rows at their own strength)."""
         cfg, iv = self.cfg, method.intervention
         key = (method.prefix, split, seed if cfg["do_sample"] else 0)
-        if iv is None and key in self._cache:
-            return self._cache[key]
-        if iv is not None:
-            iv.strength = float(strength)
-        gen = generate_timed(self.stack.model, self.stack.tokenizer, self.splits[split], iv, method.hook, cfg["max_new_tokens"],
-                             cfg["batch_size"], method.prefix, do_sample=cfg["do_sample"], temperature=cfg["temperature"],
-                             top_p=cfg["top_p"], seed=seed, desc=f"{split} s={strength:g}")
-        result = {**self.judge(self.splits[split], gen.responses), "responses": gen.responses,
-                  "seconds_per_token": gen.seconds / max(1, gen.token_slots)}
         if iv is None:
-            self._cache[key] = result
-        return result
+            if key not in self._cache:
+                self._cache[key] = self._run(method, split, [0.0], seed)[0.0]
+            return {float(s): self._cache[key] for s in strengths}
+        return self._run(method, split, [float(s) for s in strengths], seed)
+
+    def _run(self, method: Method, split: str, strengths: list[float], seed: int) -> dict[float, dict]:
+        cfg, prompts = self.cfg, self.splits[split]
+        rows = [p for _ in strengths for p in prompts]
+        per_row = [s for s in strengths for _ in prompts]
+        gen = generate_timed(self.stack.model, self.stack.tokenizer, rows, method.intervention, method.hook, cfg["max_new_tokens"],
+                             cfg["batch_size"], method.prefix, do_sample=cfg["do_sample"], temperature=cfg["temperature"],
+                             top_p=cfg["top_p"], seed=seed, desc=f"{split} x{len(strengths)} strengths",
+                             strength=per_row if method.intervention is not None else 1.0)
+        out = {}
+        for j, s in enumerate(strengths):
+            responses = gen.responses[j * len(prompts) : (j + 1) * len(prompts)]
+            out[s] = {**self.judge(prompts, responses), "responses": responses,
+                      "seconds_per_token": gen.seconds / max(1, gen.token_slots)}
+        return out
 
     def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
         c = concept_scores(self.concept.judge, responses, self.concept.description)
@@ -119,10 +136,8 @@ class Evaluator:
         return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
 
     def ab(self, method: Method, split: str, strength: float) -> float:
-        if method.intervention is not None:
-            method.intervention.strength = float(strength)
         return ab_matching_prob(self.stack.model, self.stack.tokenizer, method.hook, method.intervention,
-                                self.concept.ab_items(split), method.prefix)
+                                self.concept.ab_items(split), method.prefix, strength=float(strength))
 
 
 def seeds_for(spec: dict, cfg: dict) -> list[int]:
@@ -133,24 +148,28 @@ def seeds_for(spec: dict, cfg: dict) -> list[int]:
 def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, base_spt: float) -> dict:
     start = time.time()
     seeds = seeds_for(spec, cfg)
-    methods = {seed: obtain(name, spec, cfg, out, ev.stack.hook, seed) for seed in seeds}
+    methods = {seed: obtain(name, spec, cfg, out, ev.stack, ev.concept, seed) for seed in seeds}
     steered = methods[seeds[0]].intervention is not None
     grid = [float(s) for s in (spec.get("strengths") or [1.0])] if steered else [0.0]
     by_ab = cfg["select_by"] == "ab"
     val: dict[int, dict[float, list[float]]] = {}
-    for seed, method in methods.items():
-        val[seed] = {s: [ev.ab(method, "val", s)] if by_ab else ev.generate(method, "val", s, seed)["score"]
-                     for s in tqdm(grid, desc=f"{name} seed {seed}: val sweep", leave=False, disable=len(grid) < 2)}
+    for seed, method in tqdm(methods.items(), desc=f"{name}: val sweep", leave=False, disable=len(methods) < 2):
+        if by_ab:
+            val[seed] = {s: [ev.ab(method, "val", s)] for s in grid}
+        else:
+            val[seed] = {s: r["score"] for s, r in ev.generate_many(method, "val", grid, seed).items()}
     chosen = protocol.select_strength(val)
     test = {seed: ev.generate(method, "test", chosen.strength, seed) for seed, method in methods.items()}
     rep = protocol.report({seed: t["score"] for seed, t in test.items()}, seed=cfg["seeds"][0])
     first, iv = methods[seeds[0]], methods[seeds[0]].intervention
     neutral = ev.concept.neutral[: cfg["n_neutral"]]
-    l0, l0_basis = latent_l0(ev.stack.model, ev.stack.tokenizer, getattr(iv, "sae", None) or ev.stack.sae, first.hook, iv, neutral)
+    sae = (iv.sae if iv is not None else None) or ev.stack.sae
+    l0, l0_basis = latent_l0(ev.stack.model, ev.stack.tokenizer, sae, first.hook, iv, neutral, chosen.strength)
     row = {
         "method": name, "strength": chosen.strength, "score": rep.mean, "ci_low": rep.ci_low, "ci_high": rep.ci_high,
         **{k: mean(x for t in test.values() for x in t[k]) for k in ("concept", "instruction", "fluency")},
-        "kl_neutral": mean(kl_to_base(ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral) for m in methods.values())
+        "kl_neutral": mean(kl_to_base(ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral, strength=chosen.strength)
+                           for m in methods.values())
         if steered else (None if first.prefix else 0.0),
         "params": n_params(iv), "latent_l0": l0,
         "fit_time_s": mean(m.fit_time_s for m in methods.values()),
@@ -178,16 +197,21 @@ def normalise(cfg: dict) -> dict:
     return cfg
 
 
-def compare(cfg) -> dict:
+def compare(cfg, stack=None, concept=None, runs: dict | None = None) -> dict:
+    """Every method of cfg.methods on one concept. `stack` / `concept`: loaded once by the caller and shared
+    (loaded here otherwise); `runs`: {method name: Run} added as in-memory {kind: run} methods."""
     setup_env()
     cfg = normalise(to_dict(cfg))
+    for name, run in (runs or {}).items():
+        cfg["methods"][name] = {**(cfg["methods"].get(name) or {}), "kind": "run", "run": run}
     torch.manual_seed(cfg["seeds"][0])
-    concept = load_concept(cfg["data"])
+    concept = concept if concept is not None else load_concept(cfg["data"])
     check_methods(cfg, concept)
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    ev = Evaluator(load_stack(cfg), concept, cfg)
+    stack = stack_for(stack, cfg) if stack is not None else load_stack(cfg)
+    ev = Evaluator(stack, concept, cfg)
     warm_up(ev)  # the first generate call of a process is slow (allocator, kernels): never the reference
     base = ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])  # reference speed (cached for unsteered)
     results: dict[str, dict] = {}
@@ -225,7 +249,7 @@ def finite(x):
 def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = False) -> dict:
     rows = [r["row"] for r in results.values()]
     paths = plots.write_tables(out, rows)
-    blob = {"config": cfg, "total_time_s": seconds, "complete": final, "results": results}
+    blob = {"config": _plain(cfg), "total_time_s": seconds, "complete": final, "results": results}
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(finite(blob), indent=2, default=str))
     tmp.replace(out / "results.json")
@@ -234,3 +258,9 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
         paths.update(plots.plot_results(out, results))
         plots.log_wandb(cfg, out, rows, paths)
     return paths
+
+
+def _plain(cfg: dict) -> dict:
+    """The config as JSON can hold it (in-memory runs replaced by their folder)."""
+    methods = {name: {k: (str(v.path) if k == "run" else v) for k, v in (spec or {}).items()} for name, spec in cfg.get("methods", {}).items()}
+    return {**cfg, "methods": methods}
