@@ -218,5 +218,5 @@ def steering(model: nn.Module, hook: str, intervention, strength=1.0, positions:
     if intervention is None:
         yield
         return
-    with attach(model, hook, lambda h: intervention(h, strength), positions):
+    with intervention.attach_to(model, hook, strength, positions):
         yield

@@ -98,7 +98,7 @@ def test_good_config_passes(tmp_path, no_heavy_work):
         (lambda c, p: c["sae"].update(path=str(save_sae(p / "wide", d_in=64))), "sae.path", "d_in=64 .* d_model=32"),
         (lambda c, p: c.update(hook="blocks.2.hook_resid_post"), "hook", "the SAE reads blocks.1.hook_resid_post"),
         (lambda c, p: c["intervention"].update(method="nope"), "intervention.method", "choose one of"),
-        (lambda c, p: c["intervention"].update(l2=1.0), "intervention", r"unknown field\(s\) \['l2'\]"),
+        (lambda c, p: c["intervention"].update(l2=1.0), "intervention", r"Unknown field\(s\) \['l2'\]"),
         (lambda c, p: c.update(data=str(write_concept(p / "empty", pairs=""))), "data", "is empty"),
         (lambda c, p: c.update(data=str(write_concept(p / "bad", pairs="{oops\n"))), "data", "not valid JSON"),
         (lambda c, p: c.update(data=str(p / "nowhere")), "data", "No dataset"),

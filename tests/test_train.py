@@ -164,10 +164,13 @@ def test_cached_activations_on_gpt2_family(tokenizer):
     gpt2 = prepare(AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)), tokenizer)
     batch = dict(tokenizer(["i love this movie", "a bad film and the weather is awful"], return_tensors="pt", padding=True))
     cache = ActivationCache(gpt2, "blocks.1.hook_resid_post")
-    shift = lambda h: h + 1.0  # noqa: E731
     from saebasis import hooks
+    from saebasis.interventions import build
 
-    with hooks.attach(gpt2, "blocks.1.hook_resid_post", shift):
+    shift = build("residual_vector", {}, 32)
+    with torch.no_grad():
+        shift.v.fill_(1.0)  # h' = h + 1
+    with hooks.steering(gpt2, "blocks.1.hook_resid_post", shift):
         full = gpt2(**model_inputs(batch), use_cache=False).logits
     mask = batch["attention_mask"].bool()
     assert torch.allclose(cache.logits(batch, shift)[mask], full[mask], atol=1e-5)

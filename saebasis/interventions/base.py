@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from saebasis import hooks
 from saebasis.sae import SAEBasis
 
 REGISTRY: dict[str, type["Intervention"]] = {}
@@ -137,6 +138,11 @@ class Intervention(nn.Module, ABC):
     @abstractmethod
     def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         """The steered residual at strength s (a number or [batch, 1, 1]; never all zero)."""
+
+    def attach_to(self, model: nn.Module, hook: str, strength: Strength = 1.0, positions=None):
+        """Context manager that applies the method to `model` at `hook` (default: `forward` as a hook on the
+        residual). A method that acts elsewhere (e.g. a peer's LoRA inside a block) overrides this."""
+        return hooks.attach(model, hook, lambda h: self(h, strength), positions)
 
     # -- set-up -------------------------------------------------------------------------------------
     def prepare(self, stack, concept, max_len: int) -> None:

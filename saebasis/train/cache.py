@@ -12,7 +12,7 @@ Works for families whose decoder blocks return the hidden-state tensor (every fa
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
@@ -94,11 +94,11 @@ class ActivationCache:
             out[i, mask[i]] = self.acts[key]
         return out
 
-    def logits(self, batch: dict[str, Tensor], fn: Callable[[Tensor], Tensor] | None = None, keep: int = 0) -> Tensor:
+    def logits(self, batch: dict[str, Tensor], intervention=None, keep: int = 0) -> Tensor:
         """Logits (last `keep` positions; 0 = all) from the cached residual through the blocks after the
-        hook, with `fn` applied at the hook."""
+        hook, with the intervention attached at the hook (at strength 1)."""
         h = self.hook_acts(batch)
-        with skip_to_hook(self.model, self.hook, h), (hooks.attach(self.model, self.hook, fn) if fn else nullcontext()):
+        with skip_to_hook(self.model, self.hook, h), hooks.steering(self.model, self.hook, intervention):
             return self.model(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
 
     @torch.no_grad()

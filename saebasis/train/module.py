@@ -13,7 +13,6 @@ blocks after the hook run (the unsteered reference log-probs of the preference o
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -59,11 +58,11 @@ class SteeringModule(L.LightningModule):
     def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, keep: int = 0) -> torch.Tensor:
         """Logits (of the last `keep` positions; 0 = all) with the intervention at the hook (steer) or of
         the unsteered model (no graph)."""
-        fn = self.intervention if steer else None
+        iv = self.intervention if steer else None
         with torch.set_grad_enabled(steer and torch.is_grad_enabled()):
             if self.cache is not None:
-                return self.cache.logits(batch, fn, keep)
-            with hooks.attach(self.lm, self.hook, fn) if steer else nullcontext():
+                return self.cache.logits(batch, iv, keep)
+            with hooks.steering(self.lm, self.hook, iv):
                 return self.lm(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
 
     def _logp(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
