@@ -12,8 +12,8 @@ a Hugging Face *dataset* repo holding the same files, fetched when online and ca
                       default "test")}: A/B behaviour items (CAA style; the question lists the options
                       "(A) ..." and "(B) ..."); required for judge: ab. Only "train" items may be in pairs.jsonl.
 
-The built-in concepts are project-written (no downloads): sentiment (judge: vader), ocean and cooking
-(topics, judge: minilm) and sycophancy (A/B behaviour, judge: ab).
+The built-in concepts are project-written (no downloads): sentiment (judge: vader); the topics ocean, cooking,
+sports, space, music, medicine, law and programming (judge: minilm); and sycophancy (A/B behaviour, judge: ab).
 """
 
 from __future__ import annotations
