@@ -23,7 +23,7 @@ def test_builtin_concepts_load_with_their_judges():
 def test_sycophancy_ab_splits_and_pairs_from_train_items_only():
     concept = load_concept("sycophancy")
     train, val, test = (concept.ab_items(s) for s in ("train", "val", "test"))
-    assert len(train) == 24 and len(val) == 12 and len(test) == 12
+    assert len(train) == 60 and len(val) == 20 and len(test) == 40
     assert [p.prompt for p in concept.pairs] == [item.question for item in train]
     for pair, item in zip(concept.pairs, train):
         assert pair.positive.startswith(item.matching) and pair.negative.startswith(item.not_matching)
