@@ -19,9 +19,15 @@ def _overrides(cfg: dict) -> list[str]:
     return [f"data={cfg['data']}", f"logger.mode={cfg['logger'].get('mode') or 'null'}"]
 
 
+QUICK_KEEP = ("unsteered", "prompting", "sae_bias", "diffmean")
+"""Methods of the quick demo (a smoke run in minutes)."""
+
+
 def demo(cfg) -> dict:
     from saebasis.compare import compare
+    from saebasis.data import load_concept
     from saebasis.interpret.report import interpret
+    from saebasis.stack import load_stack
     from saebasis.train.train import train
 
     setup_env()

@@ -10,7 +10,7 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, sae, concept_dir, monkeypatch):
     (tmp_path / "sae" / "quality.json").write_text('{"explained_variance": 0.5}')
     tiny = ["model=tiny", f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
     stack = "['model=tiny','sae.path=" + str(tmp_path / "sae") + "','sae.hook=blocks.1.hook_resid_post','sae.check=false']"
-    monkeypatch.setattr("saebasis.demo._overrides", lambda cfg: [f"data={concept_dir}", "logger=none", *tiny])
+    monkeypatch.setattr("saebasis.demo._overrides", lambda cfg: [f"data={cfg['data']}", "logger=none", *tiny])
     import saebasis.demo as d
 
     orig_compose = d.compose
@@ -23,7 +23,13 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, sae, concept_dir, monkeypatch):
         return orig_compose(name, overrides + extra)
 
     monkeypatch.setattr(d, "compose", shrink)
-    result = demo(compose("demo", [*tiny, f"out_dir={tmp_path / 'demo'}", "quick=true", "logger=none"]))
+    loads = []
+    import saebasis.stack
+
+    real_load_model = saebasis.stack.load_model
+    monkeypatch.setattr(saebasis.stack, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    result = demo(compose("demo", [*tiny, f"data={concept_dir}", f"out_dir={tmp_path / 'demo'}", "quick=true", "logger=none"]))
+    assert len(loads) == 1, f"train + compare loaded the model {len(loads)} times; the demo shares one stack"
     report = Path(result["report"]).read_text()
     assert "## 2. Comparison" in report and "sae_bias" in report
     assert (tmp_path / "demo" / "interpret" / "report.html").exists()
