@@ -6,9 +6,12 @@ Methods come from the config (`methods: {name: spec}`), each spec one of
   {kind: train, overrides: [...], strengths: [...]}   `saebasis.train.train:train` with these overrides
   {kind: fit, overrides: [...], strengths: [...]}     `saebasis.train.fit:fit_baseline` with these overrides
   {kind: run, run_dir: ..., strengths: [...]}    a saved run folder (any method, e.g. built by hand)
-Protocol (saebasis/eval/protocol.py): sweep strength on validation, choose, report test with bootstrap
-CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every method is
-sampled once per seed). Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
+Protocol (saebasis/eval/protocol.py): search strength on validation from the spec's `strengths` (extended x2 / /2
+until the optimum is interior, cfg.strength_search; a choice still on an edge is flagged on_edge), choose, report
+test with bootstrap CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every
+method is sampled once per seed). Judges come from the registry (saebasis/judges); a concept with a second_judge
+also gets `concept2` (its score), `score2` (the harmonic mean with it) and `judge_rho` (Spearman of the two
+judges over the test responses) in its row. Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
 score_vs_fluency.png, logged to wandb (offline by default; logger=none disables).
 """
 
@@ -22,18 +25,19 @@ from statistics import mean
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
 from saebasis.eval.generation import generate_timed
-from saebasis.eval.judges import concept_scores, fluency_scores, similarity_scores
+from saebasis import judges
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.runs import load_run
 from saebasis.stack import load_stack
 
 KINDS = ("none", "prompt", "train", "fit", "run")
+STRENGTH_SEARCH = {"factor": 2.0, "max_steps": 4, "cap": 64.0, "min_strength": 1 / 64}
+"""protocol.search_strength's defaults (configs/compare.yaml: strength_search)."""
 
 
 class Method(NamedTuple):
@@ -113,10 +117,13 @@ class Evaluator:
         return result
 
     def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
-        c = concept_scores(self.concept.judge, responses, self.concept.description)
-        i = similarity_scores(responses, instructions)
-        f = fluency_scores(self.stack.model, self.stack.tokenizer, instructions, responses)
-        return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+        given = dict(description=self.concept.description, instructions=instructions, model=self.stack.model, tokenizer=self.stack.tokenizer)
+        c, i, f = (judges.score(name, responses, **given) for name in (self.concept.judge, "instruction", "fluency"))
+        out = {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+        if self.concept.second_judge:  # an independent judge of the same concept, reported beside the first
+            out["concept2"] = judges.score(self.concept.second_judge, responses, **given)
+            out["score2"] = [harmonic_mean(*x) for x in zip(out["concept2"], i, f)]
+        return out
 
     def ab(self, method: Method, split: str, strength: float) -> float:
         if method.intervention is not None:
@@ -137,11 +144,10 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
     steered = methods[seeds[0]].intervention is not None
     grid = [float(s) for s in (spec.get("strengths") or [1.0])] if steered else [0.0]
     by_ab = cfg["select_by"] == "ab"
-    val: dict[int, dict[float, list[float]]] = {}
-    for seed, method in methods.items():
-        val[seed] = {s: [ev.ab(method, "val", s)] if by_ab else ev.generate(method, "val", s, seed)["score"]
-                     for s in tqdm(grid, desc=f"{name} seed {seed}: val sweep", leave=False, disable=len(grid) < 2)}
-    chosen = protocol.select_strength(val)
+    def score_at(s: float) -> dict[int, list[float]]:  # validation values per seed at one strength
+        return {seed: [ev.ab(m, "val", s)] if by_ab else ev.generate(m, "val", s, seed)["score"] for seed, m in methods.items()}
+
+    chosen = protocol.search_strength(score_at, grid, **cfg["strength_search"])
     test = {seed: ev.generate(method, "test", chosen.strength, seed) for seed, method in methods.items()}
     rep = protocol.report({seed: t["score"] for seed, t in test.items()}, seed=cfg["seeds"][0])
     first, iv = methods[seeds[0]], methods[seeds[0]].intervention
@@ -155,8 +161,11 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
         "params": n_params(iv), "latent_l0": l0,
         "fit_time_s": mean(m.fit_time_s for m in methods.values()),
         "gen_overhead": mean(t["seconds_per_token"] for t in test.values()) / base_spt if base_spt else math.nan,
-        "n_test": rep.n_examples, "n_seeds": rep.n_seeds,
+        "n_test": rep.n_examples, "n_seeds": rep.n_seeds, "on_edge": chosen.on_edge,
     }
+    if ev.concept.second_judge:
+        row.update({k: mean(x for t in test.values() for x in t[k]) for k in ("concept2", "score2")})
+        row["judge_rho"] = judges.judge_agreement(*([x for t in test.values() for x in t[k]] for k in ("concept", "concept2")))
     if ev.concept.ab:
         row["ab_matching"] = mean(ev.ab(m, "test", chosen.strength) for m in methods.values())
     return {
@@ -170,6 +179,7 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
 def normalise(cfg: dict) -> dict:
     """Defaults for keys older configs lack; seeds: a list (default [seed])."""
     cfg.setdefault("select_by", "score")
+    cfg["strength_search"] = {**STRENGTH_SEARCH, **(cfg.get("strength_search") or {})}
     for key, value in (("do_sample", False), ("temperature", 1.0), ("top_p", 1.0)):
         cfg.setdefault(key, value)
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
