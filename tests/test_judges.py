@@ -73,6 +73,17 @@ def test_sentiment_judges_on_clear_cases():
     assert score("textblob", ["What a wonderful, happy, lovely day!"]) == pytest.approx([0.8083333])  # mean of 3 adjectives, x1 "!"
 
 
+# -- embedding judges: topic (minilm, ab on free text) and instruction relevance ---------------------------
+def test_embedding_judges_order_clear_cases():
+    texts = ["The sea waves crash on the sandy beach.", "Tax forms are due in April."]
+    on, off = score("minilm", texts, description="the ocean")
+    assert 0.3 <= on <= 1.0 and 0.0 <= off < on - 0.2
+    assert score("ab", texts, description="the ocean") == [on, off]  # A/B concepts: the same text judge
+    relevant, irrelevant = score("instruction", ["Boil the pasta for ten minutes, then drain it.", "The moon orbits the earth."],
+                                 instructions=["How do I cook pasta?"] * 2)
+    assert relevant > irrelevant + 0.2
+
+
 # -- brevity, formality -----------------------------------------------------------------------------
 def test_brevity_is_linear_between_10_and_30_words():
     texts = ["", "Yes.", " ".join(["w"] * 10), " ".join(["w"] * 20), " ".join(["w"] * 25), " ".join(["w"] * 30), " ".join(["w"] * 80)]
