@@ -26,11 +26,11 @@ from typing import NamedTuple
 
 import torch
 
+from saebasis import judges
 from saebasis.config import compose, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
 from saebasis.eval.generation import generate_timed
-from saebasis import judges
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.runs import load_run
 from saebasis.stack import load_stack
@@ -144,6 +144,7 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
     steered = methods[seeds[0]].intervention is not None
     grid = [float(s) for s in (spec.get("strengths") or [1.0])] if steered else [0.0]
     by_ab = cfg["select_by"] == "ab"
+
     def score_at(s: float) -> dict[int, list[float]]:  # validation values per seed at one strength
         return {seed: [ev.ab(m, "val", s)] if by_ab else ev.generate(m, "val", s, seed)["score"] for seed, m in methods.items()}
 
