@@ -12,9 +12,12 @@ The model and SAE are loaded once per compare (`load_stack`) and shared by every
 methods get the concept loaded once too, and come back in memory (nothing is read back from disk). Each
 method's strengths are scored in one batched generate call (per-row strengths), and the unsteered / prompting
 generations are computed once and reused.
-Protocol (saebasis/eval/protocol.py): sweep strength on validation, choose, report test with bootstrap
-CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every method is
-sampled once per seed). Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
+Protocol (saebasis/eval/protocol.py): search strength on validation from the spec's `strengths` (extended x2 / /2
+until the optimum is interior, cfg.strength_search; a choice still on an edge is flagged on_edge), choose, report
+test with bootstrap CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every
+method is sampled once per seed). Judges come from the registry (saebasis/judges); a concept with a second_judge
+also gets `concept2` (its score), `score2` (the harmonic mean with it) and `judge_rho` (Spearman of the two
+judges over the test responses) in its row. Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
 score_vs_fluency.png, logged to wandb (offline by default; logger=none disables).
 """
 
@@ -28,12 +31,11 @@ from statistics import mean
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
+from saebasis import judges
 from saebasis.config import compose, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
-from saebasis.eval.judges import concept_scores, fluency_scores, similarity_scores
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.generation import generate_timed
 from saebasis.runs import load_run
@@ -42,6 +44,8 @@ from saebasis.train.fit import fit_baseline
 from saebasis.train.train import train
 
 KINDS = ("none", "prompt", "train", "fit", "run")
+STRENGTH_SEARCH = {"factor": 2.0, "max_steps": 4, "cap": 64.0, "min_strength": 1 / 64}
+"""protocol.search_strength's defaults (configs/compare.yaml: strength_search)."""
 
 
 class Method(NamedTuple):
@@ -130,10 +134,13 @@ class Evaluator:
         return out
 
     def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
-        c = concept_scores(self.concept.judge, responses, self.concept.description)
-        i = similarity_scores(responses, instructions)
-        f = fluency_scores(self.stack.model, self.stack.tokenizer, instructions, responses)
-        return {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+        given = dict(description=self.concept.description, instructions=instructions, model=self.stack.model, tokenizer=self.stack.tokenizer)
+        c, i, f = (judges.score(name, responses, **given) for name in (self.concept.judge, "instruction", "fluency"))
+        out = {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
+        if self.concept.second_judge:  # an independent judge of the same concept, reported beside the first
+            out["concept2"] = judges.score(self.concept.second_judge, responses, **given)
+            out["score2"] = [harmonic_mean(*x) for x in zip(out["concept2"], i, f)]
+        return out
 
     def ab(self, method: Method, split: str, strength: float) -> float:
         return ab_matching_prob(self.stack.model, self.stack.tokenizer, method.hook, method.intervention,
@@ -152,13 +159,18 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
     steered = methods[seeds[0]].intervention is not None
     grid = [float(s) for s in (spec.get("strengths") or [1.0])] if steered else [0.0]
     by_ab = cfg["select_by"] == "ab"
-    val: dict[int, dict[float, list[float]]] = {}
-    for seed, method in tqdm(methods.items(), desc=f"{name}: val sweep", leave=False, disable=len(methods) < 2):
-        if by_ab:
-            val[seed] = {s: [ev.ab(method, "val", s)] for s in grid}
-        else:
-            val[seed] = {s: r["score"] for s, r in ev.generate_many(method, "val", grid, seed).items()}
-    chosen = protocol.select_strength(val)
+    val_cache: dict[float, dict[int, list[float]]] = {}
+    if not by_ab:  # the start grid in one batched generate call per seed (per-row strengths)
+        for seed, m in methods.items():
+            for s, r in ev.generate_many(m, "val", grid, seed).items():
+                val_cache.setdefault(s, {})[seed] = r["score"]
+
+    def score_at(s: float) -> dict[int, list[float]]:  # validation values per seed at one strength
+        if s not in val_cache:
+            val_cache[s] = {seed: [ev.ab(m, "val", s)] if by_ab else ev.generate(m, "val", s, seed)["score"] for seed, m in methods.items()}
+        return val_cache[s]
+
+    chosen = protocol.search_strength(score_at, grid, **cfg["strength_search"])
     test = {seed: ev.generate(method, "test", chosen.strength, seed) for seed, method in methods.items()}
     rep = protocol.report({seed: t["score"] for seed, t in test.items()}, seed=cfg["seeds"][0])
     first, iv = methods[seeds[0]], methods[seeds[0]].intervention
@@ -174,8 +186,11 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
         "params": n_params(iv), "latent_l0": l0,
         "fit_time_s": mean(m.fit_time_s for m in methods.values()),
         "gen_overhead": mean(t["seconds_per_token"] for t in test.values()) / base_spt if base_spt else math.nan,
-        "n_test": rep.n_examples, "n_seeds": rep.n_seeds,
+        "n_test": rep.n_examples, "n_seeds": rep.n_seeds, "on_edge": chosen.on_edge,
     }
+    if ev.concept.second_judge:
+        row.update({k: mean(x for t in test.values() for x in t[k]) for k in ("concept2", "score2")})
+        row["judge_rho"] = judges.judge_agreement(*([x for t in test.values() for x in t[k]] for k in ("concept", "concept2")))
     if ev.concept.ab:
         row["ab_matching"] = mean(ev.ab(m, "test", chosen.strength) for m in methods.values())
     return {
@@ -189,6 +204,7 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
 def normalise(cfg: dict) -> dict:
     """Defaults for keys older configs lack; seeds: a list (default [seed])."""
     cfg.setdefault("select_by", "score")
+    cfg["strength_search"] = {**STRENGTH_SEARCH, **(cfg.get("strength_search") or {})}
     for key, value in (("do_sample", False), ("temperature", 1.0), ("top_p", 1.0)):
         cfg.setdefault(key, value)
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]

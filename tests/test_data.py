@@ -12,6 +12,7 @@ def test_builtin_concepts_load_with_their_judges():
     for name, judge in judges.items():
         concept = load_concept(name)
         assert concept.judge == judge
+        assert concept.second_judge == ("textblob" if name == "sentiment" else None)
         assert len(concept.instructions["val"]) >= 20 and len(concept.instructions["test"]) >= 20
         assert len(concept.neutral) >= 40
         held_out = set(concept.instructions["val"]) | set(concept.instructions["test"])
@@ -48,7 +49,10 @@ def _concept(tmp_path, name, text):
         ("instructions.jsonl", '{"instruction": "x", "split": "train"}\n', r"instructions.jsonl:1: split must be 'val' or 'test'"),
         ("instructions.jsonl", '{"instruction": "the movie 0", "split": "val"}\n', r"instructions.jsonl:1: .* also a prompt in pairs"),
         ("concept.yaml", "name: x\ndescription: y\n", r"concept.yaml: field 'judge' is missing\. Fix: add a `judge: \.\.\.` line"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: gpt4\n", r"judge must be one of \['vader', 'minilm', 'ab'\]"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: gpt4\n",
+         r"concept.yaml:3: judge must be one of \[.*'vader'.*'formality'.*\], got 'gpt4'\. Fix: name a registered concept judge"),
+        ("concept.yaml", "name: x\njudge: vader\nsecond_judge: fluency\ndescription: y\n", r"concept.yaml:3: second_judge must be one of"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nsecond_judge: vader\n", r"concept.yaml:4: second_judge is the same as judge"),
         ("concept.yaml", "name: x\ndescription: y\njudge: ab\n", r"ab.jsonl is missing: judge 'ab'"),
         ("ab.jsonl", '{"question": "q", "matching": "(A)", "not_matching": "(A)"}\n', r"ab.jsonl:1: matching / not_matching"),
         ("ab.jsonl", '{"question": "q", "matching": "(A)", "not_matching": "(B)", "split": "dev"}\n', r"ab.jsonl:1: split must be one of"),

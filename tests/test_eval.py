@@ -7,10 +7,10 @@ import torch
 from saebasis.config import compose, to_dict
 from saebasis.data import ABItem
 from saebasis.eval.judges import fluency_from_ppl, sentiment_scores, similarity_scores
-from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0
-from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, select_strength
+from saebasis.eval.metrics import L0_TOL, ab_matching_prob, harmonic_mean, kl_to_base, latent_l0
+from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, search_strength, select_strength
 from saebasis.interventions import build
-from saebasis.runs import save_run
+from saebasis.runs import load_run, save_run
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -36,6 +36,53 @@ def test_select_strength_averages_seeds_then_chooses():
     assert chosen.strength == 2.0 and chosen.curve == pytest.approx({1.0: 0.5, 2.0: 0.55})
     with pytest.raises(ValueError, match="sweep every seed alike"):
         select_strength({0: {1.0: [0.1]}, 1: {2.0: [0.2]}})
+
+
+def _counted(curve):
+    """score_at over a synthetic curve, recording the strengths evaluated in order."""
+    calls = []
+
+    def score_at(s):
+        calls.append(s)
+        return curve(s)
+
+    return score_at, calls
+
+
+def test_search_strength_extends_until_the_optimum_is_interior():
+    peak16 = lambda s: -abs(math.log2(s) - 4)  # noqa: E731  (peak at 16 = 2^4)
+    score_at, calls = _counted(peak16)
+    chosen = search_strength(score_at, [0.5, 1, 2])
+    assert chosen.strength == 16.0 and not chosen.on_edge
+    assert calls == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0] and list(chosen.curve) == calls  # 32 shows 16 is interior
+    score_at, calls = _counted(peak16)
+    assert search_strength(score_at, [8, 16, 32]) == (16.0, {8.0: -1.0, 16.0: 0.0, 32.0: -1.0}, False) and calls == [8, 16, 32]
+    score_at, calls = _counted(lambda s: -abs(math.log2(s) + 3))  # peak at 1/8: extended downward
+    assert search_strength(score_at, [0.5, 1]) == (0.125, {0.0625: -1.0, 0.125: 0.0, 0.25: -1.0, 0.5: -2.0, 1.0: -3.0}, False)
+
+
+def test_search_strength_flags_an_optimum_the_cap_keeps_on_an_edge():
+    score_at, calls = _counted(lambda s: s)  # keeps increasing
+    chosen = search_strength(score_at, [0.5, 1, 2], max_steps=10, cap=64)  # the absolute cap
+    assert chosen.strength == 64.0 and chosen.on_edge and calls == [0.5, 1, 2, 4, 8, 16, 32, 64]
+    chosen = search_strength(_counted(lambda s: s)[0], [1, 2], max_steps=2)  # the step cap: 2 steps per side
+    assert chosen.strength == 8.0 and chosen.on_edge
+    chosen = search_strength(_counted(lambda s: -s)[0], [0.5, 1], min_strength=0.1)  # smaller is better, floor at 0.1
+    assert chosen.strength == 0.125 and chosen.on_edge
+    score_at, calls = _counted(lambda s: -s)  # 0 (no steering) is a natural end, not a cap: not flagged
+    assert search_strength(score_at, [0, 1, 2]) == (0.0, {0.0: 0.0, 1.0: -1.0, 2.0: -2.0}, False) and calls == [0, 1, 2]
+
+
+def test_search_strength_averages_seeds_and_breaks_ties_gently():
+    # seed 0 prefers 1, seed 1 prefers 2 more strongly: mean over seeds 1 -> 0.5, 2 -> 0.55, 4 -> 0.2 (interior)
+    per_seed = {1.0: {0: [0.8, 0.6], 1: [0.3, 0.3]}, 2.0: {0: [0.3, 0.5], 1: [0.7, 0.7]}, 4.0: {0: [0.2], 1: [0.2]}}
+    chosen = search_strength(per_seed.__getitem__, [1, 2, 4])
+    assert chosen.strength == 2.0 and chosen.curve == pytest.approx({1.0: 0.5, 2.0: 0.55, 4.0: 0.2}) and not chosen.on_edge
+    plateau = {0.5: 0.4, 1.0: 0.4, 2.0: 0.4, 4.0: 0.3}  # tie between 1 and 2 -> the smaller |strength|; the plateau
+    assert search_strength(plateau.__getitem__, [1, 2, 4]) == (1.0, {1.0: 0.4, 2.0: 0.4, 4.0: 0.3}, False)  # reaches inside: not extended
+    flat = {0.5: 0.3, 1.0: 0.4, 2.0: 0.4, 4.0: 0.3}
+    with pytest.raises(ValueError, match="non-empty strength grid"):
+        search_strength(flat.__getitem__, [])
 
 
 def test_bootstrap_ci_contains_mean_and_seeds_widen_it():
@@ -151,6 +198,7 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     train = {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", "debug=fast", "batch_size=2", "max_len=24",
                                                               "trainer.enable_progress_bar=false"]}
     methods = {"prompting": {"kind": "prompt", "prefix": "Be happy. "}, "trained": train}
+    (concept_dir / "concept.yaml").write_text("name: tiny\ndescription: positive sentiment\njudge: vader\nsecond_judge: textblob\n")
     cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "seeds=[0,1]")
     cfg["methods"]["bias"] = _bias_run(tmp_path, sae)  # after _compare_cfg saved the SAE the run points to
     result = compare(cfg)
@@ -160,17 +208,38 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"unsteered", "diffmean", "bias", "prompting", "trained"}
     assert rows["unsteered"]["kl_neutral"] == 0.0 and rows["unsteered"]["gen_overhead"] == 1.0
-    assert rows["prompting"]["kl_neutral"] is None and rows["bias"]["strength"] in (0.5, 1.0)
-    assert rows["diffmean"]["params"] == 32 and rows["bias"]["latent_l0"] == sae.d_sae  # every b_i nonzero
+    assert rows["prompting"]["kl_neutral"] is None
+    b = load_run(tmp_path / "bias_run").intervention.bias  # L0 counts |strength * b_i| > L0_TOL at the chosen strength
+    assert rows["diffmean"]["params"] == 32 and rows["bias"]["latent_l0"] == int(((rows["bias"]["strength"] * b).abs() > L0_TOL).sum())
     assert rows["trained"]["n_seeds"] == 2 and rows["diffmean"]["n_seeds"] == 1  # greedy closed form: one replicate
     assert (tmp_path / "out" / "runs" / "trained-seed1").is_dir()
     for r in rows.values():
         assert r["ci_low"] <= r["score"] <= r["ci_high"] and 0.0 <= r["score"] <= 1.0
     data = json.loads((out / "results.json").read_text())
-    assert data["complete"] and set(data["results"]["bias"]["val_curve"]) == {"0.5", "1.0"}
+    curve = data["results"]["bias"]["val_curve"]  # the start grid [0.5, 1], extended x2 / /2 while the optimum sat on an edge
+    assert data["complete"] and {"0.5", "1.0"} <= set(curve) and str(rows["bias"]["strength"]) in curve
+    assert all(isinstance(r["on_edge"], bool) for r in rows.values()) and not rows["unsteered"]["on_edge"]
     assert len(data["results"]["bias"]["test_responses"]["0"]) == 2
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("method,strength,score") and len(csv_lines) == 6
+    for r in rows.values():  # the second judge (textblob) beside vader, and their agreement
+        assert 0.0 <= r["concept2"] <= 1.0 and 0.0 <= r["score2"] <= 1.0 and "judge_rho" in r
+    assert "concept2 | score2 | judge_rho" in (out / "results.md").read_text()
+
+
+def test_results_table_flags_edge_strengths_and_judges_that_disagree(tmp_path):
+    from saebasis.eval.plots import write_tables
+
+    base = {k: 0.5 for k in ("score", "ci_low", "ci_high", "concept", "instruction", "fluency", "concept2")}
+    rows = [{**base, "method": "bias", "strength": 64.0, "score": 0.8, "score2": 0.6, "on_edge": True},
+            {**base, "method": "adaptor", "strength": 1.0, "score": 0.7, "score2": 0.7, "on_edge": False}]
+    write_tables(tmp_path, rows)
+    md = (tmp_path / "results.md").read_text()
+    assert "| bias | 64.000\u2020 |" in md and "| adaptor | 1.000 |" in md and "\u2020 chosen strength still on an edge" in md
+    assert "disagree on the winner: bias by score, adaptor by score2" in md
+    assert (tmp_path / "results.csv").read_text().splitlines()[0].endswith(",on_edge")
+    write_tables(tmp_path, [{**rows[1], "score2": 0.7}, {**rows[0], "on_edge": False, "score2": 0.9}])
+    assert "\u2020" not in (tmp_path / "results.md").read_text() and "disagree" not in (tmp_path / "results.md").read_text()
 
 
 def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
@@ -185,7 +254,7 @@ def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
     rows = {r["method"]: r for r in result["rows"]}
     assert all(0.0 <= r["ab_matching"] <= 1.0 for r in rows.values())
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert data["results"]["diffmean"]["val_metric"] == "ab_matching" and set(data["results"]["diffmean"]["val_curve"]) == {"1.0", "4.0"}
+    assert data["results"]["diffmean"]["val_metric"] == "ab_matching" and {"1.0", "4.0"} <= set(data["results"]["diffmean"]["val_curve"])
     assert "ab_matching" in (tmp_path / "out" / "results.md").read_text()
 
 

@@ -2,7 +2,10 @@
 
 A concept folder (built-in: saebasis/data/<name>/, any local path, or `hf:<owner>/<repo>[/<subfolder>]`,
 a Hugging Face *dataset* repo holding the same files, fetched when online and cached) holds:
-  concept.yaml        name, description (used by the embedding judge), judge: vader | minilm | ab
+  concept.yaml        name, description (used by the embedding judge), judge: a concept judge registered in
+                      saebasis.judges (vader, vader_negative, textblob, textblob_negative, minilm, ab, brevity,
+                      formality), optional second_judge: an independent judge of the same concept (its scores
+                      and their Spearman agreement with the judge's are reported beside them)
   pairs.jsonl         {"prompt", "positive", "negative"}: contrastive / preference pairs; SFT trains on
                       prompt -> positive; DiffMean / PCA / SARA are fitted from the same pairs
   neutral.jsonl       {"prompt"}: neutral prompts for KL-to-base (preservation) and fluency
@@ -12,8 +15,10 @@ a Hugging Face *dataset* repo holding the same files, fetched when online and ca
                       default "test")}: A/B behaviour items (CAA style; the question lists the options
                       "(A) ..." and "(B) ..."); required for judge: ab. Only "train" items may be in pairs.jsonl.
 
-The built-in concepts are project-written (no downloads): sentiment (judge: vader); the topics ocean, cooking,
-sports, space, music, medicine, law and programming (judge: minilm); and sycophancy (A/B behaviour, judge: ab).
+The built-in concepts are project-written (no downloads): sentiment (judge: vader, second_judge: textblob),
+negative_sentiment (vader_negative, second_judge: textblob_negative); the topics ocean, cooking, sports, space,
+music, medicine, law and programming (judge: minilm); the behaviours formality (judge: formality), brevity
+(judge: brevity), pirate (a persona, judge: minilm) and sycophancy (A/B behaviour, judge: ab).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from pathlib import Path
 
 import yaml
 
+from saebasis.judges import judge_names
+
 DATA_DIR = Path(__file__).resolve().parent
-JUDGES = ("vader", "minilm", "ab")
 REQUIRED = {
     "pairs.jsonl": ("prompt", "positive", "negative"),
     "neutral.jsonl": ("prompt",),
@@ -59,6 +65,8 @@ class Concept:
     neutral: list[str]
     instructions: dict[str, list[str]]
     ab: list[ABItem] = field(default_factory=list)
+    second_judge: str | None = None
+    """An independent judge of the same concept (e.g. textblob beside vader); None: only `judge`."""
 
     def ab_items(self, split: str) -> list[ABItem]:
         """A/B items of one split ("train" | "val" | "test")."""
@@ -133,7 +141,7 @@ def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) ->
 def read_meta(root: Path) -> dict:
     path = root / "concept.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: it names the concept, its description and judge ({' | '.join(JUDGES)}).")
+        raise FileNotFoundError(f"{path} is missing: it names the concept, its description and judge ({' | '.join(judge_names('concept'))}).")
     try:
         meta = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -143,9 +151,29 @@ def read_meta(root: Path) -> dict:
     for key in ("name", "description", "judge"):
         if not meta.get(key):
             raise ValueError(f"{path}: field '{key}' is missing. Fix: add a `{key}: ...` line.")
-    if meta["judge"] not in JUDGES:
-        raise ValueError(f"{path}: judge must be one of {list(JUDGES)}, got '{meta['judge']}'.")
+    for key in ("judge", "second_judge"):
+        check_judge(path, key, meta.get(key))
+    if meta.get("second_judge") == meta["judge"]:
+        raise ValueError(f"{path}:{yaml_line(path, 'second_judge')}: second_judge is the same as judge ('{meta['judge']}'). "
+                         "Fix: name a different, independent judge, or remove the line.")
     return meta
+
+
+def yaml_line(path: Path, key: str) -> int:
+    """1-based line of the top-level `key:` in a YAML file (1 if not found)."""
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return n
+    return 1
+
+
+def check_judge(path: Path, key: str, name) -> None:
+    """`key` (judge / second_judge) names a registered concept judge, or is absent (second_judge only)."""
+    if name is None and key == "second_judge":
+        return
+    if name not in judge_names("concept"):
+        raise ValueError(f"{path}:{yaml_line(path, key)}: {key} must be one of {judge_names('concept')}, got '{name}'. "
+                         f"Fix: name a registered concept judge, or register yours with @register_judge in saebasis/judges/.")
 
 
 def read_instructions(path: Path, pair_prompts: set[str]) -> dict[str, list[str]]:
@@ -188,4 +216,4 @@ def load_concept(name_or_path: str) -> Concept:
     if meta["judge"] == "ab" and not ab_path.exists():
         raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
     ab = read_ab(ab_path, prompts) if ab_path.exists() else []
-    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab)
+    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab, meta.get("second_judge"))

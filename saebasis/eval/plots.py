@@ -11,7 +11,12 @@ COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instr
 """Column meanings (README / docs): score = mean harmonic mean of concept, instruction, fluency on the test split
 at the val-chosen strength, with its 95% bootstrap CI; kl_neutral = per-token KL(steered || base) on neutral
 prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token; gen_overhead =
-steered / unsteered generation time per token; ab_matching (A/B concepts) = p(matching answer) on test items."""
+steered / unsteered generation time per token; ab_matching (A/B concepts) = p(matching answer) on test items;
+concept2 / score2 (concepts with a second_judge) = the second judge's concept score and the harmonic mean with it;
+judge_rho = Spearman of the two judges over the test responses. on_edge (CSV; a dagger on the strength in
+results.md) = the chosen strength is still an edge of the searched grid: the search cap stopped it."""
+OPTIONAL = ("ab_matching", "concept2", "score2", "judge_rho")
+EDGE_MARK = "\u2020"
 
 
 def _fmt(value) -> str:
@@ -24,16 +29,38 @@ def _order(row: dict) -> float:
     return -row["score"] if row["score"] == row["score"] else 0.0
 
 
+def _cell(row: dict, key: str) -> str:
+    text = _fmt(row.get(key, ""))
+    return text + EDGE_MARK if key == "strength" and row.get("on_edge") else text
+
+
+def footnotes(rows: list[dict]) -> list[str]:
+    """Flags under the table: strengths still on an edge; judges that crown different winners."""
+    notes = []
+    if any(r.get("on_edge") for r in rows):
+        notes.append(f"{EDGE_MARK} chosen strength still on an edge of the searched grid (the search cap stopped it): "
+                     "its optimum may lie further out.")
+    if any("score2" in r for r in rows):
+        from saebasis.judges import winner_disagreement
+
+        a, b = ({r["method"]: r[k] for r in rows if k in r} for k in ("score", "score2"))
+        if winner_disagreement(a, b):
+            notes.append(f"The two concept judges disagree on the winner: {max(a, key=a.get)} by score, {max(b, key=b.get)} by score2.")
+    return notes
+
+
 def write_tables(out: Path, rows: list[dict]) -> dict:
     rows = sorted(rows, key=_order)
-    columns = COLUMNS + [k for k in ("ab_matching",) if any(k in r for r in rows)]
+    columns = COLUMNS + [k for k in OPTIONAL if any(k in r for r in rows)]
+    csv_columns = columns + [k for k in ("on_edge",) if any(k in r for r in rows)]
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=csv_columns)
         writer.writeheader()
-        writer.writerows({k: "" if r.get(k) is None else r[k] for k in columns} for r in rows)
+        writer.writerows({k: "" if r.get(k) is None else r[k] for k in csv_columns} for r in rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in columns) + " |" for r in rows]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    lines += ["| " + " | ".join(_cell(r, k) for k in columns) + " |" for r in rows]
+    notes = footnotes(rows)
+    (out / "results.md").write_text("\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes))
     return {"csv": str(out / "results.csv"), "md": str(out / "results.md")}
 
 
@@ -83,7 +110,7 @@ def log_wandb(cfg: dict, out: Path, rows: list[dict], paths: dict) -> None:
 
         run = wandb.init(project=logger.get("project", "saebasis"), entity=logger.get("entity"), mode=logger.get("mode") or os.environ.get("WANDB_MODE"),
                          dir=str(out), job_type="compare", config=cfg, reinit=True)
-        columns = COLUMNS + [k for k in ("ab_matching",) if any(k in r for r in rows)]
+        columns = COLUMNS + [k for k in OPTIONAL + ("on_edge",) if any(k in r for r in rows)]
         run.log({"results": wandb.Table(columns=columns, data=[[r.get(k) for k in columns] for r in rows]),
                  "score_vs_strength": wandb.Image(paths["plot_strength"]), "score_vs_fluency": wandb.Image(paths["plot_fluency"])})
         run.finish()
