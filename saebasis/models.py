@@ -78,6 +78,7 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
 
     The model is put in eval mode with every parameter frozen: saebasis never trains the LM.
     """
+    check_device(device)
     if name.lower() in TINY_NAMES:
         return tiny_model(name, device, dtype)
     path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
@@ -91,6 +92,18 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
             f"'smollm2', or go online (unset HF_HUB_OFFLINE) to fetch a hub model."
         ) from err
     return LoadedModel(prepare(model, tokenizer, device), tokenizer, str(name))
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device this machine does not have (before any loading)."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but this machine has no CUDA GPU (torch {torch.__version__}). Use device=cpu, or "
+                         f"install a CUDA build of torch on a GPU machine.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device} but MPS is not available here. Use device=cpu.")
+    if kind not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        raise ValueError(f"Unknown device '{device}'. Use cpu, cuda, cuda:<index> or mps.")
 
 
 def prepare(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> PreTrainedModel:

@@ -131,6 +131,7 @@ def load_run(path: str | Path, sae: SAEBasis | None = None, device: str = "cpu")
             f"(d_model {cfg['d_model']}{'' if sae is None else f', d_sae {sae.d_sae}'}): {str(err).splitlines()[0]} ... "
             f"Load it with the SAE it was trained with (cfg.json 'sae'), or re-train it."
         ) from err
+    check_finite(intervention)  # a run edited / corrupted to NaN never generates silently-empty text
     return Run(intervention.to(device), cfg, metrics, path)
 
 

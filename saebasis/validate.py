@@ -81,6 +81,13 @@ def _positive_int(cfg: dict, key: str, fix: str, allow_none: bool = False) -> No
         raise ConfigError(key, f"must be a positive integer, got {value!r}", fix)
 
 
+def check_numbers(cfg: dict, keys: tuple[str, ...]) -> None:
+    """Positive-integer fields (batch_size, max_len, ...), each with its fix."""
+    fixes = {"batch_size": "set batch_size=8", "max_len": "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)"}
+    for key in keys:
+        _positive_int(cfg, key, fixes.get(key, f"set {key} to a positive integer"))
+
+
 def check_train_numbers(cfg: dict) -> None:
     """lr, seed, batch_size, max_len, val_fraction and the trainer's step/epoch limits, before any work."""
     lr = cfg.get("lr")

@@ -117,7 +117,7 @@ def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) ->
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing. A concept folder needs {sorted(REQUIRED)} (see saebasis/data/__init__.py).")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -143,7 +143,7 @@ def read_meta(root: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: it names the concept, its description and judge ({' | '.join(judge_names('concept'))}).")
     try:
-        meta = yaml.safe_load(path.read_text()) or {}
+        meta = yaml.safe_load(_read_text(path)) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path} is not valid YAML ({err}). Fix: write `name: ...`, `description: ...`, `judge: ...` lines.") from err
     if not isinstance(meta, dict):
@@ -161,7 +161,7 @@ def read_meta(root: Path) -> dict:
 
 def yaml_line(path: Path, key: str) -> int:
     """1-based line of the top-level `key:` in a YAML file (1 if not found)."""
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
         if line.startswith(f"{key}:"):
             return n
     return 1
@@ -217,3 +217,14 @@ def load_concept(name_or_path: str) -> Concept:
         raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
     ab = read_ab(ab_path, prompts) if ab_path.exists() else []
     return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab, meta.get("second_judge"))
+
+
+def _read_text(path: Path) -> str:
+    """UTF-8 text of a dataset file; undecodable bytes are reported as file:line with the fix."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: byte {data[err.start:err.start + 1]!r} is not UTF-8 ({err.reason}). "
+                         f"Fix: save the file as UTF-8.") from err

@@ -13,7 +13,7 @@ from saebasis.interventions import build
 from saebasis.interventions.base import FitData
 from saebasis.runs import Run, check_finite, run_guard, save_run
 from saebasis.stack import load_stack, stack_for
-from saebasis.validate import validate
+from saebasis.validate import check_numbers, validate
 
 
 def fit_data(cfg: dict, stack, concept, positions: str) -> FitData:
@@ -50,6 +50,7 @@ def run_cfg(cfg: dict, stack) -> dict:
 def fit_baseline(cfg, stack=None, concept=None) -> dict:
     cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field=None if concept is not None else "data")
+    check_numbers(cfg, ("batch_size", "max_len"))
     with run_guard(cfg["run_dir"], overwrite=bool(cfg.get("overwrite"))):
         torch.manual_seed(cfg["seed"])
         concept = concept if concept is not None else load_concept(cfg["data"])
