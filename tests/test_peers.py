@@ -141,3 +141,58 @@ def test_lora_trains_through_saebasis_train(lora, tmp_path, concept_dir):
     assert result["steps"] == 6 and run.cfg["method"] == "lora" and result["adapted"] == ["self_attn.o_proj"]
     assert run.intervention.adapters["self_attn-o_proj"].lora_B.weight.abs().sum() > 0  # moved off its zero init
     assert result["n_params"] == 2 * 4 * D_MODEL
+
+
+# -- CAA through steering-vectors --------------------------------------------------------------------------------
+
+CAA_HOOK = "blocks.1.hook_resid_post"  # steering-vectors' decoder_block 1
+
+
+@pytest.fixture
+def caa_fit(tmp_path, concept_dir):
+    pytest.importorskip("steering_vectors", reason="CAA is a peer through steering-vectors: bash scripts/setup_peers.sh")
+    from saebasis.config import compose
+    from saebasis.train.fit import fit_baseline
+
+    def fit(*extra):
+        cfg = compose("fit_baseline", ["experiment=caa", "model=tiny", "sae=none", f"data={concept_dir}", f"hook={CAA_HOOK}",
+                                       f"run_dir={tmp_path / 'caa'}", "overwrite=true", *extra])
+        return fit_baseline(cfg)
+
+    return fit
+
+
+def test_caa_fit_through_steering_vectors_matches_saebasis_last_token_diffmean(caa_fit, concept_dir, tmp_path):
+    from saebasis.config import compose
+    from saebasis.train.fit import fit_baseline
+
+    result = caa_fit()
+    assert result["fit_check_cosine"] > 0.999999  # the library's vector vs saebasis' own activations at the last token
+    last = fit_baseline(compose("fit_baseline", ["experiment=diffmean_last", "model=tiny", "sae=none", f"data={concept_dir}",
+                                                 f"hook={CAA_HOOK}", f"run_dir={tmp_path / 'dm'}"]))
+    v_caa, v_dm = load_run(result["run_dir"]).intervention.v, load_run(last["run_dir"]).intervention.v
+    assert torch.allclose(v_caa, v_dm, atol=1e-5)
+
+
+def test_caa_applied_by_the_library_is_saebasis_addition_and_round_trips(caa_fit, batch):
+    from saebasis.stack import load_stack
+
+    run = load_run(caa_fit()["run_dir"])
+    iv = run.intervention
+    model = load_stack({"model": run.cfg["model"], "sae": None, "hook": CAA_HOOK}).model
+    base = _logits_at(model, batch, CAA_HOOK)
+    lib = _logits_at(model, batch, CAA_HOOK, iv, 4.0)  # steering-vectors' hook
+    with torch.no_grad(), hooks.attach(model, CAA_HOOK, lambda h: h + 4.0 * iv.v):
+        own = model(**batch).logits
+    assert torch.allclose(lib, own, atol=1e-5) and not torch.allclose(lib, base)
+    assert torch.equal(_logits_at(model, batch, CAA_HOOK, iv, 0.0), base)
+    rows = _logits_at(model, batch, CAA_HOOK, iv, torch.tensor([0.0, 4.0, 0.0]))
+    assert torch.equal(rows[0], base[0]) and torch.equal(rows[2], base[2]) and torch.allclose(rows[1], lib[1], atol=1e-5)
+    h = torch.randn(1, 3, D_MODEL)
+    assert torch.equal(iv(h, 2.0), h + 2.0 * iv.v) and iv(h, 0.0) is h
+    assert not any(hook for m in model.modules() for hook in (m._forward_hooks, m._forward_pre_hooks))
+
+
+def _logits_at(model, batch, hook, iv=None, strength=1.0):
+    with torch.no_grad(), hooks.steering(model, hook, iv, strength):
+        return model(**batch).logits
