@@ -196,3 +196,21 @@ def test_caa_applied_by_the_library_is_saebasis_addition_and_round_trips(caa_fit
 def _logits_at(model, batch, hook, iv=None, strength=1.0):
     with torch.no_grad(), hooks.steering(model, hook, iv, strength):
         return model(**batch).logits
+
+
+@pytest.mark.parametrize("peer", ["lora", "caa"])
+def test_peer_generate_grid_matches_one_strength_at_a_time(peer, model, tokenizer):
+    """The leaderboard's path: one batched generate over a strength grid (per-row strengths, KV cache)."""
+    from saebasis.generation import generate, generate_grid
+
+    pytest.importorskip({"lora": "peft", "caa": "steering_vectors"}[peer])
+    if peer == "lora":
+        iv, hook = _perturbed(build("lora", {}, D_MODEL), model), HOOK
+    else:
+        iv, hook = build("caa", {}, D_MODEL), CAA_HOOK
+        torch.manual_seed(0)
+        iv.v.normal_(0, 2.0)
+    prompts = ["the movie", "a day is"]
+    grid, _ = generate_grid(model, tokenizer, prompts, iv, hook, [0.0, 1.0], max_new_tokens=5)
+    assert grid[0.0] == generate(model, tokenizer, prompts, None, hook, max_new_tokens=5)[0]
+    assert grid[1.0] == generate(model, tokenizer, prompts, iv, hook, max_new_tokens=5)[0] != grid[0.0]
