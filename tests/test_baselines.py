@@ -212,3 +212,20 @@ def test_sara_leaves_the_attention_sink_out_of_x_o():
     literal.load_state_dict(sara.state_dict())
     literal(with_sink, 1.0)
     assert not torch.allclose(literal._delta, delta_excluded, atol=1e-3)
+
+
+def test_diffmean_last_experiment_reads_the_last_token(concept_dir, tmp_path):
+    """experiment=diffmean_last (CAA's read position) fits v from the pairs' last tokens only."""
+    from saebasis.data import load_concept
+    from saebasis.stack import load_stack
+
+    cfg = compose("fit_baseline", ["experiment=diffmean_last", "model=tiny", "sae=none", f"data={concept_dir}",
+                                   "hook=blocks.1.hook_resid_post", f"run_dir={tmp_path / 'run'}"])
+    run = load_run(fit_baseline(cfg)["run_dir"])
+    assert run.cfg["config"]["intervention"]["positions"] == "last"
+    pairs, stack = load_concept(str(concept_dir)).pairs, load_stack(cfg)
+    kw = dict(model=stack.model, tokenizer=stack.tokenizer, hook="blocks.1.hook_resid_post", prompts=[p.prompt for p in pairs],
+              positions="last", max_len=96)
+    pos = torch.cat(collect(completions=[p.positive for p in pairs], **kw))  # [n, d_model]
+    neg = torch.cat(collect(completions=[p.negative for p in pairs], **kw))
+    assert torch.allclose(run.intervention.v, pos.mean(0) - neg.mean(0), atol=1e-5)

@@ -10,7 +10,8 @@ What the code that runs methods may rely on (and it never branches on a method's
 - `kind`: "trained" (gradient training, `saebasis train`), "fitted" (closed form, `fit(data)`), "manual" (set
   by hand from its config, e.g. clamp);
 - `uses_sae`: the method needs an SAE (checked here, once, at construction);
-- `prepare(stack, concept, max_len)`: data-dependent set-up before training (alive latents, covariance);
+- `prepare(stack, concept, max_len)`: data-dependent set-up before training or fitting (alive latents, covariance;
+  a peer that reads activations through its own library keeps the model here);
 - `fit(data: FitData)`: the closed-form fit of "fitted" methods;
 - `begin_generation(attention_mask)`: called before each batch of prompts (SARA reads the prompt);
 - `max_batch`: None, or the largest batch the method supports (SARA as published: 1);
@@ -146,7 +147,8 @@ class Intervention(nn.Module, ABC):
 
     # -- set-up -------------------------------------------------------------------------------------
     def prepare(self, stack, concept, max_len: int) -> None:
-        """Data-dependent set-up before training (e.g. alive latents, a covariance). Nothing by default."""
+        """Data-dependent set-up before training or a closed-form fit (e.g. alive latents, a covariance, or the
+        model for a peer that reads activations itself). Nothing by default."""
 
     def fit(self, data: FitData) -> "Intervention":
         raise ValueError(f"'{self.method}' is not fitted in closed form (its kind is '{self.kind}').")

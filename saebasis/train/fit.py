@@ -34,6 +34,7 @@ def fit_intervention(cfg: dict, stack, concept):
     iv = build(method, icfg, stack.model.config.hidden_size, stack.sae)
     if iv.kind != "fitted":
         raise ValueError(f"'{method}' is not a closed-form baseline; train it with `saebasis train intervention={method}`.")
+    iv.prepare(stack, concept, cfg["max_len"])  # nothing by default; a peer that reads activations itself keeps the model
     return iv.fit(fit_data(cfg, stack, concept, iv.fit_positions))
 
 
