@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("generate", "saebasis.generate:generate", "generate with a saved run at a chosen strength"),
     "compare": ("compare", "saebasis.compare:compare", "every method side by side, judged offline"),
     "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
+    "leaderboard": ("leaderboard", "saebasis.leaderboard:leaderboard", "every method x every concept (preset=quick | full), resumable"),
 }
 SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep --help`)"
 

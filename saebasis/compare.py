@@ -87,6 +87,10 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: in
         seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))  # as recorded when it was made
         return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
+    if cfg.get("resume") and (run_dir / "intervention.safetensors").exists():  # a cell finished before a restart
+        run = load_run(run_dir, sae=stack.sae)
+        seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))
+        return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
     if kind == "train":
         method_cfg = compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or []))
@@ -231,9 +235,22 @@ def compare(cfg, stack=None, concept=None, runs: dict | None = None) -> dict:
     warm_up(ev)  # the first generate call of a process is slow (allocator, kernels): never the reference
     base = ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])  # reference speed (cached for unsteered)
     results: dict[str, dict] = {}
+    done = finished_methods(out, cfg) if cfg.get("resume") else {}
+    skipped: dict[str, str] = cfg.setdefault("skipped", {})
     for name, spec in cfg["methods"].items():
+        if name in done:
+            print(f"[saebasis compare] {name}: done before (resume), skipped", flush=True)
+            results[name] = done[name]
+            continue
         print(f"[saebasis compare] {name} ...", flush=True)
-        results[name] = compare_method(name, spec, ev, cfg, out, base["seconds_per_token"])
+        try:
+            results[name] = compare_method(name, spec, ev, cfg, out, base["seconds_per_token"])
+        except ImportError as err:  # an optional peer whose library is not installed here
+            if not spec.get("optional"):
+                raise
+            skipped[name] = f"{type(err).__name__}: {err}"
+            print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err}); see scripts/setup_peers.sh", flush=True)
+            continue
         row = results[name]["row"]
         print(f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
               f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)", flush=True)
@@ -265,6 +282,10 @@ def finite(x):
 def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = False) -> dict:
     rows = [r["row"] for r in results.values()]
     paths = plots.write_tables(out, rows)
+    if cfg.get("skipped"):  # optional peers whose environment is missing: said, not silently dropped
+        with open(out / "results.md", "a") as f:
+            f.writelines(f"\nSkipped {name}: its environment is missing ({why}); set it up with scripts/setup_peers.sh.\n"
+                         for name, why in cfg["skipped"].items())
     blob = {"config": _plain(cfg), "total_time_s": seconds, "complete": final, "results": results}
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(finite(blob), indent=2, default=str))
@@ -274,6 +295,20 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
         paths.update(plots.plot_results(out, results))
         plots.log_wandb(cfg, out, rows, paths)
     return paths
+
+
+def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
+    """Results of methods already complete in out/results.json with the same spec (resume=true)."""
+    path = out / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        blob = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}  # a torn write: start over (results are rewritten after every method)
+    specs = _plain(cfg)["methods"]
+    old = (blob.get("config") or {}).get("methods") or {}
+    return {name: res for name, res in (blob.get("results") or {}).items() if name in specs and old.get(name) == specs[name]}
 
 
 def _plain(cfg: dict) -> dict:

@@ -144,7 +144,7 @@ def check_finite(intervention: Intervention) -> None:
             raise ValueError(f"The trained '{intervention.method}' has non-finite values in {name}: training diverged. "
                              f"Nothing was saved; lower lr or raise regularisation and train again.")
         if t.numel() and float(t.detach().abs().max()) > 1e12:
-            raise ValueError(f"The trained '{intervention.method}' has |{name}| up to {float(t.abs().max()):.3g}: training "
+            raise ValueError(f"The trained '{intervention.method}' has |{name}| up to {float(t.detach().abs().max()):.3g}: training "
                              f"diverged (lr too large?). Nothing was saved; lower lr and train again.")
 
 

@@ -1,0 +1,223 @@
+"""`saebasis leaderboard`: every method x every concept, strength chosen on validation, scored on test.
+
+For each concept the leaderboard runs `compare` (saebasis/compare.py) in-process with the leaderboard's
+method set and that concept's own prompting prefix and selection rule (from `configs/experiment/compare_<concept>.yaml`),
+sharing one model/SAE stack across all concepts. Resumable: each concept writes `concepts/<name>/results.json`
+after every method, and a rerun skips every (concept, method) cell already complete there (trained runs of
+each seed are kept in `concepts/<name>/runs/` too), so a killed run continues where it stopped.
+
+Outputs in out_dir: `per_concept.md` (score of every method on every concept), `leaderboard.md` / `.html` /
+`.json` (overall: mean score, mean rank, wins, 95% CI by a bootstrap over concepts then test instructions), and
+`heatmap.png` (methods x concepts). Concepts with a second judge report the two judges' Spearman agreement and
+flag a disagreement on the winner.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import random
+import time
+from pathlib import Path
+from statistics import mean
+
+from tqdm.auto import tqdm
+
+from saebasis.config import compose, setup_env, to_dict
+
+
+def concept_cfg(cfg: dict, concept: str) -> dict:
+    """The compare config of one concept: its experiment (prompting prefix, select_by), the leaderboard's
+    methods and budget on top."""
+    from saebasis.config import CONFIG_DIR
+    from saebasis.data import load_concept
+
+    name = Path(concept).name
+    has_experiment = (CONFIG_DIR / "experiment" / f"compare_{name}.yaml").exists()
+    overrides = [f"experiment=compare_{name}"] if has_experiment else []
+    base = to_dict(compose("compare", overrides))
+    prompting = base["methods"].get("prompting") if has_experiment else {
+        "kind": "prompt", "prefix": f"In your answer, show {load_concept(concept).description}. "}  # a user's own concept folder
+    methods = {k: dict(v) for k, v in cfg["methods"].items() if v is not None}  # a preset drops a method with null
+    if "prompting" in methods and prompting:
+        methods["prompting"] = prompting
+    keep = {k: cfg[k] for k in ("model", "sae", "hook", "stack_overrides", "seeds", "n_val", "n_test", "n_neutral", "max_new_tokens",
+                                "batch_size", "strength_search") if cfg.get(k) is not None}
+    return {**base, **keep, "methods": methods, "data": concept, "out_dir": str(Path(cfg["out_dir"]) / "concepts" / name),
+            "logger": {"mode": "disabled"}, "resume": True}
+
+
+def leaderboard(cfg) -> dict:
+    from saebasis.compare import compare
+    from saebasis.data import load_concept
+    from saebasis.stack import load_stack
+
+    setup_env()
+    cfg = to_dict(cfg)
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    concepts = list(cfg["concepts"])
+    for name in concepts:  # every concept loads (and validates) before any heavy work
+        load_concept(name)
+    stack = load_stack(cfg)  # the leaderboard's model and SAE, shared by every concept and method
+    start = time.time()
+    results: dict[str, dict] = {}
+    bar = tqdm(concepts, desc="leaderboard concepts", unit="concept")
+    for name in bar:
+        bar.set_postfix(concept=name)
+        ccfg = concept_cfg(cfg, name)
+        compare(ccfg, stack=stack, concept=load_concept(name))
+        results[Path(name).name] = json.loads((Path(ccfg["out_dir"]) / "results.json").read_text())
+        write(out, results, time.time() - start)
+    paths = write(out, results, time.time() - start, final=True)
+    print((out / "leaderboard.md").read_text())
+    print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
+    return {"out_dir": str(out), **paths}
+
+
+# -- aggregation ---------------------------------------------------------------------------------------
+def per_concept_scores(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{method: {concept: test score}}."""
+    table: dict[str, dict[str, float]] = {}
+    for concept, blob in results.items():
+        for method, res in blob["results"].items():
+            table.setdefault(method, {})[concept] = res["row"]["score"]
+    return table
+
+
+def ranks(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{method: {concept: rank}} (1 = best; ties share the mean rank)."""
+    out: dict[str, dict[str, float]] = {m: {} for m in table}
+    concepts = sorted({c for row in table.values() for c in row})
+    for c in concepts:
+        scores = sorted(((row[c], m) for m, row in table.items() if c in row), reverse=True)
+        i = 0
+        while i < len(scores):
+            j = i
+            while j + 1 < len(scores) and scores[j + 1][0] == scores[i][0]:
+                j += 1
+            for k in range(i, j + 1):
+                out[scores[k][1]][c] = (i + j) / 2 + 1
+            i = j + 1
+    return out
+
+
+def concept_bootstrap_ci(per_concept: dict[str, list[float]], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% CI of the mean over concepts of each concept's mean: resample concepts, then examples within each."""
+    groups = [g for g in per_concept.values() if g]
+    if not groups:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    means = []
+    for _ in range(n_boot):
+        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
+        means.append(mean(mean(g[rng.randrange(len(g))] for _ in g) for g in drawn))
+    means.sort()
+    return means[int(0.025 * n_boot)], means[min(n_boot - 1, int(0.975 * n_boot))]
+
+
+def overall(results: dict[str, dict]) -> list[dict]:
+    table = per_concept_scores(results)
+    rank = ranks(table)
+    n_concepts = len(results)
+    rows = []
+    for method, scores in table.items():
+        examples = {c: [x for xs in results[c]["results"][method].get("test_scores", {}).values() for x in xs] for c in scores}
+        low, high = concept_bootstrap_ci(examples)
+        rows.append({
+            "method": method, "mean_score": mean(scores.values()), "ci_low": low, "ci_high": high,
+            "mean_rank": mean(rank[method].values()), "wins": sum(1 for r in rank[method].values() if r == 1),
+            "concepts": len(scores), "complete": len(scores) == n_concepts,
+            "edges": sum(1 for c in scores if results[c]["results"][method]["row"].get("on_edge")),
+        })
+    return sorted(rows, key=lambda r: (r["mean_rank"], -r["mean_score"]))
+
+
+def judge_notes(results: dict[str, dict]) -> list[str]:
+    """Per concept with a second judge: the two judges' Spearman (median over methods) and a flag when they crown
+    different winners."""
+    from saebasis.judges import winner_disagreement
+
+    notes = []
+    for concept, blob in results.items():
+        rows = [r["row"] for r in blob["results"].values()]
+        rhos = [r["judge_rho"] for r in rows if r.get("judge_rho") is not None and r["judge_rho"] == r["judge_rho"]]
+        if not rhos:
+            continue
+        a = {r["method"]: r["score"] for r in rows if "score2" in r}
+        b = {r["method"]: r["score2"] for r in rows if "score2" in r}
+        flag = " **the two judges disagree on the winner**" if winner_disagreement(a, b) else " (same winner)"
+        notes.append(f"- {concept}: judge agreement, Spearman over responses (median over methods) {sorted(rhos)[len(rhos) // 2]:.2f}{flag}")
+    return notes
+
+
+def _f(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and x != x) else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def markdown(results: dict[str, dict], seconds: float) -> str:
+    rows = overall(results)
+    concepts = list(results)
+    lines = [f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)", "",
+             "| method | mean score | 95% CI (concepts, then instructions) | mean rank | wins | strength on an edge |",
+             "|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        partial = "" if r["complete"] else f" (only {r['concepts']} concepts)"
+        lines.append(f"| {r['method']} | {_f(r['mean_score'])} | {_f(r['ci_low'])}-{_f(r['ci_high'])} | {r['mean_rank']:.2f} | "
+                     f"{r['wins']} | {r['edges']}{partial} |")
+    lines += ["", "## Per concept (test score at the val-chosen strength; \u2020 = still on a grid edge)", "",
+              "| method | " + " | ".join(concepts) + " |", "|---|" + "---:|" * len(concepts)]
+    for r in rows:
+        cells = []
+        for c in concepts:
+            res = results[c]["results"].get(r["method"])
+            cells.append("–" if res is None else _f(res["row"]["score"]) + ("\u2020" if res["row"].get("on_edge") else ""))
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
+    if skipped:
+        lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh sets them up): {', '.join(skipped)}."]
+    notes = judge_notes(results)
+    if notes:
+        lines += ["", "## Judge agreement", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False) -> dict:
+    text = markdown(results, seconds)
+    (out / "leaderboard.md").write_text(text)
+    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "seconds": seconds, "complete": final}
+    (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
+    (out / "leaderboard.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>saebasis leaderboard</title><body><pre>" + html.escape(text) + "</pre>"
+        + ("<img src='heatmap.png' alt='heat map'>" if final else "") + "</body>")
+    paths = {"md": str(out / "leaderboard.md"), "json": str(out / "leaderboard.json"), "html": str(out / "leaderboard.html")}
+    if final and results:
+        paths["heatmap"] = heatmap(out, results)
+    return paths
+
+
+def heatmap(out: Path, results: dict[str, dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = overall(results)
+    concepts = list(results)
+    table = per_concept_scores(results)
+    data = [[table[r["method"]].get(c, math.nan) for c in concepts] for r in rows]
+    fig, ax = plt.subplots(figsize=(1.1 * len(concepts) + 3, 0.45 * len(rows) + 1.5))
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(concepts)), concepts, rotation=40, ha="right")
+    ax.set_yticks(range(len(rows)), [r["method"] for r in rows])
+    for i, row in enumerate(data):
+        for j, v in enumerate(row):
+            if v == v:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="test score (harmonic mean)")
+    ax.set_title("saebasis leaderboard: methods (best mean rank first) x concepts")
+    fig.tight_layout()
+    fig.savefig(out / "heatmap.png", dpi=120)
+    plt.close(fig)
+    return str(out / "heatmap.png")

@@ -1,0 +1,93 @@
+"""The leaderboard: aggregation on hand-made results (exact), and end to end on the tiny model with a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from saebasis.config import compose
+from saebasis.leaderboard import concept_bootstrap_ci, leaderboard, overall, ranks
+from tests.conftest import write_concept
+
+
+def _blob(scores: dict[str, float], edges=()) -> dict:
+    return {"config": {}, "results": {m: {"row": {"method": m, "score": s, "on_edge": m in edges}, "test_scores": {"0": [s, s]}}
+                                      for m, s in scores.items()}}
+
+
+def test_ranks_wins_and_mean_rank_are_exact():
+    results = {"a": _blob({"x": 0.9, "y": 0.5, "z": 0.5}), "b": _blob({"x": 0.2, "y": 0.8, "z": 0.1}, edges=("y",))}
+    r = ranks({m: {c: results[c]["results"][m]["row"]["score"] for c in results} for m in ("x", "y", "z")})
+    assert r == {"x": {"a": 1, "b": 2}, "y": {"a": 2.5, "b": 1}, "z": {"a": 2.5, "b": 3}}  # ties share the mean rank
+    rows = {row["method"]: row for row in overall(results)}
+    assert rows["x"]["wins"] == 1 and rows["y"]["wins"] == 1 and rows["z"]["wins"] == 0
+    assert rows["x"]["mean_rank"] == 1.5 and rows["y"]["mean_rank"] == 1.75 and rows["z"]["mean_rank"] == 2.75
+    assert rows["y"]["edges"] == 1 and math.isclose(rows["x"]["mean_score"], 0.55)
+    assert [row["method"] for row in overall(results)] == ["x", "y", "z"]
+
+
+def test_concept_bootstrap_resamples_concepts_first():
+    low, high = concept_bootstrap_ci({"a": [1.0] * 20, "b": [0.0] * 20})
+    assert low == 0.0 and high == 1.0  # two concepts far apart: the CI spans both, whatever the examples say
+    low, high = concept_bootstrap_ci({"a": [0.5] * 5, "b": [0.5] * 5})
+    assert low == high == 0.5
+
+
+@pytest.fixture
+def tiny_board(tmp_path, sae):
+    sae.sae.save_model(tmp_path / "sae")
+    stack = ["model=tiny", f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
+    concepts = [str(write_concept(tmp_path / name)) for name in ("alpha", "beta")]
+    quoted = ",".join(f"'{o}'" for o in [*stack, "batch_size=2", "max_len=24"])
+    overrides = [*stack, f"stack_overrides=[{quoted}]",
+                 "seeds=[0]", "n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=3", "batch_size=4",
+                 "strength_search.max_steps=1", f"out_dir={tmp_path / 'board'}"]
+    return tmp_path, concepts, overrides
+
+
+METHODS = {"unsteered": {"kind": "none"}, "bias": {"kind": "train", "overrides": ["experiment=sae_bias", "trainer.max_epochs=1"], "strengths": [1]},
+           "dm": {"kind": "fit", "overrides": ["experiment=diffmean"], "strengths": [1]},
+           "ghost": {"kind": "fit", "overrides": ["intervention=diffmean"], "strengths": [1], "optional": True}}
+
+
+def board_cfg(overrides: list[str]) -> dict:
+    from saebasis.config import to_dict
+
+    return {**to_dict(compose("leaderboard", overrides)), "methods": METHODS}
+
+
+def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
+    tmp_path, concepts, overrides = tiny_board
+    import saebasis.compare as compare_mod
+
+    real_fit = compare_mod.fit_baseline
+
+    def fit_or_missing(cfg, **kw):  # the optional 'ghost' peer's library is "not installed"
+        if "ghost" in str(cfg["run_dir"]):
+            raise ModuleNotFoundError("No module named 'ghostlib'")
+        return real_fit(cfg, **kw)
+
+    monkeypatch.setattr(compare_mod, "fit_baseline", fit_or_missing)
+    first = leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]}]"]))
+    board = tmp_path / "board"
+    assert (board / "concepts" / "alpha" / "results.json").exists() and not (board / "concepts" / "beta").exists()
+    assert "ghost" in (board / "leaderboard.md").read_text() and "Skipped" in (board / "leaderboard.md").read_text()
+    calls = []
+    def no_training(cfg, **kw):
+        calls.append(str(cfg["run_dir"]))
+        raise RuntimeError(f"trained {cfg['run_dir']}")
+
+    monkeypatch.setattr(compare_mod, "train", no_training)
+    with pytest.raises(RuntimeError, match="trained"):  # beta's bias must train: proves the guard bites
+        leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]},{concepts[1]}]"]))
+    assert len(calls) == 1 and "/beta/" in calls[0], calls  # alpha's finished cells were all skipped
+    assert json.loads((board / "concepts" / "alpha" / "results.json").read_text())["complete"]
+    monkeypatch.undo()
+    monkeypatch.setattr(compare_mod, "fit_baseline", fit_or_missing)
+    second = leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]},{concepts[1]}]"]))
+    table = json.loads((board / "leaderboard.json").read_text())
+    assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
+    assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
+    assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
