@@ -208,6 +208,7 @@ def test_torch_nmf_matches_sklearn_fit():
 # -- corpus ---------------------------------------------------------------------------------------
 def test_corpus_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("saebasis.corpus.SHIPPED_DIR", tmp_path / "no-shards")
     texts, source = load_texts("auto", None)
     assert source == TEXTS_FALLBACK and len(texts) > 100 and any("coffee" in t for t in texts)
     jsonl = tmp_path / "c.jsonl"
@@ -239,7 +240,7 @@ def _save_runs(tmp_path, sae):
 def report(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     corpus = _save_runs(tmp_path, sae)
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explain=true", "explain_model=tiny-llama",
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explainer=tiny-llama",
                                 "explain_max_new_tokens=3", "top_k=4", "n_contexts=3"])
     return interpret(cfg), interpret(cfg)
 
@@ -260,13 +261,13 @@ def test_interpret_writes_report_and_reuses_cache(report):
 def test_interpret_reads_a_run_without_sae_through_read_sae(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     corpus = _save_runs(tmp_path, sae)
-    base = [f"run={tmp_path / 'vec'}", f"corpus={corpus}", "explain=false", "top_k=3"]
+    base = [f"run={tmp_path / 'vec'}", f"corpus={corpus}", "top_k=3"]
     with pytest.raises(ValueError, match="records no SAE.*read_sae="):
         interpret(compose("interpret", base))
     out = interpret(compose("interpret", [*base, f"read_sae={tmp_path / 'sae'}"]))
     data = json.loads(Path(out["json"]).read_text())
-    assert data["latents"][0]["latent"] == 11 and data["pullback"][0]["code"][0][0] == 11
-    assert "Pullback of the written directions" in Path(out["html"]).read_text()
+    assert data["latents"][0]["latent"] == 11 and data["pullback"]["write"][0]["code"][0][0] == 11
+    assert "Pullback of the residual method" in Path(out["html"]).read_text()
 
 
 def test_interpret_without_run_is_refused():
@@ -321,12 +322,13 @@ def test_interpret_on_the_embedded_model(tmp_path):
     with torch.no_grad():
         iv.b[busy] = torch.tensor([4.0, 2.0])
     save_run(tmp_path / "run", iv, {"sae": {"path": "builtin:smollm2-l12", "hook": sae.hook}, "hook": sae.hook, "model": {"name": "smollm2"}})
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'latents'}", "n_docs=16", "top_k=2",
-                                "n_contexts=3", "explain_max_new_tokens=12"])
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'tables'}", "table_docs=16", "n_docs=8", "top_k=2",
+                                "n_contexts=3", "explainer=smollm2", "explain_max_new_tokens=12"])
     out = interpret(cfg)
     data = json.loads(Path(out["json"]).read_text())
-    assert out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
+    assert not out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
     assert data["explainer"] == "automatic explanation (SmolLM2-135M, unreliable)"
-    assert all(isinstance(l["explanation"], str) and l["contexts"] for l in data["latents"])
+    assert all(l["explanation"].startswith("fires on: ") and isinstance(l["model_explanation"], str) and l["contexts"] for l in data["latents"])
     assert "model.norm" in data["logit_lens_note"] and len(data["latents"][0]["logit_lens"]["promoted"]) == 8
-    print({l["latent"]: (l["explanation"], l["logit_lens"]["promoted"][:4]) for l in data["latents"]})
+    assert data["coverage"]["covered"] == 2 and interpret(cfg)["cache_hit"]
+    print({l["latent"]: (l["explanation"], l["model_explanation"]) for l in data["latents"]})
