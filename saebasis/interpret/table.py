@@ -101,8 +101,10 @@ class LatentTable:
         return out
 
     def context_texts(self, i: int, tokenizer) -> list[str]:
-        """Each context's window as plain text (what a judge reads)."""
-        return ["".join(c.tokens) for c in self.contexts(i, tokenizer)]
+        """Each context's window decoded as plain text (what a judge reads)."""
+        lo, hi = int(self.t["ctx_ptr"][i]), int(self.t["ctx_ptr"][i + 1])
+        rows = self.t["ctx_tokens"][lo:hi]
+        return [tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True) for row in rows]
 
     def token_stats(self, i: int, tokenizer) -> dict:
         """{fires_on, before, promotes, suppresses}: lists of [token, count, share] (lens: [token, logit])."""
