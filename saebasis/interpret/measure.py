@@ -11,7 +11,8 @@ comparable (an SAE with unit-norm rows is unchanged). Weight-based scores are pu
 `Intervention.latent_score_scale(sae)` (None: already residual-side or scale-free, e.g. cosines).
 
 Rank agreement of two score vectors: overlap of their top-k sets, and Spearman rho / Kendall tau-b of the two
-scores over the union of the top-k sets (None when undefined, e.g. a constant score).
+scores over the union of the top-k sets (None when undefined, e.g. a constant score). Latents scored 0 are not
+ranked (a method that touches 3 latents has a top 3, not a top 10).
 """
 
 from __future__ import annotations
@@ -100,10 +101,11 @@ def kendall(a: Tensor, b: Tensor) -> float | None:
 
 def agreement(a: Float[Tensor, " d_sae"], b: Float[Tensor, " d_sae"], k: int = 10) -> dict:
     """How two rankings of the latents agree (see the module docstring); the top-k of each, strongest first."""
-    top_a = torch.sort(a, descending=True, stable=True).indices[:k].tolist()
-    top_b = torch.sort(b, descending=True, stable=True).indices[:k].tolist()
+    top_a = [i for i in torch.sort(a, descending=True, stable=True).indices[:k].tolist() if a[i] > 0]  # zero scores: not ranked
+    top_b = [i for i in torch.sort(b, descending=True, stable=True).indices[:k].tolist() if b[i] > 0]
     union = sorted(set(top_a) | set(top_b))
+    if len(union) < 2:
+        return {"top_a": top_a, "top_b": top_b, "overlap": len(set(top_a) & set(top_b)), "k": k, "union": union, "spearman": None, "kendall": None}
     idx = torch.tensor(union)
     return {"top_a": top_a, "top_b": top_b, "overlap": len(set(top_a) & set(top_b)), "k": k, "union": union,
-            "spearman": spearman(a[idx], b[idx]) if len(union) > 1 else None,
-            "kendall": kendall(a[idx], b[idx]) if len(union) > 1 else None}
+            "spearman": spearman(a[idx], b[idx]), "kendall": kendall(a[idx], b[idx])}

@@ -76,7 +76,9 @@ def rankings(cfg: dict, run, sae, measured: Measured) -> tuple[Ranking, dict]:
     both = {"change": change, "weights": weights}
     primary = both[cfg["rank_by"]]
     k = min(cfg["top_k"], sae.d_sae)
-    ranking = Ranking(order_of(primary)[:k], primary, f"{cfg['rank_by']}: " + (
+    order = order_of(primary)[:k]
+    order = order[primary[order] > 0] if bool((primary[order] > 0).any()) else order  # latents the method never touches are left out
+    ranking = Ranking(order, primary, f"{cfg['rank_by']}: " + (
         f"measured mean |enc(h') - enc(h)| x ||W_dec[i]|| ({measured.basis})" if cfg["rank_by"] == "change" else f"{source} (residual units)"))
     agree = agreement(change, weights, k)
     info = {"by": cfg["rank_by"], "source": ranking.source, "top": ranking.indices.tolist(), "weights_source": source,
