@@ -208,6 +208,7 @@ def test_torch_nmf_matches_sklearn_fit():
 # -- corpus ---------------------------------------------------------------------------------------
 def test_corpus_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("saebasis.corpus.SHIPPED_DIR", tmp_path / "no-shards")
     texts, source = load_texts("auto", None)
     assert source == TEXTS_FALLBACK and len(texts) > 100 and any("coffee" in t for t in texts)
     jsonl = tmp_path / "c.jsonl"
@@ -239,7 +240,7 @@ def _save_runs(tmp_path, sae):
 def report(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     corpus = _save_runs(tmp_path, sae)
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explain=true", "explain_model=tiny-llama",
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explainer=tiny-llama",
                                 "explain_max_new_tokens=3", "top_k=4", "n_contexts=3"])
     return interpret(cfg), interpret(cfg)
 
@@ -248,7 +249,7 @@ def test_interpret_writes_report_and_reuses_cache(report):
     first, second = report
     assert first["cache_hit"] is False and second["cache_hit"] is True
     data = json.loads(Path(first["json"]).read_text())
-    assert [l["latent"] for l in data["latents"]][:2] == [3, 17] and len(data["latents"]) == 4
+    assert [l["latent"] for l in data["latents"]] == [3, 17]  # top_k=4, but the bias touches only two latents
     assert data["norm_explained"]["residual_share"][1] == pytest.approx(1.0, abs=1e-9)  # b lives on 2 latents
     assert data["corpus"]["n_docs"] == 15 and data["patterns"] is not None
     html = Path(first["html"]).read_text()
@@ -260,13 +261,13 @@ def test_interpret_writes_report_and_reuses_cache(report):
 def test_interpret_reads_a_run_without_sae_through_read_sae(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     corpus = _save_runs(tmp_path, sae)
-    base = [f"run={tmp_path / 'vec'}", f"corpus={corpus}", "explain=false", "top_k=3"]
+    base = [f"run={tmp_path / 'vec'}", f"corpus={corpus}", "top_k=3"]
     with pytest.raises(ValueError, match="records no SAE.*read_sae="):
         interpret(compose("interpret", base))
     out = interpret(compose("interpret", [*base, f"read_sae={tmp_path / 'sae'}"]))
     data = json.loads(Path(out["json"]).read_text())
-    assert data["latents"][0]["latent"] == 11 and data["pullback"][0]["code"][0][0] == 11
-    assert "Pullback of the written directions" in Path(out["html"]).read_text()
+    assert data["latents"][0]["latent"] == 11 and data["pullback"]["write"][0]["code"][0][0] == 11
+    assert "Pullback of the residual method" in Path(out["html"]).read_text()
 
 
 def test_interpret_without_run_is_refused():
@@ -321,12 +322,208 @@ def test_interpret_on_the_embedded_model(tmp_path):
     with torch.no_grad():
         iv.b[busy] = torch.tensor([4.0, 2.0])
     save_run(tmp_path / "run", iv, {"sae": {"path": "builtin:smollm2-l12", "hook": sae.hook}, "hook": sae.hook, "model": {"name": "smollm2"}})
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'latents'}", "n_docs=16", "top_k=2",
-                                "n_contexts=3", "explain_max_new_tokens=12"])
+    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'tables'}", "table_docs=16", "n_docs=8", "top_k=2",
+                                "n_contexts=3", "explainer=smollm2", "explain_max_new_tokens=12"])
     out = interpret(cfg)
     data = json.loads(Path(out["json"]).read_text())
-    assert out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
+    assert not out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
     assert data["explainer"] == "automatic explanation (SmolLM2-135M, unreliable)"
-    assert all(isinstance(l["explanation"], str) and l["contexts"] for l in data["latents"])
+    assert all(l["explanation"].startswith("fires on: ") and isinstance(l["model_explanation"], str) and l["contexts"] for l in data["latents"])
     assert "model.norm" in data["logit_lens_note"] and len(data["latents"][0]["logit_lens"]["promoted"]) == 8
-    print({l["latent"]: (l["explanation"], l["logit_lens"]["promoted"][:4]) for l in data["latents"]})
+    assert data["coverage"]["of"] == 2 and interpret(cfg)["cache_hit"]  # (boilerplate-heavy latents may have < 5 distinct contexts)
+    print({l["latent"]: (l["explanation"], l["model_explanation"]) for l in data["latents"]})
+
+
+# -- the per-latent table ---------------------------------------------------------------------------
+def test_latent_table_matches_the_cache_and_is_found_by_key(model, tokenizer, sae, tmp_path):
+    from saebasis.interpret.table import TableSettings, latent_table, save_table
+    from saebasis.sae import SAEBasis
+
+    texts = TEXTS * 3
+    ids = [f"d{i}" for i in range(len(texts))]
+    s = TableSettings(n_contexts=5)
+    table, where = latent_table(model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False)
+    cache, _ = latent_cache(model, tokenizer, sae, texts, cache_dir=tmp_path / "latents")
+    assert where == "built" and table.info["doc_ids"] == ids
+    for i in range(sae.d_sae):
+        assert table.density(i) == pytest.approx(cache.density(i))
+        ours, ref = table.contexts(i, tokenizer), max_contexts(cache, tokenizer, i, n=5)
+        assert [(c.doc, c.peak, c.tokens, c.count) for c in ours] == [(c.doc, c.peak, c.tokens, c.count) for c in ref], i
+        assert all(a == pytest.approx(b, rel=1e-3, abs=1e-4) for c, r in zip(ours, ref) for a, b in zip(c.acts, r.acts))
+    busy = int(torch.tensor([cache.density(i) for i in range(sae.d_sae)]).argmax())
+    fired = (cache.column(busy) > 0).nonzero()[:, 0]
+    words = [tokenizer.decode([t]) for t in cache.input_ids[fired].tolist()]
+    stats = table.token_stats(busy, tokenizer)
+    top_word, count, share = stats["fires_on"][0]
+    assert stats["n_fire"] == len(words) and count == max(words.count(w) for w in words) == words.count(top_word)
+    assert share == pytest.approx(count / len(words)) and len(stats["promotes"]) == s.k_lens
+    assert latent_table(model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False)[1] == "cache"
+    sae.sae.save_model(tmp_path / "sae")  # an SAE folder carrying its table is read from there
+    on_disk = SAEBasis.load(str(tmp_path / "sae"))
+    save_table(tmp_path / "sae" / "latents", table)
+    again, where = latent_table(model, tokenizer, on_disk, texts, ids, "test", s, cache_dir=tmp_path / "other", progress=False)
+    assert where == "shipped" and all(torch.equal(again.t[k], table.t[k]) for k in table.t)
+    assert latent_table(model, tokenizer, on_disk, texts[:-1], ids[:-1], "test", s, cache_dir=tmp_path / "other", progress=False)[1] == "built"
+
+
+def test_token_explanation_exact_format():
+    from saebasis.interpret.explain import token_explanation
+
+    stats = {"n_fire": 100, "fires_on": [[" love", 41, 0.41], [" great", 12, 0.12], ["\n", 4, 0.04]],
+             "before": [[" I", 30, 0.3], ["!", 5, 0.05]],
+             "promotes": [[" wonderful", 3.2], [" amazing", 2.9], [" great", 2.5], [" x", 1.0]], "suppresses": []}
+    assert token_explanation(stats) == ('fires on: " love" 41% (41), " great" 12% (12) | after: " I" 30% (30), "!" 5% (5) '
+                                        '| promotes: " wonderful", " amazing", " great"')
+    rare = {"fires_on": [["\n", 2, 0.02]], "before": [], "promotes": [], "suppresses": []}
+    assert token_explanation(rare) == 'fires on: "\\n" 2% (2)'  # the first token is always shown
+    dead = {"fires_on": [], "before": [], "promotes": [[" a", 1.0]], "suppresses": []}
+    assert token_explanation(dead) == 'never fires on this corpus | promotes: " a"'
+
+
+# -- coverage and concept alignment ----------------------------------------------------------------
+POSITIVE = ["i love this movie", "a great day and a good film", "i love the weather", "this is a great film", "good day"]
+NEGATIVE = ["the weather was awful", "i hate this bad movie", "the day was awful and bad", "a bad film", "it was not the day"]
+
+
+def plant_positive_latent(model, tokenizer, sae, latent: int = 7) -> None:
+    """Latent `latent` reads a direction u that only the positive words carry: their embeddings get 5 u, and the
+    encoder fires above 2.5 along u (attention and MLP outputs of this tiny model stay far below that)."""
+    u = torch.nn.functional.normalize(torch.randn(D_MODEL, generator=torch.Generator().manual_seed(3)), dim=0)
+    with torch.no_grad():
+        for word in ("love", "great", "good"):
+            model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids(word)] += 5 * u
+        sae.sae.W_enc[:, latent] = u
+        sae.sae.b_enc[latent] = -2.5
+
+
+def test_planted_positive_latent_aligns_with_the_sentiment_judge(model, tokenizer, sae, tmp_path, concept_dir):
+    from saebasis.data import load_concept
+    from saebasis.interpret.alignment import concept_alignment, coverage
+    from saebasis.interpret.table import TableSettings, latent_table
+
+    plant_positive_latent(model, tokenizer, sae)
+    texts = (POSITIVE + NEGATIVE) * 2
+    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "t", TableSettings(before=3, after=1),
+                            cache_dir=tmp_path, progress=False)
+    fired_docs = table.t["ctx_doc"][int(table.t["ctx_ptr"][7]) : int(table.t["ctx_ptr"][8])].tolist()
+    assert fired_docs and all(texts[d] in POSITIVE for d in fired_docs)  # the plant works: only positive documents
+    concept = load_concept(str(concept_dir))
+    al = concept_alignment(concept, table, tokenizer, [7], n_random=10, seed=0)
+    assert al["diff"] > 0.2 and al["ci95"][0] > 0 and al["positive_share"]["top"] == 1.0
+    assert al["positive_share"]["random"] < 1.0 and len(al["random"]) == 10 and "7" not in al["random"]
+    assert concept_alignment(concept, table, tokenizer, [7], n_random=10, seed=0) == al  # fixed seed: reproducible
+    cov = coverage(table, [7, 0], min_contexts=5)
+    assert cov["of"] == 2 and cov["covered"] == sum(table.n_contexts(i) >= 5 for i in (7, 0))
+
+
+# -- measured change, rank agreement, decoder norms ----------------------------------------------
+def _measure(model, tokenizer, sae, iv, texts=TEXTS):
+    from saebasis.interpret.cache import tokenize, valid_mask
+    from saebasis.interpret.measure import measure
+
+    docs = tokenize(tokenizer, texts, 128)
+    return measure(model, sae, iv, docs, valid_mask(tokenizer, docs, 1, True), 0, 2), docs
+
+
+def test_measured_change_is_the_mean_absolute_latent_change(model, tokenizer, sae):
+    iv = planted_bias(sae)
+    measured, docs = _measure(model, tokenizer, sae, iv)
+    assert measured.basis == "intervention" and torch.allclose(measured.change, iv.b.abs())  # exact: |s b| at every token
+    assert measured.n_tokens == sum(len(d) - 1 for d in docs)  # the first token of each text left out
+    vec = build("residual_vector", {}, D_MODEL, None)
+    with torch.no_grad():
+        vec.v.copy_(0.5 * sae.W_dec[11])
+    measured, docs = _measure(model, tokenizer, sae, vec)
+    h = [hooks.run_to_hook(model, sae.hook, input_ids=torch.tensor([d]))[0][1:] for d in docs]  # [T-1, d_model] each
+    direct = torch.cat([(sae.encode(x + vec.v) - sae.encode(x)).abs() for x in h]).mean(0)
+    assert measured.basis == "sae_encoding" and torch.allclose(measured.change, direct, atol=1e-5)
+    assert int(measured.doc_peak[2].argmax()) == int(sae.encode(h[2]).max(0).values.argmax())
+
+
+def test_rank_agreement_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from saebasis.interpret.measure import agreement, kendall, spearman
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 6, (30,), generator=gen).float(), torch.randint(0, 6, (30,), generator=gen).float()  # many ties
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-9)
+    assert kendall(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-9)
+    same = agreement(torch.arange(20.0), torch.arange(20.0) * 3, k=5)
+    assert same["overlap"] == 5 and same["spearman"] == pytest.approx(1.0) and same["kendall"] == pytest.approx(1.0)
+    flipped = agreement(torch.arange(20.0), 20 - torch.arange(20.0), k=5)
+    assert flipped["overlap"] == 0 and flipped["spearman"] == pytest.approx(-1.0) and len(flipped["union"]) == 10
+
+
+def test_scores_are_scaled_by_decoder_row_norms(model, tokenizer, sae):
+    from saebasis.interpret.report import pullback, rankings
+
+    with torch.no_grad():
+        sae.sae.W_dec.div_(sae.sae.W_dec.norm(dim=-1, keepdim=True))  # unit rows ...
+    iv = planted_bias(sae, (3, 17), (1.0, 2.0))
+    cfg = {"rank_by": "change", "top_k": 2}
+    ranking, info = rankings(cfg, _Run(iv), sae, _measure(model, tokenizer, sae, iv)[0])
+    assert ranking.indices.tolist() == [17, 3] and info["top_weights"] == [17, 3]
+    with torch.no_grad():
+        sae.sae.W_dec[3] *= 10  # ... then one row 10x longer: b_3 = 1 moves the residual 10x further than before
+    ranking, info = rankings(cfg, _Run(iv), sae, _measure(model, tokenizer, sae, iv)[0])
+    assert ranking.indices.tolist() == [3, 17] and info["top_weights"] == [3, 17] and info["overlap"] == 2
+    assert float(ranking.scores[3]) == pytest.approx(10.0, rel=1e-5) and float(info["_scores"]["weights"][17]) == pytest.approx(2.0, rel=1e-5)
+    vec = build("residual_vector", {}, D_MODEL, sae)
+    with torch.no_grad():
+        vec.v.copy_(sae.W_dec[3])  # one latent-unit of latent 3 (a residual step of norm 10)
+    assert vec.latent_score_scale(sae) is None  # cosine-based write scores are read in the residual already
+    _, coef, z = pullback(vec, sae)["write"][0]["code"][0]
+    assert coef == pytest.approx(10.0, rel=1e-4) and z == pytest.approx(1.0, rel=1e-4)
+    assert pullback(iv, sae) is None  # no pullback for a method working in the SAE basis
+
+
+def test_residual_adaptor_read_side_states_the_dropped_error_term(sae):
+    from saebasis.interpret.report import READ_SIDE_NOTE, pullback
+
+    ad = build("residual_adaptor", {"rank": 2}, D_MODEL, sae)
+    with torch.no_grad():
+        ad.W_in.zero_()
+        ad.W_in[:, 0] = 3 * sae.W_enc[:, 5]  # reads (mostly) along latent 5's encoder direction
+    pb = pullback(ad, sae)
+    strength = (sae.W_dec @ ad.W_in).detach().norm(dim=-1)
+    assert pb["read"]["top"][0] == [int(strength.argmax()), pytest.approx(float(strength.max()))]
+    assert "err(h) W_in" in pb["read"]["note"] and pb["read"]["note"] == READ_SIDE_NOTE
+
+
+class _Run:
+    def __init__(self, iv):
+        self.intervention = iv
+
+
+# -- activation patterns: SVD vs NMF vs identity ---------------------------------------------------
+def test_svd_needs_few_components_on_a_low_rank_pattern():
+    from saebasis.interpret.factor import compare_bases
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 2, generator=gen) @ torch.rand(2, 10, generator=gen)  # rank 2, every latent in both parts
+    b = compare_bases(x)
+    assert b["svd"]["components_90"] == 1 and b["identity"]["components_90"] >= 7 and b["nmf"]["components_90"] <= 2
+    assert b["identity"]["concentration"] == 1.0 and b["svd"]["concentration"] < 0.6  # SVD components spread over latents
+
+
+def test_identity_is_as_good_as_svd_on_a_sparse_pattern():
+    from saebasis.interpret.factor import compare_bases
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(80, 8)
+    x[torch.arange(80), torch.arange(80) % 8] = 0.5 + torch.rand(80, generator=gen)  # each context: one latent
+    b = compare_bases(x)
+    assert b["identity"]["components_90"] == b["svd"]["components_90"]
+    assert b["nmf"]["concentration"] > 0.95 and b["svd"]["concentration"] > 0.95
+
+
+def test_report_html_escapes_every_text():
+    from saebasis.interpret.render import latent_card
+
+    evil = "<script>alert(1)</script>"
+    card = latent_card({"latent": 1, "rank": 1, "change": 1.0, "weight": 1.0, "cos_folded": None, "density": 0.1, "n_contexts": 1,
+                        "neuronpedia": None, "explanation": evil, "model_explanation": evil, "explanation_words": [evil],
+                        "tokens": {"n_fire": 1, "fires_on": [[evil, 1, 1.0]], "before": [[evil, 1, 1.0]]},
+                        "logit_lens": {"promoted": [evil], "suppressed": [evil]},
+                        "contexts": [{"doc": 0, "max": 1.0, "tokens": [evil], "acts": [1.0], "skipped": [False], "count": 1}]}, "model")
+    assert "<script" not in card and "&lt;script&gt;" in card

@@ -1,16 +1,28 @@
-"""A short automatic explanation of a latent, written by a small model from the latent's top contexts.
+"""Explanations of a latent: a deterministic one from its token statistics (default), or one written by a
+language model from its top contexts (`explainer=<any HF causal LM>`, off by default).
 
-The explainer is shown the text the latent fires on in each top context (the run of tokens at >= half the
-context's peak activation, around the peak) and asked for a short label; greedy decoding, first sentence
-kept. Prompt choice, tried on SmolLM2-135M-Instruct: given whole excerpts with [[marked]] words it copies
-the excerpts back; given the marked words alone it at least names the group now and then ("used to indicate
-comparisons" for than / as / compared to / beyond). It is still a weak explainer, so every explanation is
-labelled "automatic explanation (SmolLM2-135M, unreliable)" and the words it saw are kept in the report.
-`explain=false` turns it off.
+Deterministic (`token_explanation`), built from the per-latent table (table.py), exact format:
+
+    fires on: "tok" P% (n), ... | after: "tok" P% (n), ... | promotes: "tok", "tok", "tok"
+
+  fires on   the tokens the latent fires on, most frequent first: P = round(100 * count / firing tokens), n =
+             count; at most `k` (3) of them, and only those with share >= `min_share` (5%) -- but always the first
+  after      the same for the token just before each firing token
+  promotes   the first `k` logit-lens tokens of W_dec[i] (lens.py)
+Tokens are written as JSON strings (quotes, a leading space kept, a newline as \n). A latent that never fired
+on the corpus reads `never fires on this corpus | promotes: ...`; empty parts are left out.
+
+Model-written (`explain`): the explainer is shown the text the latent fires on in each top context (the run of
+tokens at >= half the context's peak activation, around the peak) and asked for a short label; greedy decoding,
+first sentence kept. Prompt choice, tried on SmolLM2-135M-Instruct: given whole excerpts with [[marked]] words it
+copies the excerpts back; given the marked words alone it at least names the group now and then ("used to
+indicate comparisons" for than / as / compared to / beyond). It is still a weak explainer, so every explanation is
+labelled "automatic explanation (<model>, unreliable)" and the words it saw are kept in the report.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from saebasis.interpret.contexts import Context
@@ -18,6 +30,26 @@ from saebasis.models import EMBEDDED_NAMES
 
 EMBEDDED_LABEL = "SmolLM2-135M"
 PROMPT = "Words: {words}.\nWhat do these words have in common? Give one short label for this group of words."
+
+
+def _tok(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _counted(rows: list, k: int, min_share: float) -> str:
+    """rows [token, count, share], most frequent first -> '"tok" P% (n), ...' (see the module docstring)."""
+    kept = [r for j, r in enumerate(rows[:k]) if j == 0 or r[2] >= min_share]
+    return ", ".join(f"{_tok(t)} {round(100 * share)}% ({count})" for t, count, share in kept)
+
+
+def token_explanation(stats: dict, k: int = 3, min_share: float = 0.05) -> str:
+    """The deterministic explanation of one latent from table.LatentTable.token_stats (format in the module docstring)."""
+    parts = [f"fires on: {_counted(stats['fires_on'], k, min_share)}" if stats["fires_on"] else "never fires on this corpus"]
+    if stats["before"]:
+        parts.append(f"after: {_counted(stats['before'], k, min_share)}")
+    if stats["promotes"]:
+        parts.append("promotes: " + ", ".join(_tok(t) for t, _ in stats["promotes"][:k]))
+    return " | ".join(parts)
 
 
 def label(model_name: str) -> str:

@@ -1,22 +1,31 @@
-"""The texts an interpretation report searches for max-activating contexts.
+"""The texts an interpretation report reads: the per-latent table's corpus and the run's measured change.
 
 `corpus` in configs/interpret.yaml is one of:
-  auto        the cached model-written corpus (saebasis/corpus.py, JSONL under saebasis.models.cache_root());
-              on a machine where it was never built, the built-in concept datasets' texts (every
+  auto        the held-out shards of the shipped corpus (saebasis/assets/corpus, else the user's build under
+              saebasis.models.cache_root(); see saebasis/corpus.py); no SAE trains on them. Where neither is
+              there: the older single-file cache, then the built-in concept datasets' texts (every
               saebasis/data/*/pairs.jsonl prompt + positive and prompt + negative, and neutral.jsonl prompts)
-  a path      a JSONL file whose rows each hold a non-empty "text"
+  a folder    corpus shards (shard-*.jsonl.gz): its held-out shards when it has any, else all of them
+  a file      a JSONL file whose rows each hold a non-empty "text" (and optionally an "id")
   a list      the texts themselves (from Python or a Hydra list override)
+Each document keeps an id (the row's "id", else its index) so contexts can be traced back to it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from saebasis.corpus import corpus_path, corpus_texts, read_corpus
+from saebasis.corpus import corpus_path, corpus_texts, default_corpus_dir, is_heldout, read_corpus, read_shards, shard_indices
 from saebasis.data import DATA_DIR, read_jsonl
 
-FALLBACK = "built-in concept datasets (saebasis/data/*; the model-written corpus is not cached here)"
+FALLBACK = "built-in concept datasets (saebasis/data/*; no model-written corpus found)"
+
+
+class Corpus(NamedTuple):
+    texts: list[str]
+    ids: list[str]  # one per text: the row's id, else its index
+    source: str  # where the texts came from, in words
 
 
 def dataset_texts(data_dir: Path = DATA_DIR) -> list[str]:
@@ -30,22 +39,51 @@ def dataset_texts(data_dir: Path = DATA_DIR) -> list[str]:
     return texts
 
 
-def load_texts(corpus: str | Sequence[str] | None, n_docs: int | None = None) -> tuple[list[str], str]:
-    """(texts, a description of where they came from), at most `n_docs` of them."""
+def _rows(rows: list[dict], source: str) -> Corpus:
+    rows = sorted(rows, key=lambda r: r["id"]) if rows and all("id" in r for r in rows) else rows
+    return Corpus([r["text"] for r in rows], [str(r.get("id", i)) for i, r in enumerate(rows)], source)
+
+
+def shard_corpus(folder: Path) -> Corpus:
+    """Held-out shards of a shard folder when it has any, else every shard."""
+    split = "heldout" if any(is_heldout(i) for i in shard_indices(folder)) else "all"
+    return _rows(read_shards(folder, split), f"{folder} ({split} shards)")
+
+
+def load_corpus(corpus: str | Sequence[str] | None, n_docs: int | None = None) -> Corpus:
+    """The corpus named by `corpus` (see the module docstring), its first `n_docs` documents (None: all)."""
     if corpus is None or corpus == "auto":
-        rows = read_corpus(corpus_path())
-        texts, source = (corpus_texts(rows), str(corpus_path())) if rows else (dataset_texts(), FALLBACK)
-    elif isinstance(corpus, str):
+        folder = default_corpus_dir()
+        if shard_indices(folder):
+            out = shard_corpus(folder)
+        elif read_corpus(corpus_path()):
+            texts = corpus_texts(read_corpus(corpus_path()))
+            out = Corpus(texts, [str(i) for i in range(len(texts))], str(corpus_path()))
+        else:
+            texts = dataset_texts()
+            out = Corpus(texts, [str(i) for i in range(len(texts))], FALLBACK)
+    elif isinstance(corpus, (str, Path)):
         path = Path(corpus)
-        if not path.is_file():
-            raise FileNotFoundError(f"corpus={corpus}: no such file. Give a JSONL file with a 'text' field per row, a list of texts, or corpus=auto.")
-        texts, source = [r["text"] for r in read_jsonl(path, ("text",))], str(path)
+        if path.is_dir() and shard_indices(path):
+            out = shard_corpus(path)
+        elif path.is_file():
+            out = _rows(read_jsonl(path, ("text",)), str(path))
+        else:
+            raise FileNotFoundError(f"corpus={corpus}: no such file or shard folder. Give a JSONL file with a 'text' field per row, "
+                                    f"a folder of shard-*.jsonl.gz, a list of texts, or corpus=auto.")
     else:
-        texts, source = [str(t) for t in corpus], "texts given in the config"
+        texts = [str(t) for t in corpus]
         if not texts or not all(t.strip() for t in texts):
             raise ValueError("corpus: the list of texts is empty or holds an empty string; give non-empty texts.")
+        out = Corpus(texts, [str(i) for i in range(len(texts))], "texts given in the config")
     if n_docs is not None:
         if n_docs < 1:
             raise ValueError(f"n_docs must be >= 1 (or null for all), got {n_docs}.")
-        texts = texts[:n_docs]
-    return texts, source
+        out = Corpus(out.texts[:n_docs], out.ids[:n_docs], out.source)
+    return out
+
+
+def load_texts(corpus: str | Sequence[str] | None, n_docs: int | None = None) -> tuple[list[str], str]:
+    """(texts, a description of where they came from), at most `n_docs` of them."""
+    out = load_corpus(corpus, n_docs)
+    return out.texts, out.source

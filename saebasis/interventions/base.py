@@ -17,7 +17,9 @@ What the code that runs methods may rely on (and it never branches on a method's
 - `max_batch`: None, or the largest batch the method supports (SARA as published: 1);
 - `latent_change(h, sae, strength)`: the measured change of SAE latents enc(h') - enc(h) per token (or the
   method's own exact change when it works in the SAE basis), used by metrics and interpretation;
-- `latent_scores()`, `folded()`, `penalty()`, `proximal_step()`, `describe()` (what a run reports about itself).
+- `latent_scores()`, `folded()`, `penalty()`, `proximal_step()`, `describe()` (what a run reports about itself);
+- `latent_score_scale(sae)`: the factor that puts `latent_scores()` in residual units (None: already there);
+- `pullback(sae)`: how a residual method reads and writes through the SAE decoder (None for the others).
 
 The SAE (when a method uses one) is held as a plain attribute, not a submodule: it is a frozen basis,
 never trained and never saved with the intervention.
@@ -175,6 +177,17 @@ class Intervention(nn.Module, ABC):
     # -- reading ------------------------------------------------------------------------------------
     def latent_scores(self) -> Float[Tensor, " d_sae"] | None:
         """How strongly the intervention acts on each SAE latent, from its weights (for ranking)."""
+        return None
+
+    def latent_score_scale(self, sae: SAEBasis) -> Float[Tensor, " d_sae"] | None:
+        """Per-latent factor that turns `latent_scores()` into the size of the residual change along W_dec[i].
+        None (default): the scores are read in the residual already, or are scale-free (cosines). Methods whose
+        scores are in latent units (a change dz_i moves the residual by dz_i W_dec[i]) return ||W_dec[i]||."""
+        return None
+
+    def pullback(self, sae: SAEBasis | None = None):
+        """Residual methods: their read weights (W_dec W_in) and written directions read through `sae`'s
+        decoder (a `residual.Pullback`). None (default): the method has no such reading."""
         return None
 
     def latent_change(

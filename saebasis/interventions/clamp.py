@@ -71,6 +71,10 @@ class Clamp(Intervention):
             return None
         return self.val @ self.sae.W_dec[self.idx]  # [d_model]
 
+    def latent_score_scale(self, sae: SAEBasis) -> Tensor:
+        """latent_scores() are in latent units: x ||W_dec[i]|| gives the residual change along each row."""
+        return sae.W_dec.detach().norm(dim=-1)
+
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         scores = torch.zeros(self.sae.d_sae, device=self.val.device)
         scores[self.idx] = self.val.abs()

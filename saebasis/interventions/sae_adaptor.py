@@ -102,6 +102,10 @@ class SAEAdaptor(Mahalanobis, Intervention):
         maha = self.mahalanobis_penalty()
         return l1 if maha is None else l1 + maha
 
+    def latent_score_scale(self, sae: SAEBasis) -> Tensor:
+        """latent_scores() are in latent units: x ||W_dec[i]|| gives the residual change along each row."""
+        return sae.W_dec.detach().norm(dim=-1)
+
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         """Write-side weight of each latent: ||B[:, i]|| + |b_i| (how much the adaptor can move latent i)."""
         _, B = self.weights()

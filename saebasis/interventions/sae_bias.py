@@ -90,6 +90,10 @@ class SAEBias(Mahalanobis, Intervention):
             return l1
         return l1 + self.whitener.penalty(self.whitener.constrain(self.folded()))  # training runs at strength 1
 
+    def latent_score_scale(self, sae: SAEBasis) -> Tensor:
+        """latent_scores() are in latent units: x ||W_dec[i]|| gives the residual change along each row."""
+        return sae.W_dec.detach().norm(dim=-1)
+
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         return self.bias.detach().abs()
 

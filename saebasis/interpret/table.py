@@ -1,0 +1,260 @@
+"""The per-latent table: everything the report says about a latent that does not depend on the run.
+
+Computed once per (model, SAE, corpus, settings) from the SAE's activations over a corpus, and saved as a
+gzip-compressed safetensors file (`table.safetensors.gz`) plus a readable `table.json` (never pickle):
+
+  density [d_sae]            fraction of encoded corpus tokens where the latent fires (> 0)
+  n_fire, n_docs_fire        firing tokens, documents with at least one
+  ctx_*                      up to `n_contexts` max-activating contexts per latent (CSR: latent i owns rows
+                             ctx_ptr[i]:ctx_ptr[i+1], strongest first): document index, peak position in it,
+                             peak activation, how many documents shared the same prefix (shown once; see
+                             contexts.py), and a window of `before` + 1 + `after` token ids with the latent's
+                             activation on each (-1 pads past a document's edge; the peak is column `before`)
+  top_ids / top_counts       the tokens it fires on, most frequent first (share = count / n_fire)
+  prev_ids / prev_counts     the tokens just before those (share = count / n_prev)
+  lens_up*/lens_down*        logit lens of W_dec[i] (lens.py): most promoted / suppressed tokens, with logits
+
+Where it lives: a shipped SAE carries the table of the shipped held-out corpus in its asset folder
+(`saebasis/assets/sae/<name>/latents/`, written by scripts/build_latent_tables.py); any other SAE or corpus
+gets it computed once and cached under `saebasis.models.cache_root()/latent_tables/<key>`. The key is
+cache.cache_key: model (config + weights sample), SAE (weights sample + hook), corpus token ids, settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saebasis.interpret.cache import LatentCache, cache_key, encode_corpus, tokenize, valid_mask
+from saebasis.interpret.contexts import Context, token_texts
+from saebasis.interpret.lens import through_norm
+from saebasis.models import cache_root
+from saebasis.sae import resolve_builtin
+
+FORMAT = 1
+TENSORS = "table.safetensors.gz"
+INFO = "table.json"
+
+
+@dataclasses.dataclass
+class TableSettings:
+    max_len: int = 128
+    """Tokens per document (longer documents are truncated)."""
+    skip_first: int = 1
+    """Positions not encoded at the start of each document (the attention sink)."""
+    skip_special: bool = True
+    """Special (chat-template) tokens are not encoded."""
+    n_contexts: int = 20
+    """Max-activating contexts kept per latent."""
+    before: int = 16
+    """Window tokens before each context's peak."""
+    after: int = 4
+    """Window tokens after it."""
+    k_tokens: int = 10
+    """Top activating tokens / tokens before them kept per latent."""
+    k_lens: int = 10
+    """Logit-lens tokens kept per latent (each side)."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens) < 1 or min(self.skip_first, self.before, self.after) < 0:
+            raise ValueError(f"table settings out of range: {self}. Counts must be >= 1, offsets >= 0.")
+
+
+@dataclasses.dataclass
+class LatentTable:
+    t: dict[str, Tensor]
+    info: dict
+
+    @property
+    def d_sae(self) -> int:
+        return self.t["density"].numel()
+
+    def density(self, i: int) -> float:
+        return float(self.t["density"][i])
+
+    def n_contexts(self, i: int) -> int:
+        return int(self.t["ctx_ptr"][i + 1] - self.t["ctx_ptr"][i])
+
+    def alive(self) -> Tensor:
+        return (self.t["n_fire"] > 0).nonzero()[:, 0]
+
+    def contexts(self, i: int, tokenizer, n: int | None = None) -> list[Context]:
+        """Latent i's max-activating contexts (strongest first), padding dropped."""
+        lo, hi = int(self.t["ctx_ptr"][i]), int(self.t["ctx_ptr"][i + 1])
+        out = []
+        for r in range(lo, hi if n is None else min(hi, lo + n)):
+            keep = self.t["ctx_tokens"][r] >= 0
+            ids = self.t["ctx_tokens"][r][keep].tolist()
+            out.append(Context(int(self.t["ctx_doc"][r]), int(self.t["ctx_pos"][r]), float(self.t["ctx_max"][r]),
+                               token_texts(tokenizer, ids), self.t["ctx_acts"][r][keep].float().tolist(),
+                               self.t["ctx_skipped"][r][keep].tolist(), int(self.t["ctx_count"][r])))
+        return out
+
+    def context_texts(self, i: int, tokenizer) -> list[str]:
+        """Each context's window decoded as plain text (what a judge reads)."""
+        lo, hi = int(self.t["ctx_ptr"][i]), int(self.t["ctx_ptr"][i + 1])
+        rows = self.t["ctx_tokens"][lo:hi]
+        return [tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True) for row in rows]
+
+    def token_stats(self, i: int, tokenizer) -> dict:
+        """{fires_on, before, promotes, suppresses}: lists of [token, count, share] (lens: [token, logit])."""
+        def counted(ids: str, counts: str, total: int) -> list:
+            pairs = [(a, c) for a, c in zip(self.t[ids][i].tolist(), self.t[counts][i].tolist()) if a >= 0]
+            return [[tokenizer.decode([a]), c, c / max(1, total)] for a, c in pairs]
+
+        def lens(ids: str, logits: str) -> list:
+            return [[tokenizer.decode([a]), float(v)] for a, v in zip(self.t[ids][i].tolist(), self.t[logits][i].tolist())]
+
+        return {"n_fire": int(self.t["n_fire"][i]), "fires_on": counted("top_ids", "top_counts", int(self.t["n_fire"][i])),
+                "before": counted("prev_ids", "prev_counts", int(self.t["n_prev"][i])),
+                "promotes": lens("lens_up_ids", "lens_up"), "suppresses": lens("lens_down_ids", "lens_down")}
+
+
+# -- building ------------------------------------------------------------------------------------
+def _top_counts(ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k most frequent values of ids (ties: the lower id) and their counts, padded with -1 / 0."""
+    out_ids, out_counts = torch.full((k,), -1, dtype=torch.int32), torch.zeros(k, dtype=torch.int32)
+    if ids.numel():
+        values, counts = ids.unique(return_counts=True)  # sorted by value
+        top = counts.sort(descending=True, stable=True).indices[:k]
+        out_ids[: top.numel()], out_counts[: top.numel()] = values[top].int(), counts[top].int()
+    return out_ids, out_counts
+
+
+def _contexts(cache: LatentCache, tok: Tensor, val: Tensor, s: TableSettings) -> dict[str, Tensor]:
+    """The latent's strongest distinct contexts from its firing tokens tok (sorted) and values val."""
+    docs = cache.doc_of(tok)
+    peak = torch.full((cache.n_docs,), float("-inf")).scatter_reduce(0, docs, val, "amax")
+    at_peak = val == peak[docs]
+    d, t, v = docs[at_peak], tok[at_peak], val[at_peak]
+    first = torch.ones_like(d, dtype=torch.bool)
+    first[1:] = d[1:] != d[:-1]  # tok is sorted, so each document's first peak token
+    d, t, v = d[first], t[first], v[first]
+    order = v.argsort(descending=True, stable=True)
+    d, t, v = d[order], t[order], v[order]
+    starts, ends = cache.doc_ptr[d][:, None], cache.doc_ptr[d + 1][:, None]
+    prefix_pos = t[:, None] + torch.arange(-s.before, 1)  # [n, before + 1]
+    prefix = torch.where(prefix_pos >= starts, cache.input_ids[prefix_pos.clamp_min(0)], -1)
+    _, inverse, counts = torch.unique(prefix, dim=0, return_inverse=True, return_counts=True)
+    firsts = torch.full((counts.numel(),), len(d)).scatter_reduce(0, inverse, torch.arange(len(d)), "amin")
+    chosen = firsts.sort().values[: s.n_contexts]  # the strongest document of each distinct prefix
+    d, t, v = d[chosen], t[chosen], v[chosen]
+    pos = t[:, None] + torch.arange(-s.before, s.after + 1)  # [n, window]
+    inside = (pos >= cache.doc_ptr[d][:, None]) & (pos < cache.doc_ptr[d + 1][:, None])
+    safe = pos.clamp(0, cache.n_tokens - 1)
+    at = torch.searchsorted(tok, safe).clamp(max=tok.numel() - 1)
+    acts = torch.where(inside & (tok[at] == safe), val[at], 0.0)
+    return {"ctx_doc": d.int(), "ctx_pos": (t - cache.doc_ptr[d]).int(), "ctx_max": v.float(),
+            "ctx_count": counts[inverse[chosen]].int(), "ctx_tokens": torch.where(inside, cache.input_ids[safe], -1).int(),
+            "ctx_acts": acts.half(), "ctx_skipped": inside & ~cache.valid[safe]}
+
+
+@torch.no_grad()
+def lens_table(model, W_dec: Tensor, k: int, chunk: int = 256) -> dict[str, Tensor]:
+    """Logit lens of every decoder row, `chunk` latents at a time: top-k promoted / suppressed token ids."""
+    W_U = model.get_output_embeddings().weight.detach().float()  # [vocab, d_model]
+    k = min(k, W_U.shape[0])
+    parts: dict[str, list[Tensor]] = {"lens_up_ids": [], "lens_up": [], "lens_down_ids": [], "lens_down": []}
+    for start in range(0, W_dec.shape[0], chunk):
+        logits = through_norm(model, W_dec[start : start + chunk].detach().float().to(W_U.device)) @ W_U.T  # [chunk, vocab]
+        up, down = logits.topk(k, dim=-1), (-logits).topk(k, dim=-1)
+        parts["lens_up_ids"].append(up.indices.int().cpu())
+        parts["lens_up"].append(up.values.cpu())
+        parts["lens_down_ids"].append(down.indices.int().cpu())
+        parts["lens_down"].append(-down.values.cpu())
+    return {name: torch.cat(p) for name, p in parts.items()}
+
+
+def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, progress: bool = True) -> dict[str, Tensor]:
+    """Every tensor of the table (see the module docstring) from a corpus's sparse activations."""
+    is_start = torch.zeros(cache.n_tokens, dtype=torch.bool)
+    is_start[cache.doc_ptr[:-1][cache.doc_ptr[:-1] < cache.n_tokens]] = True
+    n_valid = max(1, int(cache.valid.sum()))
+    n_fire, n_docs, n_prev = (torch.zeros(cache.d_sae, dtype=torch.long) for _ in range(3))
+    top = torch.full((2, cache.d_sae, s.k_tokens), -1, dtype=torch.int32)
+    counts = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32)
+    ctx_parts: list[dict[str, Tensor]] = []
+    ctx_ptr = torch.zeros(cache.d_sae + 1, dtype=torch.long)
+    for i in tqdm(range(cache.d_sae), desc="per-latent table", unit="latent", disable=not progress, mininterval=2):
+        lo, hi = int(cache.col_ptr[i]), int(cache.col_ptr[i + 1])
+        tok, val = cache.token_idx[lo:hi].long(), cache.values[lo:hi].float()
+        tok, val = tok[val > 0], val[val > 0]
+        if tok.numel():
+            prev = cache.input_ids[(tok - 1).clamp_min(0)][~is_start[tok]]
+            n_fire[i], n_prev[i] = tok.numel(), prev.numel()
+            top[0, i], counts[0, i] = _top_counts(cache.input_ids[tok], s.k_tokens)
+            top[1, i], counts[1, i] = _top_counts(prev, s.k_tokens)
+            n_docs[i] = cache.doc_of(tok).unique_consecutive().numel()
+            ctx_parts.append(_contexts(cache, tok, val, s))
+        ctx_ptr[i + 1] = ctx_ptr[i] + (ctx_parts[-1]["ctx_doc"].numel() if tok.numel() else 0)
+    width = s.before + 1 + s.after
+    empty = {"ctx_doc": torch.zeros(0, dtype=torch.int32), "ctx_pos": torch.zeros(0, dtype=torch.int32), "ctx_max": torch.zeros(0),
+             "ctx_count": torch.zeros(0, dtype=torch.int32), "ctx_tokens": torch.zeros(0, width, dtype=torch.int32),
+             "ctx_acts": torch.zeros(0, width, dtype=torch.float16), "ctx_skipped": torch.zeros(0, width, dtype=torch.bool)}
+    ctx = {name: torch.cat([p[name] for p in ctx_parts] or [empty[name]]) for name in empty}
+    return {"density": n_fire.float() / n_valid, "n_fire": n_fire, "n_docs_fire": n_docs, "n_prev": n_prev, "ctx_ptr": ctx_ptr, **ctx,
+            "top_ids": top[0], "top_counts": counts[0], "prev_ids": top[1], "prev_counts": counts[1],
+            **lens_table(model, W_dec, s.k_lens)}
+
+
+# -- storing and finding --------------------------------------------------------------------------
+def save_table(folder: Path, table: LatentTable) -> None:
+    """gzip(safetensors) + JSON, each written under a temporary name then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{TENSORS}.{os.getpid()}.tmp"
+    tmp.write_bytes(gzip.compress(save_bytes({k: v.contiguous() for k, v in table.t.items()}), compresslevel=6, mtime=0))
+    (folder / f".{INFO}.tmp").write_text(json.dumps(table.info, indent=1))
+    os.replace(tmp, folder / TENSORS)
+    os.replace(folder / f".{INFO}.tmp", folder / INFO)
+
+
+def load_table(folder: Path) -> LatentTable | None:
+    if not (folder / TENSORS).exists() or not (folder / INFO).exists():
+        return None
+    return LatentTable(load_bytes(gzip.decompress((folder / TENSORS).read_bytes())), json.loads((folder / INFO).read_text()))
+
+
+def shipped_folder(sae) -> Path | None:
+    """`<the SAE's own folder>/latents` when the SAE was loaded from a folder (shipped or on disk)."""
+    path = resolve_builtin(sae.source) if sae.source else None
+    return path / "latents" if path is not None and path.is_dir() else None
+
+
+def table_key(model, tokenizer, sae, texts: list[str], s: TableSettings) -> tuple[str, list[list[int]]]:
+    docs = tokenize(tokenizer, texts, s.max_len)
+    return cache_key(model, sae, docs, {"table": FORMAT, **dataclasses.asdict(s)}), docs
+
+
+def latent_table(
+    model, tokenizer, sae, texts: list[str], ids: list[str], source: str, s: TableSettings = TableSettings(),
+    cache_dir: str | Path | None = None, batch_size: int = 8, write_to: Path | None = None, progress: bool = True,
+) -> tuple[LatentTable, str]:
+    """The table for this (model, SAE, corpus, settings) and where it came from: "shipped" (the SAE's own
+    folder), "cache", or "built" (computed now and saved to `write_to`, default the cache)."""
+    key, docs = table_key(model, tokenizer, sae, texts, s)
+    cached = Path(cache_dir or cache_root() / "latent_tables") / key
+    for where, folder in (("shipped", shipped_folder(sae)), ("cache", cached)):
+        table = load_table(folder) if folder is not None else None
+        if table is not None and table.info.get("key") == key:
+            return table, where
+    start = time.perf_counter()
+    valid = valid_mask(tokenizer, docs, s.skip_first, s.skip_special)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sparse = encode_corpus(model, sae, docs, valid, pad, batch_size)
+    tensors = build_table(sparse, model, sae.W_dec, s, progress)
+    info = {"format": FORMAT, "key": key, "sae": sae.source, "hook": sae.hook, "model": getattr(model.config, "_name_or_path", ""),
+            "corpus": source, "doc_ids": ids, "n_docs": sparse.n_docs, "n_tokens": sparse.n_tokens, "n_encoded": int(valid.sum()),
+            "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - start, 1)}
+    table = LatentTable(tensors, info)
+    save_table(write_to or cached, table)
+    return table, "built"

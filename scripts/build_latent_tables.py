@@ -1,0 +1,58 @@
+"""Build the per-latent table of each shipped SAE on the shipped held-out corpus, into the SAE's folder.
+
+    python scripts/build_latent_tables.py                      # every SAE in saebasis/assets/sae
+    python scripts/build_latent_tables.py --sae smollm2-l12 --device cuda
+
+Writes saebasis/assets/sae/<name>/latents/{table.safetensors.gz, table.json} (see saebasis/interpret/table.py),
+so `saebasis interpret` with corpus=auto finds it by key and loads it in seconds. The settings are those of
+configs/interpret.yaml, so the key matches what `interpret` computes; a table whose key no longer matches (SAE
+retrained, corpus rebuilt) is ignored there and rebuilt here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from saebasis.config import compose
+from saebasis.interpret.report import table_settings
+from saebasis.interpret.table import latent_table
+from saebasis.interpret.texts import load_corpus
+from saebasis.models import load_model
+from saebasis.sae import ASSETS, SAEBasis
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sae", nargs="*", help="shipped SAE names (default: all of saebasis/assets/sae)")
+    parser.add_argument("--corpus", default="auto", help="auto = held-out shards of the shipped corpus (the shipped tables use this)")
+    parser.add_argument("--out", type=Path, help="write here instead of <SAE folder>/latents (for trials)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    cfg = compose("interpret", [f"corpus={args.corpus}"])
+    names = args.sae or sorted(p.name for p in (ASSETS / "sae").iterdir() if (p / "cfg.json").exists())
+    corpus = load_corpus(cfg["corpus"], cfg["table_docs"])
+    print(f"[saebasis] corpus: {corpus.source}, {len(corpus.texts)} documents")
+    for name in names:
+        folder = ASSETS / "sae" / name
+        model_name = json.loads((folder / "cfg.json").read_text()).get("metadata", {}).get("model_name") or "smollm2"
+        loaded = load_model(model_name, args.device)
+        sae = SAEBasis.load(f"builtin:{name}").to(args.device)
+        start = time.perf_counter()
+        out = args.out / name if args.out else folder / "latents"
+        table, where = latent_table(loaded.model, loaded.tokenizer, sae, corpus.texts, corpus.ids, corpus.source,
+                                    table_settings(cfg), batch_size=args.batch_size, write_to=out)
+        if where != "built":  # already up to date (or in the cache): write it to the SAE folder anyway
+            from saebasis.interpret.table import save_table
+
+            save_table(out, table)
+        size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+        print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s -> {out} ({size:.1f} MiB; "
+              f"{int((table.t['n_fire'] > 0).sum())} of {table.d_sae} latents fire)")
+
+
+if __name__ == "__main__":
+    main()
