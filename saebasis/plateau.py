@@ -31,6 +31,7 @@ from typing import NamedTuple, Sequence
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from saebasis import hooks
 from saebasis.activations import encode_pairs
@@ -63,7 +64,7 @@ def neutral_prompts(model, tokenizer, hook: str, prompts: Sequence[str], max_len
     """Each prompt's token ids and residual at the hook, one prompt at a time (no padding)."""
     device = next(model.parameters()).device
     out = []
-    for prompt in prompts:
+    for prompt in tqdm(prompts, desc="neutral activations", leave=False, disable=len(prompts) < 8):
         ids = encode_pairs(tokenizer, [prompt], [""], max_len)["input_ids"][0]  # [pos]
         if len(ids) < 2:
             continue  # a lone sink token has no position to perturb
