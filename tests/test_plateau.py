@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import HOOK, tiny_sae
+from conftest import HOOK
 from saebasis import hooks
 from saebasis.interventions import build
 from saebasis.plateau import (
