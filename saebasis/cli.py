@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit-baseline": ("fit_baseline", "saebasis.train.fit:fit_baseline", "fit SARA / DiffMean / PCA"),
     "generate": ("generate", "saebasis.generate:generate", "generate with a saved run at a chosen strength"),
     "compare": ("compare", "saebasis.compare:compare", "every method side by side, judged offline"),
+    "plateau": ("plateau", "saebasis.plateau_command:plateau", "KL vs steering size: a direction's plateau edge vs random ones"),
     "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
     "leaderboard": ("leaderboard", "saebasis.leaderboard:leaderboard", "every method x every concept (preset=quick | full), resumable"),
 }

@@ -4,6 +4,8 @@ Users write `blocks.{L}.hook_resid_pre` (the residual stream entering block L) o
 `blocks.{L}.hook_resid_post` (leaving it). These map to a forward pre-hook / forward hook on the HF
 decoder block, so nothing depends on TransformerLens' weight processing (which would change the
 activations an SAE sees). Every attachment is a context manager that always removes its hooks.
+`skip_to_hook` runs only the blocks after a hook from a residual computed once (activation caching in
+training, the plateau sweep).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 # Where each family keeps its list of decoder blocks.
@@ -220,3 +223,38 @@ def steering(model: nn.Module, hook: str, intervention, strength=1.0, positions:
         return
     with intervention.attach_to(model, hook, strength, positions):
         yield
+
+
+# -- skipping the blocks upstream of a hook (a residual computed once, reused) ------------------------
+def upstream_blocks(hook: str) -> int:
+    """How many blocks run before the residual at `hook` (blocks.L.hook_resid_post: L + 1; _pre: L)."""
+    point = parse_hook(hook)
+    return point.layer + 1 if point.kind == "post" else point.layer
+
+
+class _Inject(nn.Module):
+    """Stands in for a skipped block: passes its input on, or (the last one) returns the cached residual."""
+
+    def __init__(self, block: nn.Module, h: Tensor | None) -> None:
+        super().__init__()
+        self.h = h
+        if hasattr(block, "attention_type"):  # Gemma / Qwen pick the attention mask by this attribute
+            self.attention_type = block.attention_type
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        return hidden_states if self.h is None else self.h
+
+
+@contextmanager
+def skip_to_hook(model: nn.Module, hook: str, h: Float[Tensor, "batch pos d_model"]) -> Iterator[None]:
+    """Inside the block the model's blocks upstream of `hook` are replaced and the residual there is `h`."""
+    layers = blocks(model)
+    n = upstream_blocks(hook)
+    saved = list(layers[:n])
+    try:
+        for i, block in enumerate(saved):
+            layers[i] = _Inject(block, h if i == n - 1 else None)
+        yield
+    finally:
+        for i, block in enumerate(saved):
+            layers[i] = block

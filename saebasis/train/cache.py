@@ -12,14 +12,14 @@ Works for families whose decoder blocks return the hidden-state tensor (every fa
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from saebasis import hooks
+from saebasis.hooks import skip_to_hook, upstream_blocks  # noqa: F401  (moved to hooks; re-exported)
 
 
 def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
@@ -31,40 +31,6 @@ def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
             "position_ids": position_ids(batch["attention_mask"])}
-
-
-def upstream_blocks(hook: str) -> int:
-    """How many blocks run before the residual at `hook` (blocks.L.hook_resid_post: L + 1; _pre: L)."""
-    point = hooks.parse_hook(hook)
-    return point.layer + 1 if point.kind == "post" else point.layer
-
-
-class _Inject(nn.Module):
-    """Stands in for a skipped block: passes its input on, or (the last one) returns the cached residual."""
-
-    def __init__(self, block: nn.Module, h: Tensor | None) -> None:
-        super().__init__()
-        self.h = h
-        if hasattr(block, "attention_type"):  # Gemma / Qwen pick the attention mask by this attribute
-            self.attention_type = block.attention_type
-
-    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
-        return hidden_states if self.h is None else self.h
-
-
-@contextmanager
-def skip_to_hook(model: nn.Module, hook: str, h: Float[Tensor, "batch pos d_model"]) -> Iterator[None]:
-    """Inside the block the model's blocks upstream of `hook` are replaced and the residual there is `h`."""
-    layers = hooks.blocks(model)
-    n = upstream_blocks(hook)
-    saved = list(layers[:n])
-    try:
-        for i, block in enumerate(saved):
-            layers[i] = _Inject(block, h if i == n - 1 else None)
-        yield
-    finally:
-        for i, block in enumerate(saved):
-            layers[i] = block
 
 
 class ActivationCache:
