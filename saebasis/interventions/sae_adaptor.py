@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
-from saebasis.interventions.sae_support import RULES, SupportCache, affine, choose_support, read_latents, write_rows
+from saebasis.interventions.sae_support import RULES, SupportCache, affine, read_latents, write_rows
 from saebasis.sae import SAEBasis
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -48,10 +48,11 @@ class SAEAdaptorConfig(AdditiveConfig):
     k_out: int | None = None
     """Latents written, at most: None = every latent (B [r, d_sae], b [d_sae]); k = B [r, k], b [k] on the k
     latents chosen by `write_rule` before training (a fixed support: exact zeros elsewhere by construction)."""
-    write_rule: Literal["gradient", "contrast", "active"] = "gradient"
-    """How `prepare` picks the write set: gradient = largest |d/db (CE(positive) - CE(negative))| for a latent bias
+    write_rule: Literal["gradient", "contrast", "active"] = "contrast"
+    """How `prepare` picks the write set: contrast (default) = the read rule's contrast, computed once for both sides
+    (a forward pass up to the hook); gradient = largest |d/db (CE(positive) - CE(negative))| for a latent bias
     b at 0 (the latents whose write most helps the objective, concept-specific; a direction that helps any
-    completion cancels); contrast / active as for read_rule."""
+    completion cancels; costs a full forward + backward over every pair); active as for read_rule."""
     group_l1: float = 0.0
     """Group lasso on each written latent (column B[:, j] with b_j), applied as a proximal step in Adam's metric
     after every optimizer step: a latent whose group gradient stays small is exactly 0, so latents written can
@@ -89,7 +90,8 @@ class SAEAdaptor(Mahalanobis, Intervention):
     adaptor is the identity until trained. R and W are fixed before training by data-driven rules (`prepare`).
     Why a fixed write support rather than a learned one: the adaptor starts at B = 0, and Adam's first step
     moves every column with a gradient by the same ~lr, so a top-k cap on column norms would pick its support
-    by ties; scoring the latents once by the objective's gradient of a latent bias (or their contrast) is
+    by ties; scoring the latents once by their contrast between positive and negative completions (or the
+    objective's gradient of a latent bias) is
     deterministic, needs no dense B while training, and stores only what is used. `group_l1` then prunes
     inside W with exact zeros (a proximal step, as sae_bias does for its L1).
     Penalties: L1 on the entries of A and B, the rank r, optional top-k entry masks; Mahalanobis option on the
@@ -190,10 +192,13 @@ class SAEAdaptor(Mahalanobis, Intervention):
 
     def prepare(self, stack, concept, max_len: int) -> None:
         """Choose the read and write sets (k_in / k_out set), then the Mahalanobis fit."""
+        scores: dict[str, Tensor] = {}  # one pass per rule when both sides use the same one
         for idx, k, rule, side in ((self.read_idx, self.cfg.k_in, self.cfg.read_rule, "reads"),
                                    (self.write_idx, self.cfg.k_out, self.cfg.write_rule, "writes")):
             if idx is not None and k:
-                chosen = choose_support(stack, concept, max_len, k, rule)  # (the gradient rule needs autograd)
+                if rule not in scores:
+                    scores[rule] = RULES[rule](stack, concept, max_len)  # [d_sae]
+                chosen = scores[rule].topk(k).indices.sort().values
                 with torch.no_grad():
                     idx.copy_(chosen.to(idx.device))
                 print(f"[saebasis] sae_adaptor {side} {k} latents ({rule}): {idx[:12].tolist()}{' ...' if k > 12 else ''}")
