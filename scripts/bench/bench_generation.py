@@ -18,6 +18,7 @@ Each method is built with its default config and given random non-zero parameter
 the cost of applying it, not what it learned); SARA is fitted on a few contrastive prompts first. Targets:
     constant shifts (sae_bias, residual_vector, diffmean, pca) <= 1.02x  (they fold into one vector)
     adaptors and latent edits (sae_adaptor, residual_adaptor, clamp)   <= 1.15x
+    sae_adaptor_sparse (encodes its read set, decodes its 32 written rows) <= 1.01x
     sara_stable                                                        <= 1.10x  (sara_faithful: no target)
 `<method>+folded` rows (per-call part only) apply `folded()` precomputed once: the floor for a constant shift.
 """
@@ -32,7 +33,7 @@ from torch import nn
 import common
 
 TARGETS = {"sae_bias": 1.02, "residual_vector": 1.02, "diffmean": 1.02, "pca": 1.02, "sae_adaptor": 1.15,
-           "residual_adaptor": 1.15, "clamp": 1.15, "clamp_add": 1.15, "sara_stable": 1.10}
+           "sae_adaptor_sparse": 1.01, "residual_adaptor": 1.15, "clamp": 1.15, "clamp_add": 1.15, "sara_stable": 1.10}
 PROMPTS = [
     "Write a short note to a friend about your weekend.",
     "Describe the city you live in.",
@@ -84,6 +85,12 @@ def method_configs(method: str, cls) -> list[tuple[str, dict]]:
     if method == "clamp":  # its default sets no latent: give it three, in both modes
         three = {"latents": [0, 1, 2], "values": [2.0, 2.0, 2.0]}
         return [("clamp", {**three, "mode": "clamp"}), ("clamp_add", {**three, "mode": "add"})]
+    if method == "sae_adaptor":  # the dense default and the sparse config (reads 64, writes 32: sparse SAE work)
+        import yaml
+
+        sparse = yaml.safe_load(open(common.REPO / "configs" / "intervention" / "sae_adaptor_sparse.yaml"))
+        sparse.pop("method")
+        return [(method, {}), ("sae_adaptor_sparse", sparse)]
     return [(method, {})]
 
 
