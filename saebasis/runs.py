@@ -195,6 +195,9 @@ def run_guard(run_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Hold `<run_dir>.lock` while a run is produced: a second writer fails at once with a clear message,
     a finished run is not overwritten unless `overwrite`, and the parent folder must be writable up front."""
     run_dir = Path(run_dir)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        yield run_dir  # a DDP worker: rank 0 holds the lock and writes the run
+        return
     parent = run_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -191,48 +191,70 @@ class CompatReport(NamedTuple):
         return json.dumps(self._asdict(), indent=2)
 
 
-def _ce(model: nn.Module, batch: dict) -> float:
-    out = model(**batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100))
-    return float(out.loss)
+def _ce_sum(model: nn.Module, batch: dict) -> tuple[float, int]:
+    """Summed next-token cross-entropy over the real tokens of a right-padded batch, and their count."""
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    logits = model(**batch).logits[:, :-1].float()  # [batch, pos-1, vocab]
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+    return float(loss), int((labels[:, 1:] != -100).sum())
 
 
 @torch.no_grad()
 def check_compat(
     basis: SAEBasis, model: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 128,
-    warn_ev: float = 0.5, warn_ce: float = 0.6, skip_first: int = 1,
+    warn_ev: float = 0.5, warn_ce: float = 0.6, skip_first: int = 1, batch_size: int = 16, progress: bool = False,
 ) -> CompatReport:
     """Explained variance, mean L0, dead fraction and CE-loss recovered of the SAE on `texts`.
 
     The first `skip_first` tokens of each text are left out (and never spliced): in Llama-family models
     they carry the attention-sink activation, orders of magnitude larger than the rest, which SAEs are
     not trained on (sae-lens' `seqpos_slice`) and which would dominate every figure.
+    Texts run in batches of `batch_size` (memory stays flat for 50k+ tokens); every figure is pooled over all
+    tokens (EV = 1 - sum ||h - h_hat||^2 / sum ||h - mean h||^2, CE per token; dead = never fires on any token).
     Raises on a width mismatch; warns (naming the likely cause) when the SAE does not fit the model's
     activations at this hook -- a wrong hook, or an SAE trained on a TransformerLens-processed model.
     """
+    from tqdm.auto import tqdm
+
     basis.check_width(model.config.hidden_size)
-    tokenizer.padding_side = "right"  # position index == token index, so the first tokens are easy to skip
-    try:
-        batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_len)
-    finally:
-        tokenizer.padding_side = "left"
-    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
-    mask = batch["attention_mask"].bool().clone()  # [batch, pos]
-    mask[:, :skip_first] = False
-    h = hooks.run_to_hook(model, basis.hook, **batch)[mask]  # [tokens, d_model]
-    z = basis.encode(h)  # [tokens, d_sae]
-    recon = basis.decode(z)
-    ev = 1 - float((h - recon).pow(2).sum() / (h - h.mean(0)).pow(2).sum())
-    ce_clean = _ce(model, batch)
-    kept = list(range(skip_first, batch["input_ids"].shape[1]))
-    with hooks.attach(model, basis.hook, lambda x: basis.decode(basis.encode(x)), positions=kept):
-        ce_spliced = _ce(model, batch)
-    with hooks.attach(model, basis.hook, torch.zeros_like, positions=kept):
-        ce_zero = _ce(model, batch)
+    device = next(model.parameters()).device
+    texts = list(texts)
+    sse, n, l0 = 0.0, 0, 0.0
+    h_sum = h_sq = None
+    fired = torch.zeros(basis.d_sae, dtype=torch.bool, device=device)
+    ce = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0]}
+    for start in tqdm(range(0, len(texts), batch_size), desc="SAE quality", disable=not progress, leave=False):
+        tokenizer.padding_side = "right"  # position index == token index, so the first tokens are easy to skip
+        try:
+            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+        finally:
+            tokenizer.padding_side = "left"
+        batch = {k: v.to(device) for k, v in batch.items()}
+        mask = batch["attention_mask"].bool().clone()  # [batch, pos]
+        mask[:, :skip_first] = False
+        h = hooks.run_to_hook(model, basis.hook, **batch)[mask].double()  # [tokens, d_model]
+        z = basis.encode(h.float())  # [tokens, d_sae]
+        sse += float((h - basis.decode(z).double()).pow(2).sum())
+        h_sum = h.sum(0) if h_sum is None else h_sum + h.sum(0)
+        h_sq = h.pow(2).sum(0) if h_sq is None else h_sq + h.pow(2).sum(0)
+        n += h.shape[0]
+        l0 += float((z > 0).sum())
+        fired |= (z > 0).any(0).to(device)
+        kept = list(range(skip_first, batch["input_ids"].shape[1]))
+        for name, fn in (("clean", None), ("spliced", lambda x: basis.decode(basis.encode(x))), ("zero", torch.zeros_like)):
+            if fn is None:
+                total, count = _ce_sum(model, batch)
+            else:
+                with hooks.attach(model, basis.hook, fn, positions=kept):
+                    total, count = _ce_sum(model, batch)
+            ce[name][0] += total
+            ce[name][1] += count
+    ev = 1 - sse / float((h_sq - h_sum.pow(2) / max(n, 1)).sum()) if n else float("nan")
+    ce_clean, ce_spliced, ce_zero = (ce[k][0] / max(ce[k][1], 1) for k in ("clean", "spliced", "zero"))
     recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan")
     report = CompatReport(
-        explained_variance=ev, l0=float((z > 0).sum(-1).float().mean()),
-        dead_fraction=float(((z > 0).sum(0) == 0).float().mean()), ce_loss_clean=ce_clean,
-        ce_loss_spliced=ce_spliced, ce_loss_zero=ce_zero, ce_loss_recovered=recovered, n_tokens=int(mask.sum()),
+        explained_variance=ev, l0=l0 / max(n, 1), dead_fraction=float((~fired).float().mean()), ce_loss_clean=ce_clean,
+        ce_loss_spliced=ce_spliced, ce_loss_zero=ce_zero, ce_loss_recovered=recovered, n_tokens=n,
     )
     if ev < warn_ev or not math.isfinite(recovered) or recovered < warn_ce:
         warnings.warn(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from saebasis.config import to_dict
-from saebasis.corpus import corpus_path, corpus_texts, read_corpus
+from saebasis.corpus import corpus_texts, default_corpus_dir, read_shards
 from saebasis.models import load_model
 from saebasis.sae import SAEBasis, check_compat, resolve_builtin
 from saebasis.stack import CHECK_TEXTS, load_sae
@@ -18,28 +18,33 @@ FIELDS = [
 ]
 
 
-def eval_texts(sae_cfg: dict, n: int) -> tuple[list[str], str]:
-    """Held-out corpus documents when the SAE recorded its split and the corpus is cached, else fixed texts."""
-    train_cfg = resolve_builtin(sae_cfg["path"]) / "training_cfg.json" if sae_cfg.get("path") else None
-    rows = read_corpus(corpus_path())
-    if train_cfg is not None and train_cfg.exists() and rows:
-        held = json.loads(train_cfg.read_text())["corpus"]["heldout_fraction"]
-        texts = corpus_texts(rows)
-        return texts[: max(1, int(len(texts) * held))][:n], "held-out corpus documents"
-    return CHECK_TEXTS, "saebasis.stack.CHECK_TEXTS (corpus not cached)"
+def eval_texts(sae_cfg: dict, n_tokens: int, tokenizer) -> tuple[list[str], str]:
+    """Held-out corpus documents (every 10th shard: no shipped SAE trained on them) up to `n_tokens` tokens,
+    or fixed texts when no corpus is here."""
+    rows = read_shards(default_corpus_dir(), "heldout")
+    if not rows:
+        return CHECK_TEXTS, "saebasis.stack.CHECK_TEXTS (no corpus here)"
+    texts, total = [], 0
+    for text in corpus_texts(rows):
+        if total >= n_tokens:
+            break
+        texts.append(text)
+        total += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return texts, f"held-out corpus shards of {default_corpus_dir()}"
 
 
 def sae_info(cfg) -> dict:
     cfg = to_dict(cfg)
     basis: SAEBasis = load_sae(cfg["sae"])
     loaded = load_model(cfg["model"]["name"], cfg["model"].get("device", "cpu"))
-    texts, source = eval_texts(cfg["sae"], cfg["n_texts"])
-    now = check_compat(basis, loaded.model, loaded.tokenizer, texts, max_len=cfg["max_len"])._asdict()
+    texts, source = eval_texts(cfg["sae"], cfg["n_tokens"], loaded.tokenizer)
+    now = check_compat(basis, loaded.model, loaded.tokenizer, texts, max_len=cfg["max_len"], progress=True)._asdict()
     stored_path = resolve_builtin(cfg["sae"]["path"]) / "quality.json"
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     print(f"SAE {basis.source} at {basis.hook}: d_model {basis.d_model}, d_sae {basis.d_sae}, "
           f"architecture {basis.sae.cfg.architecture()}")
-    print(f"measured now on {len(texts)} texts ({source}) | stored at training ({stored_path.name})")
+    print(f"measured now on {len(texts)} texts, {now['n_tokens']:,} tokens ({source}) | stored at training ({stored_path.name}, "
+          f"{stored.get('n_tokens', 0):,} held-out tokens)")
     for key, label in FIELDS:
         print(f"  {label:<34} {now[key]:>10.4g}   {stored.get(key, float('nan')):>10.4g}")
     return {"now": now, "stored": stored}

@@ -56,6 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layer", type=int, default=12)
     parser.add_argument("--strength", type=float, default=1.0, help="c (the published runs use 1)")
+    parser.add_argument("--sink", choices=["exclude", "include"], default="exclude",
+                        help="the prompt's first token (attention sink) in X_o: include = the published code to the letter")
     parser.add_argument("--pairs", type=int, default=16, help="sentiment pairs whose completions form X_a / X_r")
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--positions", default="completion", choices=["completion", "all"], help="tokens in X_a / X_r")
@@ -75,9 +77,9 @@ def main() -> None:
           f"{sum(len(a) for a in attract)} / {sum(len(r) for r in repel)})\n### prompt: {prompt}")
     print(f"--- unsteered:\n{generate(model, tokenizer, [prompt], None, hook, args.tokens)[0][0]}")
     for mode in ("faithful", "stable"):
-        sara = build("sara", {"mode": mode, "strength": args.strength}, model.config.hidden_size).fit(attract, repel)
+        sara = build("sara", {"mode": mode, "sink": args.sink}, model.config.hidden_size).fit_histories(attract, repel)
         deltas = spy_deltas(sara)
-        text = generate(model, tokenizer, [prompt], sara, hook, args.tokens)[0][0]
+        text = generate(model, tokenizer, [prompt], sara, hook, args.tokens, strength=args.strength)[0][0]
         print(f"--- sara mode={mode}:\n{text}\n{describe(mode, sara.k_seen, deltas)}")
 
 

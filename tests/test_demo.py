@@ -18,7 +18,7 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, sae, concept_dir, monkeypatch):
     def shrink(name, overrides):
         extra = {"train": ["batch_size=2", "max_len=24", "trainer.max_epochs=1", "n_samples=1", "trainer.enable_progress_bar=false"],
                  "compare": [f"stack_overrides={stack}", "batch_size=2", "max_new_tokens=4", "n_val=2", "n_test=2", "n_neutral=2"],
-                 "interpret": ["explain=false", "n_docs=20", "top_k=3"]}[name]
+                 "interpret": ["n_docs=20", "top_k=3"]}[name]
         overrides = [o for o in overrides if not o.startswith(("n_val", "n_test", "n_neutral", "max_new_tokens"))]
         return orig_compose(name, overrides + extra)
 

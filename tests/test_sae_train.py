@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from saebasis.config import compose
-from saebasis.corpus import build_corpus, read_corpus
+from saebasis.corpus import build_corpus, read_shards, shard_path
 from saebasis.models import load_model
 from saebasis.sae import SAEBasis, resolve_builtin
 from saebasis.train.sae_train import sae_config, train_sae
@@ -14,8 +14,8 @@ def _tiny_overrides(tmp_path):
     return [
         "model=tiny", "logger=none", "layer=1", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
         "train_batch_size_tokens=256", "store_batch_size_prompts=4", "n_batches_in_buffer=16", "context_size=32",
-        "corpus.n_prompts=12", "corpus.max_new_tokens=24", "corpus.batch_size=6", "corpus.heldout_fraction=0.25",
-        f"corpus.path={tmp_path}/corpus.jsonl", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
+        "corpus.n_shards=10", "corpus.shard_size=2", "corpus.max_new_tokens=24", "corpus.batch_size=4", "corpus.eval_tokens=null",
+        f"corpus.dir={tmp_path}/corpus", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
     ]
 
 
@@ -32,16 +32,20 @@ def test_train_sae_on_tiny_model_writes_a_loadable_sae(tmp_path):
     assert basis.encode(h).shape == (5, 64)
 
 
-def test_corpus_cache_resumes_without_regenerating(tmp_path):
+def test_corpus_shards_resume_without_regenerating(tmp_path):
     loaded = load_model("tiny-llama")
-    path = tmp_path / "c.jsonl"
-    rows = build_corpus(loaded.model, loaded.tokenizer, n_prompts=4, max_new_tokens=4, batch_size=2, path=path)
-    assert len(rows) == 4
-    before = path.read_text()
-    again = build_corpus(loaded.model, loaded.tokenizer, n_prompts=4, max_new_tokens=4, batch_size=2, path=path)
-    assert path.read_text() == before and again == rows
-    more = build_corpus(loaded.model, loaded.tokenizer, n_prompts=6, max_new_tokens=4, batch_size=2, path=path)
-    assert len(more) == 6 and len(read_corpus(path)) == 6 and path.read_text().startswith(before)
+    kw = dict(shard_size=2, max_new_tokens=4, batch_size=2)
+    rows = build_corpus(loaded.model, loaded.tokenizer, tmp_path, 3, **kw)
+    assert len(rows) == 6 and [r["id"] for r in rows] == list(range(6)) and all(r["n_tokens"] <= 4 for r in rows)
+    before = {i: shard_path(tmp_path, i).read_bytes() for i in range(3)}
+    shard_path(tmp_path, 1).unlink()  # an interrupted build: shard 1 missing
+    again = build_corpus(loaded.model, loaded.tokenizer, tmp_path, 3, **kw)
+    assert again == rows  # the same text: a shard depends only on (seed, index)
+    assert all(shard_path(tmp_path, i).read_bytes() != b"" for i in range(3)) and shard_path(tmp_path, 0).read_bytes() == before[0]
+    more = build_corpus(loaded.model, loaded.tokenizer, tmp_path, 10, **kw)
+    assert len(more) == 20 and len(read_shards(tmp_path, "heldout")) == 2 and len(read_shards(tmp_path, "train")) == 18
+    with pytest.raises(ValueError, match="split=.*choose all, train or heldout"):
+        read_shards(tmp_path, "test")
 
 
 def test_unknown_architecture_is_explained():

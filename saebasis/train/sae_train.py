@@ -26,7 +26,7 @@ from sae_lens.load_model import HookedProxyLM
 
 from saebasis import hooks
 from saebasis.config import setup_env, to_dict
-from saebasis.corpus import build_corpus, corpus_path, corpus_texts
+from saebasis.corpus import HELDOUT_EVERY, build_corpus, corpus_texts, default_corpus_dir, read_shards, shard_indices
 from saebasis.models import load_model
 from saebasis.runs import atomic_dir
 from saebasis.sae import SAEBasis, check_compat
@@ -60,11 +60,6 @@ def sae_config(arch: str, d_in: int, d_sae: int, extra: dict[str, Any]):
     cls = ARCHITECTURES[arch]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(d_in=d_in, d_sae=d_sae, **{k: v for k, v in extra.items() if k in fields})
-
-
-def split_corpus(texts: list[str], heldout_fraction: float) -> tuple[list[str], list[str]]:
-    n_held = max(1, int(len(texts) * heldout_fraction))
-    return texts[n_held:], texts[:n_held]
 
 
 def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageModelSAERunnerConfig:
@@ -104,9 +99,7 @@ def train_sae(cfg) -> dict:
     hook = hooks.HookPoint(cfg["layer"], "post").name
     hooks.resolve(model, hook)  # checks the layer exists before any work
     hf_hook = hooks.block_module_name(model, cfg["layer"])
-    c = cfg["corpus"]
-    rows = build_corpus(model, tok, c["n_prompts"], c["max_new_tokens"], c["batch_size"], _corpus_file(cfg))
-    train_texts, heldout = split_corpus(corpus_texts(rows), c["heldout_fraction"])
+    train_texts, heldout = corpus_split(cfg, model, tok)
     out = Path(cfg["work_dir"])
     runner_cfg = runner_config(cfg, hf_hook, model.config.hidden_size, out)
     proxy = StopAtHookProxyLM(model, tok, hook_names=[hf_hook])
@@ -118,18 +111,41 @@ def train_sae(cfg) -> dict:
     hooks.blocks(model)[cfg["layer"]]._forward_hooks.clear()  # HookedProxyLM leaves its forward hook on the block
     trained.cfg.metadata.hook_name = hook
     basis = SAEBasis.load(str(out / "sae-lens-output"), hook=hook)
-    quality = check_compat(basis, model, tok, heldout, max_len=cfg["context_size"])._asdict()
+    quality = check_compat(basis, model, tok, heldout, max_len=cfg["context_size"], progress=True)._asdict()
     quality.update(train_time_s=round(train_time, 1), training_tokens=cfg["training_tokens"],
-                   heldout_docs=len(heldout), corpus_docs=len(train_texts))
+                   heldout_docs=len(heldout), corpus_docs=len(train_texts), eval_source="held-out corpus shards (never trained on)")
     target = _save_shipped(out / "sae-lens-output", Path(cfg["out_dir"]), hook, cfg, quality)
     print(json.dumps(quality, indent=2))
     print(f"[saebasis] SAE saved to {target}")
     return {"sae_dir": str(target), **quality}
 
 
-def _corpus_file(cfg: dict) -> Path:
-    path = cfg["corpus"].get("path")
-    return Path(path) if path else corpus_path()
+def corpus_split(cfg: dict, model, tok) -> tuple[list[str], list[str]]:
+    """Training texts (every shard but the held-out ones) and held-out texts for quality.json, building (or
+    resuming) the corpus first when it has fewer than corpus.n_shards complete shards."""
+    c = cfg["corpus"]
+    directory = Path(c["dir"]) if c.get("dir") else default_corpus_dir()
+    if len([i for i in shard_indices(directory) if i < c["n_shards"]]) < c["n_shards"]:
+        build_corpus(model, tok, directory, c["n_shards"], c["shard_size"], c["max_new_tokens"], c["batch_size"])
+    if not any(i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in shard_indices(directory)):
+        raise ValueError(f"{directory} has no held-out shard (index {HELDOUT_EVERY - 1}, {2 * HELDOUT_EVERY - 1}, ...): "
+                         f"set corpus.n_shards >= {HELDOUT_EVERY} so quality is measured on text the SAE never saw.")
+    train = corpus_texts(read_shards(directory, "train"))
+    heldout = corpus_texts(read_shards(directory, "heldout"))
+    return train, _first_tokens(heldout, tok, c.get("eval_tokens"))
+
+
+def _first_tokens(texts: list[str], tok, budget: int | None) -> list[str]:
+    """The first held-out documents that together hold `budget` tokens (all of them when None)."""
+    if not budget:
+        return texts
+    out, total = [], 0
+    for text in texts:
+        if total >= budget:
+            break
+        out.append(text)
+        total += len(tok(text, add_special_tokens=False)["input_ids"])
+    return out
 
 
 def _save_shipped(src: Path, target: Path, hook: str, cfg: dict, quality: dict) -> Path:

@@ -62,13 +62,18 @@ def variants(model, tokenizer, sae, hook, args) -> dict[str, tuple[str, object]]
             iv = build(method, overrides, d_model, sae)
             randomise(iv)
             if method == "sara":  # closed form from activation histories, not random buffers
-                iv.fit([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
+                iv.fit_histories([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
             iv.to(args.device)
+            try:  # peers that need their library and the model set up (lora, caa) are timed by their own benches
+                iv(torch.zeros(1, 2, d_model, device=args.device), 1.0)
+            except Exception as err:  # noqa: BLE001
+                print(f"[bench] skipping {name}: cannot run on a bare residual here ({type(err).__name__}: {err})")
+                continue
             out[name] = (hook, iv)
             vector = iv.folded()
             if vector is not None:
                 folded = vector.detach().to(args.device)
-                out[f"{name}+folded"] = (hook, lambda h, v=folded, s=iv.strength: h + s * v.to(h.dtype))
+                out[f"{name}+folded"] = (hook, lambda h, v=folded: h + v.to(h.dtype))  # strength 1
     return out
 
 
