@@ -59,12 +59,12 @@ def variants(model, tokenizer, sae, hook, args) -> dict[str, tuple[str, object]]
     out: dict[str, tuple[str, object]] = {}
     for method in sorted(REGISTRY):
         for name, overrides in method_configs(method, REGISTRY[method]):
-            iv = build(method, overrides, d_model, sae)
-            randomise(iv)
-            if method == "sara":  # closed form from activation histories, not random buffers
-                iv.fit_histories([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
-            iv.to(args.device)
             try:  # peers that need their library and the model set up (lora, caa) are timed by their own benches
+                iv = build(method, overrides, d_model, sae)
+                randomise(iv)
+                if method == "sara":  # closed form from activation histories, not random buffers
+                    iv.fit_histories([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
+                iv.to(args.device)
                 iv(torch.zeros(1, 2, d_model, device=args.device), 1.0)
             except Exception as err:  # noqa: BLE001
                 print(f"[bench] skipping {name}: cannot run on a bare residual here ({type(err).__name__}: {err})")
