@@ -39,6 +39,9 @@ def _resolve(target: str):
 def run_hydra(command: str, argv: list[str]):
     import hydra
 
+    from saebasis.config import register_configs
+
+    register_configs()
     config_name, target, _ = COMMANDS[command]
     fn = _resolve(target)
 

@@ -27,9 +27,30 @@ def has_wandb_key() -> bool:
     return bool(os.environ.get("WANDB_API_KEY")) or (path.exists() and "api.wandb.ai" in path.read_text(errors="ignore"))
 
 
+def register_configs() -> None:
+    """Hydra's ConfigStore holds each method's defaults, taken from its typed dataclass (the one home of every
+    default): `intervention/<method>_defaults`. The YAML files in configs/intervention/ start from it and only
+    override what they change, and Hydra's struct mode rejects a mistyped field at composition."""
+    import dataclasses
+
+    from hydra.core.config_store import ConfigStore
+
+    from saebasis.interventions import REGISTRY
+
+    store = ConfigStore.instance()
+    for name, cls in REGISTRY.items():
+        defaults = {}
+        for f in dataclasses.fields(cls.Config):
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            defaults[f.name] = value
+        store.store(group="intervention", name=f"{name}_defaults", node={"method": name, **defaults})
+
+
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose a config exactly as the CLI would (`saebasis <cmd> k=v ...`), without running it."""
     from hydra import compose as hydra_compose
+
+    register_configs()
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

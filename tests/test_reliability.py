@@ -86,8 +86,12 @@ def good_cfg(tmp_path: Path) -> dict:
     }
 
 
-def test_good_config_passes(tmp_path, no_heavy_work):
-    validate(good_cfg(tmp_path))
+def test_good_config_passes_and_each_bad_field_is_caught_alone(tmp_path, no_heavy_work):
+    cfg = good_cfg(tmp_path)
+    assert validate(cfg) is None  # the good config raises nothing and loads no model (no_heavy_work)
+    cfg["hook"] = "blocks.1.hook_attn_out"  # the same config with one bad field fails: the pass above was not vacuous
+    with pytest.raises(ConfigError, match="config field 'hook'"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,26 @@ def test_training_moves_parameters_and_logs(tiny_overrides):
     assert run.metrics["samples"] and set(run.metrics["samples"][0]) == {"prompt", "unsteered", "steered"}
 
 
-def test_preference_objective_runs(tiny_overrides):
-    result = train(compose("train", ["experiment=sae_bias", "objective=preference", "trainer.max_epochs=1", *tiny_overrides]))
-    assert result["steps"] >= 1
+def test_preference_objective_raises_the_positive_margin(tiny_overrides):
+    """BiPO / DPO-style training must move log p(pos) - log p(neg) up relative to the unsteered model."""
+    from saebasis.data import load_concept
+    from saebasis.stack import load_stack
+    from saebasis.train.datamodule import ConceptDataModule
+    from saebasis.train.module import SteeringModule
+
+    cfg = compose("train", ["experiment=residual_vector", "objective=preference", "trainer.max_epochs=4", "lr=0.05", *tiny_overrides])
+    result = train(cfg)
+    assert result["steps"] >= 4
+    run = result["run"]
+    cfg = {**dict(run.cfg["config"]), "cache_activations": False}
+    stack = load_stack(cfg)
+    dm = ConceptDataModule(load_concept(cfg["data"]), stack.tokenizer, 4, cfg["max_len"], 0.0, 0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = SteeringModule(run.intervention, stack.model, stack.hook, cfg, dm)
+    with torch.no_grad():
+        margin = (module._logp(batch["pos"]) - module._reference_logp(batch["pos"])) - (module._logp(batch["neg"]) - module._reference_logp(batch["neg"]))
+    assert float(margin.mean()) > 0
 
 
 def test_resume_from_checkpoint_matches_uninterrupted(tiny_overrides, tmp_path):
