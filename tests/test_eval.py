@@ -269,3 +269,19 @@ def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_di
     monkeypatch.setattr(compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods"))
     with pytest.raises(ValueError, match=pattern):
         compare_mod.compare(_compare_cfg(tmp_path, sae, concept_dir, methods))
+
+
+def test_compare_loads_the_model_once_for_every_method(concept_dir, tmp_path, sae, monkeypatch):
+    import saebasis.stack
+    from saebasis.compare import compare
+
+    loads = []
+    real = saebasis.stack.load_model
+    monkeypatch.setattr(saebasis.stack, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    fast = ["debug=fast", "batch_size=2", "max_len=24", "trainer.enable_progress_bar=false"]
+    methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
+               "vector": {"kind": "train", "strengths": [1], "overrides": ["experiment=residual_vector", *fast]},
+               "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]}}
+    result = compare(_compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0"))
+    assert {r["method"] for r in result["rows"]} >= {"bias", "vector", "dm"}
+    assert len(loads) == 1, f"{len(loads)} model loads for {len(methods) + 1} methods: the stack must be shared"

@@ -270,3 +270,24 @@ def test_sae_bias_restricted_to_allowed_latents_stays_zero_elsewhere(mode, sae):
     assert (iv.b[~allowed] == 0).all() and (iv.b[allowed] != 0).any()
     with pytest.raises(ValueError, match="bool mask of shape"):
         iv.restrict_to(torch.ones(sae.d_sae))
+
+
+def test_mahalanobis_covariance_leaves_the_attention_sink_out(sae, monkeypatch):
+    """prepare() fits Sigma on every token but each text's first: a planted first token 1000x the others' norm
+    changes nothing."""
+    import saebasis.interventions.mahalanobis as maha
+    from saebasis.interventions.mahalanobis import inverse_sqrt_cov
+
+    torch.manual_seed(0)
+    rest = [torch.randn(6, D_MODEL) for _ in range(5)]
+    sink = torch.zeros(1, D_MODEL)
+    sink[0, 0] = 1000.0
+    monkeypatch.setattr(maha, "collect", lambda *a, **k: [torch.cat([sink, r]) for r in rest])
+    iv = build("residual_vector", {"mahalanobis_coef": 1.0}, D_MODEL, sae)
+    stack = type("Stack", (), {"model": None, "tokenizer": None, "hook": sae.hook})()
+    concept = type("Concept", (), {"neutral": ["a"] * 5, "pairs": []})()
+    iv.prepare(stack, concept, 32)
+    want = inverse_sqrt_cov(torch.cat(rest), 0.1).float()
+    assert torch.allclose(iv.whitener.W, want, atol=1e-5)
+    with_sink = inverse_sqrt_cov(torch.cat([torch.cat([sink, r]) for r in rest]), 0.1).float()
+    assert not torch.allclose(with_sink, want, atol=1e-2)  # the sink would have changed Sigma: the test can fail
