@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for tests/test_interpret.py (the HTML report must render with its plots and no console
+# Headless Chromium for tests/interpret/test_interpret.py (the HTML report must render with its plots and no console
 # errors). Installs the Debian `chromium` package with apt-get when /usr/bin/chromium is missing; no browser
 # is downloaded by a test tool. Idempotent: CI calls it before pytest.
 set -euo pipefail

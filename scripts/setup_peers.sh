@@ -3,7 +3,7 @@
 #   intervention=lora  -> peft (the `peers` extra)
 #   intervention=caa   -> steering-vectors 0.12.2, installed with --no-deps: it declares transformers<5 (pip would
 #                         swap saebasis' transformers 5 for 4.57), but its code imports only PreTrainedTokenizerBase
-#                         from transformers and runs on 5.x (tests/test_peers.py checks it on the tiny model).
+#                         from transformers and runs on 5.x (tests/interventions/test_peers.py checks it on the tiny model).
 # torch / transformers are held at what .venv has, so nothing here can replace them.
 #   bash scripts/setup_peers.sh
 # LoReFT (pyreft pins transformers==4.45.1) needs its own venv: bash scripts/bench/setup_pyreft.sh (benchmarks only).

@@ -91,9 +91,9 @@ def method_configs(method: str, cls) -> list[tuple[str, dict]]:
         three = {"latents": [0, 1, 2], "values": [2.0, 2.0, 2.0]}
         return [("clamp", {**three, "mode": "clamp"}), ("clamp_add", {**three, "mode": "add"})]
     if method == "sae_adaptor":  # the dense default and the sparse config (reads 64, writes 32: sparse SAE work)
-        import yaml
+        from saebasis.config import compose, to_dict
 
-        sparse = yaml.safe_load(open(common.REPO / "configs" / "intervention" / "sae_adaptor_sparse.yaml"))
+        sparse = to_dict(compose("train", ["intervention=sae_adaptor_sparse"]))["intervention"]
         sparse.pop("method")
         return [(method, {}), ("sae_adaptor_sparse", sparse)]
     return [(method, {})]

@@ -10,7 +10,7 @@ from saebasis.config import compose, to_dict
 from saebasis.interventions import build
 from tests.conftest import tiny_sae
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUDGETS = sorted(p.stem for p in (ROOT / "configs" / "budget").glob("*.yaml"))
 NOMINAL = {"1k": 1_000, "4k": 4_000, "16k": 16_000, "64k": 64_000}
 

@@ -23,7 +23,7 @@ from saebasis.runs import save_run
 from saebasis.sweep import _engine, check_overrides, expand_runs, hydra_equivalent, load_sweep, to_overrides, validate_sweep
 from saebasis.sweep_summary import SweepCallback, summarize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "configs" / "sweep").glob("*.yaml"))
 CMD = ["${env}", "${interpreter}", "-m", "saebasis.cli", "train", "${args_no_hyphens}"]
 TINY = ["model=tiny", "sae=none", "logger=none", "batch_size=2", "max_len=24", "n_samples=0", "trainer.max_epochs=1",
