@@ -7,7 +7,10 @@ with `values` alongside -- so one latent's column is a slice, not a scan.
 
 Skipped tokens (never encoded, activation 0): the first `skip_first` positions of each document (in
 Llama-family models they carry the attention-sink activation, far outside what the SAE was trained on) and,
-with `skip_special`, the tokenizer's special tokens (chat-template markers), as `saebasis train-sae` does.
+with `skip_special`, the tokenizer's special tokens (chat-template markers), as `saebasis train-sae` does, and the
+chat template's shared opening (SmolLM2's default system prompt "You are a helpful AI assistant named SmolLM ..."
+and the user-turn marker) wherever a document starts with it: every model-written corpus document does, and those
+~25 identical tokens would otherwise fill the token statistics of the latents that fire on them.
 
 The cache key hashes everything the numbers depend on: the model (config + a strided sample of every
 weight), the SAE (hook + a strided sample of its weights), the corpus token ids and the settings. A retrained
@@ -109,13 +112,28 @@ def tokenize(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
     return docs
 
 
+def template_prefix(tokenizer) -> list[int]:
+    """Token ids every chat-formatted user turn starts with (the template's system block and user marker): the
+    common prefix of two chats that differ only in the user's text. Empty without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    a, b = (tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False) for text in ("Alpha", "Omega"))
+    ids_a, ids_b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (a, b))
+    n = 0
+    while n < min(len(ids_a), len(ids_b)) and ids_a[n] == ids_b[n]:
+        n += 1
+    return ids_a[:n]
+
+
 def valid_mask(tokenizer, docs: list[list[int]], skip_first: int, skip_special: bool) -> Bool[Tensor, " n_tokens"]:
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)) if skip_special else [], dtype=torch.long)
+    prefix = template_prefix(tokenizer) if skip_special else []
     parts = []
     for ids in docs:
-        ids = torch.tensor(ids)
         keep = torch.arange(len(ids)) >= skip_first
-        parts.append(keep & ~torch.isin(ids, special))
+        if prefix and ids[: len(prefix)] == prefix:
+            keep[: len(prefix)] = False  # the shared chat-template opening (system prompt)
+        parts.append(keep & ~torch.isin(torch.tensor(ids), special))
     return torch.cat(parts)
 
 

@@ -41,7 +41,7 @@ from saebasis.interpret.lens import through_norm
 from saebasis.models import cache_root
 from saebasis.sae import resolve_builtin
 
-FORMAT = 1
+FORMAT = 2  # 2: the chat template's shared opening is not encoded (cache.valid_mask)
 TENSORS = "table.safetensors.gz"
 INFO = "table.json"
 

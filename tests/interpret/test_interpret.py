@@ -527,3 +527,21 @@ def test_report_html_escapes_every_text():
                         "logit_lens": {"promoted": [evil], "suppressed": [evil]},
                         "contexts": [{"doc": 0, "max": 1.0, "tokens": [evil], "acts": [1.0], "skipped": [False], "count": 1}]}, "model")
     assert "<script" not in card and "&lt;script&gt;" in card
+
+
+def test_the_chat_templates_shared_opening_is_not_encoded():
+    """Every model-written document starts with the template's system block: those tokens are left out of the
+    per-latent statistics (they would dominate them), other documents are untouched."""
+    from saebasis.interpret.cache import template_prefix, valid_mask
+    from saebasis.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prefix = template_prefix(tok)
+    chat = tok(tok.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False), add_special_tokens=False)["input_ids"]
+    plain = tok("hi there", add_special_tokens=False)["input_ids"]
+    assert prefix and chat[: len(prefix)] == prefix and plain[: len(prefix)] != prefix
+    mask = valid_mask(tok, [chat, plain], skip_first=1, skip_special=True)
+    chat_mask, plain_mask = mask[: len(chat)], mask[len(chat):]
+    assert not chat_mask[: len(prefix)].any() and chat_mask[len(prefix):].any()
+    assert plain_mask.tolist() == [False] + [True] * (len(plain) - 1)  # only the first token (sink) skipped
+    assert valid_mask(tok, [chat], 1, skip_special=False)[1 : len(prefix)].all()  # the setting turns it off
