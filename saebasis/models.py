@@ -119,17 +119,19 @@ def prepare(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: 
 TINY_NAMES = ("tiny-llama",)
 
 
-def tiny_config(name: str):
-    """LlamaConfig of the built-in random test model `tiny-llama` (d_model 32, 3 layers); None otherwise."""
+def tiny_config(name: str, **overrides):
+    """LlamaConfig of the built-in random test model `tiny-llama` (d_model 32, 3 layers; `overrides` change any
+    field, e.g. a test's smaller vocabulary); None for any other name. The one tiny-model factory."""
     if name.lower() not in TINY_NAMES:
         return None
     from transformers import LlamaConfig
 
-    return LlamaConfig(
+    fields = dict(
         vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
+    return LlamaConfig(**{**fields, **overrides})
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerBase:
@@ -150,10 +152,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
     return fast
 
 
-def tiny_model(name: str = "tiny-llama", device: str = "cpu", dtype: str = "float32", seed: int = 0) -> LoadedModel:
-    """The same random weights for the same seed, without touching the global RNG."""
+def tiny_model(name: str = "tiny-llama", device: str = "cpu", dtype: str = "float32", seed: int = 0, tokenizer=None,
+               **overrides) -> LoadedModel:
+    """The same random weights for the same seed, without touching the global RNG (`overrides`: tiny_config fields;
+    `tokenizer`: another tokenizer, e.g. a test's word-level one, instead of the byte-level default)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(tiny_config(name)).to(getattr(torch, dtype))
-    tokenizer = tiny_tokenizer()
+        model = AutoModelForCausalLM.from_config(tiny_config(name, **overrides)).to(getattr(torch, dtype))
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     return LoadedModel(prepare(model, tokenizer, device), tokenizer, name)

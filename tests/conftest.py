@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from saebasis.models import prepare
@@ -35,13 +35,13 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=D_MODEL, intermediate_size=64, num_hidden_layers=N_LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3,
-    )
-    return AutoModelForCausalLM.from_config(cfg)
+    """saebasis' one tiny-model factory (`model=tiny`) with this file's word-level vocabulary: the fixtures and
+    the CLI's tiny model are the same architecture (d_model 32, 3 layers)."""
+    from saebasis.models import tiny_model
+
+    torch.manual_seed(seed)  # callers that re-seed after building rely on the old global-RNG behaviour
+    return tiny_model(seed=seed, tokenizer=tiny_tokenizer(), vocab_size=vocab_size, max_position_embeddings=128,
+                      bos_token_id=2, eos_token_id=3).model
 
 
 def tiny_sae(d_in: int = D_MODEL, d_sae: int = D_SAE, hook: str = HOOK, seed: int = 0) -> SAEBasis:
