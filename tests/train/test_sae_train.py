@@ -73,3 +73,21 @@ def test_shipped_default_sae_matches_its_quality_file():
     report = check_compat(basis, loaded.model, loaded.tokenizer, texts)
     assert report.explained_variance > stored["explained_variance"] - 0.25
     assert report.ce_loss_recovered > 0.5
+
+
+def test_sae_info_measures_on_held_out_shards_up_to_a_token_budget(tmp_path, monkeypatch):
+    import saebasis.sae_info as info
+    from saebasis.corpus import _write_shard
+    from tests.conftest import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    for index in range(20):  # shards 9 and 19 are held out
+        _write_shard(shard_path(tmp_path, index), [{"id": index * 10 + j, "prompt": "p", "text": f"the movie {index} {j}",
+                                                     "n_tokens": 3} for j in range(3)])
+    monkeypatch.setattr(info, "default_corpus_dir", lambda: tmp_path)
+    texts, source = info.eval_texts({}, n_tokens=10**6, tokenizer=tok)
+    assert texts == [f"the movie {i} {j}" for i in (9, 19) for j in range(3)] and "held-out" in source
+    few, _ = info.eval_texts({}, n_tokens=5, tokenizer=tok)  # 4 tokens a text: stops once 5 are reached
+    assert few == texts[:2]
+    monkeypatch.setattr(info, "default_corpus_dir", lambda: tmp_path / "none")
+    assert info.eval_texts({}, 100, tok)[1].startswith("saebasis.stack.CHECK_TEXTS")
