@@ -53,6 +53,18 @@ def tiny_sae(d_in: int = D_MODEL, d_sae: int = D_SAE, hook: str = HOOK, seed: in
     return SAEBasis(sae, hook)
 
 
+def tiny_stack_overrides(folder, sae: SAEBasis) -> list[str]:
+    """The overrides that point any command (train, fit-baseline, compare, demo, leaderboard) at the tiny model and
+    `sae`, saved once under `folder`: the one place tests spell the tiny stack."""
+    sae.sae.save_model(folder / "sae")
+    return ["model=tiny", f"sae.path={folder / 'sae'}", f"sae.hook={sae.hook}", "sae.check=false"]
+
+
+@pytest.fixture
+def tiny_stack(tmp_path, sae) -> list[str]:
+    return tiny_stack_overrides(tmp_path, sae)
+
+
 @pytest.fixture
 def tokenizer():
     return tiny_tokenizer()

@@ -4,11 +4,10 @@ from saebasis.config import compose
 from saebasis.demo import demo
 
 
-def test_demo_end_to_end_on_tiny_model(tmp_path, sae, concept_dir, monkeypatch):
+def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
-    sae.sae.save_model(tmp_path / "sae")
     (tmp_path / "sae" / "quality.json").write_text('{"explained_variance": 0.5}')
-    tiny = ["model=tiny", f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
+    tiny = tiny_stack
     stack = "['model=tiny','sae.path=" + str(tmp_path / "sae") + "','sae.hook=blocks.1.hook_resid_post','sae.check=false']"
     monkeypatch.setattr("saebasis.demo._overrides", lambda cfg: [f"data={cfg['data']}", "logger=none", *tiny])
     import saebasis.demo as d

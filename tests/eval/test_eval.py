@@ -11,6 +11,7 @@ from saebasis.eval.metrics import L0_TOL, ab_matching_prob, harmonic_mean, kl_to
 from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, search_strength, select_strength
 from saebasis.interventions import build
 from saebasis.runs import load_run, save_run
+from tests.conftest import tiny_stack_overrides
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -175,8 +176,7 @@ def test_seeded_sampling_is_reproducible_and_greedy_ignores_seed(model, tokenize
 
 # -- compare end to end on the tiny model ---------------------------------------------------------
 def _compare_cfg(tmp_path, sae, data, methods: dict, *extra: str) -> dict:
-    sae.sae.save_model(tmp_path / "sae")
-    stack = ["model=tiny", f"sae.path={tmp_path / 'sae'}", f"sae.hook={HOOK}", "sae.check=false"]
+    stack = tiny_stack_overrides(tmp_path, sae)
     cfg = to_dict(compose("compare", [*stack, "logger=none", f"data={data}", f"out_dir={tmp_path / 'out'}", "n_val=2", "n_test=2",
                                       "n_neutral=2", "max_new_tokens=4", "batch_size=2", *extra]))
     cfg["stack_overrides"] = stack

@@ -36,9 +36,8 @@ def test_concept_bootstrap_resamples_concepts_first():
 
 
 @pytest.fixture
-def tiny_board(tmp_path, sae):
-    sae.sae.save_model(tmp_path / "sae")
-    stack = ["model=tiny", f"sae.path={tmp_path / 'sae'}", "sae.hook=blocks.1.hook_resid_post", "sae.check=false"]
+def tiny_board(tmp_path, tiny_stack):
+    stack = tiny_stack
     concepts = [str(write_concept(tmp_path / name)) for name in ("alpha", "beta")]
     quoted = ",".join(f"'{o}'" for o in [*stack, "batch_size=2", "max_len=24"])
     overrides = [*stack, f"stack_overrides=[{quoted}]",

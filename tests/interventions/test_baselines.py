@@ -167,13 +167,10 @@ def test_collect_positions(model, tokenizer):
 
 
 @pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])
-def test_fit_baseline_end_to_end_round_trip(method, concept_dir, tmp_path, sae):
-    sae.sae.save_model(tmp_path / "sae")
+def test_fit_baseline_end_to_end_round_trip(method, concept_dir, tmp_path, tiny_stack):
     hook = "blocks.2.hook_resid_pre" if method == "sara" else "blocks.1.hook_resid_post"
-    cfg = compose("fit_baseline", [
-        "model=tiny", f"intervention={method}", f"data={concept_dir}", f"sae.path={tmp_path / 'sae'}",
-        "sae.hook=blocks.1.hook_resid_post", "sae.check=false", f"hook={hook}", f"run_dir={tmp_path / 'run'}",
-    ])
+    cfg = compose("fit_baseline", [*tiny_stack, f"intervention={method}", f"data={concept_dir}", f"hook={hook}",
+                                   f"run_dir={tmp_path / 'run'}"])
     result = fit_baseline(cfg)
     run = load_run(result["run_dir"])
     assert run.cfg["method"] == method and run.metrics["n_pairs"] == 6

@@ -12,10 +12,8 @@ EXPERIMENTS = ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residua
 
 
 @pytest.fixture
-def tiny_overrides(tmp_path, concept_dir, sae):
-    sae.sae.save_model(tmp_path / "sae")
-    return ["model=tiny", "logger=none", f"data={concept_dir}", f"sae.path={tmp_path / 'sae'}",
-            "sae.hook=blocks.1.hook_resid_post", "sae.check=false", "batch_size=2", "max_len=24", "n_samples=1",
+def tiny_overrides(tmp_path, concept_dir, tiny_stack):
+    return [*tiny_stack, "logger=none", f"data={concept_dir}", "batch_size=2", "max_len=24", "n_samples=1",
             "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
 
 
