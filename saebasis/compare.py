@@ -44,8 +44,6 @@ from saebasis.train.fit import fit_baseline
 from saebasis.train.train import train
 
 KINDS = ("none", "prompt", "train", "fit", "run")
-STRENGTH_SEARCH = {"factor": 2.0, "max_steps": 4, "cap": 64.0, "min_strength": 1 / 64}
-"""protocol.search_strength's defaults (configs/compare.yaml: strength_search)."""
 
 
 class Method(NamedTuple):
@@ -206,11 +204,10 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
 
 
 def normalise(cfg: dict) -> dict:
-    """Defaults for keys older configs lack; seeds: a list (default [seed])."""
-    cfg.setdefault("select_by", "score")
-    cfg["strength_search"] = {**STRENGTH_SEARCH, **(cfg.get("strength_search") or {})}
-    for key, value in (("do_sample", False), ("temperature", 1.0), ("top_p", 1.0)):
-        cfg.setdefault(key, value)
+    """Checks (defaults live in configs/compare.yaml only); seeds: a list (default [seed])."""
+    missing = [k for k in ("select_by", "strength_search", "do_sample", "temperature", "top_p", "n_val", "n_test") if k not in cfg]
+    if missing:
+        raise ValueError(f"compare config lacks {missing}: compose it from configs/compare.yaml (saebasis.config.compose('compare', ...)).")
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
     if cfg["select_by"] not in ("score", "ab"):
         raise ValueError(f"select_by must be 'score' (harmonic-mean text score) or 'ab' (A/B matching probability), got {cfg['select_by']!r}.")

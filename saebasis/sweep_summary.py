@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from saebasis.tables import write_table
 
 FIXED_COLS = ("run", "method", "hook")
 FALLBACK = ("val/loss", "train/loss")  # plotted when the requested metric was logged by no run
@@ -65,14 +66,8 @@ def _fmt(v) -> str:
 
 
 def write_tables(root: Path, rows: list[dict], cols: list[str]) -> list[str]:
-    with open(root / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=cols, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    (root / "summary.md").write_text("\n".join(md) + "\n")
-    return md
+    paths = write_table(root / "summary", rows, cols, lambda r, c: _fmt(r.get(c, "")))
+    return Path(paths["md"]).read_text().splitlines()
 
 
 def summarize(root: Path, metric: str = "val/loss") -> dict:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
+
+from saebasis.tables import write_table
 
 COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instruction", "fluency",
            "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead", "n_test", "n_seeds"]
@@ -53,15 +54,7 @@ def write_tables(out: Path, rows: list[dict]) -> dict:
     rows = sorted(rows, key=_order)
     columns = COLUMNS + [k for k in OPTIONAL if any(k in r for r in rows)]
     csv_columns = columns + [k for k in ("on_edge",) if any(k in r for r in rows)]
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=csv_columns)
-        writer.writeheader()
-        writer.writerows({k: "" if r.get(k) is None else r[k] for k in csv_columns} for r in rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r, k) for k in columns) + " |" for r in rows]
-    notes = footnotes(rows)
-    (out / "results.md").write_text("\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes))
-    return {"csv": str(out / "results.csv"), "md": str(out / "results.md")}
+    return write_table(out / "results", rows, columns, _cell, csv_columns, footnotes(rows))
 
 
 def plot_results(out: Path, results: dict) -> dict:
