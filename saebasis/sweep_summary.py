@@ -7,7 +7,6 @@ differs between runs. Outputs, in the sweep folder: summary.csv, summary.md (als
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re

@@ -206,10 +206,10 @@ def test_bench_quick_writes_json_schema(script, tmp_path):
 def train_overrides(tmp_path: Path, run: str = "run") -> list[str]:
     from tests.conftest import write_concept as write_pairs
 
+    from tests.conftest import tiny_stack_overrides
+
     concept = tmp_path / "pairs" if (tmp_path / "pairs").exists() else write_pairs(tmp_path / "pairs")
-    sae_dir = tmp_path / "sae" if (tmp_path / "sae").exists() else save_sae(tmp_path / "sae")
-    return ["model=tiny", "logger=none", f"data={concept}", f"sae.path={sae_dir}", "sae.hook=blocks.1.hook_resid_post",
-            "sae.check=false", "batch_size=2", "max_len=24", "n_samples=0", "trainer.enable_progress_bar=false",
+    return [*tiny_stack_overrides(tmp_path, tiny_sae()), "logger=none", f"data={concept}", "batch_size=2", "max_len=24", "n_samples=0", "trainer.enable_progress_bar=false",
             "experiment=sae_adaptor_lowrank", "lr=0.05", "ckpt_every_n_steps=1", f"run_dir={tmp_path / run}"]
 
 

@@ -37,11 +37,9 @@ def test_each_budget_matches_its_parameter_count(budget, default_width_sae):
     assert cfg["n_samples"] == 0 and cfg["cache_activations"]
 
 
-def test_tiny_multirun_and_summary(tmp_path, concept_dir, sae):
-    sae.sae.save_model(tmp_path / "sae")
+def test_tiny_multirun_and_summary(tmp_path, concept_dir, tiny_stack):
     out = tmp_path / "multirun"
-    args = ["train", "-m", "experiment=rank_vs_sparsity", "model=tiny", f"sae.path={tmp_path / 'sae'}",
-            "sae.hook=blocks.1.hook_resid_post", "sae.check=false", "batch_size=2", "max_len=24",
+    args = ["train", "-m", "experiment=rank_vs_sparsity", *tiny_stack, "batch_size=2", "max_len=24",
             "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={out}",
             "+budget=residual_4k,sae_lowrank_16k,sae_sparse_1k,sae_bias_1k",
             f"data={concept_dir}"]
