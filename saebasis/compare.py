@@ -81,12 +81,12 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: in
     if kind in ("none", "prompt"):
         return Method(None, stack.hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
-        run = spec.get("run") or load_run(spec["run_dir"], sae=stack.sae if (spec.get("share_sae", True) and stack.sae) else None)
+        run = spec.get("run") or load_shared(spec["run_dir"], stack)
         seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))  # as recorded when it was made
         return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
     if cfg.get("resume") and (run_dir / "intervention.safetensors").exists():  # a cell finished before a restart
-        run = load_run(run_dir, sae=stack.sae)
+        run = load_shared(run_dir, stack)
         seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))
         return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
@@ -97,6 +97,15 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: in
         result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])), stack=stack, concept=concept)
     run = result["run"]
     return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
+
+
+def load_shared(run_dir, stack):
+    """A saved run, reusing the stack's SAE only when the run was made with that same SAE (else its own, from cfg.json)."""
+    from saebasis.runs import CFG_FILE, read_json
+
+    recorded = (read_json(Path(run_dir) / CFG_FILE).get("sae") or {}).get("path")
+    same = stack.sae is not None and stack.source is not None and recorded == stack.source.get("sae")
+    return load_run(run_dir, sae=stack.sae if same else None)
 
 
 class Evaluator:
