@@ -81,22 +81,23 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: in
     if kind in ("none", "prompt"):
         return Method(None, stack.hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
-        run = spec.get("run") or load_shared(spec["run_dir"], stack)
-        seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))  # as recorded when it was made
-        return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
+        return method_of(spec.get("run") or load_shared(spec["run_dir"], stack), stack)
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
     if cfg.get("resume") and (run_dir / "intervention.safetensors").exists():  # a cell finished before a restart
-        run = load_shared(run_dir, stack)
-        seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))
-        return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
+        return method_of(load_shared(run_dir, stack), stack)
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
     if kind == "train":
         method_cfg = compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or []))
         result = train(method_cfg, stack=stack, concept=concept)
     else:
         result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])), stack=stack, concept=concept)
-    run = result["run"]
-    return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(result.get("train_time_s", result.get("fit_time_s", 0.0))))
+    return method_of(result["run"], stack)
+
+
+def method_of(run, stack) -> Method:
+    """A run as a compared method, with the train / fit time recorded when it was made."""
+    seconds = run.metrics.get("train_time_s", run.metrics.get("fit_time_s", 0.0))
+    return Method(run.intervention, run.cfg.get("hook") or stack.hook, float(seconds))
 
 
 def load_shared(run_dir, stack):
