@@ -54,10 +54,11 @@ def load_corpus(corpus: str | Sequence[str] | None, n_docs: int | None = None) -
     """The corpus named by `corpus` (see the module docstring), its first `n_docs` documents (None: all)."""
     if corpus is None or corpus == "auto":
         folder = default_corpus_dir()
+        old = [] if shard_indices(folder) else read_corpus(corpus_path())  # the single-file cache of earlier versions
         if shard_indices(folder):
             out = shard_corpus(folder)
-        elif read_corpus(corpus_path()):
-            texts = corpus_texts(read_corpus(corpus_path()))
+        elif old:
+            texts = corpus_texts(old)
             out = Corpus(texts, [str(i) for i in range(len(texts))], str(corpus_path()))
         else:
             texts = dataset_texts()
