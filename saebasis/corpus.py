@@ -22,6 +22,7 @@ interpretation tables are measured on them. The shipped corpus lives in `saebasi
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import json
@@ -145,7 +146,7 @@ def default_corpus_dir() -> Path:
 @torch.no_grad()
 def build_corpus(
     model, tokenizer, directory: Path, n_shards: int, shard_size: int = 128, max_new_tokens: int = 256,
-    batch_size: int = 64, seed: int = 0, dtype: str | None = None, stop_file: Path | None = None,
+    batch_size: int = 64, seed: int = 0, dtype: str | None = None, stop_file: Path | None = None, capture=None,
 ) -> list[dict]:
     """Generate (or resume) shards 0..n_shards-1 into `directory`; returns every complete shard's rows.
 
@@ -168,7 +169,9 @@ def build_corpus(
         rows = []
         ids = list(range(s * shard_size, (s + 1) * shard_size))
         for b in range(0, len(ids), batch_size):
-            rows += _generate_batch(model, tokenizer, prompts, ids[b : b + batch_size], max_new_tokens, seed * 100_003 + ids[b])
+            rows += _generate_batch(model, tokenizer, prompts, ids[b : b + batch_size], max_new_tokens, seed * 100_003 + ids[b], capture)
+        if capture is not None:
+            capture.write(s, rows)
         _write_shard(shard_path(directory, s), rows)
         n_tok = sum(r["n_tokens"] for r in rows)
         bar.set_postfix(tokens=n_tok, tok_s=f"{n_tok / (time.time() - start):.0f}")
@@ -177,14 +180,17 @@ def build_corpus(
     return read_shards(directory)
 
 
-def _generate_batch(model, tokenizer, prompts, ids, max_new_tokens, seed) -> list[dict]:
+def _generate_batch(model, tokenizer, prompts, ids, max_new_tokens, seed, capture=None) -> list[dict]:
     torch.manual_seed(seed)
     chats = [_chat(tokenizer, prompts[i]) for i in ids]
     batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.9, top_p=0.95,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    with capture.recording(model) if capture is not None else contextlib.nullcontext():
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.9, top_p=0.95,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    if capture is not None:
+        capture.take(out, ids, batch["attention_mask"])
     new = out[:, batch["input_ids"].shape[1] :]  # [batch, new]
     replies = tokenizer.batch_decode(new, skip_special_tokens=True)
     rows = []

@@ -1,8 +1,11 @@
 """`saebasis train-sae`: train an SAE on an HF model with sae-lens' own runner.
 
-sae-lens does the training (LanguageModelSAETrainingRunner, its ActivationsStore, its wandb logging and
-progress bar); this module only wires it to an HF model (HookedProxyLM, hook = the block's module name,
-i.e. resid_post), the offline corpus (saebasis.corpus, as an HF `datasets.Dataset`), and then writes
+sae-lens does the training (LanguageModelSAETrainingRunner, its trainer with the TopK auxiliary loss and
+dead-latent tracking, its wandb logging and progress bar); this module only wires it to an HF model
+(HookedProxyLM, hook = the block's module name, i.e. resid_post), the offline corpus (saebasis.corpus, as an
+HF `datasets.Dataset`), and by default to the corpus' cached activations (`activations: cached`,
+saebasis.corpus_acts: computed once for every cached layer, then several shuffled passes, instead of a
+forward pass per batch per pass; `activations: stream` is sae-lens' own text-streaming store), and then writes
 what a user needs beside the weights: the TransformerLens hook name in the SAE metadata, the run's
 `training_cfg.json`, and `quality.json` measured on held-out corpus text the SAE never trained on.
 """
@@ -26,6 +29,8 @@ from sae_lens.load_model import HookedProxyLM
 
 from saebasis import hooks
 from saebasis.config import setup_env, to_dict
+from saebasis.corpus_acts import CachedActivations, build_cache
+from saebasis.corpus_acts import default_dir as default_acts_dir
 from saebasis.corpus import HELDOUT_EVERY, build_corpus, corpus_texts, default_corpus_dir, read_shards, shard_indices
 from saebasis.models import load_model
 from saebasis.runs import atomic_dir
@@ -102,22 +107,43 @@ def train_sae(cfg) -> dict:
     train_texts, heldout = corpus_split(cfg, model, tok)
     out = Path(cfg["work_dir"])
     runner_cfg = runner_config(cfg, hf_hook, model.config.hidden_size, out)
-    proxy = StopAtHookProxyLM(model, tok, hook_names=[hf_hook])
     start = time.time()
-    trained = LanguageModelSAETrainingRunner(
+    cached = None
+    if cfg.get("activations", "cached") == "cached":
+        cached = cached_activations(cfg, model, tok, hook)
+    cache_time = time.time() - start
+    proxy = StopAtHookProxyLM(model, tok, hook_names=[hf_hook])
+    runner = LanguageModelSAETrainingRunner(
         runner_cfg, override_dataset=Dataset.from_dict({"text": train_texts}), override_model=proxy
-    ).run()
-    train_time = time.time() - start
+    )
+    if cached is not None:
+        # sae-lens trains from the cache; its own text-streaming store still serves the in-training evals (CE loss)
+        runner.activations_store = cached
+    trained = runner.run()
+    train_time = time.time() - start - cache_time
     hooks.blocks(model)[cfg["layer"]]._forward_hooks.clear()  # HookedProxyLM leaves its forward hook on the block
     trained.cfg.metadata.hook_name = hook
     basis = SAEBasis.load(str(out / "sae-lens-output"), hook=hook)
     quality = check_compat(basis, model, tok, heldout, max_len=cfg["context_size"], progress=True)._asdict()
-    quality.update(train_time_s=round(train_time, 1), training_tokens=cfg["training_tokens"],
+    quality.update(train_time_s=round(train_time, 1), cache_time_s=round(cache_time, 1), training_tokens=cfg["training_tokens"],
+                   cached_tokens=len(cached) if cached is not None else None,
+                   passes=round(cfg["training_tokens"] / len(cached), 2) if cached is not None else None,
                    heldout_docs=len(heldout), corpus_docs=len(train_texts), eval_source="held-out corpus shards (never trained on)")
     target = _save_shipped(out / "sae-lens-output", Path(cfg["out_dir"]), hook, cfg, quality)
     print(json.dumps(quality, indent=2))
     print(f"[saebasis] SAE saved to {target}")
     return {"sae_dir": str(target), **quality}
+
+
+def cached_activations(cfg: dict, model, tok, hook: str) -> CachedActivations:
+    """The training shards' residuals at `hook` from the activation cache (saebasis.corpus_acts), computing the
+    shards not cached yet (every layer in corpus.cache_layers at once, so the other layers' SAEs reuse them)."""
+    c = cfg["corpus"]
+    directory = Path(c["dir"]) if c.get("dir") else default_corpus_dir()
+    layers = sorted(set(c.get("cache_layers") or []) | {cfg["layer"]})
+    acts_dir = Path(c["acts_dir"]) if c.get("acts_dir") else default_acts_dir(directory, cfg["model"]["name"])
+    files = build_cache(model, tok, directory, acts_dir, layers, n_shards=c["n_shards"])
+    return CachedActivations(files, hook, cfg["train_batch_size_tokens"], seed=cfg["seed"], device=cfg["model"].get("device", "cpu"))
 
 
 def corpus_split(cfg: dict, model, tok) -> tuple[list[str], list[str]]:

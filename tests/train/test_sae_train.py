@@ -15,18 +15,22 @@ def _tiny_overrides(tmp_path):
         "model=tiny", "logger=none", "layer=1", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
         "train_batch_size_tokens=256", "store_batch_size_prompts=4", "n_batches_in_buffer=16", "context_size=32",
         "corpus.n_shards=10", "corpus.shard_size=2", "corpus.max_new_tokens=24", "corpus.batch_size=4", "corpus.eval_tokens=null",
-        f"corpus.dir={tmp_path}/corpus", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
+        f"corpus.dir={tmp_path}/corpus", f"corpus.acts_dir={tmp_path}/acts", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
     ]
 
 
-def test_train_sae_on_tiny_model_writes_a_loadable_sae(tmp_path):
-    result = train_sae(compose("train_sae", _tiny_overrides(tmp_path)))
+@pytest.mark.parametrize("activations", ["cached", "stream"])
+def test_train_sae_on_tiny_model_writes_a_loadable_sae(tmp_path, activations):
+    result = train_sae(compose("train_sae", _tiny_overrides(tmp_path) + [f"activations={activations}", "corpus.cache_layers=[0,1]"]))
     basis = SAEBasis.load(result["sae_dir"])
     assert basis.hook == "blocks.1.hook_resid_post" and (basis.d_model, basis.d_sae) == (32, 64)
     quality = json.loads((tmp_path / "sae" / "quality.json").read_text())
     for key in ("explained_variance", "l0", "dead_fraction", "ce_loss_recovered", "train_time_s"):
         assert key in quality
     assert quality["l0"] <= 4 + 1e-6  # top-k with k=4
+    if activations == "cached":  # every training shard cached at both layers; passes = training tokens / cached tokens
+        assert sorted(p.name for p in (tmp_path / "acts").iterdir()) == [f"shard-{i:05d}.safetensors" for i in range(9)]
+        assert quality["passes"] == round(4096 / quality["cached_tokens"], 2)
     assert json.loads((tmp_path / "sae" / "training_cfg.json").read_text())["architecture"] == "topk"
     h = torch.randn(5, 32)
     assert basis.encode(h).shape == (5, 64)
