@@ -218,6 +218,18 @@ def corpus_texts(rows: list[dict]) -> list[str]:
     return [row["text"] for row in sorted(rows, key=lambda r: r["id"])]
 
 
+def heldout_texts(directory: Path, tokenizer, n_tokens: int | None) -> list[str]:
+    """The first held-out documents (every 10th shard: no shipped SAE trained on them) that together hold
+    `n_tokens` tokens (all of them when None): what SAE quality is measured on."""
+    out, total = [], 0
+    for text in corpus_texts(read_shards(directory, "heldout")):
+        if n_tokens and total >= n_tokens:
+            break
+        out.append(text)
+        total += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
 # -- the old single-file cache (JSONL), still read so earlier caches keep working ------------------
 def corpus_path(name: str = "smollm2-chat") -> Path:
     return cache_root() / "corpus" / f"{name}.jsonl"

@@ -232,7 +232,12 @@ def check_compat(
         batch = {k: v.to(device) for k, v in batch.items()}
         mask = batch["attention_mask"].bool().clone()  # [batch, pos]
         mask[:, :skip_first] = False
-        h = hooks.run_to_hook(model, basis.hook, **batch)[mask].double()  # [tokens, d_model]
+        with hooks.record(model, basis.hook) as grabbed:  # the clean pass also yields the residual at the hook
+            total, count = _ce_sum(model, batch)
+        ce["clean"][0] += total
+        ce["clean"][1] += count
+        h_full = grabbed[0]  # [batch, pos, d_model]
+        h = h_full[mask].double()  # [tokens, d_model]
         z = basis.encode(h.float())  # [tokens, d_sae]
         sse += float((h - basis.decode(z).double()).pow(2).sum())
         h_sum = h.sum(0) if h_sum is None else h_sum + h.sum(0)
@@ -240,13 +245,12 @@ def check_compat(
         n += h.shape[0]
         l0 += float((z > 0).sum())
         fired |= (z > 0).any(0).to(device)
-        kept = list(range(skip_first, batch["input_ids"].shape[1]))
-        for name, fn in (("clean", None), ("spliced", lambda x: basis.decode(basis.encode(x))), ("zero", torch.zeros_like)):
-            if fn is None:
+        # spliced / zero-ablated: only the blocks after the hook run again, from the replaced residual
+        for name, fn in (("spliced", lambda x: basis.decode(basis.encode(x)).to(x.dtype)), ("zero", torch.zeros_like)):
+            replaced = h_full.clone()
+            replaced[:, skip_first:] = fn(h_full[:, skip_first:])
+            with hooks.skip_to_hook(model, basis.hook, replaced):
                 total, count = _ce_sum(model, batch)
-            else:
-                with hooks.attach(model, basis.hook, fn, positions=kept):
-                    total, count = _ce_sum(model, batch)
             ce[name][0] += total
             ce[name][1] += count
     ev = 1 - sse / float((h_sq - h_sum.pow(2) / max(n, 1)).sum()) if n else float("nan")

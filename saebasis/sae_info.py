@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from saebasis.config import to_dict
-from saebasis.corpus import corpus_texts, default_corpus_dir, read_shards
+from saebasis.corpus import default_corpus_dir, heldout_texts
 from saebasis.models import load_model
 from saebasis.sae import SAEBasis, check_compat, resolve_builtin
 from saebasis.stack import CHECK_TEXTS, load_sae
@@ -19,17 +19,10 @@ FIELDS = [
 
 
 def eval_texts(sae_cfg: dict, n_tokens: int, tokenizer) -> tuple[list[str], str]:
-    """Held-out corpus documents (every 10th shard: no shipped SAE trained on them) up to `n_tokens` tokens,
-    or fixed texts when no corpus is here."""
-    rows = read_shards(default_corpus_dir(), "heldout")
-    if not rows:
+    """Held-out corpus documents up to `n_tokens` tokens, or fixed texts when no corpus is here."""
+    texts = heldout_texts(default_corpus_dir(), tokenizer, n_tokens)
+    if not texts:
         return CHECK_TEXTS, "saebasis.stack.CHECK_TEXTS (no corpus here)"
-    texts, total = [], 0
-    for text in corpus_texts(rows):
-        if total >= n_tokens:
-            break
-        texts.append(text)
-        total += len(tokenizer(text, add_special_tokens=False)["input_ids"])
     return texts, f"held-out corpus shards of {default_corpus_dir()}"
 
 

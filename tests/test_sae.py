@@ -70,3 +70,27 @@ def test_compat_check_passes_fitted_and_warns_on_mismatch(model, tokenizer):
     with pytest.warns(UserWarning, match="does not fit this model's activations"):
         check_compat(random_sae, model, tokenizer, texts)
     assert all(not b._forward_hooks and not b._forward_pre_hooks for b in hooks.blocks(model))
+
+
+def test_compat_ce_from_the_reused_residual_equals_splicing_with_a_hook(model, tokenizer):
+    """check_compat re-runs only the blocks after the hook (skip_to_hook); the CE must equal a full forward
+    pass with the SAE spliced in by a hook at every position but the first."""
+    from saebasis.sae import _ce_sum
+
+    texts = ["i love this movie", "the weather was awful and bad today", "a great day"]
+    sae = tiny_sae(hook="blocks.1.hook_resid_post", seed=3)
+    with pytest.warns(UserWarning):
+        report = check_compat(sae, model, tokenizer, texts, batch_size=2)
+    sums = {"spliced": [0.0, 0], "zero": [0.0, 0], "clean": [0.0, 0]}
+    for start in (0, 2):
+        tokenizer.padding_side = "right"
+        batch = tokenizer(texts[start : start + 2], return_tensors="pt", padding=True)
+        tokenizer.padding_side = "left"
+        kept = list(range(1, batch["input_ids"].shape[1]))
+        for name, fn in (("clean", lambda x: x), ("spliced", lambda x: sae.decode(sae.encode(x))), ("zero", torch.zeros_like)):
+            with torch.no_grad(), hooks.attach(model, sae.hook, fn, positions=kept):
+                total, count = _ce_sum(model, dict(batch))
+            sums[name][0] += total
+            sums[name][1] += count
+    for name in sums:
+        assert getattr(report, f"ce_loss_{name}") == pytest.approx(sums[name][0] / sums[name][1], rel=1e-5)

@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saebasis import hooks
+from saebasis.corpus_acts import template_prefix
 from saebasis.models import cache_root
 
 FORMAT = 1
@@ -110,19 +111,6 @@ def tokenize(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
     if empty:
         raise ValueError(f"corpus texts {empty[:5]} tokenize to nothing; remove empty texts from the corpus.")
     return docs
-
-
-def template_prefix(tokenizer) -> list[int]:
-    """Token ids every chat-formatted user turn starts with (the template's system block and user marker): the
-    common prefix of two chats that differ only in the user's text. Empty without a chat template."""
-    if not getattr(tokenizer, "chat_template", None):
-        return []
-    a, b = (tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False) for text in ("Alpha", "Omega"))
-    ids_a, ids_b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (a, b))
-    n = 0
-    while n < min(len(ids_a), len(ids_b)) and ids_a[n] == ids_b[n]:
-        n += 1
-    return ids_a[:n]
 
 
 def valid_mask(tokenizer, docs: list[list[int]], skip_first: int, skip_special: bool) -> Bool[Tensor, " n_tokens"]:

@@ -31,7 +31,7 @@ from saebasis import hooks
 from saebasis.config import setup_env, to_dict
 from saebasis.corpus_acts import CachedActivations, build_cache
 from saebasis.corpus_acts import default_dir as default_acts_dir
-from saebasis.corpus import HELDOUT_EVERY, build_corpus, corpus_texts, default_corpus_dir, read_shards, shard_indices
+from saebasis.corpus import HELDOUT_EVERY, build_corpus, corpus_texts, default_corpus_dir, heldout_texts, read_shards, shard_indices
 from saebasis.models import load_model
 from saebasis.runs import atomic_dir
 from saebasis.sae import SAEBasis, check_compat
@@ -124,7 +124,7 @@ def train_sae(cfg) -> dict:
     hooks.blocks(model)[cfg["layer"]]._forward_hooks.clear()  # HookedProxyLM leaves its forward hook on the block
     trained.cfg.metadata.hook_name = hook
     basis = SAEBasis.load(str(out / "sae-lens-output"), hook=hook)
-    quality = check_compat(basis, model, tok, heldout, max_len=cfg["context_size"], progress=True)._asdict()
+    quality = check_compat(basis, model, tok, heldout, max_len=cfg.get("eval_max_len", 512), progress=True)._asdict()
     quality.update(train_time_s=round(train_time, 1), cache_time_s=round(cache_time, 1), training_tokens=cfg["training_tokens"],
                    cached_tokens=len(cached) if cached is not None else None,
                    passes=round(cfg["training_tokens"] / len(cached), 2) if cached is not None else None,
@@ -156,22 +156,7 @@ def corpus_split(cfg: dict, model, tok) -> tuple[list[str], list[str]]:
     if not any(i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in shard_indices(directory)):
         raise ValueError(f"{directory} has no held-out shard (index {HELDOUT_EVERY - 1}, {2 * HELDOUT_EVERY - 1}, ...): "
                          f"set corpus.n_shards >= {HELDOUT_EVERY} so quality is measured on text the SAE never saw.")
-    train = corpus_texts(read_shards(directory, "train"))
-    heldout = corpus_texts(read_shards(directory, "heldout"))
-    return train, _first_tokens(heldout, tok, c.get("eval_tokens"))
-
-
-def _first_tokens(texts: list[str], tok, budget: int | None) -> list[str]:
-    """The first held-out documents that together hold `budget` tokens (all of them when None)."""
-    if not budget:
-        return texts
-    out, total = [], 0
-    for text in texts:
-        if total >= budget:
-            break
-        out.append(text)
-        total += len(tok(text, add_special_tokens=False)["input_ids"])
-    return out
+    return corpus_texts(read_shards(directory, "train")), heldout_texts(directory, tok, c.get("eval_tokens"))
 
 
 def _save_shipped(src: Path, target: Path, hook: str, cfg: dict, quality: dict) -> Path:

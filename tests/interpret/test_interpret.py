@@ -532,7 +532,8 @@ def test_report_html_escapes_every_text():
 def test_the_chat_templates_shared_opening_is_not_encoded():
     """Every model-written document starts with the template's system block: those tokens are left out of the
     per-latent statistics (they would dominate them), other documents are untouched."""
-    from saebasis.interpret.cache import template_prefix, valid_mask
+    from saebasis.corpus_acts import template_prefix
+    from saebasis.interpret.cache import valid_mask
     from saebasis.models import tiny_tokenizer
 
     tok = tiny_tokenizer()
