@@ -12,7 +12,7 @@ from saebasis.train.sae_train import sae_config, train_sae
 
 def _tiny_overrides(tmp_path):
     return [
-        "model=tiny", "logger=none", "layer=1", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
+        "model=tiny", "logger=none", "layer=1", "architecture=topk", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
         "train_batch_size_tokens=256", "store_batch_size_prompts=4", "n_batches_in_buffer=16", "context_size=32",
         "corpus.n_shards=10", "corpus.shard_size=2", "corpus.max_new_tokens=24", "corpus.batch_size=4", "corpus.eval_tokens=null",
         f"corpus.dir={tmp_path}/corpus", f"corpus.acts_dir={tmp_path}/acts", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
