@@ -49,14 +49,49 @@ def demo(cfg) -> dict:
         compare_cfg.update(n_val=4, n_test=6, n_neutral=4, max_new_tokens=24)
         compare_cfg["methods"] = {k: v for k, v in compare_cfg["methods"].items() if k in QUICK_KEEP}
     comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
-    print("[demo 4/4] interpreting the trained bias")
+    print("[demo 4/4] interpreting the trained bias (full report) and every trained SAE-basis method (coverage, alignment)")
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
-    summary = write_report(out, quality, bias, comparison, report, time.time() - start)
+    readable = {"sae_bias (demo step 2)": readability(report["json"])}
+    for run_dir in sorted((out / "compare" / "runs").glob("*-seed0")):
+        if uses_sae(run_dir):
+            done = interpret(compose("interpret", [f"run={run_dir}", f"out_dir={run_dir / 'interpret'}"]))
+            readable[run_dir.name.removesuffix("-seed0")] = readability(done["json"])
+    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable)
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
     return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
 
 
-def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float) -> Path:
+def uses_sae(run_dir: Path) -> bool:
+    """Whether the run's method reads or writes SAE latents (the intervention contract says; no method names here)."""
+    from saebasis.interventions.base import get
+    from saebasis.runs import CFG_FILE, read_json
+
+    return get(read_json(run_dir / CFG_FILE)["method"]).uses_sae
+
+
+def readability(report_json: str) -> dict:
+    """Coverage and concept alignment from an interpretation report.json."""
+    data = json.loads(Path(report_json).read_text())
+    cov, al = data["coverage"], data.get("alignment") or {}
+    share = (al.get("positive_share") or {}).get("top")
+    return {"coverage": f"{cov['covered']}/{cov['of']}", "min_contexts": cov["min_contexts"], "diff": al.get("diff"),
+            "ci95": al.get("ci95"), "positive_share": share, "judge": al.get("judge"), "report": str(Path(report_json).parent / "report.html")}
+
+
+def readability_table(readable: dict) -> str:
+    def num(x):
+        return "-" if x is None else f"{x:+.3f}"
+
+    lines = ["| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | top latents leaning positive | report |",
+             "|---|---:|---:|---:|---|"]
+    for name, r in readable.items():
+        ci = f" [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else ""
+        share = "-" if r["positive_share"] is None else f"{r['positive_share']:.0%}"
+        lines.append(f"| {name} | {r['coverage']} | {num(r['diff'])}{ci} | {share} | [{Path(r['report']).parent.name}]({r['report']}) |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float, readable: dict | None = None) -> Path:
     rows = sorted(comparison["rows"], key=lambda r: -r["score"])
     samples = "\n".join(f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}" for s in bias.get("samples", []))
     text = f"""# saebasis demo report
@@ -75,6 +110,11 @@ Trained in {bias['train_time_s']:.0f} s ({bias['steps']} steps). Run: `{bias['ru
 
 ## 3. Interpretation of the trained bias
 [report.html](interpret/report.html) ({Path(report['json']).name} beside it).
+
+## 4. Can the SAE-basis methods be read? (coverage and concept alignment, seed-0 runs, held-out corpus)
+Coverage: of the 10 latents each method changed most (measured on the corpus), how many have >= 5 max-activating
+contexts. Alignment: the concept's judge on those latents' contexts minus the same judge on 10 random alive latents.
+{readability_table(readable or {})}
 """
     (out / "REPORT.md").write_text(text)
     return out / "REPORT.md"

@@ -31,5 +31,7 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkey
     assert len(loads) == 1, f"train + compare loaded the model {len(loads)} times; the demo shares one stack"
     report = Path(result["report"]).read_text()
     assert "## 2. Comparison" in report and "sae_bias" in report
+    readable = report.split("## 4.")[1]
+    assert "| sae_bias (demo step 2) | " in readable and "/" in readable.split("| sae_bias (demo step 2) | ")[1].split("|")[0]
     assert (tmp_path / "demo" / "interpret" / "report.html").exists()
     assert (tmp_path / "demo" / "compare" / "score_vs_strength.png").exists()
