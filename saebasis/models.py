@@ -73,6 +73,77 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def transformers4_folder(src: str | Path, dst: str | Path | None = None) -> Path:
+    """A copy of the HF folder `src` (written by transformers 5) that transformers 4.x loads the same, for peers
+    that pin 4.x in their own venv (pyreft: 4.45). The weights are linked, not copied; `dst` defaults to
+    <cache>/peers/<folder name>-<hash of its path>-tf4, rewritten whenever src's config or tokenizer files change.
+
+    What 4.x would get wrong from the 5.x files: `rope_parameters` (4.x reads `rope_theta` / `rope_scaling`, and
+    silently falls back to theta 1e4: logits up to ~10 off on SmolLM2), `dtype` (4.x: `torch_dtype`), the tokenizer
+    class `TokenizersBackend` (4.x: `PreTrainedTokenizerFast`, from the same tokenizer.json) and the chat template
+    in chat_template.jinja (4.45 reads it from tokenizer_config.json)."""
+    import hashlib
+
+    src = Path(src).resolve()
+    stamp = hashlib.sha256(b"".join(n.encode() + (src / n).read_bytes() for n in _REWRITTEN if (src / n).exists())).hexdigest()
+    dst = Path(dst) if dst is not None else cache_root() / "peers" / f"{src.name}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}-tf4"
+    if (dst / ".source").exists() and (dst / ".source").read_text() == f"{src}\n{stamp}":
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+    for item in src.iterdir():
+        if item.name not in _REWRITTEN and item.is_file() and not item.name.startswith("."):
+            (tmp / item.name).symlink_to(item)
+    _write_json(tmp / "config.json", _config_for_4x(_read_json(src / "config.json")))
+    if (src / "tokenizer_config.json").exists():
+        template = src / "chat_template.jinja"
+        _write_json(tmp / "tokenizer_config.json", _tokenizer_config_for_4x(_read_json(src / "tokenizer_config.json"),
+                                                                           template.read_text() if template.exists() else None))
+    (tmp / ".source").write_text(f"{src}\n{stamp}")
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    return dst
+
+
+_REWRITTEN = ("config.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def _config_for_4x(config: dict) -> dict:
+    """rope_parameters -> rope_theta (+ rope_scaling when not the default rope); dtype -> torch_dtype."""
+    config = dict(config)
+    rope = dict(config.get("rope_parameters") or {})
+    if "rope_theta" in rope:
+        config["rope_theta"] = rope.pop("rope_theta")
+    if rope.get("rope_type", "default") != "default":
+        config["rope_scaling"] = rope
+    if "dtype" in config:
+        config["torch_dtype"] = config["dtype"]
+    return config
+
+
+def _tokenizer_config_for_4x(tok: dict, chat_template: str | None) -> dict:
+    """A tokenizer class 4.x knows (the same tokenizer.json), and the chat template inside the config."""
+    tok = {k: v for k, v in tok.items() if k not in ("backend", "is_local")}
+    if tok.get("tokenizer_class") in (None, "TokenizersBackend"):
+        tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if chat_template is not None:
+        tok["chat_template"] = chat_template
+    return tok
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(obj, indent=2))
+
+
 def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32") -> LoadedModel:
     """Load `name`: the embedded default (`smollm2`), a local folder, or a hub id (online only).
 

@@ -6,7 +6,7 @@
 #                         from transformers and runs on 5.x (tests/interventions/test_peers.py checks it on the tiny model).
 # torch / transformers are held at what .venv has, so nothing here can replace them.
 #   bash scripts/setup_peers.sh
-# LoReFT (pyreft pins transformers==4.45.1) needs its own venv: bash scripts/bench/setup_pyreft.sh (benchmarks only).
+# intervention=loreft trains through pyreft, which pins transformers==4.45.1: its own venv, bash scripts/setup_pyreft.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP=.venv/bin/pip

@@ -49,3 +49,27 @@ def test_embedded_model_loads_and_hooks():
     with hooks.attach(loaded.model, "blocks.12.hook_resid_post", lambda h: h):
         assert torch.equal(loaded.model.generate(ids, max_new_tokens=8, do_sample=False), base)
     assert loaded.tokenizer.decode(base[0, ids.shape[1]:]).strip()
+
+
+def test_transformers4_folder_writes_the_rope_theta_dtype_and_tokenizer_4x_reads(tmp_path):
+    """transformers 5 stores rope_theta under rope_parameters (4.x would fall back to 1e4) and a tokenizer class 4.x
+    lacks; the copy for peers in a 4.x venv states both the 4.x way, links the weights, and refreshes on change."""
+    import json
+
+    from saebasis.models import tiny_model, transformers4_folder
+
+    lm = tiny_model(rope_parameters={"rope_type": "default", "rope_theta": 12345.0})
+    lm.model.save_pretrained(tmp_path / "src")
+    lm.tokenizer.save_pretrained(tmp_path / "src")
+    (tmp_path / "src" / "chat_template.jinja").write_text("{{ messages }}")
+    out = transformers4_folder(tmp_path / "src", tmp_path / "tf4")
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_theta"] == 12345.0 and config["torch_dtype"] == "float32"
+    tok = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and tok["chat_template"] == "{{ messages }}"
+    assert (out / "model.safetensors").is_symlink() and (out / "model.safetensors").resolve() == (tmp_path / "src" / "model.safetensors").resolve()
+    assert load_model(str(out)).model.config.rope_parameters["rope_theta"] == 12345.0  # still loads under 5.x
+    assert transformers4_folder(tmp_path / "src", tmp_path / "tf4") == out  # unchanged source: reused
+    (tmp_path / "src" / "chat_template.jinja").write_text("{{ other }}")
+    transformers4_folder(tmp_path / "src", tmp_path / "tf4")
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == "{{ other }}"

@@ -3,6 +3,6 @@
 from saebasis.interventions.base import REGISTRY, Intervention, InterventionConfig, build, register
 from saebasis.interventions import sae_bias  # noqa: F401
 from saebasis.interventions import clamp, diffmean, pca, residual, sae_adaptor, sara  # noqa: F401
-from saebasis.interventions import caa, lora  # noqa: F401  (peers: their libraries are optional, needed only to build one)
+from saebasis.interventions import caa, lora, loreft  # noqa: F401  (peers: their libraries are optional, needed only to build one (loreft: to train one))
 
 __all__ = ["REGISTRY", "Intervention", "InterventionConfig", "build", "register"]

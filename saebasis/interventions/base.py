@@ -12,6 +12,8 @@ What the code that runs methods may rely on (and it never branches on a method's
 - `uses_sae`: the method needs an SAE (checked here, once, at construction);
 - `prepare(stack, concept, max_len)`: data-dependent set-up before training or fitting (alive latents, covariance;
   a peer that reads activations through its own library keeps the model here);
+- `check_can_train(cfg)` (before any heavy work) and `train_own(stack, concept, cfg)`: a peer trained by its own
+  library in its own process (LoReFT in pyreft's venv) says what it needs, then trains instead of Lightning;
 - `fit(data: FitData)`: the closed-form fit of "fitted" methods;
 - `begin_generation(attention_mask)`: called before each batch of prompts (SARA reads the prompt);
 - `max_batch`: None, or the largest batch the method supports (SARA as published: 1);
@@ -148,6 +150,11 @@ class Intervention(nn.Module, ABC):
         return hooks.attach(model, hook, lambda h: self(h, strength), positions)
 
     # -- set-up -------------------------------------------------------------------------------------
+    @classmethod
+    def check_can_train(cls, cfg: dict) -> None:
+        """Raise, naming the set-up command, when training this method needs something missing (a peer's own venv) or
+        cfg asks for what it cannot do; `train` calls it before any heavy work. Nothing by default."""
+
     def prepare(self, stack, concept, max_len: int) -> None:
         """Data-dependent set-up before training or a closed-form fit (e.g. alive latents, a covariance, or the
         model for a peer that reads activations itself). Nothing by default."""
@@ -159,6 +166,12 @@ class Intervention(nn.Module, ABC):
         """A new batch of prompts starts ([batch, pos] mask, left padding). Nothing by default."""
 
     # -- training -----------------------------------------------------------------------------------
+    def train_own(self, stack, concept, cfg: dict) -> dict | None:
+        """A method trained by its own library (in its own process or venv) trains here, on `concept` at `stack.hook`
+        with cfg's optimisation fields, sets its parameters and returns its metrics (train_time_s, steps, losses).
+        None (default): saebasis' Lightning trainer trains it."""
+        return None
+
     def penalty(self) -> Tensor:
         """Regularisers added to the training loss (L1, Mahalanobis, ...); 0 by default."""
         return torch.zeros((), device=self._device())

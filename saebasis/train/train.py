@@ -21,6 +21,7 @@ from saebasis.config import resolve_run_dir, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.generation import generate
 from saebasis.interventions import build
+from saebasis.interventions.base import get
 from saebasis.runs import Run, check_checkpoint, check_finite, fingerprint, run_guard, save_run
 from saebasis.stack import load_stack, stack_for
 from saebasis.train.datamodule import ConceptDataModule
@@ -75,6 +76,7 @@ def train(cfg, stack=None, concept=None) -> dict:
     cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field=None if concept is not None else "data")
     check_train_numbers(cfg)
+    get(cfg["intervention"]["method"]).check_can_train(cfg)  # e.g. a peer's own venv, before any heavy work
     ckpt_dir = Path(cfg["ckpt_dir"])
     last = ckpt_dir / "last.ckpt"
     if cfg.get("resume"):
@@ -86,6 +88,10 @@ def train(cfg, stack=None, concept=None) -> dict:
         iv = build_intervention(cfg, stack, concept)
         if iv.kind == "manual":
             return finish(cfg, stack, iv, concept, {"train_time_s": 0.0, "steps": 0, **iv.describe()}, logger=None)
+        own = iv.train_own(stack, concept, cfg)  # a peer trained by its own library (None: Lightning trains it)
+        if own is not None:
+            check_finite(iv)
+            return finish(cfg, stack, iv, concept, {**own, **iv.describe()}, logger=None)
         dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
         module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
         trainer = trainer_for(cfg, ckpt_dir)

@@ -16,7 +16,8 @@ epoch stores the hook activations, later epochs run only the blocks after L), wi
 cached path computes the same logits.
 
 pyreft pins transformers==4.45.1 (saebasis needs 5.x), so LoReFT runs in its own venv through
-scripts/bench/pyreft_worker.py. Create it once with `bash scripts/bench/setup_pyreft.sh`.
+scripts/bench/pyreft_worker.py. Create it once with `bash scripts/setup_pyreft.sh`. The worker reads a
+transformers-4 copy of the model folder (saebasis.models.transformers4_folder: rope theta, tokenizer).
 Token batches are random ids (seeded): throughput does not depend on the text.
 """
 
@@ -169,6 +170,9 @@ def start_pyreft(args, ids, notes):
     if not (model_dir / "config.json").exists():
         notes.append(f"loreft: not measured: the worker needs a local model folder, got {args.model}")
         return None
+    from saebasis.models import transformers4_folder
+
+    model_dir = transformers4_folder(model_dir)  # the worker runs transformers 4.45
     data = Path(tempfile.mkdtemp()) / "ids.safetensors"
     save_file({"input_ids": ids.cpu().contiguous()}, data)
     try:

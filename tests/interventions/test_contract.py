@@ -24,11 +24,13 @@ CONFIGS = {
     "diffmean": {},
     "pca": {},
     "sara": {"mode": "stable"},
+    "loreft": {"rank": 3},  # a peer trained by pyreft, applied natively: no library needed here
+    "loreft_prompt": {"rank": 3, "positions": "f1+l2"},
 }
 
 
 def method_of(name: str) -> str:
-    return {"clamp_add": "clamp", "sae_adaptor_sparse": "sae_adaptor"}.get(name, name)
+    return {"clamp_add": "clamp", "sae_adaptor_sparse": "sae_adaptor", "loreft_prompt": "loreft"}.get(name, name)
 
 
 def steered(name: str, sae):
@@ -70,7 +72,7 @@ def test_per_row_strength_must_match_the_batch(sae):
         steered("residual_vector", sae)(torch.randn(3, 4, D_MODEL), torch.tensor([1.0, 2.0]))
 
 
-@pytest.mark.parametrize("name", ["sae_bias", "sae_adaptor", "residual_adaptor", "sara"])
+@pytest.mark.parametrize("name", ["sae_bias", "sae_adaptor", "residual_adaptor", "sara", "loreft", "loreft_prompt"])
 def test_batched_strengths_match_sequential_logits(name, sae, model, batch):
     iv = steered(name, sae)
     iv = iv.to(torch.float32)

@@ -23,7 +23,7 @@ def _perturb(iv):
 
 
 def test_every_method_is_registered():
-    peers = {"lora", "caa"}  # through their own libraries: invariants in tests/interventions/test_peers.py
+    peers = {"lora", "caa", "loreft"}  # through their own libraries: tests/interventions/test_peers.py, test_loreft.py
     assert set(LEARNED) | {"diffmean", "pca", "sara"} | peers == set(REGISTRY)
 
 
