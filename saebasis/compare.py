@@ -256,7 +256,7 @@ def compare(cfg, stack=None, concept=None, runs: dict | None = None) -> dict:
             if not spec.get("optional"):
                 raise
             skipped[name] = f"{type(err).__name__}: {err}"
-            print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err}); see scripts/setup_peers.sh", flush=True)
+            print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err})", flush=True)
             continue
         row = results[name]["row"]
         print(f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
@@ -291,7 +291,7 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
     paths = plots.write_tables(out, rows)
     if cfg.get("skipped"):  # optional peers whose environment is missing: said, not silently dropped
         with open(out / "results.md", "a") as f:
-            f.writelines(f"\nSkipped {name}: its environment is missing ({why}); set it up with scripts/setup_peers.sh.\n"
+            f.writelines(f"\nSkipped {name}: its environment is missing ({why}).\n"
                          for name, why in cfg["skipped"].items())
     blob = {"config": _plain(cfg), "total_time_s": seconds, "complete": final, "results": results}
     tmp = out / "results.json.tmp"

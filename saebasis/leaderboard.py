@@ -176,7 +176,7 @@ def markdown(results: dict[str, dict], seconds: float) -> str:
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
-        lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh sets them up): {', '.join(skipped)}."]
+        lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}."]
     notes = judge_notes(results)
     if notes:
         lines += ["", "## Judge agreement", "", *notes]

@@ -81,7 +81,9 @@ def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageMode
         dataset_path="saebasis-corpus", is_dataset_tokenized=False, streaming=False, context_size=cfg["context_size"],
         prepend_bos=False, training_tokens=cfg["training_tokens"], train_batch_size_tokens=cfg["train_batch_size_tokens"],
         store_batch_size_prompts=cfg["store_batch_size_prompts"], n_batches_in_buffer=cfg["n_batches_in_buffer"],
-        lr=cfg["lr"], lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0), device=cfg["model"].get("device", "cpu"),
+        lr=cfg["lr"], lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0),
+        lr_end=cfg["lr"],  # sae-lens' decay phase starts at lr_end: with the constant schedule, from lr down to 0
+        lr_decay_steps=int(cfg.get("lr_decay_fraction", 0) * cfg["training_tokens"] // cfg["train_batch_size_tokens"]), device=cfg["model"].get("device", "cpu"),
         seed=cfg["seed"], seqpos_slice=(cfg.get("skip_first", 1), None), exclude_special_tokens=cfg.get("exclude_special_tokens", True),
         n_eval_batches=2, eval_batch_size_prompts=4, n_batches_for_norm_estimate=10,
         checkpoint_path=str(out / "checkpoints"), output_path=str(out / "sae-lens-output"),
