@@ -1,6 +1,6 @@
 """Build (or resume) the shipped model-written corpus: saebasis/assets/corpus/shard-*.jsonl.gz.
 
-    .venv/bin/python scripts/build_corpus.py --n-shards 50     # ~2 min per shard on 2 CPU cores
+    .venv/bin/python scripts/build_corpus.py --n-shards 51     # ~2 min per shard on 2 CPU cores
 
 Resumable: complete shards are kept, the first missing one is generated next; `touch <dir>/STOP` stops
 cleanly after the current shard. Every 10th shard (index 9, 19, ...) is held out from SAE training.
@@ -18,7 +18,7 @@ from saebasis.corpus_acts import GenerationCapture, default_dir
 from saebasis.models import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--n-shards", type=int, default=50)
+parser.add_argument("--n-shards", type=int, default=51)
 parser.add_argument("--shard-size", type=int, default=128)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--max-new-tokens", type=int, default=192)
