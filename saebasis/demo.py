@@ -8,6 +8,7 @@ score with CIs), 5. interpret the trained bias (HTML report), 6. a Markdown repo
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -51,11 +52,11 @@ def demo(cfg) -> dict:
     comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
     print("[demo 4/4] interpreting the trained bias (full report) and every trained SAE-basis method (coverage, alignment)")
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
-    readable = {"sae_bias (demo step 2)": readability(report["json"])}
+    readable = {"sae_bias (demo step 2)": readability(report["json"], out)}
     for run_dir in sorted((out / "compare" / "runs").glob("*-seed0")):
         if uses_sae(run_dir):
             done = interpret(compose("interpret", [f"run={run_dir}", f"out_dir={run_dir / 'interpret'}"]))
-            readable[run_dir.name.removesuffix("-seed0")] = readability(done["json"])
+            readable[run_dir.name.removesuffix("-seed0")] = readability(done["json"], out)
     summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable)
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
     return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
@@ -69,25 +70,26 @@ def uses_sae(run_dir: Path) -> bool:
     return get(read_json(run_dir / CFG_FILE)["method"]).uses_sae
 
 
-def readability(report_json: str) -> dict:
-    """Coverage and concept alignment from an interpretation report.json."""
+def readability(report_json: str, out: Path) -> dict:
+    """Coverage and concept alignment from an interpretation report.json (its report.html linked relative to `out`)."""
     data = json.loads(Path(report_json).read_text())
     cov, al = data["coverage"], data.get("alignment") or {}
     share = (al.get("positive_share") or {}).get("top")
     return {"coverage": f"{cov['covered']}/{cov['of']}", "min_contexts": cov["min_contexts"], "diff": al.get("diff"),
-            "ci95": al.get("ci95"), "positive_share": share, "judge": al.get("judge"), "report": str(Path(report_json).parent / "report.html")}
+            "ci95": al.get("ci95"), "positive_share": share, "judge": al.get("judge"),
+            "random_share": (al.get("positive_share") or {}).get("random"), "report": os.path.relpath(Path(report_json).parent / "report.html", out)}
 
 
 def readability_table(readable: dict) -> str:
     def num(x):
         return "-" if x is None else f"{x:+.3f}"
 
-    lines = ["| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | top latents leaning positive | report |",
+    lines = ["| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | leaning positive: top-10 / random | report |",
              "|---|---:|---:|---:|---|"]
     for name, r in readable.items():
         ci = f" [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else ""
-        share = "-" if r["positive_share"] is None else f"{r['positive_share']:.0%}"
-        lines.append(f"| {name} | {r['coverage']} | {num(r['diff'])}{ci} | {share} | [{Path(r['report']).parent.name}]({r['report']}) |")
+        share = "-" if r["positive_share"] is None else f"{r['positive_share']:.0%} / {r['random_share']:.0%}"
+        lines.append(f"| {name} | {r['coverage']} | {num(r['diff'])}{ci} | {share} | [report]({r['report']}) |")
     return "\n".join(lines)
 
 
