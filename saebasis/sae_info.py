@@ -39,5 +39,6 @@ def sae_info(cfg) -> dict:
     print(f"measured now on {len(texts)} texts, {now['n_tokens']:,} tokens ({source}) | stored at training ({stored_path.name}, "
           f"{stored.get('n_tokens', 0):,} held-out tokens)")
     for key, label in FIELDS:
-        print(f"  {label:<34} {now[key]:>10.4g}   {stored.get(key, float('nan')):>10.4g}")
+        fmt = (lambda v: f"{v:>10,.0f}") if key == "n_tokens" else (lambda v: f"{v:>10.4g}")
+        print(f"  {label:<34} {fmt(now[key])}   {fmt(stored.get(key, float('nan')))}")
     return {"now": now, "stored": stored}
