@@ -26,6 +26,17 @@ def chat_prefix(tokenizer, prompt: str) -> str:
     return prompt + "\n"
 
 
+def right_padded(docs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token ids [batch, pos] of `docs` padded on the right with `pad_id` (position index == token index), and the
+    attention mask."""
+    width = max(len(d) for d in docs)
+    ids = torch.full((len(docs), width), pad_id, dtype=torch.long)  # [batch, pos]
+    mask = torch.zeros_like(ids)
+    for row, d in enumerate(docs):
+        ids[row, : len(d)], mask[row, : len(d)] = torch.tensor(d), 1
+    return ids, mask
+
+
 def encode_pairs(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_len: int) -> dict[str, Tensor]:
     """Left-padded batch of chat(prompt) + completion, with a mask of the completion tokens."""
     rows, comp_lens = [], []

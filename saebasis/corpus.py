@@ -128,9 +128,14 @@ def read_shards(directory: Path, split: str = "all") -> list[dict]:
     rows = []
     for index in shard_indices(directory):
         if split == "all" or (split == "heldout") == is_heldout(index):
-            with gzip.open(shard_path(directory, index), "rt", encoding="utf-8") as f:
-                rows += [json.loads(line) for line in f if line.strip()]
+            rows += read_shard(directory, index)
     return rows
+
+
+def read_shard(directory: Path, index: int) -> list[dict]:
+    """The rows of one complete shard."""
+    with gzip.open(shard_path(directory, index), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def corpus_dir(name: str = "smollm2-chat-v2") -> Path:

@@ -22,7 +22,6 @@ rows, so a cache built from other text (a rebuilt corpus) is recomputed, never s
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from contextlib import ExitStack
@@ -36,7 +35,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saebasis import hooks
-from saebasis.corpus import is_heldout, shard_indices, shard_path
+from saebasis.activations import right_padded
+from saebasis.corpus import is_heldout, read_shard, shard_indices
 
 PREFIX_EVERY = 16  # keep the shared system-prompt opening in one document of 16
 
@@ -63,6 +63,11 @@ def template_prefix(tokenizer) -> list[int]:
     while n < min(len(ids_a), len(ids_b)) and ids_a[n] == ids_b[n]:
         n += 1
     return ids_a[:n]
+
+
+def special_ids(tokenizer) -> Tensor:
+    """The tokenizer's special token ids (chat-template markers, padding), sorted."""
+    return torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
 
 def keep_mask(ids: Tensor, prefix: Sequence[int], special: Tensor, keep_prefix: bool) -> Tensor:
@@ -93,11 +98,6 @@ def save_acts(path: Path, acts: dict[str, Tensor], token_ids: Tensor, rows: list
     tmp.replace(path)
 
 
-def _read_rows(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def cached_ok(directory: Path, index: int, rows: list[dict], names: Sequence[str]) -> bool:
     """The cache of shard `index` exists, was built from these rows, and holds every hook in `names`."""
     path = acts_path(directory, index)
@@ -119,8 +119,7 @@ class GenerationCapture:
 
     def __init__(self, tokenizer, layers: Sequence[int], directory: Path):
         self.layers, self.directory = list(layers), Path(directory)
-        self.prefix = template_prefix(tokenizer)
-        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.prefix, self.special = template_prefix(tokenizer), special_ids(tokenizer)
         self.steps: dict[int, list[Tensor]] = {}
         self.parts: dict[str, list[Tensor]] = {}
         self.tokens: list[Tensor] = []
@@ -167,8 +166,7 @@ def shard_activations(model, tokenizer, rows: list[dict], layers: Sequence[int],
                       max_len: int = 512) -> tuple[dict[str, Tensor], Tensor]:
     """One forward pass per batch of documents (right-padded, stopped after the deepest layer): the kept
     activations of every document at every layer, in document order."""
-    prefix = template_prefix(tokenizer)
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    prefix, special = template_prefix(tokenizer), special_ids(tokenizer)
     deepest = max(layers)
     docs = [tokenizer(r["text"], add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"] for r in rows]
     device = next(model.parameters()).device
@@ -176,11 +174,7 @@ def shard_activations(model, tokenizer, rows: list[dict], layers: Sequence[int],
     tokens = []
     for start in range(0, len(docs), batch_size):
         chunk = docs[start : start + batch_size]
-        width = max(len(d) for d in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, d in enumerate(chunk):
-            ids[row, : len(d)], mask[row, : len(d)] = torch.tensor(d), 1
+        ids, mask = right_padded(chunk, tokenizer.pad_token_id)
         with ExitStack() as stack:
             grabbed = {layer: stack.enter_context(hooks.record(model, hook_name(layer), stop=layer == deepest)) for layer in layers}
             try:
@@ -202,7 +196,7 @@ def build_cache(model, tokenizer, corpus_dir: Path, cache_dir: Path, layers: Seq
     skipped); returns the cache files of all training shards."""
     names = [hook_name(layer) for layer in layers]
     indices = [i for i in shard_indices(corpus_dir) if not is_heldout(i) and (n_shards is None or i < n_shards)]
-    rows_of = {i: _read_rows(shard_path(corpus_dir, i)) for i in indices}
+    rows_of = {i: read_shard(corpus_dir, i) for i in indices}
     todo = [i for i in indices if not cached_ok(cache_dir, i, rows_of[i], names)]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     for i in tqdm(todo, desc=f"activations of corpus shards (layers {list(layers)})", unit="shard"):

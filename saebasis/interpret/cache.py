@@ -33,7 +33,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saebasis import hooks
-from saebasis.corpus_acts import template_prefix
+from saebasis.activations import right_padded
+from saebasis.corpus_acts import special_ids, template_prefix
 from saebasis.models import cache_root
 
 FORMAT = 1
@@ -114,7 +115,7 @@ def tokenize(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
 
 
 def valid_mask(tokenizer, docs: list[list[int]], skip_first: int, skip_special: bool) -> Bool[Tensor, " n_tokens"]:
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)) if skip_special else [], dtype=torch.long)
+    special = special_ids(tokenizer) if skip_special else torch.tensor([], dtype=torch.long)
     prefix = template_prefix(tokenizer) if skip_special else []
     parts = []
     for ids in docs:
@@ -138,11 +139,7 @@ def encode_corpus(
     tok, lat, val, exact = [], [], [], True
     for start in tqdm(range(0, len(order), batch_size), desc="SAE latents over the corpus", unit="batch", leave=False):
         ids = order[start : start + batch_size]
-        width = int(lengths[ids[0]])
-        batch = torch.full((len(ids), width), pad_id, dtype=torch.long)  # [batch, pos]
-        mask = torch.zeros_like(batch)
-        for row, d in enumerate(ids):
-            batch[row, : len(docs[d])], mask[row, : len(docs[d])] = torch.tensor(docs[d]), 1
+        batch, mask = right_padded([docs[d] for d in ids], pad_id)  # [batch, pos]
         h = hooks.run_to_hook(model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device))  # [batch, pos, d_model]
         flat = torch.cat([doc_ptr[d] + torch.arange(len(docs[d])) for d in ids])  # [tokens] flat corpus index
         keep = valid[flat]

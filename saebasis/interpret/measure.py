@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saebasis.activations import right_padded
 from saebasis import hooks
 
 
@@ -47,11 +48,7 @@ def measure(model, sae, intervention, docs: list[list[int]], valid: Tensor, pad_
     n, basis = 0, "none"
     for lo in tqdm(range(0, len(docs), batch_size), desc="measuring the run's latent change", unit="batch", leave=False):
         ids = list(range(lo, min(lo + batch_size, len(docs))))
-        width = int(lengths[ids].max())
-        batch = torch.full((len(ids), width), pad_id, dtype=torch.long)  # [batch, pos]
-        mask = torch.zeros_like(batch)
-        for row, d in enumerate(ids):
-            batch[row, : len(docs[d])], mask[row, : len(docs[d])] = torch.tensor(docs[d]), 1
+        batch, mask = right_padded([docs[d] for d in ids], pad_id)  # [batch, pos]
         h = hooks.run_to_hook(model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device))  # [batch, pos, d_model]
         for row, d in enumerate(ids):
             keep = valid[starts[d] : starts[d + 1]].to(h.device)  # [T]

@@ -141,18 +141,23 @@ def cached_activations(cfg: dict, model, tok, hook: str) -> CachedActivations:
     """The training shards' residuals at `hook` from the activation cache (saebasis.corpus_acts), computing the
     shards not cached yet (every layer in corpus.cache_layers at once, so the other layers' SAEs reuse them)."""
     c = cfg["corpus"]
-    directory = Path(c["dir"]) if c.get("dir") else default_corpus_dir()
+    directory = _corpus_dir(c)
     layers = sorted(set(c.get("cache_layers") or []) | {cfg["layer"]})
     acts_dir = Path(c["acts_dir"]) if c.get("acts_dir") else default_acts_dir(directory, cfg["model"]["name"])
     files = build_cache(model, tok, directory, acts_dir, layers, n_shards=c["n_shards"])
     return CachedActivations(files, hook, cfg["train_batch_size_tokens"], seed=cfg["seed"], device=cfg["model"].get("device", "cpu"))
 
 
+def _corpus_dir(c: dict) -> Path:
+    """corpus.dir, or the shipped corpus (else the user's cache) when null."""
+    return Path(c["dir"]) if c.get("dir") else default_corpus_dir()
+
+
 def corpus_split(cfg: dict, model, tok) -> tuple[list[str], list[str]]:
     """Training texts (every shard but the held-out ones) and held-out texts for quality.json, building (or
     resuming) the corpus first when it has fewer than corpus.n_shards complete shards."""
     c = cfg["corpus"]
-    directory = Path(c["dir"]) if c.get("dir") else default_corpus_dir()
+    directory = _corpus_dir(c)
     if len([i for i in shard_indices(directory) if i < c["n_shards"]]) < c["n_shards"]:
         build_corpus(model, tok, directory, c["n_shards"], c["shard_size"], c["max_new_tokens"], c["batch_size"])
     if not any(i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in shard_indices(directory)):
