@@ -8,11 +8,11 @@ score with CIs), 5. interpret the trained bias (HTML report), 6. a Markdown repo
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from saebasis.config import compose, setup_env, to_dict
+from saebasis.interpret.readability import read_runs, readability, readability_table
 from saebasis.sae import resolve_builtin
 
 
@@ -52,45 +52,10 @@ def demo(cfg) -> dict:
     comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
     print("[demo 4/4] interpreting the trained bias (full report) and every trained SAE-basis method (coverage, alignment)")
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
-    readable = {"sae_bias (demo step 2)": readability(report["json"], out)}
-    for run_dir in sorted((out / "compare" / "runs").glob("*-seed0")):
-        if uses_sae(run_dir):
-            done = interpret(compose("interpret", [f"run={run_dir}", f"out_dir={run_dir / 'interpret'}"]))
-            readable[run_dir.name.removesuffix("-seed0")] = readability(done["json"], out)
+    readable = {"sae_bias (demo step 2)": readability(report["json"], out), **read_runs(out / "compare" / "runs", out)}
     summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable)
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
     return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
-
-
-def uses_sae(run_dir: Path) -> bool:
-    """Whether the run's method reads or writes SAE latents (the intervention contract says; no method names here)."""
-    from saebasis.interventions.base import get
-    from saebasis.runs import CFG_FILE, read_json
-
-    return get(read_json(run_dir / CFG_FILE)["method"]).uses_sae
-
-
-def readability(report_json: str, out: Path) -> dict:
-    """Coverage and concept alignment from an interpretation report.json (its report.html linked relative to `out`)."""
-    data = json.loads(Path(report_json).read_text())
-    cov, al = data["coverage"], data.get("alignment") or {}
-    share = (al.get("positive_share") or {}).get("top")
-    return {"coverage": f"{cov['covered']}/{cov['of']}", "min_contexts": cov["min_contexts"], "diff": al.get("diff"),
-            "ci95": al.get("ci95"), "positive_share": share, "judge": al.get("judge"),
-            "random_share": (al.get("positive_share") or {}).get("random"), "report": os.path.relpath(Path(report_json).parent / "report.html", out)}
-
-
-def readability_table(readable: dict) -> str:
-    def num(x):
-        return "-" if x is None else f"{x:+.3f}"
-
-    lines = ["| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | leaning positive: top-10 / random | report |",
-             "|---|---:|---:|---:|---|"]
-    for name, r in readable.items():
-        ci = f" [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else ""
-        share = "-" if r["positive_share"] is None else f"{r['positive_share']:.0%} / {r['random_share']:.0%}"
-        lines.append(f"| {name} | {r['coverage']} | {num(r['diff'])}{ci} | {share} | [report]({r['report']}) |")
-    return "\n".join(lines)
 
 
 def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float, readable: dict | None = None) -> Path:

@@ -9,7 +9,8 @@ each seed are kept in `concepts/<name>/runs/` too), so a killed run continues wh
 Outputs in out_dir: `per_concept.md` (score of every method on every concept), `leaderboard.md` / `.html` /
 `.json` (overall: mean score, mean rank, wins, 95% CI by a bootstrap over concepts then test instructions), and
 `heatmap.png` (methods x concepts). Concepts with a second judge report the two judges' Spearman agreement and
-flag a disagreement on the winner.
+flag a disagreement on the winner. Every trained SAE-basis method is also read on every concept (readability=true):
+coverage and concept alignment of its seed-0 run (saebasis/interpret/readability.py), a methods x concepts table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from statistics import mean
 from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
+from saebasis.interpret.readability import concept_table, read_runs
 
 
 def concept_cfg(cfg: dict, concept: str) -> dict:
@@ -63,14 +65,17 @@ def leaderboard(cfg) -> dict:
     stack = load_stack(cfg)  # the leaderboard's model and SAE, shared by every concept and method
     start = time.time()
     results: dict[str, dict] = {}
+    readable: dict[str, dict] = {}
     bar = tqdm(concepts, desc="leaderboard concepts", unit="concept")
     for name in bar:
         bar.set_postfix(concept=name)
         ccfg = concept_cfg(cfg, name)
         compare(ccfg, stack=stack, concept=load_concept(name))
         results[Path(name).name] = json.loads((Path(ccfg["out_dir"]) / "results.json").read_text())
-        write(out, results, time.time() - start)
-    paths = write(out, results, time.time() - start, final=True)
+        if cfg["readability"]:  # coverage / alignment of every trained SAE-basis method on this concept
+            readable[Path(name).name] = read_runs(Path(ccfg["out_dir"]) / "runs", out, cfg["readability_overrides"])
+        write(out, results, time.time() - start, readable=readable)
+    paths = write(out, results, time.time() - start, final=True, readable=readable)
     print((out / "leaderboard.md").read_text())
     print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
     return {"out_dir": str(out), **paths}
@@ -156,7 +161,7 @@ def _f(x) -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
-def markdown(results: dict[str, dict], seconds: float) -> str:
+def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None) -> str:
     rows = overall(results)
     concepts = list(results)
     lines = [f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)", "",
@@ -180,13 +185,20 @@ def markdown(results: dict[str, dict], seconds: float) -> str:
     notes = judge_notes(results)
     if notes:
         lines += ["", "## Judge agreement", "", *notes]
+    table = concept_table(readable or {})
+    if table:
+        lines += ["", "## Can the SAE-basis methods be read? (seed-0 runs, held-out corpus)", "",
+                  "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
+                  "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
+                  "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.", "", table]
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False) -> dict:
-    text = markdown(results, seconds)
+def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None) -> dict:
+    text = markdown(results, seconds, readable)
     (out / "leaderboard.md").write_text(text)
-    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "seconds": seconds, "complete": final}
+    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "readability": readable or {},
+            "seconds": seconds, "complete": final}
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
     (out / "leaderboard.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>saebasis leaderboard</title><body><pre>" + html.escape(text) + "</pre>"

@@ -42,7 +42,7 @@ def tiny_board(tmp_path, tiny_stack):
     quoted = ",".join(f"'{o}'" for o in [*stack, "batch_size=2", "max_len=24"])
     overrides = [*stack, f"stack_overrides=[{quoted}]",
                  "seeds=[0]", "n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=3", "batch_size=4",
-                 "strength_search.max_steps=1", f"out_dir={tmp_path / 'board'}"]
+                 "strength_search.max_steps=1", "readability_overrides=['n_docs=8','top_k=3']", f"out_dir={tmp_path / 'board'}"]
     return tmp_path, concepts, overrides
 
 
@@ -73,6 +73,11 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
     board = tmp_path / "board"
     assert (board / "concepts" / "alpha" / "results.json").exists() and not (board / "concepts" / "beta").exists()
     assert "ghost" in (board / "leaderboard.md").read_text() and "Skipped" in (board / "leaderboard.md").read_text()
+    read = json.loads((board / "leaderboard.json").read_text())["readability"]["alpha"]
+    assert set(read) == {"bias"}, read  # the SAE-basis run is read; the residual DiffMean (no SAE) is not
+    assert read["bias"]["coverage"].endswith("/3") and "| bias | " in (board / "leaderboard.md").read_text().split("be read?")[1]
+    report = board / "concepts" / "alpha" / "runs" / "bias-seed0" / "interpret" / "report.json"
+    stamp = report.stat().st_mtime_ns
     calls = []
     def no_training(cfg, **kw):
         calls.append(str(cfg["run_dir"]))
@@ -89,4 +94,5 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
     table = json.loads((board / "leaderboard.json").read_text())
     assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
     assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
+    assert report.stat().st_mtime_ns == stamp and set(table["readability"]) == {"alpha", "beta"}  # alpha read once
     assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
