@@ -49,7 +49,7 @@ def ours(model, sae, hook, method: str, rank: int | None):
     cls = REGISTRY[method]
     fields = {f for f in cls.Config.__dataclass_fields__}
     cfg = {"rank": rank} if rank is not None and "rank" in fields else {}
-    iv = build(method, cfg, model.config.hidden_size, sae if cls.uses_sae or method.startswith("sae") else None)
+    iv = build(method, cfg, model.config.hidden_size, sae if cls.uses_sae else None)
     iv.to(next(model.parameters()).device)
     opt = torch.optim.AdamW([p for p in iv.parameters() if p.requires_grad], lr=1e-3)
 
