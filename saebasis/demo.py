@@ -40,9 +40,13 @@ def demo(cfg) -> dict:
     print(f"[demo 1/4] SAE {cfg['sae']['path']} quality: " + ", ".join(f"{k}={quality[k]:.3g}" for k in ("explained_variance", "l0", "ce_loss_recovered") if k in quality))
     stack = load_stack(cfg)  # the model and SAE, loaded once for every step
     concept = load_concept(cfg["data"])
+    steps = {"load model, SAE and concept": time.time() - start}
     print("[demo 2/4] training the SAE-basis steering bias on", cfg["data"])
+    mark = time.time()
     bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg)]), stack=stack, concept=concept)
+    steps["train the SAE bias"] = time.time() - mark
     print("[demo 3/4] comparing every method (val-chosen strength, test score)")
+    mark = time.time()
     compare_cfg = to_dict(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg)]))
     grid = (compare_cfg["methods"].get("sae_bias") or {}).get("strengths") or [0.5, 1, 2, 4]
     compare_cfg["methods"]["sae_bias"] = {"kind": "run", "strengths": grid}  # the bias trained above, seed 0 (in memory)
@@ -50,15 +54,29 @@ def demo(cfg) -> dict:
         compare_cfg.update(n_val=4, n_test=6, n_neutral=4, max_new_tokens=24)
         compare_cfg["methods"] = {k: v for k, v in compare_cfg["methods"].items() if k in QUICK_KEEP}
     comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
+    steps["compare (train / fit, generate, judge)"] = time.time() - mark
     print("[demo 4/4] interpreting the trained bias (full report) and every trained SAE-basis method (coverage, alignment)")
+    mark = time.time()
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
     readable = {"sae_bias (demo step 2)": readability(report["json"], out), **read_runs(out / "compare" / "runs", out)}
-    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable)
+    steps["interpret (report + coverage / alignment)"] = time.time() - mark
+    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable, steps)
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
     return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
 
 
-def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float, readable: dict | None = None) -> Path:
+def timing_table(steps: dict[str, float], comparison: dict) -> str:
+    """Where the demo's time went: its steps, and compare's per method (train / fit + generation + judging)."""
+    lines = ["| step | seconds |", "|---|---:|", *(f"| {name} | {sec:.0f} |" for name, sec in steps.items())]
+    blob = json.loads(Path(comparison["json"]).read_text()) if comparison.get("json") else {}
+    for name, res in (blob.get("results") or {}).items():
+        fit = res["row"].get("fit_time_s") or 0.0
+        lines.append(f"| compare: {name} | {res.get('eval_time_s', 0):.0f} (train / fit {fit * res['row'].get('n_seeds', 1):.0f}) |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float, readable: dict | None = None,
+                 steps: dict[str, float] | None = None) -> Path:
     rows = sorted(comparison["rows"], key=lambda r: -r["score"])
     samples = "\n".join(f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}" for s in bias.get("samples", []))
     text = f"""# saebasis demo report
@@ -82,6 +100,9 @@ Trained in {bias['train_time_s']:.0f} s ({bias['steps']} steps). Run: `{bias['ru
 Coverage: of the 10 latents each method changed most (measured on the corpus), how many have >= 5 max-activating
 contexts. Alignment: the concept's judge on those latents' contexts minus the same judge on 10 random alive latents.
 {readability_table(readable or {})}
+
+## 5. Where the time went
+{timing_table(steps or {}, comparison)}
 """
     (out / "REPORT.md").write_text(text)
     return out / "REPORT.md"

@@ -33,5 +33,7 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkey
     assert "## 2. Comparison" in report and "sae_bias" in report
     readable = report.split("## 4.")[1]
     assert "| sae_bias (demo step 2) | " in readable and "/" in readable.split("| sae_bias (demo step 2) | ")[1].split("|")[0]
+    timing = report.split("## 5. Where the time went")[1]
+    assert "| train the SAE bias | " in timing and "| compare: diffmean | " in timing
     assert (tmp_path / "demo" / "interpret" / "report.html").exists()
     assert (tmp_path / "demo" / "compare" / "score_vs_strength.png").exists()
