@@ -47,7 +47,8 @@ def load_rows(root: Path, metric: str) -> list[dict]:
         if family is None or metric not in r:
             continue
         size = r.get("latents_written") if family == "sae_bias" else r.get("n_params")
-        out.append({"family": family, "budget": budget[len(family) + 1 :], "concept": Path(str(r.get("data", "default"))).name,
+        data = r.get("data") or json.loads((root / r["run"] / "cfg.json").read_text()).get("data", "default")  # one concept: not swept
+        out.append({"family": family, "budget": budget[len(family) + 1 :], "concept": Path(str(data)).name,
                     "seed": r.get("seed", 0), "size": size, metric: r[metric], "latents_read": r.get("latents_read", ""),
                     "latents_written": r.get("latents_written", ""), "train_time_s": r.get("train_time_s", ""), "run": r["run"]})
     return out
