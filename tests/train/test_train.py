@@ -218,7 +218,7 @@ def test_completion_window_gives_the_full_loss(model, tokenizer, concept_dir):
 
 
 def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_overrides, tmp_path):
-    base = ["experiment=sae_bias", "trainer.max_epochs=2", "lr=0.05", "intervention.l1_coef=0.05", "n_samples=0", *tiny_overrides]
+    base = ["experiment=sae_bias", "trainer.max_epochs=2", "lr=0.05", "intervention.l1_coef=0.05", "n_samples=0", "intervention.alive_only=false", *tiny_overrides]  # every latent free to move
     prox = load_run(train(compose("train", base + [f"run_dir={tmp_path / 'prox'}"]))["run_dir"]).intervention.b
     pen = load_run(train(compose("train", base + ["intervention.l1_mode=penalty", f"run_dir={tmp_path / 'pen'}"]))["run_dir"]).intervention.b
     assert 0 < int((prox != 0).sum()) < prox.numel() // 2  # it learned, on a few latents
@@ -234,7 +234,7 @@ def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_pat
         sae.sae.W_enc[:, :10] = 0.0
         sae.sae.b_enc[:10] = -1.0
     sae.sae.save_model(tmp_path / "sae")
-    cfg = compose("train", ["experiment=sae_bias", "intervention.alive_only=true", *tiny_overrides])
+    cfg = compose("train", ["experiment=sae_bias", *tiny_overrides]  # alive_only is the default)
     stack = load_stack(cfg)
     alive = alive_latents(stack, load_concept(cfg.data), 24)
     assert alive.dtype == torch.bool and not alive[:10].any() and alive[10:].sum() > 10
