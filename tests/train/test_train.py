@@ -234,7 +234,7 @@ def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_pat
         sae.sae.W_enc[:, :10] = 0.0
         sae.sae.b_enc[:10] = -1.0
     sae.sae.save_model(tmp_path / "sae")
-    cfg = compose("train", ["experiment=sae_bias", *tiny_overrides]  # alive_only is the default)
+    cfg = compose("train", ["experiment=sae_bias", *tiny_overrides])  # alive_only is the default
     stack = load_stack(cfg)
     alive = alive_latents(stack, load_concept(cfg.data), 24)
     assert alive.dtype == torch.bool and not alive[:10].any() and alive[10:].sum() > 10
