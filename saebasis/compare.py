@@ -23,6 +23,7 @@ score_vs_fluency.png, logged to wandb (offline by default; logger=none disables)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -75,23 +76,59 @@ def check_methods(cfg: dict, concept) -> None:
         raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
 
 
+def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dict | None:
+    """The composed train / fit_baseline config of one (method, seed), as a plain dict (None for the kinds
+    that are not made here): what the method is made with, and what a resume is keyed on."""
+    kind = spec["kind"]
+    if kind not in ("train", "fit"):
+        return None
+    run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
+    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
+    if kind == "train":
+        return to_dict(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])))
+    return to_dict(compose("fit_baseline", shared + list(spec.get("overrides") or [])))
+
+
+PLACE_KEYS = ("run_dir", "ckpt_dir", "overwrite", "resume", "logger", "n_samples", "ckpt_every_n_steps")
+"""Where and how a run is saved or logged, not what it is: left out of its resume key."""
+
+
+def config_key(method_cfg: dict | None) -> str | None:
+    """A hash of the whole composed config but its place (PLACE_KEYS): any change of a method's config
+    (an experiment file, a dataclass default) changes it, so a resume never reuses a stale cell."""
+    if method_cfg is None:
+        return None
+    blob = json.dumps({k: v for k, v in method_cfg.items() if k not in PLACE_KEYS}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: int) -> Method:
-    """Train / fit / load the method's intervention (a fresh one per seed for trained methods), in-process."""
+    """Train / fit / load the method's intervention (a fresh one per seed for trained methods), in-process.
+    resume=true reuses a run folder left by an earlier compare only when it was made with the same composed config."""
     kind = spec["kind"]
     if kind in ("none", "prompt"):
         return Method(None, stack.hook, 0.0, spec.get("prefix", "") if kind == "prompt" else "")
     if kind == "run":
         return method_of(spec.get("run") or load_shared(spec["run_dir"], stack), stack)
-    run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
-    if cfg.get("resume") and (run_dir / "intervention.safetensors").exists():  # a cell finished before a restart
-        return method_of(load_shared(run_dir, stack), stack)
-    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
+    method_cfg = method_config(name, spec, cfg, out, seed)
+    run_dir = Path(method_cfg["run_dir"])
+    if cfg.get("resume") and (run_dir / "intervention.safetensors").exists() and saved_key(run_dir) == config_key(method_cfg):
+        return method_of(load_shared(run_dir, stack), stack)  # a cell finished before a restart, same config
     if kind == "train":
-        method_cfg = compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or []))
         result = train(method_cfg, stack=stack, concept=concept)
     else:
-        result = fit_baseline(compose("fit_baseline", shared + list(spec.get("overrides") or [])), stack=stack, concept=concept)
+        result = fit_baseline(method_cfg, stack=stack, concept=concept)
     return method_of(result["run"], stack)
+
+
+def saved_key(run_dir: Path) -> str | None:
+    """The resume key of the config a saved run folder was made with (None if it records none)."""
+    from saebasis.runs import CFG_FILE, read_json
+
+    try:
+        return config_key(read_json(run_dir / CFG_FILE).get("config"))
+    except (OSError, ValueError):
+        return None
 
 
 def method_of(run, stack) -> Method:
@@ -210,6 +247,7 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
         "l0_basis": l0_basis, "test_scores": {str(s): t["score"] for s, t in test.items()},
         "test_responses": {str(s): list(zip(ev.splits["test"], t["responses"])) for s, t in test.items()},
         "eval_time_s": time.time() - start,
+        "config_keys": expected_keys(name, spec, cfg, out),
     }
 
 
@@ -304,8 +342,14 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
     return paths
 
 
+def expected_keys(name: str, spec: dict, cfg: dict, out: Path) -> list[str | None]:
+    """The resume keys of a method's composed configs, one per seed (None for kinds not made here)."""
+    return [config_key(method_config(name, spec, cfg, out, seed)) for seed in seeds_for(spec, cfg)]
+
+
 def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
-    """Results of methods already complete in out/results.json with the same spec (resume=true)."""
+    """Results of methods already complete in out/results.json with the same spec *and* the same composed
+    train / fit config per seed (resume=true): editing an experiment file or a default reruns its cells."""
     path = out / "results.json"
     if not path.exists():
         return {}
@@ -315,7 +359,9 @@ def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
         return {}  # a torn write: start over (results are rewritten after every method)
     specs = _plain(cfg)["methods"]
     old = (blob.get("config") or {}).get("methods") or {}
-    return {name: res for name, res in (blob.get("results") or {}).items() if name in specs and old.get(name) == specs[name]}
+    return {name: res for name, res in (blob.get("results") or {}).items()
+            if name in specs and old.get(name) == specs[name]
+            and res.get("config_keys") == expected_keys(name, cfg["methods"][name], cfg, out)}
 
 
 def _plain(cfg: dict) -> dict:

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,3 +286,33 @@ def test_compare_loads_the_model_once_for_every_method(concept_dir, tmp_path, sa
     result = compare(_compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0"))
     assert {r["method"] for r in result["rows"]} >= {"bias", "vector", "dm"}
     assert len(loads) == 1, f"{len(loads)} model loads for {len(methods) + 1} methods: the stack must be shared"
+
+
+def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tmp_path, sae, monkeypatch):
+    """A resumed compare reuses a cell only when the method's composed config is the same: the same spec under
+    other stack overrides (as after an edited experiment file or a changed default) is made again."""
+    import saebasis.compare as compare_mod
+    from saebasis.compare import compare, config_key, method_config, saved_key
+
+    fast = ["debug=fast", "batch_size=2", "trainer.enable_progress_bar=false"]
+    methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
+               "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]}}
+    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
+    cfg["stack_overrides"] = [*cfg["stack_overrides"], "max_len=24"]
+    compare(cfg)
+    out = tmp_path / "out"
+    run_dir = out / "runs" / "bias-seed0"
+    assert saved_key(run_dir) == config_key(method_config("bias", methods["bias"], cfg, out, 0))  # JSON round trip
+    made = []
+    for fn in ("train", "fit_baseline"):
+        real = getattr(compare_mod, fn)
+        monkeypatch.setattr(compare_mod, fn, lambda c, _real=real, **kw: made.append(Path(c["run_dir"]).name) or _real(c, **kw))
+    again = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
+    again["stack_overrides"] = [*again["stack_overrides"], "max_len=24"]
+    compare(again)
+    assert made == []  # same composed configs: every cell reused
+    changed = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
+    changed["stack_overrides"] = [*changed["stack_overrides"], "max_len=20"]  # same specs, other configs
+    compare(changed)
+    assert sorted(made) == ["bias-seed0", "diffmean", "dm"]  # diffmean: the config default beside the two
+    assert saved_key(run_dir) == config_key(method_config("bias", methods["bias"], changed, out, 0))

@@ -133,6 +133,20 @@ def test_fluency_judge_on_the_tiny_model_is_f_ppl_times_repetition(model, tokeni
     assert repetition_factor(texts[1]) == pytest.approx((3 / 8 / 0.9) ** 2)
 
 
+def test_perplexity_on_the_completion_window_equals_each_text_alone_with_full_logits(model, tokenizer):
+    """Batched, left-padded, LM head on the last positions only == one text at a time with every position's logits."""
+    from saebasis.activations import encode_pairs
+
+    prompts = ["tell me about the film", "hi", "what is the weather like today in the town by the sea"]
+    texts = ["the movie was good and the day was great", "ok", "rain and then sun and then rain again"]
+    got = perplexities(model, tokenizer, prompts, texts, batch_size=3)
+    for p, t, g in zip(prompts, texts, got):
+        b = encode_pairs(tokenizer, [p], [t], 256)
+        logp = model(input_ids=b["input_ids"]).logits[0, :-1].float().log_softmax(-1)  # [pos-1, vocab]
+        nll = -logp.gather(-1, b["input_ids"][0, 1:, None])[:, 0][b["completion_mask"][0, 1:]].mean()
+        assert g == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
 @pytest.mark.slow
 def test_fluency_on_hand_written_examples_under_the_embedded_model():
     from saebasis.models import load_model
