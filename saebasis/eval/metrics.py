@@ -69,10 +69,15 @@ def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, sy
 
 
 def n_params(intervention) -> int:
-    """Learned / fitted numbers the method stores (parameters and buffers; the frozen SAE is not counted)."""
+    """Learned / fitted numbers the method stores: its parameters and persistent buffers (what its
+    intervention.safetensors holds; a working mask such as sae_bias' alive_only support is not stored, and the
+    frozen SAE is not counted)."""
     if intervention is None:
         return 0
-    return sum(p.numel() for p in intervention.parameters()) + sum(b.numel() for b in intervention.buffers())
+    stored = sum(p.numel() for p in intervention.parameters())
+    for module in intervention.modules():
+        stored += sum(b.numel() for name, b in module._buffers.items() if b is not None and name not in module._non_persistent_buffers_set)
+    return stored
 
 
 def latent_change(intervention, sae, h: Float[Tensor, "T d_model"], strength: float = 1.0) -> tuple[Float[Tensor, "T d_sae"], str]:

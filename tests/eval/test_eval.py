@@ -316,3 +316,18 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     compare(changed)
     assert sorted(made) == ["bias-seed0", "diffmean", "dm"]  # diffmean: the config default beside the two
     assert saved_key(run_dir) == config_key(method_config("bias", methods["bias"], changed, out, 0))
+
+
+@pytest.mark.parametrize("method, cfg", [("sae_bias", {}), ("sae_adaptor", {"k_in": 8, "k_out": 4, "rank": 2}), ("diffmean", {})])
+def test_params_count_exactly_what_the_run_folder_stores(method, cfg, sae, tmp_path):
+    """n_params == the numbers in intervention.safetensors: a working mask (alive_only's support) is not a parameter."""
+    from safetensors.torch import load_file
+
+    from saebasis.eval.metrics import n_params
+
+    iv = build(method, cfg, 32, sae)
+    if method == "sae_bias":
+        iv.restrict_to(torch.arange(sae.d_sae) % 2 == 0)
+    save_run(tmp_path / "run", iv, {"hook": HOOK, "model": {"name": "tiny-llama"}})
+    stored = load_file(tmp_path / "run" / "intervention.safetensors")
+    assert n_params(iv) == sum(t.numel() for t in stored.values()) > 0
