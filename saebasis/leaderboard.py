@@ -11,6 +11,8 @@ Outputs in out_dir: `per_concept.md` (score of every method on every concept), `
 `heatmap.png` (methods x concepts). Concepts with a second judge report the two judges' Spearman agreement and
 flag a disagreement on the winner. Every trained SAE-basis method is also read on every concept (readability=true):
 coverage and concept alignment of its seed-0 run (saebasis/interpret/readability.py), a methods x concepts table.
+`make_only=true` trains / fits every cell and reads the SAE-basis runs without generating (e.g. the readability
+table on every concept first, or the training on a GPU); the board's next run in the same out_dir reuses those runs.
 """
 
 from __future__ import annotations
@@ -70,8 +72,11 @@ def leaderboard(cfg) -> dict:
     for name in bar:
         bar.set_postfix(concept=name)
         ccfg = concept_cfg(cfg, name)
-        compare(ccfg, stack=stack, concept=load_concept(name))
-        results[Path(name).name] = json.loads((Path(ccfg["out_dir"]) / "results.json").read_text())
+        if cfg.get("make_only"):  # train / fit every cell, no generation: a later full run reuses the runs
+            make_cells(ccfg, stack, load_concept(name))
+        else:
+            compare(ccfg, stack=stack, concept=load_concept(name))
+            results[Path(name).name] = json.loads((Path(ccfg["out_dir"]) / "results.json").read_text())
         if cfg["readability"]:  # coverage / alignment of every trained SAE-basis method on this concept
             readable[Path(name).name] = read_runs(Path(ccfg["out_dir"]) / "runs", out, cfg["readability_overrides"])
         write(out, results, time.time() - start, readable=readable)
@@ -79,6 +84,27 @@ def leaderboard(cfg) -> dict:
     print((out / "leaderboard.md").read_text())
     print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
     return {"out_dir": str(out), **paths}
+
+
+def make_cells(ccfg: dict, stack, concept) -> None:
+    """make_only=true: every trained / fitted (method, seed) of one concept, saved where compare looks for it
+    (concepts/<name>/runs/), skipping runs already made with the same composed config; an optional peer whose
+    library is missing is skipped with a line. Nothing is generated or judged: the board's later run reuses these."""
+    from saebasis.compare import method_config, normalise, obtain, seeds_for
+
+    ccfg = normalise(dict(ccfg))
+    out = Path(ccfg["out_dir"])
+    for method, spec in ccfg["methods"].items():
+        if method_config(method, spec, ccfg, out, ccfg["seeds"][0]) is None:
+            continue  # unsteered / prompting / a saved run: nothing to make
+        for seed in seeds_for(spec, ccfg):
+            try:
+                obtain(method, spec, ccfg, out, stack, concept, seed)
+            except ImportError as err:
+                if not spec.get("optional"):
+                    raise
+                print(f"[saebasis leaderboard] {method}: SKIPPED, its environment is missing ({err})", flush=True)
+                break
 
 
 # -- aggregation ---------------------------------------------------------------------------------------

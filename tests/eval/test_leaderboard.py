@@ -96,3 +96,25 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
     assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
     assert report.stat().st_mtime_ns == stamp and set(table["readability"]) == {"alpha", "beta"}  # alpha read once
     assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
+
+
+def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_runs(tiny_board, monkeypatch):
+    tmp_path, concepts, overrides = tiny_board
+    import saebasis.compare as compare_mod
+
+    methods = {k: v for k, v in METHODS.items() if k != "ghost"}
+    cfg = {**board_cfg([*overrides, f"concepts=[{concepts[0]}]", "make_only=true"]), "methods": methods}
+    monkeypatch.setattr(compare_mod, "generate_timed", lambda *a, **k: pytest.fail("make_only generated text"))
+    leaderboard(cfg)
+    board = tmp_path / "board"
+    runs = board / "concepts" / "alpha" / "runs"
+    assert (runs / "bias-seed0" / "intervention.safetensors").exists() and (runs / "dm" / "intervention.safetensors").exists()
+    assert not (board / "concepts" / "alpha" / "results.json").exists()  # nothing judged
+    read = json.loads((board / "leaderboard.json").read_text())["readability"]["alpha"]
+    assert set(read) == {"bias"} and read["bias"]["coverage"].endswith("/3")
+    monkeypatch.undo()
+    made = []
+    for fn in ("train", "fit_baseline"):
+        monkeypatch.setattr(compare_mod, fn, lambda c, **kw: made.append(c["run_dir"]) or pytest.fail(f"remade {c['run_dir']}"))
+    leaderboard({**cfg, "make_only": False})
+    assert made == [] and json.loads((board / "concepts" / "alpha" / "results.json").read_text())["complete"]
