@@ -360,8 +360,20 @@ def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
     specs = _plain(cfg)["methods"]
     old = (blob.get("config") or {}).get("methods") or {}
     return {name: res for name, res in (blob.get("results") or {}).items()
-            if name in specs and old.get(name) == specs[name]
-            and res.get("config_keys") == expected_keys(name, cfg["methods"][name], cfg, out)}
+            if name in specs and old.get(name) == specs[name] and recorded_keys(name, res, cfg, out) == expected_keys(name, cfg["methods"][name], cfg, out)}
+
+
+def recorded_keys(name: str, res: dict, cfg: dict, out: Path) -> list[str | None]:
+    """The keys a finished result was made with: stored beside it, or (results written before keys were stored)
+    read back from the configs its run folders recorded."""
+    if "config_keys" in res:
+        return res["config_keys"]
+    spec = cfg["methods"][name]
+    keys = []
+    for seed in seeds_for(spec, cfg):
+        made = method_config(name, spec, cfg, out, seed)
+        keys.append(None if made is None else saved_key(Path(made["run_dir"])))
+    return keys
 
 
 def _plain(cfg: dict) -> dict:

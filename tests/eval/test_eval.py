@@ -311,6 +311,12 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     again["stack_overrides"] = [*again["stack_overrides"], "max_len=24"]
     compare(again)
     assert made == []  # same composed configs: every cell reused
+    blob = json.loads((out / "results.json").read_text())
+    for res in blob["results"].values():
+        del res["config_keys"]  # a results.json from before keys were stored: read back from the run folders
+    (out / "results.json").write_text(json.dumps(blob))
+    compare(again)
+    assert made == []
     changed = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
     changed["stack_overrides"] = [*changed["stack_overrides"], "max_len=20"]  # same specs, other configs
     compare(changed)
