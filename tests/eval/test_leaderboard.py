@@ -118,3 +118,26 @@ def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_run
         monkeypatch.setattr(compare_mod, fn, lambda c, **kw: made.append(c["run_dir"]) or pytest.fail(f"remade {c['run_dir']}"))
     leaderboard({**cfg, "make_only": False})
     assert made == [] and json.loads((board / "concepts" / "alpha" / "results.json").read_text())["complete"]
+
+
+def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    board = tmp_path / "a" / "full"
+    (board / "concepts" / "x" / "runs" / "bias-seed0").mkdir(parents=True)
+    (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt").mkdir()
+    (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt" / "last.ckpt").write_bytes(b"\0" * 10)
+    (board / "concepts" / "x" / "results.json").write_text('{"complete": true}')
+    (board / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").write_text("{}")
+    env = {"BOARD_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run(["bash", str(root / "scripts" / "board_state.sh"), *a], env=env, capture_output=True, text=True, cwd=root)
+    assert run("pack", str(board)).returncode == 0 and (tmp_path / "state" / "full.tar.gz").exists()
+    back = tmp_path / "b" / "full"
+    assert run("unpack", str(back)).returncode == 0
+    assert (back / "concepts" / "x" / "results.json").read_text() == '{"complete": true}'
+    assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
+    assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
+    missing = run("unpack", str(tmp_path / "c" / "other"))
+    assert missing.returncode == 1 and "no " in missing.stderr
