@@ -188,6 +188,10 @@ def _f(x) -> str:
 
 
 def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None) -> str:
+    if not results:  # make_only: runs made and read, nothing generated or judged
+        lines = [f"# saebasis leaderboard: runs made, nothing judged yet (make_only, {seconds / 60:.1f} min)", "",
+                 "Rerun without make_only=true (same out_dir) to generate and judge; it reuses these runs."]
+        return "\n".join(lines + readability_section(readable)) + "\n"
     rows = overall(results)
     concepts = list(results)
     lines = [f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)", "",
@@ -211,13 +215,17 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
     notes = judge_notes(results)
     if notes:
         lines += ["", "## Judge agreement", "", *notes]
+    return "\n".join(lines + readability_section(readable)) + "\n"
+
+
+def readability_section(readable: dict | None) -> list[str]:
     table = concept_table(readable or {})
-    if table:
-        lines += ["", "## Can the SAE-basis methods be read? (seed-0 runs, held-out corpus)", "",
-                  "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
-                  "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
-                  "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.", "", table]
-    return "\n".join(lines) + "\n"
+    if not table:
+        return []
+    return ["", "## Can the SAE-basis methods be read? (seed-0 runs, held-out corpus)", "",
+            "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
+            "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
+            "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.", "", table]
 
 
 def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None) -> dict:

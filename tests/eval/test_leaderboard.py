@@ -112,6 +112,7 @@ def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_run
     assert not (board / "concepts" / "alpha" / "results.json").exists()  # nothing judged
     read = json.loads((board / "leaderboard.json").read_text())["readability"]["alpha"]
     assert set(read) == {"bias"} and read["bias"]["coverage"].endswith("/3")
+    assert "nothing judged yet" in (board / "leaderboard.md").read_text() and "| bias |" in (board / "leaderboard.md").read_text()
     monkeypatch.undo()
     made = []
     for fn in ("train", "fit_baseline"):
