@@ -3,8 +3,9 @@
 #   bash scripts/board_state.sh pack   [out_dir]   # -> docs/results/state/<name>.tar.gz (runs, results, reports; no checkpoints)
 #   bash scripts/board_state.sh unpack [out_dir]   # <- the same archive, then rerun the same leaderboard command to resume
 # out_dir defaults to outputs/leaderboard/full. What is kept: every concept's results.json (finished cells, with
-# the config keys a resume checks) and runs/ (intervention.safetensors, cfg.json, metrics.json, interpret/report.*);
-# Lightning checkpoints (*.ckpt) and wandb folders are left out (a finished run does not need them).
+# the config keys a resume checks) and runs/ (intervention.safetensors, cfg.json, metrics.json, interpret/report.json);
+# Lightning checkpoints (*.ckpt), wandb folders and report.html are left out (a finished run does not need them;
+# `saebasis interpret run=<run>` rewrites a report's HTML).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action=${1:?pack or unpack}
@@ -14,7 +15,7 @@ archive="$state/$(basename "$out").tar.gz"
 case "$action" in
   pack)
     mkdir -p "$state"
-    tar -czf "$archive" --exclude='*.ckpt' --exclude='wandb' -C "$(dirname "$out")" "$(basename "$out")"
+    tar -czf "$archive" --exclude='*.ckpt' --exclude='wandb' --exclude='report.html' -C "$(dirname "$out")" "$(basename "$out")"
     echo "packed $out -> $archive ($(du -h "$archive" | cut -f1))" ;;
   unpack)
     [ -f "$archive" ] || { echo "no $archive to unpack" >&2; exit 1; }
