@@ -90,12 +90,12 @@ def make_cells(ccfg: dict, stack, concept) -> None:
     """make_only=true: every trained / fitted (method, seed) of one concept, saved where compare looks for it
     (concepts/<name>/runs/), skipping runs already made with the same composed config; an optional peer whose
     library is missing is skipped with a line. Nothing is generated or judged: the board's later run reuses these."""
-    from saebasis.compare import method_config, normalise, obtain, seeds_for
+    from saebasis.compare import normalise, obtain, seeds_for
 
     ccfg = normalise(dict(ccfg))
     out = Path(ccfg["out_dir"])
     for method, spec in ccfg["methods"].items():
-        if method_config(method, spec, ccfg, out, ccfg["seeds"][0]) is None:
+        if spec["kind"] not in ("train", "fit"):
             continue  # unsteered / prompting / a saved run: nothing to make
         for seed in seeds_for(spec, ccfg):
             try:

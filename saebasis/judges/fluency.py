@@ -56,7 +56,8 @@ def repetition_factor(text: str) -> float:
 def perplexities(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_len: int = 256) -> list[float]:
     """Perplexity of each response given its (chat-formatted) prompt under `model` as it is (unsteered).
     Left padding puts every response at the end of its row, so the LM head runs only on the last
-    (longest response + 1) positions: the prompt's logits are never needed (a third of a judge call's time)."""
+    (longest response + 1) positions: the prompt's logits are never needed (~20% of a fluency call on the
+    embedded model: 14.0 -> 10.9 s for one compared method's calls)."""
     out: list[float] = []
     device = next(model.parameters()).device
     for i in range(0, len(prompts), batch_size):
