@@ -76,6 +76,15 @@ def check_methods(cfg: dict, concept) -> None:
         raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
 
 
+def concept_experiment(concept: str) -> list[str]:
+    """[experiment=compare_<name>] when the concept has a compare experiment file (its prompting prefix, judges,
+    selection rule), else [] (a user's own concept folder)."""
+    from saebasis.config import CONFIG_DIR
+
+    name = Path(concept).name
+    return [f"experiment=compare_{name}"] if (CONFIG_DIR / "experiment" / f"compare_{name}.yaml").exists() else []
+
+
 def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dict | None:
     """The composed train / fit_baseline config of one (method, seed), as a plain dict (None for the kinds
     that are not made here): what the method is made with, and what a resume is keyed on."""

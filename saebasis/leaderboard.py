@@ -34,14 +34,13 @@ from saebasis.interpret.readability import concept_table, read_runs
 def concept_cfg(cfg: dict, concept: str) -> dict:
     """The compare config of one concept: its experiment (prompting prefix, select_by), the leaderboard's
     methods and budget on top."""
-    from saebasis.config import CONFIG_DIR
+    from saebasis.compare import concept_experiment
     from saebasis.data import load_concept
 
     name = Path(concept).name
-    has_experiment = (CONFIG_DIR / "experiment" / f"compare_{name}.yaml").exists()
-    overrides = [f"experiment=compare_{name}"] if has_experiment else []
+    overrides = concept_experiment(concept)
     base = to_dict(compose("compare", overrides))
-    prompting = base["methods"].get("prompting") if has_experiment else {
+    prompting = base["methods"].get("prompting") if overrides else {
         "kind": "prompt", "prefix": f"In your answer, show {load_concept(concept).description}. "}  # a user's own concept folder
     methods = {k: dict(v) for k, v in cfg["methods"].items() if v is not None}  # a preset drops a method with null
     if "prompting" in methods and prompting:

@@ -135,8 +135,8 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     """Score every run with compare's protocol (one compare per concept, the runs as saved methods); adds
     row["score"] (test score at the val-chosen strength) and row["strength"]. `overrides`: compare overrides
     (e.g. the model / SAE the runs were trained with when not the embedded default)."""
-    from saebasis.compare import compare
-    from saebasis.config import CONFIG_DIR, compose, to_dict
+    from saebasis.compare import compare, concept_experiment
+    from saebasis.config import compose, to_dict
     from saebasis.data import load_concept
     from saebasis.stack import load_stack
 
@@ -144,8 +144,7 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     for data in sorted({r["data"] for r in rows}):
         concept = Path(data).name
         out = root / "judged" / concept
-        experiment = [f"experiment=compare_{concept}"] if (CONFIG_DIR / "experiment" / f"compare_{concept}.yaml").exists() else []
-        cfg = to_dict(compose("compare", [*experiment, f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]))
+        cfg = to_dict(compose("compare", [*concept_experiment(data), f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]))
         mine = [r for r in rows if r["data"] == data]
         cfg["methods"] = {"unsteered": {"kind": "none"},
                           **{f"{r['family']}_{r['budget']}": {"kind": "run", "run_dir": str(root / r["run"]), "strengths": STRENGTHS} for r in mine}}
@@ -161,10 +160,10 @@ def summarize(root: Path, metric: str = "val/loss", judged: bool = False, overri
     rows = load_rows(root, "val/loss")
     if not rows:
         raise SystemExit(f"No rank_vs_sparsity runs with 'val/loss' under {root} (expected +budget=<family>_<budget> overrides).")
-    if judged:
-        judge(root, rows, overrides)
     if metric not in ("val/loss", "score") or (metric == "score" and not judged):
         raise SystemExit(f"--metric {metric}: use val/loss, or score together with --judge.")
+    if judged:
+        judge(root, rows, overrides)
     metrics = ["val/loss", "score"] if judged else ["val/loss"]
     cols = ["family", "budget", "concept", "seed", "size", *metrics, *(["strength"] if judged else []),
             "latents_read", "latents_written", "train_time_s", "run"]

@@ -255,16 +255,12 @@ def cache_bound(n_layers: int, layer: int, epochs: int, head: float = 0.0, per_e
 def bound_terms(model, sae) -> tuple[float, float]:
     """(head, per_epoch) of cache_bound in block-forward units, from the shapes: the LM head's weight entries over
     one block's, and the SAE's encoder + decoder entries, forward and backward (Part 2 trains sae_adaptor)."""
-    block = sum(p.numel() for p in hook_block(model).parameters())
+    from saebasis.hooks import blocks
+
+    block = sum(p.numel() for p in blocks(model)[0].parameters())
     head = model.get_output_embeddings().weight.numel() / block
     sae_entries = 2 * sae.d_model * sae.d_sae if sae is not None else 0
     return head, 2 * sae_entries / block
-
-
-def hook_block(model):
-    from saebasis.hooks import blocks
-
-    return blocks(model)[0]
 
 
 def summarise(runs: list[tuple[list[dict], list[dict], list[str]]], bound: float, notes: list[str]) -> dict:
