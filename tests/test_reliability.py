@@ -202,6 +202,34 @@ def test_bench_quick_writes_json_schema(script, tmp_path):
     assert isinstance(record["ratios"], dict) and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())
 
 
+def test_bench_random_weights_builds_the_folders_architecture_without_its_weights(tmp_path, monkeypatch):
+    """`--random-weights` (GPU runs where the weights cannot be copied): the folder's config and tokenizer, seeded
+    random weights, never the stored ones; a folder without config.json is refused by name."""
+    import argparse
+
+    from saebasis.models import tiny_model
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts" / "bench"))
+    import common
+
+    stored = tiny_model()
+    with torch.no_grad():
+        for p in stored.model.parameters():
+            p.zero_()
+    stored.model.save_pretrained(tmp_path / "m")
+    stored.tokenizer.save_pretrained(tmp_path / "m")
+    args = argparse.Namespace(model=str(tmp_path / "m"), device="cpu", dtype="bfloat16", random_weights=True)
+    a, b = common.random_weights_model(args), common.random_weights_model(args)
+    shapes = {n: p.shape for n, p in stored.model.named_parameters()}
+    assert {n: p.shape for n, p in a.model.named_parameters()} == shapes
+    assert all(p.dtype == torch.bfloat16 for p in a.model.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))  # seeded
+    assert any(p.abs().sum() > 0 for p in a.model.parameters())  # not the stored (zero) weights
+    assert a.tokenizer("hello")["input_ids"] == stored.tokenizer("hello")["input_ids"]
+    with pytest.raises(SystemExit, match="config.json"):
+        common.random_weights_model(argparse.Namespace(model=str(tmp_path), device="cpu", dtype="float32"))
+
+
 # -- training: NaN stop, SIGKILL + resume, offline ---------------------------------------------
 def train_overrides(tmp_path: Path, run: str = "run") -> list[str]:
     from tests.conftest import write_concept as write_pairs

@@ -133,7 +133,8 @@ class ResidualAdaptor(_Residual):
         self.act = ACTIVATIONS[cfg.act]()
 
     def delta(self, h: Tensor) -> Tensor:
-        return self.act(h @ self.W_in + self.b_in) @ self.W_out + self.b_out  # [batch, pos, d_model]
+        x = h.to(self.W_in.dtype)  # a bf16 / fp16 model's residual is read in the adaptor's own (fp32) precision
+        return self.act(x @ self.W_in + self.b_in) @ self.W_out + self.b_out  # [batch, pos, d_model]
 
     def write_directions(self) -> Tensor:
         return torch.cat([self.W_out, self.b_out[None]])  # [r + 1, d_model]

@@ -132,6 +132,9 @@ def add_stack_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sae", default=None, help="SAE folder / builtin:NAME; default: the built-in SAE for the "
                         "embedded model when it exists, else a random-weight SAE (plumbing and timing only)")
     parser.add_argument("--d-sae", type=int, default=None, help="width of the random SAE when one is used (default 2304)")
+    parser.add_argument("--random-weights", action="store_true", help="build --model from its folder's config.json and "
+                        "tokenizer with seeded random weights (same shapes, same time per step; for a machine the "
+                        "weights cannot be copied to). Timings only: every figure is labelled with it")
 
 
 def stack(args: argparse.Namespace):
@@ -144,7 +147,7 @@ def stack(args: argparse.Namespace):
 
     args.model = args.model or ("tiny-llama" if args.quick else "smollm2")
     args.layer = args.layer if args.layer is not None else (1 if args.quick else 12)
-    loaded = load_model(args.model, args.device, args.dtype)
+    loaded = random_weights_model(args) if getattr(args, "random_weights", False) else load_model(args.model, args.device, args.dtype)
     d_model = loaded.model.config.hidden_size
     hook = f"blocks.{args.layer}.hook_resid_post"
     builtin = ASSETS / "sae" / "smollm2-l12"
@@ -158,4 +161,27 @@ def stack(args: argparse.Namespace):
         torch.manual_seed(0)
         sae = SAEBasis(StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=d_sae, device=args.device)), hook)
         note = f"random-weight SAE (d_sae {d_sae}): timings only, no trained SAE was available"
+    if getattr(args, "random_weights", False):
+        note += f"; model: {args.model}'s config and tokenizer with seeded random weights (timings only: same shapes)"
     return loaded.model, loaded.tokenizer, sae, hook, note
+
+
+def random_weights_model(args: argparse.Namespace):
+    """`--random-weights`: the model folder's architecture and tokenizer, weights drawn from the config's init (seed 0).
+
+    A step's cost depends on the shapes, not the values, so this times a model whose weights are not on the machine
+    (the benchmarks suppress EOS, so generation length does not depend on the weights either)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from saebasis.models import EMBEDDED_NAMES, LoadedModel, check_device, embedded_model_dir, prepare
+
+    check_device(args.device)
+    path = embedded_model_dir() if args.model.lower() in EMBEDDED_NAMES else Path(args.model)
+    if not (Path(path) / "config.json").exists():
+        raise SystemExit(f"--random-weights needs a model folder with config.json and a tokenizer; {path} has none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).to(getattr(torch, args.dtype))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return LoadedModel(prepare(model, tokenizer, args.device), tokenizer, str(args.model))

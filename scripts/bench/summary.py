@@ -73,22 +73,36 @@ SECTIONS = {"memory": memory, "generation": generation, "training": training}
 
 
 def main() -> None:
-    out = ["# Benchmarks", "", "Written by `python scripts/bench/summary.py` from scripts/bench/results/*.json.",
-           "GPU figures were not measured here (no GPU on this machine); every script takes "
-           "`--device cuda --dtype bfloat16 --model <hf id>`.", ""]
+    out = ["# Benchmarks", "", "Written by `python scripts/bench/summary.py` from scripts/bench/results/*.json: "
+           "`<name>.json` measured on CPU, `<name>.cuda*.json` on a GPU (every script takes `--device cuda --dtype "
+           "bfloat16`).", ""]
     for name, section in SECTIONS.items():
         path = common.RESULTS / f"{name}.json"
         if not path.exists():
             out += [f"### {name}", "", f"not measured yet (`python scripts/bench/bench_{name}.py`)", ""]
-            continue
-        record = json.loads(path.read_text())
-        out += section(record) + ["", f"Machine: {machine_line(record)}.", f"Command: `{command(name, record)}`", ""]
+        for path in ([path] if path.exists() else []) + sorted(common.RESULTS.glob(f"{name}.cuda*.json")):
+            record = json.loads(path.read_text())
+            out += section(record) + ["", f"Machine: {machine_line(record)}.", f"Command: `{command(name, record)}`",
+                                      f"File: `{path.name}`", ""]
     Path(common.RESULTS / "SUMMARY.md").write_text("\n".join(out))
     print(f"[bench] wrote {common.RESULTS / 'SUMMARY.md'}")
 
 
 def command(name: str, record: dict) -> str:
-    return f"python scripts/bench/bench_{name}.py" + ("" if record["args"].get("device") == "cpu" else f" --device {record['args']['device']}")
+    """The command line that wrote `record` (every argument that differs from the script's default)."""
+    args, flags = record["args"], []
+    defaults = {"device": "cpu", "dtype": "float32", "model": "smollm2", "layer": 12, "sae": None, "random_weights": False,
+                "batch": None if name == "training" else 1, "seq": None}
+    for key in ("device", "dtype", "model", "random_weights", "layer", "sae", "batch", "seq", "runs", "reps"):
+        value = args.get(key)
+        if key in ("runs", "reps"):
+            if key in args and record.get("gpu_measured"):  # CPU records ran with the defaults
+                flags.append(f"--{key} {value}")
+            continue
+        if key not in args or value == defaults.get(key):
+            continue
+        flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}"))
+    return " ".join([f"python scripts/bench/bench_{name}.py", *flags])
 
 
 if __name__ == "__main__":

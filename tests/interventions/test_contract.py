@@ -99,3 +99,19 @@ def test_a_strength_grid_in_one_generate_call_gives_the_same_greedy_text(sae, mo
     for s in (0.0, 1.0, 3.0):
         one = generate_timed(model, tokenizer, prompts, iv, sae.hook, 5, batch_size=2, strength=s).responses
         assert grid[s] == one, f"strength {s}"
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_a_bf16_residual_is_steered_in_fp32_and_returned_in_bf16(name, sae):
+    """A model loaded in bf16 (`model.dtype=bfloat16`, the GPU benchmarks) hands its hooks bf16 residuals while an
+    intervention keeps fp32 parameters: every method must accept them, return bf16, and agree with its fp32 result
+    to bf16 precision."""
+    iv = steered(name, sae)
+    h = torch.randn(2, 5, D_MODEL)
+    s = torch.tensor([0.5, 1.0])
+    want = iv(h.bfloat16().float(), s)  # the same (rounded) input in fp32
+    iv.begin_generation(None)
+    got = iv(h.bfloat16(), s)
+    assert got.dtype == torch.bfloat16 and got.shape == h.shape
+    scale = want.abs().max()
+    assert (got.float() - want).abs().max() <= 0.02 * scale, f"{name}: bf16 result differs from fp32 beyond rounding"
