@@ -164,6 +164,48 @@ def overall(results: dict[str, dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["mean_rank"], -r["mean_score"]))
 
 
+def family_of(concept: str, blob: dict) -> str:
+    """The concept's family (concept.yaml `family`), "other" where its folder is gone or names none."""
+    from saebasis.data import concept_family
+
+    try:
+        return concept_family((blob.get("config") or {}).get("data") or concept)
+    except (FileNotFoundError, ValueError):
+        return "other"
+
+
+def families(results: dict[str, dict]) -> dict[str, dict]:
+    """{family: {"concepts": [...], "scores": {method: mean test score over the family's concepts it ran on}}}, the
+    families in first-seen order."""
+    out: dict[str, dict] = {}
+    table = per_concept_scores(results)
+    for concept, blob in results.items():
+        out.setdefault(family_of(concept, blob), {"concepts": [], "scores": {}})["concepts"].append(concept)
+    for fam in out.values():
+        for method, row in table.items():
+            got = [row[c] for c in fam["concepts"] if c in row]
+            if got:
+                fam["scores"][method] = mean(got)
+    return out
+
+
+COST_FIELDS = ("concept", "instruction", "fluency", "kl_neutral", "latent_l0", "params")
+
+
+def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{method: {field: mean over concepts}} of what a method's score is made of and what it changes: the three judges,
+    KL to the base model on neutral prompts, SAE latents changed per token, trainable parameters (a field a method
+    lacks on every concept -- prompting's KL -- is left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for blob in results.values():
+        for method, res in blob["results"].items():
+            for field in COST_FIELDS:
+                value = res["row"].get(field)
+                if isinstance(value, (int, float)) and value == value:
+                    out.setdefault(method, {}).setdefault(field, []).append(float(value))
+    return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}
+
+
 def judge_notes(results: dict[str, dict]) -> list[str]:
     """Per concept with a second judge: the two judges' Spearman (median over methods) and a flag when they crown
     different winners."""
@@ -208,6 +250,32 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
             res = results[c]["results"].get(r["method"])
             cells.append("–" if res is None else _f(res["row"]["score"]) + ("\u2020" if res["row"].get("on_edge") else ""))
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    fams = families(results)
+    if len(fams) > 1:
+        names = list(fams)
+        lines += ["", "## By concept family (mean test score over the family's concepts; **bold** = best in the family)", "",
+                  "| method | " + " | ".join(f"{f} ({len(fams[f]['concepts'])})" for f in names) + " |", "|---|" + "---:|" * len(names)]
+        best = {f: max(fams[f]["scores"].values()) for f in names if fams[f]["scores"]}
+        for r in rows:
+            cells = []
+            for f in names:
+                v = fams[f]["scores"].get(r["method"])
+                cells.append("–" if v is None else (f"**{_f(v)}**" if v == best.get(f) else _f(v)))
+            lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    cost = costs(results)
+    if cost:
+        lines += ["", "## What the score is made of, and what each method changes (means over concepts, chosen strength)", "",
+                  "concept / instruction / fluency: the three judges the score is the harmonic mean of; KL: per-token "
+                  "KL(steered || base) on neutral prompts (– for prompting: its prompt differs); latents: SAE latents "
+                  "changed per token; params: trainable / fitted numbers.", "",
+                  "| method | concept | instruction | fluency | KL on neutral | latents changed / token | params |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            c = cost.get(r["method"], {})
+            params, l0 = c.get("params"), c.get("latent_l0")
+            lines.append(f"| {r['method']} | {_f(c.get('concept'))} | {_f(c.get('instruction'))} | {_f(c.get('fluency'))} | "
+                         f"{_f(c.get('kl_neutral'))} | {'–' if l0 is None else format(l0, '.1f')} | "
+                         f"{'–' if params is None else format(params, ',.0f')} |")
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
         lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}."]
@@ -230,7 +298,8 @@ def readability_section(readable: dict | None) -> list[str]:
 def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None) -> dict:
     text = markdown(results, seconds, readable)
     (out / "leaderboard.md").write_text(text)
-    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "readability": readable or {},
+    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "families": families(results),
+            "costs": costs(results), "readability": readable or {},
             "seconds": seconds, "complete": final}
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
     (out / "leaderboard.html").write_text(

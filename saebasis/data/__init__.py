@@ -5,7 +5,9 @@ a Hugging Face *dataset* repo holding the same files, fetched when online and ca
   concept.yaml        name, description (used by the embedding judge), judge: a concept judge registered in
                       saebasis.judges (vader, vader_negative, textblob, textblob_negative, minilm, ab, brevity,
                       formality), optional second_judge: an independent judge of the same concept (its scores
-                      and their Spearman agreement with the judge's are reported beside them)
+                      and their Spearman agreement with the judge's are reported beside them), optional
+                      family: a free word grouping concepts in the leaderboard's family table (built-ins:
+                      sentiment, topic, behaviour; absent: "other")
   pairs.jsonl         {"prompt", "positive", "negative"}: contrastive / preference pairs; SFT trains on
                       prompt -> positive; DiffMean / PCA / SARA are fitted from the same pairs
   neutral.jsonl       {"prompt"}: neutral prompts for KL-to-base (preservation) and fluency
@@ -67,6 +69,8 @@ class Concept:
     ab: list[ABItem] = field(default_factory=list)
     second_judge: str | None = None
     """An independent judge of the same concept (e.g. textblob beside vader); None: only `judge`."""
+    family: str = "other"
+    """The group the leaderboard reports it in (built-ins: sentiment, topic, behaviour)."""
 
     def ab_items(self, split: str) -> list[ABItem]:
         """A/B items of one split ("train" | "val" | "test")."""
@@ -156,7 +160,16 @@ def read_meta(root: Path) -> dict:
     if meta.get("second_judge") == meta["judge"]:
         raise ValueError(f"{path}:{yaml_line(path, 'second_judge')}: second_judge is the same as judge ('{meta['judge']}'). "
                          "Fix: name a different, independent judge, or remove the line.")
+    family = meta.setdefault("family", "other")
+    if not isinstance(family, str) or not family.strip() or not family.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"{path}:{yaml_line(path, 'family')}: family must be one word (e.g. topic), got {family!r}. "
+                         "Fix: write e.g. `family: behaviour`, or remove the line.")
     return meta
+
+
+def concept_family(name_or_path: str) -> str:
+    """The `family` a concept's concept.yaml names ("other" when absent), read without loading its files."""
+    return read_meta(concept_dir(name_or_path))["family"]
 
 
 def yaml_line(path: Path, key: str) -> int:
@@ -216,7 +229,8 @@ def load_concept(name_or_path: str) -> Concept:
     if meta["judge"] == "ab" and not ab_path.exists():
         raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
     ab = read_ab(ab_path, prompts) if ab_path.exists() else []
-    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab, meta.get("second_judge"))
+    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab, meta.get("second_judge"),
+                   meta["family"])
 
 
 def _read_text(path: Path) -> str:

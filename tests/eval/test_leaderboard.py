@@ -8,7 +8,7 @@ import math
 import pytest
 
 from saebasis.config import compose
-from saebasis.leaderboard import concept_bootstrap_ci, leaderboard, overall, ranks
+from saebasis.leaderboard import concept_bootstrap_ci, costs, families, leaderboard, markdown, overall, ranks
 from tests.conftest import write_concept
 
 
@@ -33,6 +33,25 @@ def test_concept_bootstrap_resamples_concepts_first():
     assert low == 0.0 and high == 1.0  # two concepts far apart: the CI spans both, whatever the examples say
     low, high = concept_bootstrap_ci({"a": [0.5] * 5, "b": [0.5] * 5})
     assert low == high == 0.5
+
+
+def test_family_means_and_costs_are_exact():
+    """Families come from each concept's concept.yaml (built-ins: sentiment / topic / behaviour); a folder that is
+    gone counts as "other"; costs average what each method changes, leaving out what a method never has."""
+    results = {"sentiment": _blob({"x": 0.9, "y": 0.3}), "ocean": _blob({"x": 0.2, "y": 0.6}),
+               "cooking": _blob({"x": 0.4, "y": 0.8}), "gone": {**_blob({"x": 0.5}), "config": {"data": "/no/such/folder"}}}
+    for concept, kl in (("sentiment", 0.1), ("ocean", 0.3), ("cooking", float("nan"))):
+        results[concept]["results"]["x"]["row"].update(kl_neutral=kl, params=10, latent_l0=4.0)
+    fams = families(results)
+    assert {f: v["concepts"] for f, v in fams.items()} == {"sentiment": ["sentiment"], "topic": ["ocean", "cooking"], "other": ["gone"]}
+    assert math.isclose(fams["topic"]["scores"]["x"], 0.3) and math.isclose(fams["topic"]["scores"]["y"], 0.7)
+    assert "y" not in fams["other"]["scores"]
+    cost = costs(results)
+    assert math.isclose(cost["x"]["kl_neutral"], 0.2) and cost["x"]["params"] == 10 and cost["x"]["latent_l0"] == 4.0  # NaN left out
+    assert "kl_neutral" not in cost.get("y", {})
+    text = markdown(results, 60.0)
+    assert "| method | sentiment (1) | topic (2) | other (1) |" in text
+    assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
 
 
 @pytest.fixture
