@@ -226,3 +226,51 @@ def test_diffmean_last_experiment_reads_the_last_token(concept_dir, tmp_path):
     pos = torch.cat(collect(completions=[p.positive for p in pairs], **kw))  # [n, d_model]
     neg = torch.cat(collect(completions=[p.negative for p in pairs], **kw))
     assert torch.allclose(run.intervention.v, pos.mean(0) - neg.mean(0), atol=1e-5)
+
+
+# -- sae_latent: the latent(s) the concept turns on, decoder direction added (AxBench's SAE row) ----------------
+def test_sae_latent_picks_the_planted_latent_and_adds_its_decoder_row(sae):
+    """Positives = negatives pushed along latent j's encoder column: j rises most, v = D_j W_dec[j] exactly, and the
+    change it reports in its own basis is s D_j on latent j alone."""
+    from saebasis.interventions.base import FitData
+
+    torch.manual_seed(0)
+    j = 7
+    push = 3.0 * torch.nn.functional.normalize(sae.W_enc[:, j], dim=0)  # [d_model]
+    neg = [torch.randn(5, D) * 0.1 for _ in range(6)]
+    pos = [x + push for x in neg]
+    iv = build("sae_latent", {"k": 1}, D, sae).fit(FitData(pos, neg, []))
+    codes = lambda xs: sae.encode(torch.cat(xs)).mean(0)  # noqa: E731
+    diff = codes(pos) - codes(neg)
+    assert iv.latents.tolist() == [j] == [int(diff.argmax())]
+    assert torch.allclose(iv.gains, diff[[j]], atol=1e-5)
+    assert torch.allclose(iv.v, diff[j] * sae.W_dec[j], atol=1e-5)
+    h = torch.randn(2, 3, D)
+    assert iv(h, 0.0) is h and torch.allclose(iv(h, 2.0), h + 2.0 * iv.v, atol=1e-6)
+    change, how = iv.latent_change(h[0], sae, 2.0)
+    assert how == "intervention" and change.shape == (3, sae.d_sae)
+    assert torch.equal(change[:, j], torch.full((3,), 2.0 * float(iv.gains[0]))) and int((change != 0).sum()) == 3
+    top3 = build("sae_latent", {"k": 3}, D, sae).fit(FitData(pos, neg, []))
+    assert top3.latents.tolist() == diff.topk(3).indices.tolist() and top3.describe()["latents_written"] == 3
+
+
+def test_sae_latent_refuses_what_it_cannot_fit(sae):
+    from saebasis.interventions.base import FitData
+
+    with pytest.raises(ValueError, match="k and chunk must be >= 1"):
+        build("sae_latent", {"k": 0}, D, sae)
+    with pytest.raises(ValueError, match="needs an SAE|uses an SAE|SAE"):
+        build("sae_latent", {}, D, None)
+    same = [torch.randn(4, D)]
+    with pytest.raises(ValueError, match="more active on the positive completions"):
+        build("sae_latent", {"k": 2}, D, sae).fit(FitData(same, same, []))  # nothing rises: no latent to pick
+
+
+def test_sae_latent_fit_baseline_end_to_end_round_trip(concept_dir, tmp_path, tiny_stack):
+    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_latent", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"])
+    result = fit_baseline(cfg)
+    run = load_run(result["run_dir"])
+    assert run.cfg["method"] == "sae_latent" and result["latents_written"] == 1
+    iv = run.intervention
+    assert torch.allclose(iv.v, iv.gains[0] * iv.sae.W_dec[iv.latents[0]], atol=1e-6)
+    assert int((iv.latent_scores() > 0).sum()) == 1

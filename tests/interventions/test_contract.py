@@ -22,6 +22,7 @@ CONFIGS = {
     "clamp": {"latents": [1, 5], "values": [2.0, -1.0], "mode": "clamp"},
     "clamp_add": {"latents": [1, 5], "values": [2.0, -1.0], "mode": "add"},
     "diffmean": {},
+    "sae_latent": {"k": 2},
     "pca": {},
     "sara": {"mode": "stable"},
     "loreft": {"rank": 3},  # a peer trained by pyreft, applied natively: no library needed here
