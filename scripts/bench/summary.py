@@ -88,22 +88,17 @@ def main() -> None:
     print(f"[bench] wrote {common.RESULTS / 'SUMMARY.md'}")
 
 
-def command(name: str, record: dict) -> str:
-    """The command line that wrote `record` (every argument that differs from the script's default)."""
-    args, flags = record["args"], []
-    defaults = {"device": "cpu", "dtype": "float32", "model": "smollm2", "layer": 12, "sae": None, "random_weights": False,
-                "batch": None if name == "training" else 1, "seq": None}
-    for key in ("device", "dtype", "model", "random_weights", "layer", "sae", "batch", "seq", "runs", "reps"):
-        value = args.get(key)
-        if key in ("runs", "reps"):
-            if key in args and record.get("gpu_measured"):  # CPU records ran with the defaults
-                flags.append(f"--{key} {value}")
-            continue
-        if key not in args or value == defaults.get(key):
-            continue
-        flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}"))
-    return " ".join([f"python scripts/bench/bench_{name}.py", *flags])
+STACK_DEFAULTS = {"device": "cpu", "dtype": "float32", "model": "smollm2", "random_weights": False, "layer": 12, "sae": None}
+SCRIPT_DEFAULTS = {"training": {"batch": 8, "seq": 64, "steps": 3, "reps": 5, "epochs": 3, "runs": 3},
+                   "generation": {"batch": 1, "new_tokens": 32, "reps": 5}, "memory": {}}  # as each script resolves them
 
+
+def command(name: str, record: dict) -> str:
+    """The command line that wrote `record`: the script and every argument that differs from its default."""
+    defaults = {**STACK_DEFAULTS, **SCRIPT_DEFAULTS.get(name, {})}
+    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
+             for key, value in record["args"].items() if key in defaults and value != defaults[key]]
+    return " ".join([f"python scripts/bench/bench_{name}.py", *flags])
 
 if __name__ == "__main__":
     main()
