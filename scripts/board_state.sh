@@ -5,7 +5,8 @@
 # out_dir defaults to outputs/leaderboard/full. What is kept: every concept's results.json (finished cells, with
 # the config keys a resume checks) and runs/ (intervention.safetensors, cfg.json, metrics.json, interpret/report.json);
 # Lightning checkpoints (*.ckpt), wandb folders and report.html are left out (a finished run does not need them;
-# `saebasis interpret run=<run>` rewrites a report's HTML).
+# `saebasis interpret run=<run>` rewrites a report's HTML), and so are the run folders of cells results.json marks
+# finished, but their seed-0 runs (the readability table reads those): SARA's fitted histories alone are 2.7 MB a concept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action=${1:?pack or unpack}
@@ -15,7 +16,20 @@ archive="$state/$(basename "$out").tar.gz"
 case "$action" in
   pack)
     mkdir -p "$state"
-    tar -czf "$archive" --exclude='*.ckpt' --exclude='wandb' --exclude='report.html' -C "$(dirname "$out")" "$(basename "$out")"
+    finished=$(python3 - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for results in sorted(out.glob("concepts/*/results.json")):
+    runs = results.parent / "runs"
+    for method in json.loads(results.read_text()).get("results", {}):
+        for run in [runs / method, *runs.glob(f"{method}-seed*")]:
+            if run.is_dir() and not run.name.endswith("-seed0"):
+                print(run.relative_to(out.parent))
+PY
+)
+    tar -czf "$archive" --exclude='*.ckpt' --exclude='wandb' --exclude='report.html' --exclude-from=<(printf '%s\n' $finished) \
+        -C "$(dirname "$out")" "$(basename "$out")"
     echo "packed $out -> $archive ($(du -h "$archive" | cut -f1))" ;;
   unpack)
     [ -f "$archive" ] || { echo "no $archive to unpack" >&2; exit 1; }
