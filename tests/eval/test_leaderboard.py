@@ -149,14 +149,19 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     (board / "concepts" / "x" / "runs" / "bias-seed0").mkdir(parents=True)
     (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt").mkdir()
     (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt" / "last.ckpt").write_bytes(b"\0" * 10)
-    (board / "concepts" / "x" / "results.json").write_text('{"complete": true}')
-    (board / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").write_text("{}")
+    results = '{"complete": false, "results": {"bias": {}, "dm": {}}}'  # bias and dm finished, lr not yet
+    (board / "concepts" / "x" / "results.json").write_text(results)
+    for run_name in ("bias-seed0", "bias-seed1", "dm", "lr-seed1"):
+        (board / "concepts" / "x" / "runs" / run_name).mkdir(exist_ok=True)
+        (board / "concepts" / "x" / "runs" / run_name / "cfg.json").write_text("{}")
     env = {"BOARD_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
     run = lambda *a: subprocess.run(["bash", str(root / "scripts" / "board_state.sh"), *a], env=env, capture_output=True, text=True, cwd=root)
     assert run("pack", str(board)).returncode == 0 and (tmp_path / "state" / "full.tar.gz").exists()
     back = tmp_path / "b" / "full"
     assert run("unpack", str(back)).returncode == 0
-    assert (back / "concepts" / "x" / "results.json").read_text() == '{"complete": true}'
+    assert (back / "concepts" / "x" / "results.json").read_text() == results
+    kept = {p.name for p in (back / "concepts" / "x" / "runs").iterdir()}
+    assert kept == {"bias-seed0", "lr-seed1"}  # finished cells keep only their seed-0 run (readability); unfinished keep all
     assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
     missing = run("unpack", str(tmp_path / "c" / "other"))
