@@ -61,12 +61,8 @@ class SAELatent(FittedVector):
 
     @torch.no_grad()
     def _mean_code(self, acts: list[Tensor]) -> Float[Tensor, " d_sae"]:
-        tokens = torch.cat(acts)  # [T, d_model]
-        total = torch.zeros(self.sae.d_sae, dtype=torch.float64)
-        for start in range(0, tokens.shape[0], self.cfg.chunk):
-            chunk = tokens[start : start + self.cfg.chunk].to(self.sae.W_dec.device)  # [chunk, d_model]
-            total += self.sae.encode(chunk).double().sum(0).cpu()  # [d_sae]
-        return (total / max(1, tokens.shape[0])).float()
+        tokens = torch.cat(acts).to(self.sae.W_dec.device)  # [T, d_model]
+        return self.sae.encode_chunked(tokens, self.cfg.chunk).mean(0).cpu()  # [d_sae]
 
     def latent_scores(self) -> Float[Tensor, " d_sae"]:
         """|D_i| at the chosen latents, 0 elsewhere (latent units)."""
