@@ -2,6 +2,7 @@
 
     python scripts/bench/bench_training.py                      # embedded SmolLM2, layer 12, CPU
     python scripts/bench/bench_training.py --device cuda --dtype bfloat16 --model <hf id> --layer 20
+    python scripts/bench/bench_training.py --device cuda --autocast bfloat16   # as trainer=gpu (bf16-mixed) trains
 
 Part 1, step throughput: ONE hand-written loop for every method (forward with labels, next-token
 cross-entropy (+ the method's penalty), backward, AdamW step), the same model, layer, batches and
@@ -61,7 +62,7 @@ def ours(model, sae, hook, method: str, rank: int | None):
     opt = torch.optim.AdamW([p for p in iv.parameters() if p.requires_grad], lr=1e-3)
 
     def step(x):
-        with hooks.attach(model, hook, iv):
+        with hooks.attach(model, hook, iv), common.autocast(model):
             loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss + iv.penalty()
         loss.backward()
         opt.step()
@@ -79,7 +80,8 @@ def lora(model, layer: int, rank: int, targets: list[str]):
     opt = torch.optim.AdamW(params, lr=1e-3)
 
     def step(x):
-        loss = peft_model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
+        with common.autocast(peft_model):
+            loss = peft_model(input_ids=x, attention_mask=torch.ones_like(x), labels=x).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -217,7 +219,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the activation-cache comparison (default 3)")
     parser.add_argument("--runs", type=int, default=None, help="full measurements (each: every case, interleaved "
                         "repetitions, median); ratios are reported as the median and the spread over runs (default 3)")
+    parser.add_argument("--autocast", default=None, choices=["bfloat16", "float16"], help="run every method's forward "
+                        "under torch.autocast in this dtype (Lightning's bf16-mixed, which trainer=gpu uses: with --dtype "
+                        "float32 the weights stay fp32; the SAE's and adaptors' matmuls then run in bf16 too)")
     args = parser.parse_args()
+    common.AUTOCAST = args.autocast
     args.batch = args.batch or (2 if args.quick else 8)
     args.seq = args.seq or (16 if args.quick else 64)
     args.steps = args.steps or (1 if args.quick else 3)
@@ -312,11 +318,12 @@ def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
             cache = ActivationCache(model, hook) if cached else None  # fresh: the first epoch fills it
             for _ in range(args.epochs):
                 for batch in batches:
-                    if cache is None:
-                        with hooks.attach(model, hook, iv):
-                            logits = model(**batch, use_cache=False).logits
-                    else:
-                        logits = cache.logits(batch, iv)
+                    with common.autocast(model):
+                        if cache is None:
+                            with hooks.attach(model, hook, iv):
+                                logits = model(**batch, use_cache=False).logits
+                        else:
+                            logits = cache.logits(batch, iv)
                     loss = next_token_loss(logits, batch["input_ids"]) + iv.penalty()
                     loss.backward()
                     opt.step()

@@ -103,6 +103,20 @@ def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: str = "c
     return times
 
 
+AUTOCAST: str | None = None  # bench_training --autocast: every method's forward under torch.autocast in this dtype
+
+
+def autocast(model):
+    """torch.autocast on the model's device in AUTOCAST's dtype (as Lightning's bf16-mixed), or a no-op context."""
+    import contextlib
+
+    import torch
+
+    if AUTOCAST is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=getattr(torch, AUTOCAST))
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

@@ -17,7 +17,9 @@ def machine_line(record: dict) -> str:
     load = m.get("load_avg_1m")
     busy = f"; load average {load['start']}..{load['end']} on {m['cores']} cores (shared machine: noisy)" if load else ""
     return (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, transformers {m['transformers']}, {gpu}; "
-            f"device {m['device']}, {record['args'].get('dtype')}; {record['date']}, commit {m['git_commit']}{busy}")
+            f"device {m['device']}, {record['args'].get('dtype')}"
+            + (f" weights under {record['args']['autocast']} autocast" if record["args"].get("autocast") else "")
+            + f"; {record['date']}, commit {m['git_commit']}{busy}")
 
 
 def memory(record: dict) -> list[str]:
@@ -89,7 +91,7 @@ def main() -> None:
 
 
 STACK_DEFAULTS = {"device": "cpu", "dtype": "float32", "model": "smollm2", "random_weights": False, "layer": 12, "sae": None}
-SCRIPT_DEFAULTS = {"training": {"batch": 8, "seq": 64, "steps": 3, "reps": 5, "epochs": 3, "runs": 3},
+SCRIPT_DEFAULTS = {"training": {"batch": 8, "seq": 64, "steps": 3, "reps": 5, "epochs": 3, "runs": 3, "autocast": None},
                    "generation": {"batch": 1, "new_tokens": 32, "reps": 5}, "memory": {}}  # as each script resolves them
 
 
