@@ -304,10 +304,12 @@ def write(out: Path, results: dict[str, dict], seconds: float, final: bool = Fal
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
     (out / "leaderboard.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>saebasis leaderboard</title><body><pre>" + html.escape(text) + "</pre>"
-        + ("<img src='heatmap.png' alt='heat map'>" if final else "") + "</body>")
+        + ("<img src='heatmap.png' alt='heat map'><img src='tradeoff.png' alt='score vs latents changed'>" if final else "")
+        + "</body>")
     paths = {"md": str(out / "leaderboard.md"), "json": str(out / "leaderboard.json"), "html": str(out / "leaderboard.html")}
     if final and results:
         paths["heatmap"] = heatmap(out, results)
+        paths["tradeoff"] = tradeoff(out, results)
     return paths
 
 
@@ -335,3 +337,48 @@ def heatmap(out: Path, results: dict[str, dict]) -> str:
     fig.savefig(out / "heatmap.png", dpi=120)
     plt.close(fig)
     return str(out / "heatmap.png")
+
+
+def tradeoff_points(results: dict[str, dict]) -> list[dict]:
+    """Per method: mean test score, SAE latents changed per token and KL on neutral prompts (means over concepts,
+    at the chosen strength; None where a method has none): what the SAE basis trades against score."""
+    cost = costs(results)
+    return [{"method": r["method"], "score": r["mean_score"], "latents": cost.get(r["method"], {}).get("latent_l0"),
+             "kl": cost.get(r["method"], {}).get("kl_neutral")} for r in overall(results)]
+
+
+def tradeoff(out: Path, results: dict[str, dict]) -> str:
+    """tradeoff.png: mean score against latents changed per token (symlog: 0 and 4,096 on one axis), KL as colour.
+    A method with no KL on neutral prompts (prompting: its change is the prompt, not the hook) is left out; methods on
+    the same point share one label, labels of nearby points are staggered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in tradeoff_points(results) if p["latents"] is not None and p["kl"] is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sc = ax.scatter([p["latents"] for p in points], [p["score"] for p in points], c=[p["kl"] for p in points],
+                    cmap="magma_r", s=60, edgecolors="black", linewidths=0.5, vmin=0)
+    placed: list[tuple[float, float, str]] = []
+    for p in points:
+        same = next((q for q in placed if math.isclose(q[0], p["latents"], rel_tol=1e-3) and math.isclose(q[1], p["score"], abs_tol=1e-3)), None)
+        if same:
+            placed[placed.index(same)] = (same[0], same[1], f"{same[2]} = {p['method']}")
+            continue
+        placed.append((p["latents"], p["score"], p["method"]))
+    offsets = [(5, 3, "left"), (5, -10, "left"), (-5, 3, "right"), (-5, -10, "right")]
+    for i, (x, y, label) in enumerate(placed):
+        near = sum(1 for (x2, y2, _) in placed[:i] if abs(y2 - y) < 0.015 and max(x, x2, 1) / max(min(x, x2), 1) < 3)
+        dx, dy, ha = offsets[near % len(offsets)]
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=7)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(right=max([p["latents"] for p in points] + [1]) * 8)  # room for the right-most label
+    ax.set_xlabel("SAE latents changed per token (mean over concepts; symlog)")
+    ax.set_ylabel("mean test score")
+    fig.colorbar(sc, ax=ax, label="KL(steered || base) on neutral prompts")
+    ax.set_title("What a method changes vs how well it steers")
+    fig.tight_layout()
+    fig.savefig(out / "tradeoff.png", dpi=120)
+    plt.close(fig)
+    return str(out / "tradeoff.png")

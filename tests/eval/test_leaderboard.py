@@ -8,7 +8,7 @@ import math
 import pytest
 
 from saebasis.config import compose
-from saebasis.leaderboard import concept_bootstrap_ci, costs, families, leaderboard, markdown, overall, ranks
+from saebasis.leaderboard import concept_bootstrap_ci, costs, families, leaderboard, markdown, overall, ranks, tradeoff_points
 from tests.conftest import write_concept
 
 
@@ -49,6 +49,9 @@ def test_family_means_and_costs_are_exact():
     cost = costs(results)
     assert math.isclose(cost["x"]["kl_neutral"], 0.2) and cost["x"]["params"] == 10 and cost["x"]["latent_l0"] == 4.0  # NaN left out
     assert "kl_neutral" not in cost.get("y", {})
+    points = {p["method"]: p for p in tradeoff_points(results)}
+    assert points["x"]["latents"] == 4.0 and math.isclose(points["x"]["kl"], 0.2) and math.isclose(points["x"]["score"], 0.5)
+    assert points["y"]["latents"] is None and points["y"]["kl"] is None  # plotted only where it changes latents
     text = markdown(results, 60.0)
     assert "| method | sentiment (1) | topic (2) | other (1) |" in text
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
@@ -113,6 +116,7 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
     table = json.loads((board / "leaderboard.json").read_text())
     assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
     assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
+    assert (board / "tradeoff.png").stat().st_size > 0
     assert report.stat().st_mtime_ns == stamp and set(table["readability"]) == {"alpha", "beta"}  # alpha read once
     assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
 
