@@ -168,6 +168,9 @@ def start_pyreft(args, ids, notes):
     if args.quick:
         notes.append("loreft: skipped in --quick mode")
         return None
+    if args.autocast:
+        notes.append("loreft: not measured under --autocast (the pyreft worker runs without autocast: it would not be the same loop)")
+        return None
     if not PYREFT_PY.exists():
         notes.append(f"loreft: not measured: {PYREFT_PY} does not exist (create it as in this script's docstring)")
         return None
