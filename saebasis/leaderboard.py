@@ -8,7 +8,9 @@ each seed are kept in `concepts/<name>/runs/` too), so a killed run continues wh
 
 Outputs in out_dir: `per_concept.md` (score of every method on every concept), `leaderboard.md` / `.html` /
 `.json` (overall: mean score, mean rank, wins, 95% CI by a bootstrap over concepts then test instructions), and
-`heatmap.png` (methods x concepts). Concepts with a second judge report the two judges' Spearman agreement and
+`heatmap.png` (methods x concepts), `tradeoff.png` (mean score vs SAE latents changed per token, KL as colour), and
+paired differences (the leader against every method and the configured `contrasts`, paired by test instruction, with
+a bootstrap CI: which orderings are resolved). Concepts with a second judge report the two judges' Spearman agreement and
 flag a disagreement on the winner. Every trained SAE-basis method is also read on every concept (readability=true):
 coverage and concept alignment of its seed-0 run (saebasis/interpret/readability.py), a methods x concepts table.
 `make_only=true` trains / fits every cell and reads the SAE-basis runs without generating (e.g. the readability
@@ -78,8 +80,8 @@ def leaderboard(cfg) -> dict:
             results[Path(name).name] = json.loads((Path(ccfg["out_dir"]) / "results.json").read_text())
         if cfg["readability"]:  # coverage / alignment of every trained SAE-basis method on this concept
             readable[Path(name).name] = read_runs(Path(ccfg["out_dir"]) / "runs", out, cfg["readability_overrides"])
-        write(out, results, time.time() - start, readable=readable)
-    paths = write(out, results, time.time() - start, final=True, readable=readable)
+        write(out, results, time.time() - start, readable=readable, pairs=cfg.get("contrasts"))
+    paths = write(out, results, time.time() - start, final=True, readable=readable, pairs=cfg.get("contrasts"))
     print((out / "leaderboard.md").read_text())
     print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
     return {"out_dir": str(out), **paths}
@@ -145,6 +147,47 @@ def concept_bootstrap_ci(per_concept: dict[str, list[float]], n_boot: int = 1000
         means.append(mean(mean(g[rng.randrange(len(g))] for _ in g) for g in drawn))
     means.sort()
     return means[int(0.025 * n_boot)], means[min(n_boot - 1, int(0.975 * n_boot))]
+
+
+def per_instruction(res: dict) -> list[float]:
+    """One cell's test scores per instruction, averaged over seeds (their mean is the cell's score)."""
+    seeds = [v for v in res.get("test_scores", {}).values() if v]
+    return [mean(v[i] for v in seeds) for i in range(min(map(len, seeds)))] if seeds else []
+
+
+def paired_difference(results: dict[str, dict], a: str, b: str, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """a minus b on the concepts both ran, paired by test instruction (every method answers the same ones): the mean
+    over concepts of the mean per-instruction difference, its 95% CI (bootstrap over concepts, then instructions),
+    and on how many concepts a scored higher. None where they share no concept."""
+    diffs = {}
+    for concept, blob in results.items():
+        ra, rb = blob["results"].get(a), blob["results"].get(b)
+        if ra is None or rb is None:
+            continue
+        xa, xb = per_instruction(ra), per_instruction(rb)
+        if xa and len(xa) == len(xb):
+            diffs[concept] = [u - v for u, v in zip(xa, xb)]
+    if not diffs:
+        return None
+    low, high = concept_bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    return {"a": a, "b": b, "diff": mean(mean(d) for d in diffs.values()), "ci_low": low, "ci_high": high,
+            "a_higher": sum(1 for d in diffs.values() if mean(d) > 0), "concepts": len(diffs)}
+
+
+def contrasts(results: dict[str, dict], pairs: list | None = None) -> list[dict]:
+    """The leader (best mean rank) against every other method, then the configured pairs (leaderboard.yaml
+    `contrasts`, e.g. the trained peers against one-latent SAE steering: AxBench's question)."""
+    rows = overall(results)
+    if not rows:
+        return []
+    leader = rows[0]["method"]
+    wanted = [(leader, r["method"]) for r in rows[1:]] + [tuple(p) for p in (pairs or [])]
+    out = []
+    for a, b in dict.fromkeys(wanted):
+        got = paired_difference(results, a, b)
+        if got is not None:
+            out.append(got)
+    return out
 
 
 def overall(results: dict[str, dict]) -> list[dict]:
@@ -228,7 +271,9 @@ def _f(x) -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
-def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None) -> str:
+def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None, pairs: list | None = None,
+             paired: list[dict] | None = None) -> str:
+    """leaderboard.md; `paired` = contrasts(results, pairs) when the caller has it already (a bootstrap each)."""
     if not results:  # make_only: runs made and read, nothing generated or judged
         lines = [f"# saebasis leaderboard: runs made, nothing judged yet (make_only, {seconds / 60:.1f} min)", "",
                  "Rerun without make_only=true (same out_dir) to generate and judge; it reuses these runs."]
@@ -276,6 +321,18 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
             lines.append(f"| {r['method']} | {_f(c.get('concept'))} | {_f(c.get('instruction'))} | {_f(c.get('fluency'))} | "
                          f"{_f(c.get('kl_neutral'))} | {'–' if l0 is None else format(l0, '.1f')} | "
                          f"{'–' if params is None else format(params, ',.0f')} |")
+    paired = contrasts(results, pairs) if paired is None else paired
+    if paired:
+        lines += ["", "## Paired differences (is an ordering resolved?)", "",
+                  "a minus b, paired by test instruction on the concepts both ran: mean over concepts, 95% CI by a bootstrap "
+                  "over concepts then instructions (**bold** = the CI excludes 0), and on how many concepts a scored higher. "
+                  "First the leader against every other method, then the configured contrasts.", "",
+                  "| a | b | a - b | 95% CI | a higher on |", "|---|---|---:|---|---:|"]
+        for d in paired:
+            resolved = d["ci_low"] > 0 or d["ci_high"] < 0
+            diff = f"{d['diff']:+.3f}"
+            lines.append(f"| {d['a']} | {d['b']} | {f'**{diff}**' if resolved else diff} | "
+                         f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f} | {d['a_higher']}/{d['concepts']} |")
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
         lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}."]
@@ -295,11 +352,13 @@ def readability_section(readable: dict | None) -> list[str]:
             "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.", "", table]
 
 
-def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None) -> dict:
-    text = markdown(results, seconds, readable)
+def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None,
+          pairs: list | None = None) -> dict:
+    paired = contrasts(results, pairs)
+    text = markdown(results, seconds, readable, paired=paired)
     (out / "leaderboard.md").write_text(text)
     blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "families": families(results),
-            "costs": costs(results), "readability": readable or {},
+            "costs": costs(results), "contrasts": paired, "readability": readable or {},
             "seconds": seconds, "complete": final}
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
     (out / "leaderboard.html").write_text(

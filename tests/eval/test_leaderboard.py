@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import mean
 
 import pytest
 
 from saebasis.config import compose
-from saebasis.leaderboard import concept_bootstrap_ci, costs, families, leaderboard, markdown, overall, ranks, tradeoff_points
+from saebasis.leaderboard import (concept_bootstrap_ci, contrasts, costs, families, leaderboard, markdown, overall,
+                                  paired_difference, ranks, tradeoff_points)
 from tests.conftest import write_concept
 
 
@@ -56,6 +58,28 @@ def test_family_means_and_costs_are_exact():
     assert "| method | sentiment (1) | topic (2) | other (1) |" in text
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
 
+
+
+def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_resolved_orderings():
+    def cell(**seeds):
+        return {"row": {"score": 0.0}, "test_scores": {k.strip("s"): v for k, v in seeds.items()}}
+
+    results = {"c1": {"results": {"a": cell(s0=[1.0, 0.0], s1=[0.0, 1.0]), "b": cell(s0=[0.0, 0.0]), "z": cell(s0=[1.0])}},
+               "c2": {"results": {"a": cell(s0=[0.5, 0.5]), "b": cell(s0=[0.5, 0.5])}}}
+    d = paired_difference(results, "a", "b")
+    assert math.isclose(d["diff"], 0.25) and d["a_higher"] == 1 and d["concepts"] == 2  # seeds averaged per instruction first
+    assert d["ci_low"] == 0.0 and math.isclose(d["ci_high"], 0.5)  # two concepts: the CI spans both
+    assert paired_difference(results, "a", "z") is None  # different instructions (lengths): never paired
+    assert paired_difference(results, "a", "missing") is None
+    sure = {c: {"results": {"x": cell(s0=[0.9, 0.8, 0.7]), "y": cell(s0=[0.1, 0.2, 0.3])}} for c in ("c1", "c2", "c3")}
+    for c in sure.values():
+        for m in c["results"].values():
+            m["row"]["score"] = mean(m["test_scores"]["0"])
+    rows = contrasts(sure, pairs=[["y", "x"], ["x", "y"], ["x", "nobody"]])
+    assert [(r["a"], r["b"]) for r in rows] == [("x", "y"), ("y", "x")]  # leader first, duplicates and unknowns dropped
+    assert math.isclose(rows[0]["diff"], 0.6) and rows[0]["ci_low"] > 0 and rows[0]["a_higher"] == 3
+    text = markdown(sure, 1.0, pairs=[["y", "x"]])
+    assert "| x | y | **+0.600** |" in text and "| y | x | **-0.600** |" in text
 
 @pytest.fixture
 def tiny_board(tmp_path, tiny_stack):
