@@ -22,14 +22,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import random
 import time
 from pathlib import Path
-from statistics import mean
 
 from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
+from saebasis.eval.board import contrasts, costs, families, judge_notes, overall, per_concept_scores, tradeoff_points
 from saebasis.interpret.readability import concept_table, read_runs
 
 
@@ -65,6 +64,10 @@ def leaderboard(cfg) -> dict:
     concepts = list(cfg["concepts"])
     for name in concepts:  # every concept loads (and validates) before any heavy work
         load_concept(name)
+    unknown = sorted({m for pair in cfg.get("contrasts") or [] for m in pair} - set(cfg["methods"]))
+    if unknown:  # a typo loses a table row, not results: said up front, the board runs
+        print(f"[saebasis leaderboard] contrasts name methods this board does not have: {unknown} (known: "
+              f"{sorted(cfg['methods'])}); those pairs are left out -- fix the names in contrasts", flush=True)
     stack = load_stack(cfg)  # the leaderboard's model and SAE, shared by every concept and method
     start = time.time()
     results: dict[str, dict] = {}
@@ -106,165 +109,6 @@ def make_cells(ccfg: dict, stack, concept) -> None:
                     raise
                 print(f"[saebasis leaderboard] {method}: SKIPPED, its environment is missing ({err})", flush=True)
                 break
-
-
-# -- aggregation ---------------------------------------------------------------------------------------
-def per_concept_scores(results: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """{method: {concept: test score}}."""
-    table: dict[str, dict[str, float]] = {}
-    for concept, blob in results.items():
-        for method, res in blob["results"].items():
-            table.setdefault(method, {})[concept] = res["row"]["score"]
-    return table
-
-
-def ranks(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """{method: {concept: rank}} (1 = best; ties share the mean rank)."""
-    out: dict[str, dict[str, float]] = {m: {} for m in table}
-    concepts = sorted({c for row in table.values() for c in row})
-    for c in concepts:
-        scores = sorted(((row[c], m) for m, row in table.items() if c in row), reverse=True)
-        i = 0
-        while i < len(scores):
-            j = i
-            while j + 1 < len(scores) and scores[j + 1][0] == scores[i][0]:
-                j += 1
-            for k in range(i, j + 1):
-                out[scores[k][1]][c] = (i + j) / 2 + 1
-            i = j + 1
-    return out
-
-
-def concept_bootstrap_ci(per_concept: dict[str, list[float]], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% CI of the mean over concepts of each concept's mean: resample concepts, then examples within each."""
-    groups = [g for g in per_concept.values() if g]
-    if not groups:
-        return (math.nan, math.nan)
-    rng = random.Random(seed)
-    means = []
-    for _ in range(n_boot):
-        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
-        means.append(mean(mean(g[rng.randrange(len(g))] for _ in g) for g in drawn))
-    means.sort()
-    return means[int(0.025 * n_boot)], means[min(n_boot - 1, int(0.975 * n_boot))]
-
-
-def per_instruction(res: dict) -> list[float]:
-    """One cell's test scores per instruction, averaged over seeds (their mean is the cell's score)."""
-    seeds = [v for v in res.get("test_scores", {}).values() if v]
-    return [mean(v[i] for v in seeds) for i in range(min(map(len, seeds)))] if seeds else []
-
-
-def paired_difference(results: dict[str, dict], a: str, b: str, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """a minus b on the concepts both ran, paired by test instruction (every method answers the same ones): the mean
-    over concepts of the mean per-instruction difference, its 95% CI (bootstrap over concepts, then instructions),
-    and on how many concepts a scored higher. None where they share no concept."""
-    diffs = {}
-    for concept, blob in results.items():
-        ra, rb = blob["results"].get(a), blob["results"].get(b)
-        if ra is None or rb is None:
-            continue
-        xa, xb = per_instruction(ra), per_instruction(rb)
-        if xa and len(xa) == len(xb):
-            diffs[concept] = [u - v for u, v in zip(xa, xb)]
-    if not diffs:
-        return None
-    low, high = concept_bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-    return {"a": a, "b": b, "diff": mean(mean(d) for d in diffs.values()), "ci_low": low, "ci_high": high,
-            "a_higher": sum(1 for d in diffs.values() if mean(d) > 0), "concepts": len(diffs)}
-
-
-def contrasts(results: dict[str, dict], pairs: list | None = None) -> list[dict]:
-    """The leader (best mean rank) against every other method, then the configured pairs (leaderboard.yaml
-    `contrasts`, e.g. the trained peers against one-latent SAE steering: AxBench's question)."""
-    rows = overall(results)
-    if not rows:
-        return []
-    leader = rows[0]["method"]
-    wanted = [(leader, r["method"]) for r in rows[1:]] + [tuple(p) for p in (pairs or [])]
-    out = []
-    for a, b in dict.fromkeys(wanted):
-        got = paired_difference(results, a, b)
-        if got is not None:
-            out.append(got)
-    return out
-
-
-def overall(results: dict[str, dict]) -> list[dict]:
-    table = per_concept_scores(results)
-    rank = ranks(table)
-    n_concepts = len(results)
-    rows = []
-    for method, scores in table.items():
-        examples = {c: [x for xs in results[c]["results"][method].get("test_scores", {}).values() for x in xs] for c in scores}
-        low, high = concept_bootstrap_ci(examples)
-        rows.append({
-            "method": method, "mean_score": mean(scores.values()), "ci_low": low, "ci_high": high,
-            "mean_rank": mean(rank[method].values()), "wins": sum(1 for r in rank[method].values() if r == 1),
-            "concepts": len(scores), "complete": len(scores) == n_concepts,
-            "edges": sum(1 for c in scores if results[c]["results"][method]["row"].get("on_edge")),
-        })
-    return sorted(rows, key=lambda r: (r["mean_rank"], -r["mean_score"]))
-
-
-def family_of(concept: str, blob: dict) -> str:
-    """The concept's family (concept.yaml `family`), "other" where its folder is gone or names none."""
-    from saebasis.data import concept_family
-
-    try:
-        return concept_family((blob.get("config") or {}).get("data") or concept)
-    except (FileNotFoundError, ValueError):
-        return "other"
-
-
-def families(results: dict[str, dict]) -> dict[str, dict]:
-    """{family: {"concepts": [...], "scores": {method: mean test score over the family's concepts it ran on}}}, the
-    families in first-seen order."""
-    out: dict[str, dict] = {}
-    table = per_concept_scores(results)
-    for concept, blob in results.items():
-        out.setdefault(family_of(concept, blob), {"concepts": [], "scores": {}})["concepts"].append(concept)
-    for fam in out.values():
-        for method, row in table.items():
-            got = [row[c] for c in fam["concepts"] if c in row]
-            if got:
-                fam["scores"][method] = mean(got)
-    return out
-
-
-COST_FIELDS = ("concept", "instruction", "fluency", "kl_neutral", "latent_l0", "params")
-
-
-def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """{method: {field: mean over concepts}} of what a method's score is made of and what it changes: the three judges,
-    KL to the base model on neutral prompts, SAE latents changed per token, trainable parameters (a field a method
-    lacks on every concept -- prompting's KL -- is left out)."""
-    out: dict[str, dict[str, float]] = {}
-    for blob in results.values():
-        for method, res in blob["results"].items():
-            for field in COST_FIELDS:
-                value = res["row"].get(field)
-                if isinstance(value, (int, float)) and value == value:
-                    out.setdefault(method, {}).setdefault(field, []).append(float(value))
-    return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}
-
-
-def judge_notes(results: dict[str, dict]) -> list[str]:
-    """Per concept with a second judge: the two judges' Spearman (median over methods) and a flag when they crown
-    different winners."""
-    from saebasis.judges import winner_disagreement
-
-    notes = []
-    for concept, blob in results.items():
-        rows = [r["row"] for r in blob["results"].values()]
-        rhos = [r["judge_rho"] for r in rows if r.get("judge_rho") is not None and r["judge_rho"] == r["judge_rho"]]
-        if not rhos:
-            continue
-        a = {r["method"]: r["score"] for r in rows if "score2" in r}
-        b = {r["method"]: r["score2"] for r in rows if "score2" in r}
-        flag = " **the two judges disagree on the winner**" if winner_disagreement(a, b) else " (same winner)"
-        notes.append(f"- {concept}: judge agreement, Spearman over responses (median over methods) {sorted(rhos)[len(rhos) // 2]:.2f}{flag}")
-    return notes
 
 
 def _f(x) -> str:
@@ -326,7 +170,9 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
         lines += ["", "## Paired differences (is an ordering resolved?)", "",
                   "a minus b, paired by test instruction on the concepts both ran: mean over concepts, 95% CI by a bootstrap "
                   "over concepts then instructions (**bold** = the CI excludes 0), and on how many concepts a scored higher. "
-                  "First the leader against every other method, then the configured contrasts.", "",
+                  "First the leader against every other method, then the configured contrasts. Each CI is 95% on its own "
+                  "and the leader is picked on the same data: with this many comparisons about one in twenty may exclude 0 "
+                  "by chance.", "",
                   "| a | b | a - b | 95% CI | a higher on |", "|---|---|---:|---|---:|"]
         for d in paired:
             resolved = d["ci_low"] > 0 or d["ci_high"] < 0
@@ -354,7 +200,7 @@ def readability_section(readable: dict | None) -> list[str]:
 
 def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None,
           pairs: list | None = None) -> dict:
-    paired = contrasts(results, pairs)
+    paired = contrasts(results, pairs, rows=overall(results))
     text = markdown(results, seconds, readable, paired=paired)
     (out / "leaderboard.md").write_text(text)
     blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "families": families(results),
@@ -368,7 +214,7 @@ def write(out: Path, results: dict[str, dict], seconds: float, final: bool = Fal
     paths = {"md": str(out / "leaderboard.md"), "json": str(out / "leaderboard.json"), "html": str(out / "leaderboard.html")}
     if final and results:
         paths["heatmap"] = heatmap(out, results)
-        paths["tradeoff"] = tradeoff(out, results)
+        paths["tradeoff"] = tradeoff(out, results) or None
     return paths
 
 
@@ -398,24 +244,18 @@ def heatmap(out: Path, results: dict[str, dict]) -> str:
     return str(out / "heatmap.png")
 
 
-def tradeoff_points(results: dict[str, dict]) -> list[dict]:
-    """Per method: mean test score, SAE latents changed per token and KL on neutral prompts (means over concepts,
-    at the chosen strength; None where a method has none): what the SAE basis trades against score."""
-    cost = costs(results)
-    return [{"method": r["method"], "score": r["mean_score"], "latents": cost.get(r["method"], {}).get("latent_l0"),
-             "kl": cost.get(r["method"], {}).get("kl_neutral")} for r in overall(results)]
-
-
 def tradeoff(out: Path, results: dict[str, dict]) -> str:
     """tradeoff.png: mean score against latents changed per token (symlog: 0 and 4,096 on one axis), KL as colour.
-    A method with no KL on neutral prompts (prompting: its change is the prompt, not the hook) is left out; methods on
-    the same point share one label, labels of nearby points are staggered."""
+    A method without latents changed or without KL on neutral prompts (prompting: its change is the prompt, not the
+    hook) is left out; methods on the same point share one label, labels of nearby points are staggered."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = [p for p in tradeoff_points(results) if p["latents"] is not None and p["kl"] is not None]
+    if not points:
+        return ""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     sc = ax.scatter([p["latents"] for p in points], [p["score"] for p in points], c=[p["kl"] for p in points],
                     cmap="magma_r", s=60, edgecolors="black", linewidths=0.5, vmin=0)

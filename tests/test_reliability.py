@@ -230,7 +230,6 @@ def test_bench_random_weights_builds_the_folders_architecture_without_its_weight
         common.random_weights_model(argparse.Namespace(model=str(tmp_path), device="cpu", dtype="float32"))
 
 
-
 def test_bench_autocast_runs_the_forward_in_the_chosen_dtype_and_is_off_by_default(monkeypatch):
     """`bench_training.py --autocast bfloat16` (trainer=gpu's bf16-mixed): fp32 weights, matmuls in bf16; off = fp32."""
     from saebasis.models import tiny_model
@@ -247,6 +246,7 @@ def test_bench_autocast_runs_the_forward_in_the_chosen_dtype_and_is_off_by_defau
     with common.autocast(model):
         assert lin(torch.randn(2, 4)).dtype == torch.bfloat16
     assert lin.weight.dtype == torch.float32
+
 
 # -- training: NaN stop, SIGKILL + resume, offline ---------------------------------------------
 def train_overrides(tmp_path: Path, run: str = "run") -> list[str]:

@@ -9,8 +9,9 @@ from statistics import mean
 import pytest
 
 from saebasis.config import compose
-from saebasis.leaderboard import (concept_bootstrap_ci, contrasts, costs, families, leaderboard, markdown, overall,
-                                  paired_difference, ranks, tradeoff_points)
+from saebasis.eval.board import (concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
+                                 tradeoff_points)
+from saebasis.leaderboard import leaderboard, markdown
 from tests.conftest import write_concept
 
 
@@ -59,7 +60,6 @@ def test_family_means_and_costs_are_exact():
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
 
 
-
 def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_resolved_orderings():
     def cell(**seeds):
         return {"row": {"score": 0.0}, "test_scores": {k.strip("s"): v for k, v in seeds.items()}}
@@ -71,6 +71,9 @@ def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_reso
     assert d["ci_low"] == 0.0 and math.isclose(d["ci_high"], 0.5)  # two concepts: the CI spans both
     assert paired_difference(results, "a", "z") is None  # different instructions (lengths): never paired
     assert paired_difference(results, "a", "missing") is None
+    shifted = {"c": {"results": {"a": cell(s0=[0.9, 0.1, 0.5]), "b": cell(s0=[0.8, 0.0, 0.4])}}}
+    d = paired_difference(shifted, "a", "b")  # paired per instruction: every difference is 0.1, so the CI is a point
+    assert math.isclose(d["ci_low"], 0.1) and math.isclose(d["ci_high"], 0.1)
     sure = {c: {"results": {"x": cell(s0=[0.9, 0.8, 0.7]), "y": cell(s0=[0.1, 0.2, 0.3])}} for c in ("c1", "c2", "c3")}
     for c in sure.values():
         for m in c["results"].values():
@@ -80,6 +83,7 @@ def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_reso
     assert math.isclose(rows[0]["diff"], 0.6) and rows[0]["ci_low"] > 0 and rows[0]["a_higher"] == 3
     text = markdown(sure, 1.0, pairs=[["y", "x"]])
     assert "| x | y | **+0.600** |" in text and "| y | x | **-0.600** |" in text
+
 
 @pytest.fixture
 def tiny_board(tmp_path, tiny_stack):
@@ -103,7 +107,7 @@ def board_cfg(overrides: list[str]) -> dict:
     return {**to_dict(compose("leaderboard", overrides)), "methods": METHODS}
 
 
-def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
+def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     tmp_path, concepts, overrides = tiny_board
     import saebasis.compare as compare_mod
 
@@ -116,6 +120,9 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch):
 
     monkeypatch.setattr(compare_mod, "fit_baseline", fit_or_missing)
     first = leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]}]"]))
+    assert "contrasts name methods this board does not have: ['lora', 'loreft'" in capsys.readouterr().out  # the defaults'
+    page = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## Paired differences" in page and "| prompting | sae_latent |" not in page
     board = tmp_path / "board"
     assert (board / "concepts" / "alpha" / "results.json").exists() and not (board / "concepts" / "beta").exists()
     assert "ghost" in (board / "leaderboard.md").read_text() and "Skipped" in (board / "leaderboard.md").read_text()
