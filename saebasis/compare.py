@@ -241,7 +241,7 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
         "kl_neutral": mean(kl_to_base(ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral, strength=chosen.strength)
                            for m in methods.values())
         if steered else (None if first.prefix else 0.0),
-        "params": n_params(iv), "latent_l0": l0,
+        "params": n_params(iv), "latent_l0": None if first.prefix else l0,  # a prompt's change is not at the hook (as KL)
         "fit_time_s": mean(m.fit_time_s for m in methods.values()),
         "gen_overhead": mean(t["seconds_per_token"] for t in test.values()) / base_spt if base_spt else math.nan,
         "n_test": rep.n_examples, "n_seeds": rep.n_seeds, "on_edge": chosen.on_edge,

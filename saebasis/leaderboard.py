@@ -156,7 +156,7 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
         lines += ["", "## What the score is made of, and what each method changes (means over concepts, chosen strength)", "",
                   "concept / instruction / fluency: the three judges the score is the harmonic mean of; KL: per-token "
                   "KL(steered || base) on neutral prompts (– for prompting: its prompt differs); latents: SAE latents "
-                  "changed per token; params: trainable / fitted numbers.", "",
+                  "changed per token at the hook (– for prompting too); params: trainable / fitted numbers.", "",
                   "| method | concept | instruction | fluency | KL on neutral | latents changed / token | params |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in rows:

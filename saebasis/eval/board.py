@@ -148,6 +148,8 @@ def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
         for method, res in blob["results"].items():
             for field in COST_FIELDS:
                 value = res["row"].get(field)
+                if field == "latent_l0" and "kl_neutral" in res["row"] and res["row"]["kl_neutral"] is None:
+                    continue  # a change made by the prompt (no KL at the hook): no latents changed at the hook either
                 if isinstance(value, (int, float)) and value == value:
                     out.setdefault(method, {}).setdefault(field, []).append(float(value))
     return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}

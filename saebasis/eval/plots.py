@@ -11,7 +11,7 @@ COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instr
            "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead", "n_test", "n_seeds"]
 """Column meanings (README / docs): score = mean harmonic mean of concept, instruction, fluency on the test split
 at the val-chosen strength, with its 95% bootstrap CI; kl_neutral = per-token KL(steered || base) on neutral
-prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token; gen_overhead =
+prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token (blank for prompting, as KL); gen_overhead =
 steered / unsteered generation time per token; ab_matching (A/B concepts) = p(matching answer) on test items;
 concept2 / score2 (concepts with a second_judge) = the second judge's concept score and the harmonic mean with it;
 judge_rho = Spearman of the two judges over the test responses. on_edge (CSV; a dagger on the strength in

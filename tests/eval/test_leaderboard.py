@@ -55,6 +55,9 @@ def test_family_means_and_costs_are_exact():
     points = {p["method"]: p for p in tradeoff_points(results)}
     assert points["x"]["latents"] == 4.0 and math.isclose(points["x"]["kl"], 0.2) and math.isclose(points["x"]["score"], 0.5)
     assert points["y"]["latents"] is None and points["y"]["kl"] is None  # plotted only where it changes latents
+    results["ocean"]["results"]["y"]["row"].update(kl_neutral=None, latent_l0=0.0)  # a prompt: no KL, so no latents either
+    results["cooking"]["results"]["y"]["row"].update(kl_neutral=0.5, latent_l0=2.0)
+    assert costs(results)["y"]["latent_l0"] == 2.0  # the prompt's 0.0 is left out, not averaged in
     text = markdown(results, 60.0)
     assert "| method | sentiment (1) | topic (2) | other (1) |" in text
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
