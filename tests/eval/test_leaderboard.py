@@ -15,6 +15,18 @@ from saebasis.leaderboard import leaderboard, markdown
 from tests.conftest import write_concept
 
 
+def load_script(name: str):
+    """A script under scripts/ as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _blob(scores: dict[str, float], edges=()) -> dict:
     return {"config": {}, "results": {m: {"row": {"method": m, "score": s, "on_edge": m in edges}, "test_scores": {"0": [s, s]}}
                                       for m, s in scores.items()}}
@@ -153,6 +165,13 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     assert (board / "tradeoff.png").stat().st_size > 0
     assert report.stat().st_mtime_ns == stamp and set(table["readability"]) == {"alpha", "beta"}  # alpha read once
     assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
+    publish = load_script("publish_board")
+    (board / "concepts" / "gamma").mkdir()  # an unfinished concept (no results.json): left out, said
+    publish.main([str(board), "tiny", "--preset", "quick", "--docs", str(tmp_path / "docs")])
+    page = (tmp_path / "docs" / "results" / "leaderboard_tiny.md").read_text()
+    assert page.startswith("# saebasis leaderboard (2 concepts,") and "| method | alpha | beta |" in page
+    assert (tmp_path / "docs" / "img" / "leaderboard_tiny.png").exists() and (tmp_path / "docs" / "img" / "leaderboard_tiny_tradeoff.png").exists()
+    assert "not finished, left out: gamma" in capsys.readouterr().out
 
 
 def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_runs(tiny_board, monkeypatch):
