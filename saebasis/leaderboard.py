@@ -116,13 +116,13 @@ def _f(x) -> str:
 
 
 def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None, pairs: list | None = None,
-             paired: list[dict] | None = None) -> str:
+             paired: list[dict] | None = None, rows: list[dict] | None = None) -> str:
     """leaderboard.md; `paired` = contrasts(results, pairs) when the caller has it already (a bootstrap each)."""
     if not results:  # make_only: runs made and read, nothing generated or judged
         lines = [f"# saebasis leaderboard: runs made, nothing judged yet (make_only, {seconds / 60:.1f} min)", "",
                  "Rerun without make_only=true (same out_dir) to generate and judge; it reuses these runs."]
         return "\n".join(lines + readability_section(readable)) + "\n"
-    rows = overall(results)
+    rows = overall(results) if rows is None else rows
     concepts = list(results)
     lines = [f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)", "",
              "| method | mean score | 95% CI (concepts, then instructions) | mean rank | wins | strength on an edge |",
@@ -200,10 +200,11 @@ def readability_section(readable: dict | None) -> list[str]:
 
 def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None,
           pairs: list | None = None) -> dict:
-    paired = contrasts(results, pairs, rows=overall(results))
-    text = markdown(results, seconds, readable, paired=paired)
+    rows = overall(results)  # one bootstrap per method, shared by the page, the JSON and the plots
+    paired = contrasts(results, pairs, rows=rows)
+    text = markdown(results, seconds, readable, paired=paired, rows=rows)
     (out / "leaderboard.md").write_text(text)
-    blob = {"overall": overall(results), "per_concept": per_concept_scores(results), "families": families(results),
+    blob = {"overall": rows, "per_concept": per_concept_scores(results), "families": families(results),
             "costs": costs(results), "contrasts": paired, "readability": readable or {},
             "seconds": seconds, "complete": final}
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
@@ -213,18 +214,18 @@ def write(out: Path, results: dict[str, dict], seconds: float, final: bool = Fal
         + "</body>")
     paths = {"md": str(out / "leaderboard.md"), "json": str(out / "leaderboard.json"), "html": str(out / "leaderboard.html")}
     if final and results:
-        paths["heatmap"] = heatmap(out, results)
-        paths["tradeoff"] = tradeoff(out, results) or None
+        paths["heatmap"] = heatmap(out, results, rows)
+        paths["tradeoff"] = tradeoff(out, results, rows) or None
     return paths
 
 
-def heatmap(out: Path, results: dict[str, dict]) -> str:
+def heatmap(out: Path, results: dict[str, dict], rows: list[dict] | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = overall(results)
+    rows = overall(results) if rows is None else rows
     concepts = list(results)
     table = per_concept_scores(results)
     data = [[table[r["method"]].get(c, math.nan) for c in concepts] for r in rows]
@@ -238,13 +239,10 @@ def heatmap(out: Path, results: dict[str, dict]) -> str:
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     fig.colorbar(im, ax=ax, label="test score (harmonic mean)")
     ax.set_title("saebasis leaderboard: methods (best mean rank first) x concepts")
-    fig.tight_layout()
-    fig.savefig(out / "heatmap.png", dpi=120)
-    plt.close(fig)
-    return str(out / "heatmap.png")
+    return _save(fig, out / "heatmap.png")
 
 
-def tradeoff(out: Path, results: dict[str, dict]) -> str:
+def tradeoff(out: Path, results: dict[str, dict], rows: list[dict] | None = None) -> str:
     """tradeoff.png: mean score against latents changed per token (symlog: 0 and 4,096 on one axis), KL as colour.
     A method without latents changed or without KL on neutral prompts (prompting: its change is the prompt, not the
     hook) is left out; methods on the same point share one label, labels of nearby points are staggered."""
@@ -253,7 +251,7 @@ def tradeoff(out: Path, results: dict[str, dict]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [p for p in tradeoff_points(results) if p["latents"] is not None and p["kl"] is not None]
+    points = [p for p in tradeoff_points(results, rows) if p["latents"] is not None and p["kl"] is not None]
     if not points:
         return ""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -277,7 +275,14 @@ def tradeoff(out: Path, results: dict[str, dict]) -> str:
     ax.set_ylabel("mean test score")
     fig.colorbar(sc, ax=ax, label="KL(steered || base) on neutral prompts")
     ax.set_title("What a method changes vs how well it steers")
+    return _save(fig, out / "tradeoff.png")
+
+
+def _save(fig, path: Path) -> str:
+    """Lay out, write (120 dpi) and close a figure; its path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(out / "tradeoff.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return str(out / "tradeoff.png")
+    return str(path)
