@@ -7,7 +7,8 @@ The same prompts (chat template, left padding), up to the same number of new tok
 every row has ended), greedy, KV cache,
 steered by a residual vector at per-row strengths (what compare's batched strength grid runs). One repetition =
 every prompt generated once at one batch size; repetitions interleaved across batch sizes, median. Printed and
-written to results/batch.json: generated tokens per second and the speed-up over the smallest batch.
+written to results/batch.json: generated tokens per second, the speed-up over the smallest batch, and how many
+responses equal the smallest batch's (greedy).
 """
 
 from __future__ import annotations
@@ -37,17 +38,24 @@ def main() -> None:
         iv.v.normal_(0, 0.01)
     rows = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     strengths = [float(i % 4) for i in range(args.prompts)]  # per-row strengths, as compare's grid
-    cases = {f"batch_{b}": (lambda b=b: generate_timed(model, tokenizer, rows, iv, hook, args.new_tokens, b,
-                                                      strength=strengths))
-             for b in args.batches}
+    responses: dict[int, list[str]] = {}
+
+    def case(b: int):
+        def run():
+            responses[b] = generate_timed(model, tokenizer, rows, iv, hook, args.new_tokens, b, strength=strengths).responses
+        return run
+
+    cases = {f"batch_{b}": case(b) for b in args.batches}
     times = common.interleaved(cases, args.reps, args.device)
     base = common.median(times[f"batch_{args.batches[0]}"])
     results = []
     for b in args.batches:
         t = common.median(times[f"batch_{b}"])
-        results.append({"batch": b, "seconds": t, "seconds_all": times[f"batch_{b}"],
-                        "tokens_per_s": args.prompts * args.new_tokens / t, "speedup": base / t})
-        print(f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  x{results[-1]['speedup']:.2f}")
+        same = sum(x == y for x, y in zip(responses[args.batches[0]], responses[b]))  # greedy: batching must not change text
+        results.append({"batch": b, "seconds": t, "seconds_all": times[f"batch_{b}"], "tokens_per_s": args.prompts * args.new_tokens / t,
+                        "speedup": base / t, "responses_equal_to_first_batch": same})
+        print(f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  x{results[-1]['speedup']:.2f}  "
+              f"{same}/{len(rows)} responses equal batch {args.batches[0]}'s")
     best = max(results, key=lambda r: r["tokens_per_s"])["batch"]
     print(f"fastest here: batch_size={best}")
     common.write("batch", args, {"prompts": args.prompts, "new_tokens": args.new_tokens, "results": results, "fastest": best,
