@@ -28,7 +28,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
-from saebasis.eval.board import contrasts, costs, families, judge_notes, overall, per_concept_scores, tradeoff_points
+from saebasis.eval.board import (ab_matching, contrasts, costs, families, judge_notes, overall, per_concept_scores,
+                                 tradeoff_points)
 from saebasis.interpret.readability import concept_table, read_runs
 
 
@@ -182,6 +183,15 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
         lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}."]
+    ab = ab_matching(results)
+    if ab:
+        names = list(ab)
+        lines += ["", "## A/B matching (concepts with A/B items: the behaviour measured directly)", "",
+                  "Probability of the concept's option on the test A/B items, at the strength chosen for the score "
+                  "(select_by=ab would choose by this instead); the unsteered row is the baseline.", "",
+                  "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for r in rows:
+            lines.append(f"| {r['method']} | " + " | ".join(_f(ab[c].get(r["method"])) for c in names) + " |")
     notes = judge_notes(results)
     if notes:
         lines += ["", "## Judge agreement", "", *notes]
@@ -205,7 +215,7 @@ def write(out: Path, results: dict[str, dict], seconds: float, final: bool = Fal
     text = markdown(results, seconds, readable, paired=paired, rows=rows)
     (out / "leaderboard.md").write_text(text)
     blob = {"overall": rows, "per_concept": per_concept_scores(results), "families": families(results),
-            "costs": costs(results), "contrasts": paired, "readability": readable or {},
+            "costs": costs(results), "ab_matching": ab_matching(results), "contrasts": paired, "readability": readable or {},
             "seconds": seconds, "complete": final}
     (out / "leaderboard.json").write_text(json.dumps(blob, indent=2, default=str))
     (out / "leaderboard.html").write_text(

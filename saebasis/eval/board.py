@@ -155,6 +155,18 @@ def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
     return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}
 
 
+def ab_matching(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{concept: {method: A/B matching probability on test items, at the strength the board chose}} for concepts with
+    A/B items (compare's `ab_matching`): the behaviour measured directly, beside the free-text score."""
+    out: dict[str, dict[str, float]] = {}
+    for concept, blob in results.items():
+        for method, res in blob["results"].items():
+            value = res["row"].get("ab_matching")
+            if isinstance(value, (int, float)) and value == value:
+                out.setdefault(concept, {})[method] = float(value)
+    return out
+
+
 def judge_notes(results: dict[str, dict]) -> list[str]:
     """Per concept with a second judge: the two judges' Spearman (median over methods) and a flag when they crown
     different winners."""

@@ -9,7 +9,7 @@ from statistics import mean
 import pytest
 
 from saebasis.config import compose
-from saebasis.eval.board import (concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
+from saebasis.eval.board import (ab_matching, concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
                                  tradeoff_points)
 from saebasis.leaderboard import leaderboard, markdown
 from tests.conftest import write_concept
@@ -73,6 +73,17 @@ def test_family_means_and_costs_are_exact():
     text = markdown(results, 60.0)
     assert "| method | sentiment (1) | topic (2) | other (1) |" in text
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
+
+
+def test_ab_matching_is_tabled_only_for_concepts_with_ab_items_and_exactly():
+    results = {"sentiment": _blob({"x": 0.9, "y": 0.3}), "sycophancy": _blob({"x": 0.1, "y": 0.2})}
+    results["sycophancy"]["results"]["x"]["row"]["ab_matching"] = 0.648
+    results["sycophancy"]["results"]["y"]["row"]["ab_matching"] = float("nan")  # not measured: left out, not 0
+    assert ab_matching(results) == {"sycophancy": {"x": 0.648}}
+    text = markdown(results, 60.0)
+    assert "## A/B matching" in text and "| method | sycophancy |" in text
+    assert "| x | 0.648 |" in text and "| y | – |" in text
+    assert "## A/B matching" not in markdown({"sentiment": results["sentiment"]}, 60.0)
 
 
 def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_resolved_orderings():
