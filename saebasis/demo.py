@@ -20,6 +20,15 @@ def _overrides(cfg: dict) -> list[str]:
     return [f"data={cfg['data']}", f"logger.mode={cfg['logger'].get('mode') or 'null'}"]
 
 
+def _precision(cfg: dict, command: str) -> list[str]:
+    """The demo's `autocast` as an override of the compare config, or of a train config (Lightning's mixed precision)."""
+    from saebasis.compare import MIXED
+
+    if not cfg.get("autocast"):
+        return []
+    return [f"autocast={cfg['autocast']}"] if command == "compare" else [f"trainer.precision={MIXED[cfg['autocast']]}"]
+
+
 QUICK_KEEP = ("unsteered", "prompting", "sae_bias", "diffmean")
 """Methods of the quick demo (a smoke run in minutes)."""
 
@@ -43,11 +52,11 @@ def demo(cfg) -> dict:
     steps = {"load model, SAE and concept": time.time() - start}
     print("[demo 2/4] training the SAE-basis steering bias on", cfg["data"])
     mark = time.time()
-    bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg)]), stack=stack, concept=concept)
+    bias = train(compose("train", ["experiment=sae_bias", f"run_dir={out / 'runs' / 'sae_bias'}", *_overrides(cfg), *_precision(cfg, "train")]), stack=stack, concept=concept)
     steps["train the SAE bias"] = time.time() - mark
     print("[demo 3/4] comparing every method (val-chosen strength, test score)")
     mark = time.time()
-    compare_cfg = to_dict(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg)]))
+    compare_cfg = to_dict(compose("compare", [f"experiment={cfg['compare_experiment']}", f"out_dir={out / 'compare'}", *_overrides(cfg), *_precision(cfg, "compare")]))
     grid = (compare_cfg["methods"].get("sae_bias") or {}).get("strengths") or [0.5, 1, 2, 4]
     compare_cfg["methods"]["sae_bias"] = {"kind": "run", "strengths": grid}  # the bias trained above, seed 0 (in memory)
     if cfg["quick"]:
@@ -60,7 +69,8 @@ def demo(cfg) -> dict:
     report = interpret(compose("interpret", [f"run={bias['run_dir']}", f"out_dir={out / 'interpret'}"]))
     readable = {"sae_bias (demo step 2)": readability(report["json"], out), **read_runs(out / "compare" / "runs", out)}
     steps["interpret (report + coverage / alignment)"] = time.time() - mark
-    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable, steps)
+    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable, steps,
+                           precision=f"{cfg['autocast']} autocast" if cfg.get("autocast") else "float32")
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
     return {"report": str(summary), "compare": comparison, "interpret": report, "train": {k: v for k, v in bias.items() if k != "run"}}
 
@@ -76,12 +86,12 @@ def timing_table(steps: dict[str, float], comparison: dict) -> str:
 
 
 def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float, readable: dict | None = None,
-                 steps: dict[str, float] | None = None) -> Path:
+                 steps: dict[str, float] | None = None, precision: str = "float32") -> Path:
     rows = sorted(comparison["rows"], key=lambda r: -r["score"])
     samples = "\n".join(f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}" for s in bias.get("samples", []))
     text = f"""# saebasis demo report
 
-Total time: {seconds / 60:.1f} min. Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
+Total time: {seconds / 60:.1f} min ({precision}). Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
 
 ## 1. SAE-basis steering bias (sentiment)
 Trained in {bias['train_time_s']:.0f} s ({bias['steps']} steps). Run: `{bias['run_dir']}`.

@@ -37,3 +37,15 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkey
     assert "| train the SAE bias | " in timing and "| compare: diffmean | " in timing
     assert (tmp_path / "demo" / "interpret" / "report.html").exists()
     assert (tmp_path / "demo" / "compare" / "score_vs_strength.png").exists()
+
+
+def test_demo_autocast_reaches_compare_and_the_bias_training():
+    from saebasis.config import to_dict
+    from saebasis.demo import _precision
+
+    assert _precision({"autocast": None}, "compare") == [] and _precision({}, "train") == []
+    on = {"autocast": "bfloat16"}
+    assert _precision(on, "compare") == ["autocast=bfloat16"] and _precision(on, "train") == ["trainer.precision=bf16-mixed"]
+    assert to_dict(compose("compare", _precision(on, "compare")))["autocast"] == "bfloat16"
+    assert to_dict(compose("train", _precision(on, "train")))["trainer"]["precision"] == "bf16-mixed"
+    assert to_dict(compose("demo", []))["autocast"] is None  # fp32 unless asked

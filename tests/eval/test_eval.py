@@ -324,6 +324,36 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     assert saved_key(run_dir) == config_key(method_config("bias", methods["bias"], changed, out, 0))
 
 
+def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_across_precisions(concept_dir, tmp_path, sae, monkeypatch):
+    """autocast=bfloat16: every generate and judge call runs under torch.autocast(bf16), trained methods are trained with
+    Lightning's bf16-mixed (so their resume key differs), and a board judged in fp32 is not reused in bf16 (or back)."""
+    import saebasis.compare as compare_mod
+    from saebasis.compare import compare, method_config
+
+    seen = []
+    real_generate = compare_mod.generate_timed
+    monkeypatch.setattr(compare_mod, "generate_timed", lambda *a, **k: seen.append(
+        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or real_generate(*a, **k))
+    fast = ["debug=fast", "batch_size=2", "max_len=24", "trainer.enable_progress_bar=false"]
+    methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]}}
+    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true", "autocast=bfloat16")
+    out = tmp_path / "out"
+    assert method_config("bias", methods["bias"], cfg, out, 0)["trainer"]["precision"] == "bf16-mixed"
+    assert method_config("bias", methods["bias"], {**cfg, "autocast": None}, out, 0)["trainer"]["precision"] == "32-true"
+    first = compare(cfg)
+    assert len(seen) > 2 and all(on and dtype == torch.bfloat16 for on, dtype in seen)
+    assert all(math.isfinite(r["score"]) for r in first["rows"])
+    seen.clear()
+    compare(cfg)
+    assert len(seen) == 2  # same precision: every method reused; only the warm-up and the unsteered speed reference run
+    seen.clear()
+    fp32 = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
+    compare(fp32)
+    assert seen and not any(on for on, _ in seen)  # judged again, in full precision
+    with pytest.raises(ValueError, match="autocast must be null"):
+        compare(_compare_cfg(tmp_path, sae, concept_dir, methods, "autocast=int8"))
+
+
 @pytest.mark.parametrize("method, cfg", [("sae_bias", {}), ("sae_adaptor", {"k_in": 8, "k_out": 4, "rank": 2}), ("diffmean", {})])
 def test_params_count_exactly_what_the_run_folder_stores(method, cfg, sae, tmp_path):
     """n_params == the numbers in intervention.safetensors: a working mask (alive_only's support) is not a parameter."""
