@@ -48,7 +48,7 @@ def concept_cfg(cfg: dict, concept: str) -> dict:
     if "prompting" in methods and prompting:
         methods["prompting"] = prompting
     keep = {k: cfg[k] for k in ("model", "sae", "hook", "stack_overrides", "seeds", "n_val", "n_test", "n_neutral", "max_new_tokens",
-                                "batch_size", "strength_search") if cfg.get(k) is not None}
+                                "batch_size", "strength_search", "autocast") if cfg.get(k) is not None}
     return {**base, **keep, "methods": methods, "data": concept, "out_dir": str(Path(cfg["out_dir"]) / "concepts" / name),
             "logger": {"mode": "disabled"}, "resume": True}
 

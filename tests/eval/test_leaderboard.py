@@ -234,3 +234,11 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
     missing = run("unpack", str(tmp_path / "c" / "other"))
     assert missing.returncode == 1 and "no " in missing.stderr
+
+
+def test_leaderboard_hands_its_precision_to_every_concept():
+    from saebasis.config import to_dict
+    from saebasis.leaderboard import concept_cfg
+
+    assert concept_cfg(to_dict(compose("leaderboard", ["autocast=bfloat16"])), "ocean")["autocast"] == "bfloat16"
+    assert concept_cfg(to_dict(compose("leaderboard", [])), "ocean")["autocast"] is None  # fp32 unless asked
