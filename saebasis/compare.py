@@ -336,7 +336,7 @@ def warm_up(ev: Evaluator) -> None:
     """One short untimed generation, so the unsteered reference for gen_overhead is timed warm."""
     prompts = ev.splits["val"][: ev.cfg["batch_size"]] or ev.splits["test"][: ev.cfg["batch_size"]]
     with ev.precision():  # warm the kernels the timed calls will use
-            generate_timed(ev.stack.model, ev.stack.tokenizer, prompts, None, ev.stack.hook, min(8, ev.cfg["max_new_tokens"]),
+        generate_timed(ev.stack.model, ev.stack.tokenizer, prompts, None, ev.stack.hook, min(8, ev.cfg["max_new_tokens"]),
                        ev.cfg["batch_size"])
 
 

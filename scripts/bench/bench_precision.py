@@ -9,7 +9,7 @@ inputs: a greedy argmax that flips once changes the rest of the response).
 Training: `train(experiment=residual_adaptor, data=sentiment)`, the demo's own runs (36 steps, activation cache),
 with `trainer=default` (precision 32-true) and `trainer=bf16` (Lightning bf16-mixed: fp32 weights, bf16 autocast),
 interleaved; its own train_time_s (not the model load) and its final val loss.
-Neither is saebasis' default: this measures what bf16 would buy here and what it would change.
+fp32 is saebasis' default; `autocast=bfloat16` (compare, demo, leaderboard) takes the autocast / bf16-mixed path measured here.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def main() -> None:
     gen = {name: common.median(times[name]) for name in PRECISIONS}
     same = {name: sum(a == b for a, b in zip(responses["fp32"], responses[name])) for name in PRECISIONS}
 
-    sae_source = note.split()[2] if note.startswith("trained SAE") else None  # what the run's config must name
-    stack = Stack(model, tokenizer, sae, hook, None, {"model": args.model, "sae": sae_source})
+    stack = Stack(model, tokenizer, sae, hook, None, {"model": args.model, "sae": args.sae_source})
     overrides = [f"experiment={args.experiment}", f"data={args.concept}", f"hook={hook}"]
     if args.quick:  # the tiny model: two steps, no SAE needed by a residual method
         overrides += ["sae=none", "model=tiny", "batch_size=2", "max_len=24", "trainer.max_steps=2"]

@@ -167,6 +167,7 @@ def stack(args: argparse.Namespace):
     builtin = ASSETS / "sae" / "smollm2-l12"
     source = args.sae or (f"builtin:{builtin.name}" if args.model == "smollm2" and args.layer == 12
                           and (builtin / "sae_weights.safetensors").exists() else None)
+    args.sae_source = source  # what a config naming this stack's SAE says (None: the random SAE below)
     if source:
         sae = SAEBasis.load(source, hook=hook, device=args.device)
         note = f"trained SAE {source} (d_sae {sae.d_sae})"
