@@ -95,13 +95,18 @@ def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dic
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
     shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
     if kind == "train":
-        mixed = [f"trainer.precision={MIXED[cfg['autocast']]}"] if cfg.get("autocast") else []  # trained as it is judged
-        return to_dict(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or []) + mixed))
+        return to_dict(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])
+                               + mixed_precision(cfg.get("autocast"))))  # trained as it is judged
     return to_dict(compose("fit_baseline", shared + list(spec.get("overrides") or [])))
 
 
 MIXED = {"bfloat16": "bf16-mixed", "float16": "16-mixed"}
 """compare's `autocast` dtype -> the Lightning precision its trained methods are trained with."""
+
+
+def mixed_precision(autocast: str | None) -> list[str]:
+    """The train-config override that trains in the precision `autocast` judges in ([] for full precision)."""
+    return [f"trainer.precision={MIXED[autocast]}"] if autocast else []
 
 PLACE_KEYS = ("run_dir", "ckpt_dir", "overwrite", "resume", "logger", "n_samples", "ckpt_every_n_steps")
 """Where and how a run is saved or logged, not what it is: left out of its resume key."""

@@ -22,11 +22,11 @@ def _overrides(cfg: dict) -> list[str]:
 
 def _precision(cfg: dict, command: str) -> list[str]:
     """The demo's `autocast` as an override of the compare config, or of a train config (Lightning's mixed precision)."""
-    from saebasis.compare import MIXED
+    from saebasis.compare import mixed_precision
 
-    if not cfg.get("autocast"):
-        return []
-    return [f"autocast={cfg['autocast']}"] if command == "compare" else [f"trainer.precision={MIXED[cfg['autocast']]}"]
+    if command == "train":
+        return mixed_precision(cfg.get("autocast"))
+    return [f"autocast={cfg['autocast']}"] if cfg.get("autocast") else []
 
 
 QUICK_KEEP = ("unsteered", "prompting", "sae_bias", "diffmean")
