@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -24,6 +24,14 @@ def chat_prefix(tokenizer, prompt: str) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     return prompt + "\n"
+
+
+def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Positions counted over real tokens only, as `model.generate` does for left-padded prompts (0 on padding).
+    A rotary model's outputs do not depend on it (only differences of positions enter); a model with learned
+    absolute positions (GPT-2) reads a left-padded row wrongly without it."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 0)
 
 
 def right_padded(docs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -81,7 +89,8 @@ def collect(
     out: list[Tensor] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=len(prompts) <= batch_size):
         batch = encode_pairs(tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len)
-        h = hooks.run_to_hook(model, hook, input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        h = hooks.run_to_hook(model, hook, input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                              position_ids=position_ids(batch["attention_mask"]).to(device))
         out += [_select(h.float().cpu(), batch, i, positions) for i in range(h.shape[0])]  # each [T_i, d_model]
     return out
 

@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from saebasis import hooks
-from saebasis.activations import chat_prefix, collect, encode_pairs
+from saebasis.activations import chat_prefix, collect, encode_pairs, position_ids
 from saebasis.eval.protocol import bootstrap_ci, choose_strength  # noqa: F401  (re-export)
 
 L0_TOL = 1e-4
@@ -36,7 +36,8 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
     batch_size = min(batch_size, intervention.max_batch or batch_size) if intervention is not None else batch_size
     for i in range(0, len(prompts), batch_size):
         batch = encode_pairs(tokenizer, prompts[i : i + batch_size], [""] * len(prompts[i : i + batch_size]), max_len)
-        inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+        inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
+                  "position_ids": position_ids(batch["attention_mask"]).to(device)}
         base = model(**inputs).logits.float().log_softmax(-1)  # [batch, pos, vocab]
         if intervention is not None:
             intervention.begin_generation(inputs["attention_mask"])

@@ -129,7 +129,7 @@ def gradient_scores(stack, concept, max_len: int, batch_size: int = 8) -> Float[
     (h' = h + b W_eff): the latents whose write most lowers the positive and raises the negative completion's
     loss -- concept-specific, since a direction that helps any completion cancels."""
     from saebasis import hooks
-    from saebasis.activations import encode_pairs
+    from saebasis.activations import encode_pairs, position_ids
 
     sae, device = stack.sae, stack.sae.W_dec.device
     W_eff = write_rows(sae, None, SupportCache())  # [d_sae, d_model]
@@ -141,7 +141,8 @@ def gradient_scores(stack, concept, max_len: int, batch_size: int = 8) -> Float[
             batch = encode_pairs(stack.tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len)
             batch = {k: v.to(device) for k, v in batch.items()}
             with hooks.attach(stack.model, stack.hook, lambda h: h + b @ W_eff):
-                logits = stack.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                logits = stack.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     position_ids=position_ids(batch["attention_mask"]), use_cache=False).logits
             labels = batch["input_ids"].masked_fill(~batch["completion_mask"], -100)  # [batch, pos]
             ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                                    ignore_index=-100, reduction="sum")

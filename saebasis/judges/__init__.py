@@ -32,14 +32,14 @@ from saebasis.judges.registry import JUDGES, NEEDS, Judge, get_judge, judge_name
 from saebasis.judges import lexicon, embedding, fluency, agreement  # noqa: F401  (registers the judges)
 from saebasis.judges.agreement import judge_agreement, winner_disagreement
 from saebasis.judges.embedding import embed, minilm_dir, similarity_scores
-from saebasis.judges.fluency import (PPL_BEST, PPL_WORST, distinct_n, fluency_from_ppl, fluency_scores, perplexities,
-                                     repetition_factor)
+from saebasis.judges.fluency import (PPL_BEST, PPL_WORST, PromptReuse, distinct_n, fluency_from_ppl, fluency_scores,
+                                     perplexities, repetition_factor)
 from saebasis.judges.lexicon import (brevity_scores, formality_scores, sentiment_scores, textblob_polarity,
                                      vader_compound)
 
 __all__ = ["JUDGES", "NEEDS", "Judge", "get_judge", "judge_names", "register_judge", "score", "concept_scores",
            "judge_agreement", "winner_disagreement", "embed", "minilm_dir", "similarity_scores", "PPL_BEST", "PPL_WORST",
-           "distinct_n", "fluency_from_ppl", "fluency_scores", "perplexities", "repetition_factor", "brevity_scores",
+           "PromptReuse", "distinct_n", "fluency_from_ppl", "fluency_scores", "perplexities", "repetition_factor", "brevity_scores",
            "formality_scores", "sentiment_scores", "textblob_polarity", "vader_compound"]
 
 

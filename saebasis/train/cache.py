@@ -15,17 +15,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from saebasis import hooks
+from saebasis.activations import position_ids
 from saebasis.hooks import skip_to_hook, upstream_blocks  # noqa: F401  (moved to hooks; re-exported)
-
-
-def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-    """Positions counted over real tokens only, as `model.generate` does for left-padded prompts."""
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 0)
 
 
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from saebasis import judges
 from saebasis.judges import (JUDGES, brevity_scores, distinct_n, fluency_from_ppl, formality_scores, judge_agreement,
@@ -145,6 +146,56 @@ def test_perplexity_on_the_completion_window_equals_each_text_alone_with_full_lo
         logp = model(input_ids=b["input_ids"]).logits[0, :-1].float().log_softmax(-1)  # [pos-1, vocab]
         nll = -logp.gather(-1, b["input_ids"][0, 1:, None])[:, 0][b["completion_mask"][0, 1:]].mean()
         assert g == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+REUSE_PROMPTS = ["tell me about the film", "hi", "what is the weather like today in the town by the sea", "hi"]
+REUSE_TEXTS = ["the movie was good and the day was great", "ok", "rain and then sun and then rain again", ""]
+
+
+def test_prompt_reuse_gives_the_full_forward_perplexities_and_runs_each_prompt_once(model, tokenizer):
+    full = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
+    store = judges.PromptReuse()
+    with store.active():
+        first = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS, batch_size=3)  # "hi" twice, across batches
+        assert store.prompt_forwards == 3
+        again = perplexities(model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"])  # other responses
+    assert store.prompt_forwards == 3 and store.reused == 1 + 4  # the second "hi" (batch 2), then every row
+    assert first[:3] == pytest.approx(full[:3], rel=1e-5) and math.isinf(first[3])
+    assert again == pytest.approx(perplexities(model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"]), rel=1e-5)
+    assert perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS) == full  # outside the block: the full path, untouched
+
+
+def test_prompt_reuse_is_not_used_under_a_hook_and_recomputes_after_a_weight_change(model, tokenizer):
+    store = judges.PromptReuse()
+    with store.active():
+        perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
+        handle = model.model.layers[0].register_forward_hook(lambda mod, args, out: (out[0] * 1.5,) + tuple(out[1:])
+                                                             if isinstance(out, tuple) else out * 1.5)
+        try:
+            hooked = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
+        finally:
+            handle.remove()
+        assert store.prompt_forwards == 3 and store.reused == 1  # the hooked call never touched the store
+        with torch.no_grad():
+            model.model.layers[0].mlp.down_proj.weight.mul_(2.0)  # in place: the parameter's version moves
+        changed = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
+        assert store.prompt_forwards == 6  # the stored prompt states were the old weights'
+    assert hooked[:3] != pytest.approx(changed[:3], rel=1e-3)
+    assert changed[:3] == pytest.approx(perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)[:3], rel=1e-5)
+
+
+def test_perplexity_of_a_left_padded_row_under_learned_absolute_positions(tokenizer):
+    """GPT-2 reads positions from position_ids: a left-padded row must start at 0, as it does alone (and as the
+    prompt-reuse path counts them)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)).eval()
+    batched = perplexities(gpt2, tokenizer, REUSE_PROMPTS[:3], REUSE_TEXTS[:3])
+    alone = [perplexities(gpt2, tokenizer, [p], [t])[0] for p, t in zip(REUSE_PROMPTS[:3], REUSE_TEXTS[:3])]
+    assert batched == pytest.approx(alone, rel=1e-5)
+    with judges.PromptReuse().active():
+        assert perplexities(gpt2, tokenizer, REUSE_PROMPTS[:3], REUSE_TEXTS[:3]) == pytest.approx(alone, rel=1e-5)
 
 
 @pytest.mark.slow

@@ -166,6 +166,19 @@ def test_collect_positions(model, tokenizer):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
 
 
+def test_collect_left_padded_rows_under_learned_absolute_positions(tokenizer):
+    """GPT-2 adds a learned embedding per position id: a left-padded row must count its positions from its first
+    real token (as generate does), or its activations differ from the same text alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=D, n_layer=2, n_head=2)).eval()
+    kw = dict(model=gpt2, tokenizer=tokenizer, hook="blocks.1.hook_resid_post", prompts=["the movie", "a day is very good"],
+              completions=["great film", "bad"], positions="all")
+    alone, batched = collect(batch_size=1, **kw), collect(batch_size=2, **kw)  # row 0 left-padded in the batch
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
+
+
 @pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])
 def test_fit_baseline_end_to_end_round_trip(method, concept_dir, tmp_path, tiny_stack):
     hook = "blocks.2.hook_resid_pre" if method == "sara" else "blocks.1.hook_resid_post"
