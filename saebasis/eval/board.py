@@ -191,3 +191,43 @@ def tradeoff_points(results: dict[str, dict], rows: list[dict] | None = None) ->
     cost = costs(results)
     return [{"method": r["method"], "score": r["mean_score"], "latents": cost.get(r["method"], {}).get("latent_l0"),
              "kl": cost.get(r["method"], {}).get("kl_neutral")} for r in (overall(results) if rows is None else rows)]
+
+
+def board_agreement(a: dict, b: dict) -> dict:
+    """How far two published boards (leaderboard.json: the same methods and concepts run twice, e.g. in fp32 and
+    in bf16) agree, on the methods and concepts both have (mean scores and ranks recomputed on those only): Spearman's
+    rho of the methods' mean scores and of their mean ranks; per concept the rho of the methods' scores and whether
+    the same method wins (tied winners count as the same when the two winner sets meet); per method both mean
+    scores, mean ranks and places (ordered by mean rank, then mean score, as the overall table)."""
+    from saebasis.judges.agreement import judge_agreement
+
+    methods = [m for m in a["per_concept"] if m in b["per_concept"]]
+    if len(methods) < 2:
+        raise ValueError(f"the two boards share {len(methods)} method(s) ({methods}); agreement needs at least 2.")
+    concepts = [c for c in a["per_concept"][methods[0]] if all(c in board["per_concept"][m] for board in (a, b) for m in methods)]
+    if not concepts:
+        raise ValueError("the two boards share no concept that every shared method ran.")
+    tables = [{m: {c: board["per_concept"][m][c] for c in concepts} for m in methods} for board in (a, b)]
+    summary = []
+    for table in tables:
+        rank = ranks(table)
+        mean_score = {m: mean(table[m].values()) for m in methods}
+        mean_rank = {m: mean(rank[m].values()) for m in methods}
+        order = sorted(methods, key=lambda m: (mean_rank[m], -mean_score[m]))
+        summary.append((mean_score, mean_rank, {m: i + 1 for i, m in enumerate(order)}))
+    (score_a, rank_a, place_a), (score_b, rank_b, place_b) = summary
+    per_concept = {}
+    for c in concepts:
+        sa, sb = ({m: t[m][c] for m in methods} for t in tables)
+        wa, wb = ({m for m, s in s_.items() if s == max(s_.values())} for s_ in (sa, sb))
+        per_concept[c] = {"rho": judge_agreement([sa[m] for m in methods], [sb[m] for m in methods]),
+                          "winner_a": sorted(wa), "winner_b": sorted(wb), "same_winner": bool(wa & wb)}
+    return {
+        "methods": [{"method": m, "score_a": score_a[m], "score_b": score_b[m], "rank_a": rank_a[m], "rank_b": rank_b[m],
+                     "place_a": place_a[m], "place_b": place_b[m]} for m in sorted(methods, key=place_a.get)],
+        "n_concepts": len(concepts),
+        "rho_scores": judge_agreement([score_a[m] for m in methods], [score_b[m] for m in methods]),
+        "rho_ranks": judge_agreement([rank_a[m] for m in methods], [rank_b[m] for m in methods]),
+        "concepts": per_concept, "same_winners": sum(v["same_winner"] for v in per_concept.values()),
+        "median_concept_rho": sorted(v["rho"] for v in per_concept.values())[len(per_concept) // 2],
+    }

@@ -9,7 +9,7 @@ from statistics import mean
 import pytest
 
 from saebasis.config import compose
-from saebasis.eval.board import (ab_matching, concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
+from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
                                  tradeoff_points)
 from saebasis.leaderboard import leaderboard, markdown
 from tests.conftest import write_concept
@@ -30,6 +30,41 @@ def load_script(name: str):
 def _blob(scores: dict[str, float], edges=()) -> dict:
     return {"config": {}, "results": {m: {"row": {"method": m, "score": s, "on_edge": m in edges}, "test_scores": {"0": [s, s]}}
                                       for m, s in scores.items()}}
+
+
+def _board(per_concept: dict[str, dict[str, float]]) -> dict:
+    """A published leaderboard.json's overall / per_concept, from {concept: {method: score}}."""
+    results = {c: _blob(s) for c, s in per_concept.items()}
+    methods = list(next(iter(per_concept.values())))
+    return {"overall": overall(results), "per_concept": {m: {c: s[m] for c, s in per_concept.items()} for m in methods}}
+
+
+def test_board_agreement_is_exact_on_hand_made_boards(tmp_path):
+    a = _board({"c1": {"x": 0.9, "y": 0.5, "z": 0.1}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2}})
+    same = board_agreement(a, a)
+    assert same["rho_scores"] == pytest.approx(1.0) and same["rho_ranks"] == pytest.approx(1.0) and same["same_winners"] == 2
+    assert [r["place_a"] for r in same["methods"]] == [1, 2, 3] == [r["place_b"] for r in same["methods"]]
+    # b: c1 reversed (x last), c2 the same; an extra method only b ran is left out
+    b = _board({"c1": {"x": 0.1, "y": 0.5, "z": 0.9, "w": 1.0}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2, "w": 0.0}})
+    agree = board_agreement(a, b)
+    assert {r["method"] for r in agree["methods"]} == {"x", "y", "z"}
+    assert agree["concepts"]["c1"] == {"rho": pytest.approx(-1.0), "winner_a": ["x"], "winner_b": ["z"], "same_winner": False}
+    assert agree["concepts"]["c2"]["rho"] == pytest.approx(1.0) and agree["concepts"]["c2"]["same_winner"]
+    assert agree["same_winners"] == 1
+    # mean scores: a x 0.85, y 0.55, z 0.15; b x 0.45, y 0.55, z 0.55 -> ranks [3, 2, 1] vs [1, 2.5, 2.5] (ties averaged)
+    assert agree["rho_scores"] == pytest.approx(-math.sqrt(3) / 2)
+    # a third concept only b ran changes nothing: every figure is on the shared concepts
+    c3 = _board({"c1": {"x": 0.1, "y": 0.5, "z": 0.9}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2}, "c3": {"x": 0.0, "y": 0.0, "z": 1.0}})
+    assert board_agreement(a, c3)["rho_scores"] == pytest.approx(-math.sqrt(3) / 2) and board_agreement(a, c3)["n_concepts"] == 2
+    with pytest.raises(ValueError, match="share 1 method"):
+        board_agreement(a, _board({"c1": {"x": 0.1, "q": 0.2}, "c2": {"x": 0.3, "q": 0.4}}))
+    script = load_script("compare_boards")
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--names", "fp32", "bf16", "--out", str(tmp_path / "ab.md")])
+    page = (tmp_path / "ab.md").read_text()
+    assert "the same winner on 1 of 2 concepts" in page and "| c1 | -1.00 | x | z | no |" in page
+    assert json.loads((tmp_path / "ab.json").read_text())["names"] == ["fp32", "bf16"]
 
 
 def test_ranks_wins_and_mean_rank_are_exact():
