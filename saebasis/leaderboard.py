@@ -73,10 +73,12 @@ def leaderboard(cfg) -> dict:
     start = time.time()
     results: dict[str, dict] = {}
     readable: dict[str, dict] = {}
-    bar = tqdm(concepts, desc="leaderboard concepts", unit="concept")
-    for name in bar:
-        bar.set_postfix(concept=name)
+    bar = tqdm(concepts, desc="leaderboard concepts", unit="concept", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    worked: list[float] = []  # wall seconds of the concepts this run computed (a resumed, finished one takes seconds)
+    for i, name in enumerate(bar):
         ccfg = concept_cfg(cfg, name)
+        bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(not judged(out, c) for c in concepts[i:]))}")
+        resumed, t0 = judged(out, name), time.time()
         if cfg.get("make_only"):  # train / fit every cell, no generation: a later full run reuses the runs
             make_cells(ccfg, stack, load_concept(name))
         else:
@@ -85,10 +87,34 @@ def leaderboard(cfg) -> dict:
         if cfg["readability"]:  # coverage / alignment of every trained SAE-basis method on this concept
             readable[Path(name).name] = read_runs(Path(ccfg["out_dir"]) / "runs", out, cfg["readability_overrides"])
         write(out, results, time.time() - start, readable=readable, pairs=cfg.get("contrasts"))
+        if not resumed:
+            worked.append(time.time() - t0)
+        left = sum(not judged(out, c) for c in concepts[i + 1 :])
+        print(f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); {time_left(worked, left)}", flush=True)
     paths = write(out, results, time.time() - start, final=True, readable=readable, pairs=cfg.get("contrasts"))
     print((out / "leaderboard.md").read_text())
     print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
     return {"out_dir": str(out), **paths}
+
+
+def judged(out: Path, concept: str) -> bool:
+    """The concept's results.json in the board `out` is complete already (a resume will skip its cells)."""
+    path = out / "concepts" / Path(concept).name / "results.json"
+    try:
+        return bool(json.loads(path.read_text()).get("complete")) if path.exists() else False
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def time_left(worked: list[float], left: int) -> str:
+    """The time estimate of a board: the mean wall time of the concepts this run computed times the concepts left
+    to compute. Concepts a resume found finished are counted in neither (they take seconds, not minutes)."""
+    if left == 0:
+        return "nothing left to compute"
+    if not worked:
+        return f"{left} concept(s) to compute, no estimate until one has run here"
+    per = sum(worked) / len(worked)
+    return f"~{per * left / 3600:.1f} h left ({left} concept(s) at {per / 60:.1f} min, the mean of the {len(worked)} computed in this run)"
 
 
 def make_cells(ccfg: dict, stack, concept) -> None:

@@ -11,7 +11,7 @@ import pytest
 from saebasis.config import compose
 from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
                                  tradeoff_points)
-from saebasis.leaderboard import leaderboard, markdown
+from saebasis.leaderboard import leaderboard, markdown, time_left
 from tests.conftest import write_concept
 
 
@@ -65,6 +65,12 @@ def test_board_agreement_is_exact_on_hand_made_boards(tmp_path):
     page = (tmp_path / "ab.md").read_text()
     assert "the same winner on 1 of 2 concepts" in page and "| c1 | -1.00 | x | z | no |" in page
     assert json.loads((tmp_path / "ab.json").read_text())["names"] == ["fp32", "bf16"]
+
+
+def test_time_left_counts_only_concepts_computed_in_this_run():
+    assert time_left([600.0, 1200.0], 4) == "~1.0 h left (4 concept(s) at 15.0 min, the mean of the 2 computed in this run)"
+    assert time_left([], 3) == "3 concept(s) to compute, no estimate until one has run here"
+    assert time_left([5.0], 0) == "nothing left to compute"
 
 
 def test_ranks_wins_and_mean_rank_are_exact():
@@ -205,6 +211,9 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     monkeypatch.undo()
     monkeypatch.setattr(compare_mod, "fit_baseline", fit_or_missing)
     second = leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]},{concepts[1]}]"]))
+    log = capsys.readouterr().out  # alpha was finished before: no estimate from its seconds-long resume
+    assert "[saebasis leaderboard] alpha: " in log and "(1/2); 1 concept(s) to compute, no estimate until one has run here" in log
+    assert "[saebasis leaderboard] beta: " in log and "(2/2); nothing left to compute" in log
     table = json.loads((board / "leaderboard.json").read_text())
     assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
     assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
