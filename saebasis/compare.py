@@ -172,7 +172,7 @@ class Evaluator:
         self.stack, self.concept, self.cfg = stack, concept, cfg
         self.splits = {"val": concept.instructions["val"][: cfg["n_val"]], "test": concept.instructions["test"][: cfg["n_test"]]}
         self._cache: dict[tuple, dict] = {}
-        self.prompts = judges.PromptReuse()  # the fluency judge runs each instruction's prompt once per concept
+        self.prompt_reuse = judges.PromptReuse()  # the fluency judge runs each instruction's prompt once per concept
 
     def precision(self):
         """torch.autocast in cfg.autocast (bfloat16 / float16) around generating, judging and measuring; no-op when null.
@@ -212,7 +212,7 @@ class Evaluator:
 
     def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
         given = dict(description=self.concept.description, instructions=instructions, model=self.stack.model, tokenizer=self.stack.tokenizer)
-        with self.prompts.active():
+        with self.prompt_reuse.active():
             c, i, f = (judges.score(name, responses, **given) for name in (self.concept.judge, "instruction", "fluency"))
         out = {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
         if self.concept.second_judge:  # an independent judge of the same concept, reported beside the first
