@@ -75,10 +75,11 @@ def leaderboard(cfg) -> dict:
     readable: dict[str, dict] = {}
     bar = tqdm(concepts, desc="leaderboard concepts", unit="concept", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     worked: list[float] = []  # wall seconds of the concepts this run computed (a resumed, finished one takes seconds)
+    pending = [not judged(out, c) for c in concepts]  # read once: only the concept being run changes during the run
     for i, name in enumerate(bar):
         ccfg = concept_cfg(cfg, name)
-        bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(not judged(out, c) for c in concepts[i:]))}")
-        resumed, t0 = judged(out, name), time.time()
+        bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(pending[i:]))}")
+        t0 = time.time()
         if cfg.get("make_only"):  # train / fit every cell, no generation: a later full run reuses the runs
             make_cells(ccfg, stack, load_concept(name))
         else:
@@ -87,10 +88,10 @@ def leaderboard(cfg) -> dict:
         if cfg["readability"]:  # coverage / alignment of every trained SAE-basis method on this concept
             readable[Path(name).name] = read_runs(Path(ccfg["out_dir"]) / "runs", out, cfg["readability_overrides"])
         write(out, results, time.time() - start, readable=readable, pairs=cfg.get("contrasts"))
-        if not resumed:
+        if pending[i]:
             worked.append(time.time() - t0)
-        left = sum(not judged(out, c) for c in concepts[i + 1 :])
-        print(f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); {time_left(worked, left)}", flush=True)
+        print(f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); "
+              f"{time_left(worked, sum(pending[i + 1 :]))}", flush=True)
     paths = write(out, results, time.time() - start, final=True, readable=readable, pairs=cfg.get("contrasts"))
     print((out / "leaderboard.md").read_text())
     print(f"[saebasis leaderboard] {len(concepts)} concepts in {(time.time() - start) / 60:.1f} min -> {out}")
