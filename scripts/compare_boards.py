@@ -7,6 +7,13 @@ Reads the two boards' leaderboard.json (nothing is generated or judged) and writ
 beside it, on the concepts and methods both ran: Spearman's rho of the methods' mean scores and of their mean ranks, each method's mean score and
 place on both boards, and per concept the rho of the methods' scores and both winners
 (saebasis.eval.board.board_agreement).
+
+    python scripts/compare_boards.py A.json B.json --names fp32 bf16 --results outputs/leaderboard/full \
+        outputs/leaderboard/full-bf16 --out ...
+
+With --results (the two boards' out_dirs: concepts/*/results.json, e.g. unpacked by scripts/board_state.sh) it also
+measures every ordering either page lists in its paired differences on both boards -- a minus b and its 95% CI on
+each -- and says where it is resolved: both, one board only, or neither (saebasis.eval.board.contrast_agreement).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saebasis.eval.board import board_agreement
+from saebasis.eval.board import board_agreement, contrast_agreement, resolved
 
 
 def render(agree: dict, names: tuple[str, str]) -> str:
@@ -35,18 +42,56 @@ def render(agree: dict, names: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_contrasts(rows: list[dict], names: tuple[str, str]) -> str:
+    a, b = names
+    where = {"both": "both", "both, opposite signs": "both, **opposite signs**", "a only": f"{a} only", "b only": f"{b} only",
+             "neither": "neither"}
+    counts = {k: sum(r["resolved"] == k for r in rows) for k in where}
+    lines = ["", "## Which orderings are resolved on both boards", "",
+             f"Every ordering either page lists among its paired differences, measured on both boards (a minus b, paired by "
+             f"test instruction; 95% CI by a bootstrap over concepts then instructions; **bold** = excludes 0). Of "
+             f"{len(rows)}: resolved on both {counts['both']}, with opposite signs {counts['both, opposite signs']}, on {a} only "
+             f"{counts['a only']}, on {b} only {counts['b only']}, on neither {counts['neither']}.", "",
+             f"| a | b | {a}: a - b [95% CI] | {b}: a - b [95% CI] | resolved on |", "|---|---|---:|---:|---|"]
+
+    def cell(d: dict) -> str:
+        text = f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+        return f"**{text}**" if resolved(d) else text
+
+    lines += [f"| {r['a']} | {r['b']} | {cell(r['in_a'])} | {cell(r['in_b'])} | {where[r['resolved']]} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def load_results(board: Path, order: list[str]) -> dict[str, dict]:
+    """{concept: results.json} of a leaderboard's out_dir, complete concepts only, in `order` (then any others)."""
+    found = {p.parent.name: p for p in sorted(board.glob("concepts/*/results.json"))}
+    if not found:
+        raise SystemExit(f"{board} has no concepts/*/results.json: give a leaderboard's out_dir (unpack its state with "
+                         f"bash scripts/board_state.sh unpack <out_dir>)")
+    blobs = {c: json.loads(found[c].read_text()) for c in [*[c for c in order if c in found], *[c for c in found if c not in order]]}
+    return {c: blob for c, blob in blobs.items() if blob.get("complete")}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--names", nargs=2, default=["a", "b"])
     parser.add_argument("--out", type=Path, default=None, help="markdown page (its .json beside it); default: print only")
+    parser.add_argument("--results", nargs=2, type=Path, default=None, metavar=("A_DIR", "B_DIR"),
+                        help="the boards' out_dirs: also measure every listed ordering on both")
     args = parser.parse_args(argv)
     for path in (args.a, args.b):
         if not path.exists():
             raise SystemExit(f"{path} does not exist: publish the board first (python scripts/publish_board.py <out_dir> <name>)")
-    agree = board_agreement(json.loads(args.a.read_text()), json.loads(args.b.read_text()))
+    boards = [json.loads(path.read_text()) for path in (args.a, args.b)]
+    agree = board_agreement(*boards)
     page = render(agree, tuple(args.names))
+    if args.results:
+        order = list(next(iter(boards[0]["per_concept"].values())))  # the concept order the pages bootstrapped in
+        pairs = [(r["a"], r["b"]) for board in boards for r in board.get("contrasts", [])]
+        agree["contrasts"] = contrast_agreement(*(load_results(d, order) for d in args.results), pairs)
+        page += render_contrasts(agree["contrasts"], tuple(args.names))
     print(page)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

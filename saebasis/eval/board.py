@@ -231,3 +231,32 @@ def board_agreement(a: dict, b: dict) -> dict:
         "concepts": per_concept, "same_winners": sum(v["same_winner"] for v in per_concept.values()),
         "median_concept_rho": sorted(v["rho"] for v in per_concept.values())[len(per_concept) // 2],
     }
+
+
+def resolved(diff: dict) -> bool:
+    """A paired difference whose 95% CI excludes 0."""
+    return diff["ci_low"] > 0 or diff["ci_high"] < 0
+
+
+def contrast_agreement(a: dict[str, dict], b: dict[str, dict], pairs) -> list[dict]:
+    """Each ordering (x, y) measured on two boards' raw results ({concept: a compare's results.json}, e.g. the same
+    board in fp32 and in bf16), on the concepts both ran, in a's concept order (the order the pages bootstrapped in):
+    x minus y on each board (`paired_difference`) and whether it is resolved there. Says which orderings survive the
+    change between the boards and which only one board resolves. A pair given both ways is measured once (as first
+    given); pairs a board lacks a method of are left out."""
+    shared = [c for c in a if c in b]
+    if not shared:
+        raise ValueError("the two boards share no concept.")
+    rows, seen = [], set()
+    for x, y in pairs:
+        if frozenset((x, y)) in seen:
+            continue
+        seen.add(frozenset((x, y)))
+        da = paired_difference({c: a[c] for c in shared}, x, y)
+        db = paired_difference({c: b[c] for c in shared}, x, y)
+        if da is None or db is None:
+            continue
+        where = {(True, True): "both" if (da["diff"] > 0) == (db["diff"] > 0) else "both, opposite signs",
+                 (True, False): "a only", (False, True): "b only", (False, False): "neither"}[(resolved(da), resolved(db))]
+        rows.append({"a": x, "b": y, "in_a": da, "in_b": db, "resolved": where})
+    return rows

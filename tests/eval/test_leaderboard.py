@@ -9,7 +9,7 @@ from statistics import mean
 import pytest
 
 from saebasis.config import compose
-from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrasts, costs, families, overall, paired_difference, ranks,
+from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrast_agreement, contrasts, costs, families, overall, paired_difference, ranks,
                                  tradeoff_points)
 from saebasis.leaderboard import leaderboard, markdown, time_left
 from tests.conftest import write_concept
@@ -65,6 +65,38 @@ def test_board_agreement_is_exact_on_hand_made_boards(tmp_path):
     page = (tmp_path / "ab.md").read_text()
     assert "the same winner on 1 of 2 concepts" in page and "| c1 | -1.00 | x | z | no |" in page
     assert json.loads((tmp_path / "ab.json").read_text())["names"] == ["fp32", "bf16"]
+
+
+def test_contrast_agreement_says_which_orderings_each_board_resolves(tmp_path):
+    # board a: x beats y by exactly 0.4 on every concept and instruction (CI [0.4, 0.4]: resolved); z ties x.
+    # board b: x - y is +0.8, -0.8, 0 on the three concepts (CI spans 0: not resolved); z - x is +0.2 everywhere.
+    a = {c: _blob({"x": 0.6, "y": 0.2, "z": 0.6}) for c in ("c1", "c2", "c3")}
+    b = {"c1": _blob({"x": 0.9, "y": 0.1, "z": 1.0}), "c2": _blob({"x": 0.1, "y": 0.9, "z": 0.3}), "c3": _blob({"x": 0.5, "y": 0.5, "z": 0.7})}
+    rows = contrast_agreement(a, b, [("x", "y"), ("z", "x"), ("y", "x"), ("x", "w")])  # (y, x) is (x, y) again; w is on neither
+    assert [(r["a"], r["b"]) for r in rows] == [("x", "y"), ("z", "x")]
+    xy, zx = rows
+    assert xy["in_a"]["diff"] == pytest.approx(0.4) and xy["in_a"]["ci_low"] == pytest.approx(0.4)
+    assert xy["in_b"]["diff"] == pytest.approx(0.0) and xy["in_b"]["ci_low"] < 0 < xy["in_b"]["ci_high"]
+    assert xy["resolved"] == "a only" and zx["resolved"] == "b only"
+    assert contrast_agreement(a, {c: _blob({"x": 0.1, "y": 0.5}) for c in a}, [("x", "y")])[0]["resolved"] == "both, opposite signs"
+    with pytest.raises(ValueError, match="share no concept"):
+        contrast_agreement(a, {"c9": b["c1"]}, [("x", "y")])
+    # the script: published pages list the pairs, the out_dirs hold the per-instruction scores
+    for name, board in (("a", a), ("b", b)):
+        for concept, blob in board.items():
+            (tmp_path / name / "concepts" / concept).mkdir(parents=True)
+            (tmp_path / name / "concepts" / concept / "results.json").write_text(json.dumps({**blob, "complete": True}))
+        page = _board({c: {m: r["row"]["score"] for m, r in blob["results"].items()} for c, blob in board.items()})
+        page["contrasts"] = [{"a": "x", "b": "y"}] if name == "a" else [{"a": "z", "b": "x"}]
+        (tmp_path / f"{name}.json").write_text(json.dumps(page))
+    script = load_script("compare_boards")
+    script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--names", "fp32", "bf16", "--out", str(tmp_path / "ab.md"),
+                 "--results", str(tmp_path / "a"), str(tmp_path / "b")])
+    text = (tmp_path / "ab.md").read_text()
+    assert "Of 2: resolved on both 0, with opposite signs 0, on fp32 only 1, on bf16 only 1, on neither 0." in text
+    assert "| x | y | **+0.400 [+0.400, +0.400]** |" in text and "| fp32 only |" in text
+    with pytest.raises(SystemExit, match="no concepts/"):
+        script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--results", str(tmp_path), str(tmp_path / "b")])
 
 
 def test_time_left_counts_only_concepts_computed_in_this_run():
