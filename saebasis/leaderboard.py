@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from saebasis.config import compose, setup_env, to_dict
-from saebasis.eval.board import (ab_matching, contrasts, costs, families, judge_notes, overall, per_concept_scores,
+from saebasis.eval.board import (ab_matching, contrasts, costs, families, judge_notes, overall, per_concept_scores, resolved,
                                  tradeoff_points)
 from saebasis.interpret.readability import concept_table, read_runs
 
@@ -203,9 +203,8 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
                   "by chance.", "",
                   "| a | b | a - b | 95% CI | a higher on |", "|---|---|---:|---|---:|"]
         for d in paired:
-            resolved = d["ci_low"] > 0 or d["ci_high"] < 0
             diff = f"{d['diff']:+.3f}"
-            lines.append(f"| {d['a']} | {d['b']} | {f'**{diff}**' if resolved else diff} | "
+            lines.append(f"| {d['a']} | {d['b']} | {f'**{diff}**' if resolved(d) else diff} | "
                          f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f} | {d['a_higher']}/{d['concepts']} |")
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
