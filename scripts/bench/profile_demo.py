@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--method", default="residual_adaptor", help="a trained method of configs/experiment/compare_sentiment.yaml")
     parser.add_argument("--autocast", default=None, help="bfloat16: train (bf16-mixed) and judge as compare autocast=bfloat16")
     args = parser.parse_args()
+    if args.device != "cpu" or args.dtype != "float32" or args.reps:
+        raise SystemExit("profile_demo profiles what the demo runs: compare's own stack (configs/model, on the CPU), one pass; "
+                         "--device / --dtype / --reps do not apply (use --autocast bfloat16 for the demo's bf16 mode).")
     from saebasis.compare import compare, method_config
     from saebasis.config import compose, to_dict
     from saebasis.train.train import train
