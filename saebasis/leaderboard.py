@@ -107,6 +107,21 @@ def judged(out: Path, concept: str) -> bool:
         return False
 
 
+def finished_concepts(out: Path, order: list[str] = ()) -> tuple[dict[str, dict], list[str]]:
+    """A board's complete concepts ({name: its results.json}, in `order`, then any others found) and the names of the
+    concept folders that are not finished (no results.json, or not complete): what a page is rendered from."""
+    found = sorted(d.name for d in (Path(out) / "concepts").glob("*") if d.is_dir())
+    results, left = {}, []
+    for concept in [c for c in order if c in found] + [c for c in found if c not in order]:
+        path = Path(out) / "concepts" / concept / "results.json"
+        blob = json.loads(path.read_text()) if path.exists() else {}
+        if blob.get("complete"):
+            results[concept] = blob
+        else:
+            left.append(concept)
+    return results, left
+
+
 def time_left(worked: list[float], left: int) -> str:
     """The time estimate of a board: the mean wall time of the concepts this run computed times the concepts left
     to compute. Concepts a resume found finished are counted in neither (they take seconds, not minutes)."""

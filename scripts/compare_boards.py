@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from saebasis.eval.board import board_agreement, contrast_agreement, resolved
+from saebasis.leaderboard import finished_concepts
 
 
 def render(agree: dict, names: tuple[str, str]) -> str:
@@ -63,13 +64,12 @@ def render_contrasts(rows: list[dict], names: tuple[str, str]) -> str:
 
 
 def load_results(board: Path, order: list[str]) -> dict[str, dict]:
-    """{concept: results.json} of a leaderboard's out_dir, complete concepts only, in `order` (then any others)."""
-    found = {p.parent.name: p for p in sorted(board.glob("concepts/*/results.json"))}
-    if not found:
-        raise SystemExit(f"{board} has no concepts/*/results.json: give a leaderboard's out_dir (unpack its state with "
+    """{concept: results.json} of a leaderboard's finished concepts, in `order` (then any others)."""
+    results, _ = finished_concepts(board, order)
+    if not results:
+        raise SystemExit(f"{board} has no concepts/*/results.json of a finished concept: give a leaderboard's out_dir (unpack its state with "
                          f"bash scripts/board_state.sh unpack <out_dir>)")
-    blobs = {c: json.loads(found[c].read_text()) for c in [*[c for c in order if c in found], *[c for c in found if c not in order]]}
-    return {c: blob for c, blob in blobs.items() if blob.get("complete")}
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from saebasis.config import compose, to_dict
-from saebasis.leaderboard import write
+from saebasis.leaderboard import finished_concepts, write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,16 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     if not prev_path.exists():
         raise SystemExit(f"{prev_path} does not exist: run `saebasis leaderboard` into {args.board} first")
     prev = json.loads(prev_path.read_text())
-    results, left = {}, []
     named = [Path(c).name for c in cfg["concepts"]]
-    found = sorted(d.name for d in (args.board / "concepts").glob("*") if d.is_dir())
-    for concept in [c for c in named if c in found] + [c for c in found if c not in named]:
-        path = args.board / "concepts" / concept / "results.json"
-        blob = json.loads(path.read_text()) if path.exists() else {}
-        if blob.get("complete"):
-            results[concept] = blob
-        else:
-            left.append(concept)
+    results, left = finished_concepts(args.board, named)
     if not results:
         raise SystemExit(f"no finished concept in {args.board}/concepts: nothing to publish")
     seconds = sum(res.get("eval_time_s", 0.0) for blob in results.values() for res in blob["results"].values())
