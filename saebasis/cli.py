@@ -10,16 +10,16 @@ from saebasis.config import CONFIG_DIR, setup_env
 
 # command -> (Hydra config name, "module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("demo", "saebasis.demo:demo", "train, compare, interpret and report on the embedded default"),
-    "train-sae": ("train_sae", "saebasis.train.sae_train:train_sae", "train an SAE with sae-lens' runner"),
-    "sae-info": ("sae_info", "saebasis.sae_info:sae_info", "print an SAE's quality figures (EV, L0, dead, CE recovered)"),
+    "demo": ("demo", "saebasis.experiments.demo:demo", "train, compare, interpret and report on the embedded default"),
+    "train-sae": ("train_sae", "saebasis.corpus.sae_train:train_sae", "train an SAE with sae-lens' runner"),
+    "sae-info": ("sae_info", "saebasis.corpus.sae_info:sae_info", "print an SAE's quality figures (EV, L0, dead, CE recovered)"),
     "train": ("train", "saebasis.train.train:train", "train an intervention (Lightning)"),
     "fit-baseline": ("fit_baseline", "saebasis.train.fit:fit_baseline", "fit SARA / DiffMean / PCA"),
-    "generate": ("generate", "saebasis.generate:generate", "generate with a saved run at a chosen strength"),
-    "compare": ("compare", "saebasis.compare:compare", "every method side by side, judged offline"),
-    "plateau": ("plateau", "saebasis.plateau_command:plateau", "KL vs steering size: a direction's plateau edge vs random ones"),
+    "generate": ("generate", "saebasis.experiments.generate:generate", "generate with a saved run at a chosen strength"),
+    "compare": ("compare", "saebasis.experiments.compare:compare", "every method side by side, judged offline"),
+    "plateau": ("plateau", "saebasis.experiments.plateau.command:plateau", "KL vs steering size: a direction's plateau edge vs random ones"),
     "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
-    "leaderboard": ("leaderboard", "saebasis.leaderboard:leaderboard", "every method x every concept (preset=quick | full), resumable"),
+    "leaderboard": ("leaderboard", "saebasis.experiments.leaderboard:leaderboard", "every method x every concept (preset=quick | full), resumable"),
 }
 SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep --help`)"
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS and os.environ.get("LOCAL_RANK") and os.environ.get("SAEBASIS_COMMAND") in COMMANDS:
         command, rest = os.environ["SAEBASIS_COMMAND"], argv  # a Lightning DDP child process
     if command == "sweep":
-        from saebasis.sweep import sweep_cli
+        from saebasis.experiments.sweep import sweep_cli
 
         sweep_cli(rest)
     elif command in COMMANDS:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from saebasis.interventions.base import Intervention, build
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 """Files saebasis never loads from a folder it reads (pickles can run code)."""
@@ -92,7 +92,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def load_sae_for_run(cfg: dict[str, Any], device: str = "cpu") -> SAEBasis | None:
-    from saebasis.stack import load_sae  # the one SAE loader
+    from saebasis.core.stack import load_sae  # the one SAE loader
 
     return load_sae(cfg.get("sae"), device)
 

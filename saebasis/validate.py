@@ -13,10 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.data import load_concept
 from saebasis.runs import PICKLE_SUFFIXES  # one home for the refused suffixes
-from saebasis.sae import resolve_builtin
+from saebasis.core.sae import resolve_builtin
 
 
 class ConfigError(ValueError):
@@ -40,7 +40,7 @@ def model_shape(name: str) -> tuple[int, int]:
     """(n_layers, d_model) of a model from its config alone (no weights are loaded)."""
     from transformers import AutoConfig
 
-    from saebasis.models import EMBEDDED_NAMES, embedded_model_dir
+    from saebasis.core.models import EMBEDDED_NAMES, embedded_model_dir
 
     config = _tiny_config(name)
     if config is None:
@@ -54,8 +54,8 @@ def model_shape(name: str) -> tuple[int, int]:
 
 
 def _tiny_config(name: str):
-    """The config of a built-in random test model, when `name` is one (see saebasis.models)."""
-    from saebasis import models
+    """The config of a built-in random test model, when `name` is one (see saebasis.core.models)."""
+    from saebasis.core import models
 
     builder = getattr(models, "tiny_config", None)
     return builder(name) if builder is not None else None

@@ -5,7 +5,7 @@
 Resumable: complete shards are kept, the first missing one is generated next; `touch <dir>/STOP` stops
 cleanly after the current shard. Every 10th shard (index 9, 19, ...) is held out from SAE training.
 While it writes, the residuals at --cache-layers of every training document are captured for SAE training
-(saebasis/corpus_acts.py; ~70 MB per shard under ~/.cache/saebasis/acts, never committed), so
+(saebasis/corpus/acts.py; ~70 MB per shard under ~/.cache/saebasis/acts, never committed), so
 `saebasis train-sae` needs no second forward pass over this text. `--cache-layers` with no value turns it off.
 """
 
@@ -13,9 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-from saebasis.corpus import SHIPPED_DIR, build_corpus, read_shards
-from saebasis.corpus_acts import GenerationCapture, default_dir
-from saebasis.models import load_model
+from saebasis.corpus.build import SHIPPED_DIR, build_corpus, read_shards
+from saebasis.corpus.acts import GenerationCapture, default_dir
+from saebasis.core.models import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--n-shards", type=int, default=51)

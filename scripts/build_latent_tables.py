@@ -20,8 +20,8 @@ from saebasis.config import compose
 from saebasis.interpret.report import table_settings
 from saebasis.interpret.table import latent_table
 from saebasis.interpret.texts import load_corpus
-from saebasis.models import load_model
-from saebasis.sae import ASSETS, SAEBasis
+from saebasis.core.models import load_model
+from saebasis.core.sae import ASSETS, SAEBasis
 
 
 def main() -> None:

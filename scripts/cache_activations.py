@@ -11,9 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from saebasis.corpus import SHIPPED_DIR
-from saebasis.corpus_acts import build_cache, default_dir
-from saebasis.models import load_model
+from saebasis.corpus.build import SHIPPED_DIR
+from saebasis.corpus.acts import build_cache, default_dir
+from saebasis.core.models import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--layers", type=int, nargs="+", default=[6, 12, 18])

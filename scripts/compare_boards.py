@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from saebasis.eval.board import board_agreement, contrast_agreement, resolved
-from saebasis.leaderboard import finished_concepts
+from saebasis.experiments.leaderboard import finished_concepts
 
 
 def render(agree: dict, names: tuple[str, str]) -> str:

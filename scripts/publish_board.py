@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from saebasis.config import compose, to_dict
-from saebasis.leaderboard import finished_concepts, write
+from saebasis.experiments.leaderboard import finished_concepts, write
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ concept's experiment file, seed 0, strength searched on validation from the star
 into <root>/judged/<concept>/ (resumable: rerun and finished runs are kept). The plot then shows validation loss
 and score against parameters, and `--metric score` gives the verdict on the score (higher is better).
 
-Reads every run under the folder (saebasis.sweep_summary.collect_runs: overrides + metrics), takes the family
+Reads every run under the folder (saebasis.experiments.sweep_summary.collect_runs: overrides + metrics), takes the family
 and nominal budget from the `+budget=<family>_<budget>` override, and writes rank_vs_sparsity.{csv,md,png}
 beside the runs. A run's size is its trainable parameters (`n_params`), except sae_bias: its zeros are exact
 and it folds to one vector, so its size is the latents it writes.
@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from saebasis.sweep_summary import collect_runs  # noqa: E402
+from saebasis.experiments.sweep_summary import collect_runs  # noqa: E402
 
 FAMILIES = ("residual", "sae_lowrank", "sae_sparse", "sae_bias")
 HIGHER_IS_BETTER = {"score"}  # every other metric (val/loss) is lower-is-better
@@ -135,10 +135,10 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     """Score every run with compare's protocol (one compare per concept, the runs as saved methods); adds
     row["score"] (test score at the val-chosen strength) and row["strength"]. `overrides`: compare overrides
     (e.g. the model / SAE the runs were trained with when not the embedded default)."""
-    from saebasis.compare import compare, concept_experiment
+    from saebasis.experiments.compare import compare, concept_experiment
     from saebasis.config import compose, to_dict
     from saebasis.data import load_concept
-    from saebasis.stack import load_stack
+    from saebasis.core.stack import load_stack
 
     stack = None
     for data in sorted({r["data"] for r in rows}):

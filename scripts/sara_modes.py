@@ -14,11 +14,11 @@ import argparse
 
 import torch
 
-from saebasis.activations import collect
+from saebasis.core.activations import collect
 from saebasis.data import load_concept
-from saebasis.generation import generate
+from saebasis.core.generation import generate
 from saebasis.interventions import build
-from saebasis.models import load_model
+from saebasis.core.models import load_model
 
 
 def spy_deltas(sara) -> list[torch.Tensor]:

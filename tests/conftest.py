@@ -13,8 +13,8 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from transformers import PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from saebasis.models import prepare
-from saebasis.sae import SAEBasis
+from saebasis.core.models import prepare
+from saebasis.core.sae import SAEBasis
 
 D_MODEL = 32
 D_SAE = 64
@@ -37,7 +37,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(seed: int = 0, vocab_size: int = 64):
     """saebasis' one tiny-model factory (`model=tiny`) with this file's word-level vocabulary: the fixtures and
     the CLI's tiny model are the same architecture (d_model 32, 3 layers)."""
-    from saebasis.models import tiny_model
+    from saebasis.core.models import tiny_model
 
     torch.manual_seed(seed)  # callers that re-seed after building rely on the old global-RNG behaviour
     return tiny_model(seed=seed, tokenizer=tiny_tokenizer(), vocab_size=vocab_size, max_position_embeddings=128,

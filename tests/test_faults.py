@@ -126,7 +126,7 @@ def test_run_weights_of_another_width_get_a_clear_error(tmp_path, sae):
 
 
 def test_generate_rejects_bad_lengths_and_clips_to_the_context(model, tokenizer):
-    from saebasis.generation import generate_timed
+    from saebasis.core.generation import generate_timed
 
     with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
         generate_timed(model, tokenizer, ["hi"], max_new_tokens="abc")
@@ -140,7 +140,7 @@ def test_generate_rejects_bad_lengths_and_clips_to_the_context(model, tokenizer)
 def test_cuda_without_a_gpu_is_explained():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from saebasis.models import load_model
+    from saebasis.core.models import load_model
 
     with pytest.raises(ValueError, match="no CUDA GPU.*device=cpu"):
         load_model("tiny-llama", device="cuda")

@@ -18,7 +18,7 @@ import torch
 from saebasis import runs
 from saebasis.interventions import build
 from saebasis.runs import load_run, save_run
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 from saebasis.validate import ConfigError, validate
 from tests.conftest import D_MODEL, tiny_sae
 
@@ -207,7 +207,7 @@ def test_bench_random_weights_builds_the_folders_architecture_without_its_weight
     random weights, never the stored ones; a folder without config.json is refused by name."""
     import argparse
 
-    from saebasis.models import tiny_model
+    from saebasis.core.models import tiny_model
 
     monkeypatch.syspath_prepend(str(REPO / "scripts" / "bench"))
     import common
@@ -232,7 +232,7 @@ def test_bench_random_weights_builds_the_folders_architecture_without_its_weight
 
 def test_bench_autocast_runs_the_forward_in_the_chosen_dtype_and_is_off_by_default(monkeypatch):
     """`bench_training.py --autocast bfloat16` (trainer=gpu's bf16-mixed): fp32 weights, matmuls in bf16; off = fp32."""
-    from saebasis.models import tiny_model
+    from saebasis.core.models import tiny_model
 
     monkeypatch.syspath_prepend(str(REPO / "scripts" / "bench"))
     import common

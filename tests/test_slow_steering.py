@@ -3,9 +3,9 @@
 import pytest
 
 from saebasis.config import compose
-from saebasis.generation import generate
-from saebasis.eval.judges import vader_compound
-from saebasis.models import load_model
+from saebasis.core.generation import generate
+from saebasis.judges import vader_compound
+from saebasis.core.models import load_model
 from saebasis.runs import load_run
 from saebasis.train.train import train
 

@@ -242,3 +242,16 @@ def _read_text(path: Path) -> str:
         line = data[: err.start].count(b"\n") + 1
         raise ValueError(f"{path}:{line}: byte {data[err.start:err.start + 1]!r} is not UTF-8 ({err.reason}). "
                          f"Fix: save the file as UTF-8.") from err
+
+
+def split_pairs(concept: Concept, val_fraction: float = 0.1, seed: int = 0,
+                max_pairs: int | None = None) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """The trainer's train / val split of a concept's pairs: the first `max_pairs`, a seeded shuffle, and
+    val = the first `val_fraction` (at least one row when there are two or more). Returns (train, val) rows
+    of (prompt, positive, negative)."""
+    import random
+
+    rows = [(p.prompt, p.positive, p.negative) for p in concept.pairs][: max_pairs or None]
+    random.Random(seed).shuffle(rows)
+    n_val = max(1, int(len(rows) * val_fraction)) if len(rows) > 1 else 0
+    return rows[n_val:], rows[:n_val]

@@ -1,7 +1,7 @@
 """The leaderboard's statistics over per-concept results (pure functions of `concepts/<name>/results.json` blobs):
 scores and ranks per concept, the overall table with a bootstrap over concepts then instructions, concept families,
 what each method changes (costs), judge agreement, paired differences between methods and the score / latents /
-KL points of the trade-off plot. saebasis/leaderboard.py runs the board and writes the pages from these."""
+KL points of the trade-off plot. saebasis/experiments/leaderboard.py runs the board and writes the pages from these."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis import hooks
-from saebasis.activations import chat_prefix, collect, encode_pairs, position_ids
+from saebasis.core import hooks
+from saebasis.core.activations import chat_prefix, collect, encode_pairs, position_ids
 from saebasis.eval.protocol import bootstrap_ci, choose_strength  # noqa: F401  (re-export)
 
 L0_TOL = 1e-4

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from saebasis.eval.judges import concept_scores, vader_compound
+from saebasis.judges import concept_scores, vader_compound
 
 LEANS_POSITIVE = 0.05
 

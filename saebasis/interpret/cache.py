@@ -32,10 +32,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saebasis import hooks
-from saebasis.activations import right_padded
-from saebasis.corpus_acts import special_ids, template_prefix
-from saebasis.models import cache_root
+from saebasis.core import hooks
+from saebasis.core.activations import right_padded
+from saebasis.corpus.acts import special_ids, template_prefix
+from saebasis.core.models import cache_root
 
 FORMAT = 1
 FILE = "latents.safetensors"

@@ -26,7 +26,7 @@ import json
 import re
 
 from saebasis.interpret.contexts import Context
-from saebasis.models import EMBEDDED_NAMES
+from saebasis.core.models import EMBEDDED_NAMES
 
 EMBEDDED_LABEL = "SmolLM2-135M"
 PROMPT = "Words: {words}.\nWhat do these words have in common? Give one short label for this group of words."
@@ -94,7 +94,7 @@ def evidence(contexts: list[Context], n: int = 8) -> list[str]:
 
 def explain(model, tokenizer, contexts: list[Context], max_new_tokens: int = 24) -> tuple[str | None, list[str]]:
     """(one sentence from the explainer model, the words it was shown); (None, []) when the latent never fired."""
-    from saebasis.generation import generate
+    from saebasis.core.generation import generate
 
     words = evidence(contexts)
     if not words:

@@ -24,8 +24,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saebasis import hooks
-from saebasis.activations import right_padded
+from saebasis.core import hooks
+from saebasis.core.activations import right_padded
 
 
 class Measured(NamedTuple):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.config import to_dict
 from saebasis.interpret import explain as explainer
 from saebasis.interpret.alignment import concept_alignment, coverage
@@ -30,9 +30,9 @@ from saebasis.interpret.rank import Ranking, norm_explained, order_of, scores_of
 from saebasis.interpret.render import render
 from saebasis.interpret.table import LatentTable, TableSettings, latent_table
 from saebasis.interpret.texts import load_corpus
-from saebasis.models import EMBEDDED_NAMES, load_model
+from saebasis.core.models import EMBEDDED_NAMES, load_model
 from saebasis.runs import load_run
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 READ_SIDE_NOTE = ("read side: the adaptor reads h W_in = z W_dec W_in + b_dec W_in + err(h) W_in; latents are ranked by "
                   "||(W_dec W_in)[i]||, and the SAE-error term err(h) W_in is dropped (it is not attributable to any latent).")

@@ -16,7 +16,7 @@ gzip-compressed safetensors file (`table.safetensors.gz`) plus a readable `table
 
 Where it lives: a shipped SAE carries the table of the shipped held-out corpus in its asset folder
 (`saebasis/assets/sae/<name>/latents/`, written by scripts/build_latent_tables.py); any other SAE or corpus
-gets it computed once and cached under `saebasis.models.cache_root()/latent_tables/<key>`. The key is
+gets it computed once and cached under `saebasis.core.models.cache_root()/latent_tables/<key>`. The key is
 cache.cache_key: model (config + weights sample), SAE (weights sample + hook), corpus token ids, settings.
 """
 
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from saebasis.interpret.cache import LatentCache, cache_key, encode_corpus, tokenize, valid_mask
 from saebasis.interpret.contexts import Context, token_texts
 from saebasis.interpret.lens import through_norm
-from saebasis.models import cache_root
-from saebasis.sae import resolve_builtin
+from saebasis.core.models import cache_root
+from saebasis.core.sae import resolve_builtin
 
 FORMAT = 2  # 2: the chat template's shared opening is not encoded (cache.valid_mask)
 TENSORS = "table.safetensors.gz"

@@ -2,7 +2,7 @@
 
 `corpus` in configs/interpret.yaml is one of:
   auto        the held-out shards of the shipped corpus (saebasis/assets/corpus, else the user's build under
-              saebasis.models.cache_root(); see saebasis/corpus.py); no SAE trains on them. Where neither is
+              saebasis.core.models.cache_root(); see saebasis/corpus/build.py); no SAE trains on them. Where neither is
               there: the older single-file cache, then the built-in concept datasets' texts (every
               saebasis/data/*/pairs.jsonl prompt + positive and prompt + negative, and neutral.jsonl prompts)
   a folder    corpus shards (shard-*.jsonl.gz): its held-out shards when it has any, else all of them
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from saebasis.corpus import corpus_path, corpus_texts, default_corpus_dir, is_heldout, read_corpus, read_shards, shard_indices
+from saebasis.corpus.build import corpus_path, corpus_texts, default_corpus_dir, is_heldout, read_corpus, read_shards, shard_indices
 from saebasis.data import DATA_DIR, read_jsonl
 
 FALLBACK = "built-in concept datasets (saebasis/data/*; no model-written corpus found)"

@@ -38,8 +38,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis import hooks
-from saebasis.sae import SAEBasis
+from saebasis.core import hooks
+from saebasis.core.sae import SAEBasis
 
 REGISTRY: dict[str, type["Intervention"]] = {}
 
@@ -247,8 +247,7 @@ def config_fields(method: str) -> set[str]:
 
 
 def get(method: str) -> type[Intervention]:
-    import saebasis.interventions  # noqa: F401  (fills REGISTRY)
-
+    # REGISTRY is full: importing this module first ran saebasis/interventions/__init__.py, which imports every method.
     if method not in REGISTRY:
         raise ValueError(f"Unknown intervention '{method}'. Choose one of: {sorted(REGISTRY)}.")
     return REGISTRY[method]

@@ -13,8 +13,8 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from saebasis import hooks
-from saebasis.activations import chat_prefix, example_means
+from saebasis.core import hooks
+from saebasis.core.activations import chat_prefix, example_means
 from saebasis.interventions.base import FitData, InterventionConfig, Strength, check_strength, is_zero, register
 from saebasis.interventions.diffmean import FittedVector
 

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from saebasis.interventions.base import Intervention, InterventionConfig, register
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

@@ -9,9 +9,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis.activations import example_means
+from saebasis.core.activations import example_means
 from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

@@ -13,9 +13,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 ADAPTER = "default"
 

@@ -2,7 +2,7 @@
 
 pyreft 0.1.0 pins transformers==4.45.1 and saebasis runs on 5.x, so the two never share a process. `train_own`
 tokenizes the concept's SFT pairs exactly as saebasis' trainer does (same split, same batches in the same order),
-writes a transformers-4 copy of the model folder (`saebasis.models.transformers4_folder`) and runs
+writes a transformers-4 copy of the model folder (`saebasis.core.models.transformers4_folder`) and runs
 `loreft_worker.py` under .venv-pyreft: pyreft's own `LoreftIntervention` at the hook's block output in pyreft's own
 `ReftModel`, AdamW on the completion tokens' next-token loss. R, W and b come back as safetensors and are this
 intervention's parameters; inference is saebasis' own (the class equation), checked against pyreft's forward to
@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 SETUP = "bash scripts/setup_pyreft.sh"
 WORKER = Path(__file__).with_name("loreft_worker.py")
@@ -40,9 +40,8 @@ _POSITIONS = re.compile(r"^(?:f(\d+))?\+?(?:l(\d+))?$")
 
 def pyreft_python() -> Path:
     """The python of pyreft's own venv: $SAEBASIS_PYREFT_PYTHON, else <repo>/.venv-pyreft/bin/python."""
-    from saebasis.config import CONFIG_DIR
-
-    return Path(os.environ.get("SAEBASIS_PYREFT_PYTHON") or CONFIG_DIR.parent / ".venv-pyreft" / "bin" / "python")
+    repo = Path(__file__).resolve().parents[2]  # a clone's root (saebasis is installed editable from it)
+    return Path(os.environ.get("SAEBASIS_PYREFT_PYTHON") or repo / ".venv-pyreft" / "bin" / "python")
 
 
 def require_pyreft() -> Path:
@@ -220,7 +219,7 @@ def block_layer(model: nn.Module, hook: str) -> int:
 def model_folder(stack, work: Path) -> Path:
     """A transformers-4 folder of the stack's model: a linked copy of its own folder, or (a model built in memory,
     e.g. tiny-llama) saved first."""
-    from saebasis.models import transformers4_folder
+    from saebasis.core.models import transformers4_folder
 
     source = getattr(stack.model, "name_or_path", "") or ""
     if not (source and (Path(source) / "config.json").exists()):
@@ -259,21 +258,21 @@ def training_batches(n: int, cfg: dict) -> list[list[int]]:
 
 
 def write_training_data(path: Path, stack, concept, cfg: dict, span: tuple[int, int] | None) -> int:
-    """The pairs as saebasis' trainer sees them (ConceptDataModule's split, encode_pairs' tokens) -> safetensors."""
+    """The pairs as saebasis' trainer sees them (data.split_pairs' split, encode_pairs' tokens) -> safetensors."""
     from safetensors.torch import save_file
 
-    from saebasis.activations import encode_pairs
-    from saebasis.train.datamodule import ConceptDataModule, completion_labels
+    from saebasis.core.activations import completion_labels, encode_pairs
+    from saebasis.data import split_pairs
 
-    dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
-    rows = dm.train_rows + dm.val_rows
+    train_rows, val_rows = split_pairs(concept, cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
+    rows = train_rows + val_rows
     enc = encode_pairs(stack.tokenizer, [r[0] for r in rows], [r[1] for r in rows], cfg["max_len"])  # [n, pos] each
-    batches = training_batches(len(dm.train_rows), cfg)
+    batches = training_batches(len(train_rows), cfg)
     tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": completion_labels(enc),
                "order": torch.tensor([i for b in batches for i in b]),
                "bounds": torch.tensor([0, *torch.tensor([len(b) for b in batches]).cumsum(0).tolist()]),
-               "val_rows": torch.arange(len(dm.train_rows), len(rows))}
-    if not dm.val_rows:
+               "val_rows": torch.arange(len(train_rows), len(rows))}
+    if not val_rows:
         tensors.pop("val_rows")
     if span is not None:
         tensors["positions"] = prompt_positions(enc["attention_mask"], enc["completion_mask"], *span)

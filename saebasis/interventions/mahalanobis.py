@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis.activations import collect
+from saebasis.core.activations import collect
 from saebasis.interventions.base import InterventionConfig
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.interventions.sae_adaptor import ACTIVATIONS
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.interventions.sae_support import RULES, SupportCache, affine, read_latents, write_rows
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 

@@ -9,10 +9,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from saebasis.activations import collect
+from saebasis.core.activations import collect
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

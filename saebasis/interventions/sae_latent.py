@@ -15,7 +15,7 @@ from torch import Tensor
 
 from saebasis.interventions.base import FitData, register
 from saebasis.interventions.diffmean import FittedVector, VectorConfig
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 
 PER_LATENT = ("standard", "jumprelu")
 
@@ -97,7 +97,7 @@ def _pair_texts(concept) -> tuple[list[str], list[str], list[str]]:
 
 @torch.no_grad()
 def _mean_latents(stack, prompts, completions, positions: str, max_len: int) -> Float[Tensor, " d_sae"]:
-    from saebasis.activations import collect
+    from saebasis.core.activations import collect
 
     acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions=positions, max_len=max_len,
                    desc="support")
@@ -128,8 +128,8 @@ def gradient_scores(stack, concept, max_len: int, batch_size: int = 8) -> Float[
     """|d/db (CE(positive completion) - CE(negative completion))| at b = 0, for a latent bias b on every latent
     (h' = h + b W_eff): the latents whose write most lowers the positive and raises the negative completion's
     loss -- concept-specific, since a direction that helps any completion cancels."""
-    from saebasis import hooks
-    from saebasis.activations import encode_pairs, position_ids
+    from saebasis.core import hooks
+    from saebasis.core.activations import encode_pairs, position_ids
 
     sae, device = stack.sae, stack.sae.W_dec.device
     W_eff = write_rows(sae, None, SupportCache())  # [d_sae, d_model]

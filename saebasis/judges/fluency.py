@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from saebasis.activations import chat_prefix, encode_pairs, position_ids
+from saebasis.core.activations import chat_prefix, encode_pairs, position_ids
 from saebasis.judges.registry import register_judge
 
 PPL_BEST, PPL_WORST = 2.0, 1000.0

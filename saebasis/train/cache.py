@@ -7,7 +7,7 @@ that hand the cached residual to the rest of the model. Positions come from the 
 `model.generate`), so an example's activations do not depend on how much left padding its batch has.
 
 Works for families whose decoder blocks return the hidden-state tensor (every family in
-`saebasis.hooks.BLOCK_PATHS` under transformers 5).
+`saebasis.core.hooks.BLOCK_PATHS` under transformers 5).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis import hooks
-from saebasis.activations import position_ids
-from saebasis.hooks import skip_to_hook, upstream_blocks  # noqa: F401  (moved to hooks; re-exported)
+from saebasis.core import hooks
+from saebasis.core.activations import position_ids
+from saebasis.core.hooks import skip_to_hook, upstream_blocks  # noqa: F401  (moved to hooks; re-exported)
 
 
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:

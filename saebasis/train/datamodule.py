@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from saebasis.activations import encode_pairs
-from saebasis.data import Concept
-
-
-def completion_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Next-token labels on completion tokens only (-100 elsewhere)."""
-    return batch["input_ids"].masked_fill(~batch["completion_mask"], -100)
+from saebasis.core.activations import completion_labels, encode_pairs  # noqa: F401  (completion_labels: re-export)
+from saebasis.data import Concept, split_pairs
 
 
 class PairCollator:
@@ -65,10 +58,7 @@ class ConceptDataModule(L.LightningDataModule):
     def __init__(self, concept: Concept, tokenizer, batch_size: int = 8, max_len: int = 64, val_fraction: float = 0.1,
                  seed: int = 0, max_pairs: int | None = None) -> None:
         super().__init__()
-        rows = [(p.prompt, p.positive, p.negative) for p in concept.pairs][: max_pairs or None]
-        random.Random(seed).shuffle(rows)
-        n_val = max(1, int(len(rows) * val_fraction)) if len(rows) > 1 else 0
-        self.val_rows, self.train_rows = rows[:n_val], rows[n_val:]
+        self.train_rows, self.val_rows = split_pairs(concept, val_fraction, seed, max_pairs)
         self.neutral = list(concept.neutral)
         self.collate = PairCollator(tokenizer, max_len)
         self.batch_size, self.seed = batch_size, seed

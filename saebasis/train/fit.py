@@ -6,13 +6,13 @@ import time
 
 import torch
 
-from saebasis.activations import collect
+from saebasis.core.activations import collect
 from saebasis.config import resolve_run_dir, to_dict
 from saebasis.data import load_concept
 from saebasis.interventions import build
 from saebasis.interventions.base import FitData
 from saebasis.runs import Run, check_finite, run_guard, save_run
-from saebasis.stack import load_stack, stack_for
+from saebasis.core.stack import load_stack, stack_for
 from saebasis.validate import check_numbers, validate
 
 

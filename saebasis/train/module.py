@@ -17,7 +17,7 @@ import math
 import lightning as L
 import torch
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.train.cache import ActivationCache, model_inputs
 from saebasis.train.datamodule import completion_labels
 

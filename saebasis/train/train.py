@@ -19,11 +19,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from saebasis.config import resolve_run_dir, setup_env, to_dict
 from saebasis.data import load_concept
-from saebasis.generation import generate
+from saebasis.core.generation import generate
 from saebasis.interventions import build
 from saebasis.interventions.base import get
 from saebasis.runs import Run, check_checkpoint, check_finite, fingerprint, run_guard, save_run
-from saebasis.stack import load_stack, stack_for
+from saebasis.core.stack import load_stack, stack_for
 from saebasis.train.datamodule import ConceptDataModule
 from saebasis.train.fit import run_cfg
 from saebasis.train.module import SteeringModule

@@ -29,7 +29,7 @@ def main() -> None:
     if args.quick:
         args.batches, args.prompts, args.new_tokens = [2, 4], 4, 3
     args.reps = args.reps or 3
-    from saebasis.generation import generate_timed
+    from saebasis.core.generation import generate_timed
     from saebasis.interventions import build
 
     model, tokenizer, sae, hook, _ = common.stack(args)

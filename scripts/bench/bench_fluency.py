@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20)
     args = parser.parse_args()
     args.reps = args.reps or 3
-    from saebasis.activations import chat_prefix
+    from saebasis.core.activations import chat_prefix
     from saebasis.data import load_concept
     from saebasis.judges import PromptReuse, perplexities
 

@@ -78,7 +78,7 @@ def variants(model, tokenizer, sae, hook, args) -> dict[str, tuple[str, object]]
 
 
 def history(model, tokenizer, hook: str, text: str) -> torch.Tensor:
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     batch = tokenizer([text], return_tensors="pt").to(next(model.parameters()).device)
     return hooks.run_to_hook(model, hook, **batch)[0].float().cpu()  # [T, d_model]
@@ -106,7 +106,7 @@ def generate_all(model, tokenizer, batches, args) -> None:
 
 
 def case(model, tokenizer, batches, args, hook=None, fn=None):
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     def run():
         with torch.no_grad():
@@ -133,7 +133,7 @@ def per_call_seconds(fn, kind: str, h_prompt, h_step, calls: int, blocks: int, d
     (as `hooks.attach` does) or bare (fn None)."""
     from contextlib import nullcontext
 
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     model = StandIn().to(device)
     block = model.model.layers[0]
@@ -152,7 +152,7 @@ def per_call_seconds(fn, kind: str, h_prompt, h_step, calls: int, blocks: int, d
 
 def hook_costs(model, tokenizer, variants_, args) -> dict[str, float]:
     """Seconds each method adds to one decode-step call of its block (attached minus bare)."""
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     h_prompt = history(model, tokenizer, variants_["unsteered"][0], PROMPTS[0])[None].to(args.device, model.dtype)
     h_step = h_prompt[:, -1:].clone()  # [1, 1, d_model]: a real residual at a decode step

@@ -3,7 +3,7 @@
     python scripts/bench/bench_memory.py                 # d_sae 16k and 65k, d_model 576, 4096 tokens, CPU
     python scripts/bench/bench_memory.py --device cuda   # torch.cuda.max_memory_allocated instead of maxrss
 
-Paths compared (saebasis.sae.SAEBasis):
+Paths compared (saebasis.core.sae.SAEBasis):
     dense    encode(h)                        -> [tokens, d_sae]; holds pre-activations + activations
     chunked  encode_chunked(h, chunk)         -> [tokens, d_sae]; holds the output + one chunk
     topk     encode_topk_sparse(h, k, chunk)  -> indices/values [tokens, k]; flat in d_sae beyond one chunk
@@ -30,7 +30,7 @@ def worker(d_sae: int, path: str, tokens: int, d_model: int, chunk: int, k: int,
     import torch
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from saebasis.sae import SAEBasis
+    from saebasis.core.sae import SAEBasis
 
     torch.manual_seed(0)
     sae = StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=d_sae, dtype=dtype, device=device))

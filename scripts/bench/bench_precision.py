@@ -28,7 +28,7 @@ PRECISIONS = ("fp32", "autocast_bf16", "bf16_weights")
 
 def generation_cases(model, tokenizer, prompts: list[str], new_tokens: int) -> tuple[dict, dict]:
     """{precision: callable} generating every prompt once, and {precision: responses of the last call}."""
-    from saebasis.generation import generate_timed
+    from saebasis.core.generation import generate_timed
 
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     device = next(model.parameters()).device.type
@@ -70,7 +70,7 @@ def main() -> None:
     args.reps = args.reps or 3
 
     from saebasis.data import load_concept
-    from saebasis.stack import Stack
+    from saebasis.core.stack import Stack
 
     model, tokenizer, sae, hook, note = common.stack(args)
     concept = load_concept(args.concept)

@@ -22,7 +22,7 @@ runs with its min-max spread, and a target (ours >= 1.05x LoRA o_proj / all-line
 
 pyreft pins transformers==4.45.1 (saebasis needs 5.x), so LoReFT runs in its own venv through
 scripts/bench/pyreft_worker.py. Create it once with `bash scripts/setup_pyreft.sh`. The worker reads a
-transformers-4 copy of the model folder (saebasis.models.transformers4_folder: rope theta, tokenizer).
+transformers-4 copy of the model folder (saebasis.core.models.transformers4_folder: rope theta, tokenizer).
 Token batches are random ids (seeded): throughput does not depend on the text.
 """
 
@@ -49,7 +49,7 @@ LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_
 
 def ours(model, sae, hook, method: str, rank: int | None):
     """A step function training a saebasis intervention, its parameter count, its rank."""
-    from saebasis import hooks
+    from saebasis.core import hooks
     from saebasis.interventions import REGISTRY, build
 
     if method not in REGISTRY:
@@ -176,13 +176,13 @@ def start_pyreft(args, ids, notes):
         return None
     from safetensors.torch import save_file
 
-    from saebasis.models import EMBEDDED_NAMES, embedded_model_dir
+    from saebasis.core.models import EMBEDDED_NAMES, embedded_model_dir
 
     model_dir = embedded_model_dir() if args.model.lower() in EMBEDDED_NAMES else Path(args.model)
     if not (model_dir / "config.json").exists():
         notes.append(f"loreft: not measured: the worker needs a local model folder, got {args.model}")
         return None
-    from saebasis.models import transformers4_folder
+    from saebasis.core.models import transformers4_folder
 
     model_dir = transformers4_folder(model_dir)  # the worker runs transformers 4.45
     data = Path(tempfile.mkdtemp()) / "ids.safetensors"
@@ -264,7 +264,7 @@ def cache_bound(n_layers: int, layer: int, epochs: int, head: float = 0.0, per_e
 def bound_terms(model, sae) -> tuple[float, float]:
     """(head, per_epoch) of cache_bound in block-forward units, from the shapes: the LM head's weight entries over
     one block's, and the SAE's encoder + decoder entries, forward and backward (Part 2 trains sae_adaptor)."""
-    from saebasis.hooks import blocks
+    from saebasis.core.hooks import blocks
 
     block = sum(p.numel() for p in blocks(model)[0].parameters())
     head = model.get_output_embeddings().weight.numel() / block
@@ -306,7 +306,7 @@ def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
     """Part 2: E epochs of sae_adaptor training over the same batches through saebasis' own
     `ActivationCache` (the path `train(cfg)` takes with cache_activations=true): off = every epoch from
     the token ids; on = the hook activations computed once, later epochs run only the blocks after L."""
-    from saebasis import hooks
+    from saebasis.core import hooks
     from saebasis.train.cache import ActivationCache
 
     torch.manual_seed(1)
@@ -358,7 +358,7 @@ def ours_module(model, sae, rank):
 @torch.no_grad()
 def max_logit_gap(model, hook: str, iv, batch) -> float:
     """The cached path must compute the same model: compare its logits with the full forward + hook."""
-    from saebasis import hooks
+    from saebasis.core import hooks
     from saebasis.train.cache import ActivationCache
 
     with hooks.attach(model, hook, iv), common.autocast(model):  # the path that is timed, autocast included

@@ -156,8 +156,8 @@ def stack(args: argparse.Namespace):
     import torch
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from saebasis.models import load_model
-    from saebasis.sae import ASSETS, SAEBasis
+    from saebasis.core.models import load_model
+    from saebasis.core.sae import ASSETS, SAEBasis
 
     args.model = args.model or ("tiny-llama" if args.quick else "smollm2")
     args.layer = args.layer if args.layer is not None else (1 if args.quick else 12)
@@ -189,7 +189,7 @@ def random_weights_model(args: argparse.Namespace):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from saebasis.models import EMBEDDED_NAMES, LoadedModel, check_device, embedded_model_dir, prepare
+    from saebasis.core.models import EMBEDDED_NAMES, LoadedModel, check_device, embedded_model_dir, prepare
 
     check_device(args.device)
     path = embedded_model_dir() if args.model.lower() in EMBEDDED_NAMES else Path(args.model)

@@ -44,7 +44,7 @@ def main() -> None:
     if args.device != "cpu" or args.dtype != "float32" or args.reps:
         raise SystemExit("profile_demo profiles what the demo runs: compare's own stack (configs/model, on the CPU), one pass; "
                          "--device / --dtype / --reps do not apply (use --autocast bfloat16 for the demo's bf16 mode).")
-    from saebasis.compare import compare, method_config
+    from saebasis.experiments.compare import compare, method_config
     from saebasis.config import compose, to_dict
     from saebasis.train.train import train
 
@@ -90,8 +90,8 @@ def main() -> None:
     }
     evaluation = {
         "seconds": eval_s,
-        "generate": seconds_in(estats, "generate_timed", "saebasis/generation.py"),
-        "judges": seconds_in(estats, "judge", "saebasis/compare.py"),
+        "generate": seconds_in(estats, "generate_timed", "saebasis/core/generation.py"),
+        "judges": seconds_in(estats, "judge", "saebasis/experiments/compare.py"),
         "kl_to_base": seconds_in(estats, "kl_to_base", "saebasis/eval/metrics.py"),
         "latent_l0": seconds_in(estats, "latent_l0", "saebasis/eval/metrics.py"),
         "linear_own": seconds_in(estats, LINEAR, own=True),

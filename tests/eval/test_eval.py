@@ -7,7 +7,7 @@ import torch
 
 from saebasis.config import compose, to_dict
 from saebasis.data import ABItem
-from saebasis.eval.judges import fluency_from_ppl, sentiment_scores, similarity_scores
+from saebasis.judges import fluency_from_ppl, sentiment_scores, similarity_scores
 from saebasis.eval.metrics import L0_TOL, ab_matching_prob, harmonic_mean, kl_to_base, latent_l0
 from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, search_strength, select_strength
 from saebasis.interventions import build
@@ -116,8 +116,8 @@ def test_judges_order_clear_cases():
 
 @pytest.mark.slow
 def test_fluency_prefers_fluent_text_under_the_embedded_model():
-    from saebasis.eval.judges import fluency_scores
-    from saebasis.models import load_model
+    from saebasis.judges import fluency_scores
+    from saebasis.core.models import load_model
 
     loaded = load_model("smollm2")
     fluent = "The weather was warm, so we walked to the park and had lunch under a tree."
@@ -165,7 +165,7 @@ def test_ab_probability_is_a_probability_and_zero_strength_is_base(model, tokeni
 
 
 def test_seeded_sampling_is_reproducible_and_greedy_ignores_seed(model, tokenizer):
-    from saebasis.generation import generate_timed
+    from saebasis.core.generation import generate_timed
 
     prompts = ["the movie", "a day", "the weather"]
     kw = dict(max_new_tokens=6, batch_size=2)
@@ -194,7 +194,7 @@ def _bias_run(tmp_path, sae):
 
 
 def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
-    from saebasis.compare import compare
+    from saebasis.experiments.compare import compare
 
     train = {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", "debug=fast", "batch_size=2", "max_len=24",
                                                               "trainer.enable_progress_bar=false"]}
@@ -244,7 +244,7 @@ def test_results_table_flags_edge_strengths_and_judges_that_disagree(tmp_path):
 
 
 def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
-    from saebasis.compare import compare
+    from saebasis.experiments.compare import compare
 
     (concept_dir / "concept.yaml").write_text("name: agree\ndescription: agreeing with the user\njudge: ab\n")
     items = [{"question": f"is {x} good?\n(A) yes\n(B) no", "matching": "(A)", "not_matching": "(B)", "split": s}
@@ -265,7 +265,7 @@ def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
      ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"), ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list")],
 )
 def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_dir, sae, methods, pattern, monkeypatch):
-    from saebasis import compare as compare_mod
+    from saebasis.experiments import compare as compare_mod
 
     monkeypatch.setattr(compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods"))
     with pytest.raises(ValueError, match=pattern):
@@ -273,12 +273,12 @@ def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_di
 
 
 def test_compare_loads_the_model_once_for_every_method(concept_dir, tmp_path, sae, monkeypatch):
-    import saebasis.stack
-    from saebasis.compare import compare
+    import saebasis.core.stack
+    from saebasis.experiments.compare import compare
 
     loads = []
-    real = saebasis.stack.load_model
-    monkeypatch.setattr(saebasis.stack, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = saebasis.core.stack.load_model
+    monkeypatch.setattr(saebasis.core.stack, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
     fast = ["debug=fast", "batch_size=2", "max_len=24", "trainer.enable_progress_bar=false"]
     methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
                "vector": {"kind": "train", "strengths": [1], "overrides": ["experiment=residual_vector", *fast]},
@@ -291,8 +291,8 @@ def test_compare_loads_the_model_once_for_every_method(concept_dir, tmp_path, sa
 def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tmp_path, sae, monkeypatch):
     """A resumed compare reuses a cell only when the method's composed config is the same: the same spec under
     other stack overrides (as after an edited experiment file or a changed default) is made again."""
-    import saebasis.compare as compare_mod
-    from saebasis.compare import compare, config_key, method_config, saved_key
+    import saebasis.experiments.compare as compare_mod
+    from saebasis.experiments.compare import compare, config_key, method_config, saved_key
 
     fast = ["debug=fast", "batch_size=2", "trainer.enable_progress_bar=false"]
     methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
@@ -327,8 +327,8 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
 def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_across_precisions(concept_dir, tmp_path, sae, monkeypatch):
     """autocast=bfloat16: every generate and judge call runs under torch.autocast(bf16), trained methods are trained with
     Lightning's bf16-mixed (so their resume key differs), and a board judged in fp32 is not reused in bf16 (or back)."""
-    import saebasis.compare as compare_mod
-    from saebasis.compare import compare, method_config
+    import saebasis.experiments.compare as compare_mod
+    from saebasis.experiments.compare import compare, method_config
 
     seen = []
     real_generate = compare_mod.generate_timed

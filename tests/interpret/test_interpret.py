@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.config import compose
 from saebasis.interpret.cache import latent_cache
 from saebasis.interpret.contexts import max_contexts
@@ -208,7 +208,7 @@ def test_torch_nmf_matches_sklearn_fit():
 # -- corpus ---------------------------------------------------------------------------------------
 def test_corpus_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setattr("saebasis.corpus.SHIPPED_DIR", tmp_path / "no-shards")
+    monkeypatch.setattr("saebasis.corpus.build.SHIPPED_DIR", tmp_path / "no-shards")
     texts, source = load_texts("auto", None)
     assert source == TEXTS_FALLBACK and len(texts) > 100 and any("coffee" in t for t in texts)
     jsonl = tmp_path / "c.jsonl"
@@ -310,8 +310,8 @@ def test_report_renders_in_headless_chromium_with_plots_visible(report, tmp_path
 # -- the embedded model ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_interpret_on_the_embedded_model(tmp_path):
-    from saebasis.models import load_model
-    from saebasis.sae import SAEBasis
+    from saebasis.core.models import load_model
+    from saebasis.core.sae import SAEBasis
 
     sae = SAEBasis.load("builtin:smollm2-l12")
     loaded = load_model("smollm2")
@@ -337,7 +337,7 @@ def test_interpret_on_the_embedded_model(tmp_path):
 # -- the per-latent table ---------------------------------------------------------------------------
 def test_latent_table_matches_the_cache_and_is_found_by_key(model, tokenizer, sae, tmp_path):
     from saebasis.interpret.table import TableSettings, latent_table, save_table
-    from saebasis.sae import SAEBasis
+    from saebasis.core.sae import SAEBasis
 
     texts = TEXTS * 3
     ids = [f"d{i}" for i in range(len(texts))]
@@ -532,9 +532,9 @@ def test_report_html_escapes_every_text():
 def test_the_chat_templates_shared_opening_is_not_encoded():
     """Every model-written document starts with the template's system block: those tokens are left out of the
     per-latent statistics (they would dominate them), other documents are untouched."""
-    from saebasis.corpus_acts import template_prefix
+    from saebasis.corpus.acts import template_prefix
     from saebasis.interpret.cache import valid_mask
-    from saebasis.models import tiny_tokenizer
+    from saebasis.core.models import tiny_tokenizer
 
     tok = tiny_tokenizer()
     prefix = template_prefix(tok)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from saebasis import hooks
-from saebasis.activations import collect
+from saebasis.core import hooks
+from saebasis.core.activations import collect
 from saebasis.config import compose
 from saebasis.interventions import build
 from saebasis.interventions.sara import SARA, reduced, sara_delta
@@ -227,7 +227,7 @@ def test_sara_leaves_the_attention_sink_out_of_x_o():
 def test_diffmean_last_experiment_reads_the_last_token(concept_dir, tmp_path):
     """experiment=diffmean_last (CAA's read position) fits v from the pairs' last tokens only."""
     from saebasis.data import load_concept
-    from saebasis.stack import load_stack
+    from saebasis.core.stack import load_stack
 
     cfg = compose("fit_baseline", ["experiment=diffmean_last", "model=tiny", "sae=none", f"data={concept_dir}",
                                    "hook=blocks.1.hook_resid_post", f"run_dir={tmp_path / 'run'}"])

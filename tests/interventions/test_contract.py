@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saebasis import hooks
-from saebasis.generation import generate_grid, generate_timed
+from saebasis.core import hooks
+from saebasis.core.generation import generate_grid, generate_timed
 from saebasis.interventions import build
 from saebasis.interventions.base import check_strength
 from tests.conftest import D_MODEL

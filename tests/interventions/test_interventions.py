@@ -43,7 +43,7 @@ def test_identity_at_init(method, sae):
 
 @pytest.mark.parametrize("method", ["sae_bias", "sae_adaptor", "residual_adaptor", "residual_vector"])
 def test_gradients_reach_only_intervention_parameters(method, sae, model, batch):
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     iv = build(method, LEARNED[method], D_MODEL, sae)
     with hooks.attach(model, sae.hook, iv):

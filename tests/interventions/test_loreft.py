@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.interventions import build
 from saebasis.interventions.loreft import SETUP, pyreft_python, run_worker
 from saebasis.runs import load_run, save_run
@@ -105,7 +105,7 @@ def test_gradients_reach_only_its_parameters_and_the_model_is_restored(model, ba
 
 @pytest.mark.parametrize("positions", ["all", "f1+l2"])
 def test_save_load_bit_for_bit_and_grid_generation(positions, model, tokenizer, batch, tmp_path):
-    from saebasis.generation import generate, generate_grid
+    from saebasis.core.generation import generate, generate_grid
 
     iv = planted(positions=positions)
     save_run(tmp_path / "r", iv, {"sae": None})
@@ -164,7 +164,7 @@ def _position_ids(batch):
 @pytest.fixture
 def tiny_folder(tmp_path):
     """saebasis' tiny random model saved by transformers 5, and its transformers-4 copy."""
-    from saebasis.models import tiny_model, transformers4_folder
+    from saebasis.core.models import tiny_model, transformers4_folder
 
     lm = tiny_model()
     lm.model.save_pretrained(tmp_path / "tiny")
@@ -192,8 +192,8 @@ def test_native_application_gives_pyreft_logits_on_the_tiny_model(pyreft_py, tin
 
 def test_trains_through_pyreft_and_the_run_reloads_to_pyreft_logits(pyreft_py, tmp_path, concept_dir):
     from saebasis.config import compose
-    from saebasis.models import transformers4_folder
-    from saebasis.stack import load_stack
+    from saebasis.core.models import transformers4_folder
+    from saebasis.core.stack import load_stack
     from saebasis.train.train import train
 
     overrides = ["experiment=loreft", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}", f"hook={HOOK}",
@@ -215,8 +215,8 @@ def test_trains_through_pyreft_and_the_run_reloads_to_pyreft_logits(pyreft_py, t
 
 @pytest.mark.slow
 def test_embedded_model_folder_loads_under_transformers_4_with_its_rope_and_tokenizer(pyreft_py, tmp_path):
-    from saebasis.activations import chat_prefix
-    from saebasis.models import embedded_model_dir, load_model, transformers4_folder
+    from saebasis.core.activations import chat_prefix
+    from saebasis.core.models import embedded_model_dir, load_model, transformers4_folder
 
     folder = transformers4_folder(embedded_model_dir())
     lm = load_model("smollm2")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from saebasis import hooks
+from saebasis.core import hooks
 from saebasis.interventions import build
 from saebasis.runs import load_run, save_run
 from tests.conftest import D_MODEL
@@ -175,7 +175,7 @@ def test_caa_fit_through_steering_vectors_matches_saebasis_last_token_diffmean(c
 
 
 def test_caa_applied_by_the_library_is_saebasis_addition_and_round_trips(caa_fit, batch):
-    from saebasis.stack import load_stack
+    from saebasis.core.stack import load_stack
 
     run = load_run(caa_fit()["run_dir"])
     iv = run.intervention
@@ -201,7 +201,7 @@ def _logits_at(model, batch, hook, iv=None, strength=1.0):
 @pytest.mark.parametrize("peer", ["lora", "caa"])
 def test_peer_generate_grid_matches_one_strength_at_a_time(peer, model, tokenizer):
     """The leaderboard's path: one batched generate over a strength grid (per-row strengths, KV cache)."""
-    from saebasis.generation import generate, generate_grid
+    from saebasis.core.generation import generate, generate_grid
 
     pytest.importorskip({"lora": "peft", "caa": "steering_vectors"}[peer])
     if peer == "lora":

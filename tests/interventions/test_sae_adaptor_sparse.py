@@ -7,7 +7,7 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 from saebasis.interventions import build
 from saebasis.interventions.sae_support import SupportCache, read_latents, write_rows
 from saebasis.runs import load_run, save_run
-from saebasis.sae import SAEBasis
+from saebasis.core.sae import SAEBasis
 from tests.conftest import D_MODEL, HOOK, tiny_sae
 
 SPARSE = {"rank": 3, "k_in": 6, "k_out": 5, "act": "relu"}

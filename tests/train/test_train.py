@@ -37,7 +37,7 @@ def test_training_moves_parameters_and_logs(tiny_overrides):
 def test_preference_objective_raises_the_positive_margin(tiny_overrides):
     """BiPO / DPO-style training must move log p(pos) - log p(neg) up relative to the unsteered model."""
     from saebasis.data import load_concept
-    from saebasis.stack import load_stack
+    from saebasis.core.stack import load_stack
     from saebasis.train.datamodule import ConceptDataModule
     from saebasis.train.module import SteeringModule
 
@@ -99,7 +99,7 @@ def test_closed_form_methods_are_refused(tiny_overrides):
 
 
 def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path):
-    from saebasis.generate import generate
+    from saebasis.experiments.generate import generate
 
     run = train(compose("train", ["experiment=residual_vector", "lr=0.5", "trainer.max_epochs=2", *tiny_overrides]))["run_dir"]
     base = ["max_new_tokens=6", f"run={run}", "prompt=the movie"]
@@ -142,7 +142,7 @@ def hooks_counting(model, calls):
     """Record the index of every real decoder block that runs (the cache's stand-ins are not counted)."""
     from contextlib import ExitStack
 
-    from saebasis import hooks
+    from saebasis.core import hooks
 
     stack = ExitStack()
     for i, block in enumerate(hooks.blocks(model)):
@@ -172,14 +172,14 @@ def test_cached_activations_on_gpt2_family(tokenizer):
     """GPT-2 adds position embeddings before its blocks: the cache replaces blocks, not inputs_embeds, so it still matches."""
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from saebasis.models import prepare
+    from saebasis.core.models import prepare
     from saebasis.train.cache import ActivationCache, model_inputs
 
     torch.manual_seed(0)
     gpt2 = prepare(AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)), tokenizer)
     batch = dict(tokenizer(["i love this movie", "a bad film and the weather is awful"], return_tensors="pt", padding=True))
     cache = ActivationCache(gpt2, "blocks.1.hook_resid_post")
-    from saebasis import hooks
+    from saebasis.core import hooks
     from saebasis.interventions import build
 
     shift = build("residual_vector", {}, 32)
@@ -227,7 +227,7 @@ def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_over
 
 def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_path, sae):
     from saebasis.data import load_concept
-    from saebasis.stack import load_stack
+    from saebasis.core.stack import load_stack
     from saebasis.interventions.sae_bias import alive_latents
 
     with torch.no_grad():  # latents 0..9 can never fire

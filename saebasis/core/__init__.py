@@ -1,0 +1,1 @@
+"""The ground floor: model and SAE loading, hooks, activations, generation, the frozen stack."""

@@ -1,0 +1,1 @@
+"""The SAE's lifecycle: the model-written corpus, its activation cache, SAE training and quality."""

@@ -1,0 +1,1 @@
+"""Orchestration commands: compare, leaderboard, plateau, sweeps, demo, generate."""

@@ -1,0 +1,1 @@
+"""KL vs steering size: the analysis, its command and its report."""
