@@ -40,11 +40,16 @@ def model_shape(name: str) -> tuple[int, int]:
     """(n_layers, d_model) of a model from its config alone (no weights are loaded)."""
     from transformers import AutoConfig
 
-    from saebasis.core.models import EMBEDDED_NAMES, embedded_model_dir
+    from saebasis.core.models import EMBEDDED_NAMES, check_safetensors_folder, embedded_model_dir
 
     config = _tiny_config(name)
     if config is None:
         path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
+        try:
+            check_safetensors_folder(path)
+        except ValueError as err:
+            raise ConfigError("model.name", str(err).rstrip("."), "convert the weights to safetensors as shown, or pick "
+                              "another model") from err
         try:
             config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
@@ -106,6 +111,137 @@ def check_train_numbers(cfg: dict) -> None:
         value = (cfg.get("trainer") or {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0):
             raise ConfigError(f"trainer.{key}", f"must be a positive integer (or -1: no limit), got {value!r}", f"set trainer.{key}=100")
+    check_train_fields(cfg)
+
+
+# -- every field of a training config: choices, counts, finite numbers, known keys -------------------
+TRAIN_CHOICES: dict[str, tuple] = {"objective": ("sft", "preference")}
+"""Enum-like training fields and their allowed values."""
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+LOGGER_MODES = (None, "online", "offline", "disabled")
+
+
+def check_choice(value: Any, field: str, choices: tuple) -> None:
+    if value not in choices:
+        shown = ", ".join("null" if c is None else str(c) for c in choices)
+        raise ConfigError(field, f"unknown value {value!r}", f"choose one of {shown}")
+
+
+def check_real(cfg: dict, key: str, minimum: float, strict: bool, fix: str) -> None:
+    """A finite number >= minimum (> minimum when strict); a missing key keeps its default."""
+    if key not in cfg or cfg[key] is None:
+        return
+    value = cfg[key]
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value < minimum or (strict and value == minimum):
+        bound = f"{'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(key, f"must be a finite number {bound}, got {value!r}", fix)
+
+
+def check_count(cfg: dict, key: str, fix: str, minimum: int = 1) -> None:
+    """An integer count >= minimum, or null (no limit); 0 and negatives are refused, never read as 'all'."""
+    value = cfg.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(key, f"must be {what} or null, got {value!r}", fix)
+
+
+def check_flag(cfg: dict, key: str) -> None:
+    if key in cfg and cfg[key] is not None and not isinstance(cfg[key], bool):
+        raise ConfigError(key, f"must be true or false, got {cfg[key]!r}", f"set {key}=true or {key}=false")
+
+
+def check_model_fields(model: Any) -> None:
+    """model.dtype (a floating-point dtype; the LM is never quantised here)."""
+    dtype = _get(model, "dtype")
+    if dtype is not None:
+        check_choice(str(dtype), "model.dtype", MODEL_DTYPES)
+
+
+def check_train_fields(cfg: dict) -> None:
+    """Choices, counts and coefficients of a training config, and its keys (a typo names the valid ones)."""
+    for key, choices in TRAIN_CHOICES.items():
+        if key in cfg:
+            check_choice(cfg[key], key, choices)
+    check_real(cfg, "beta", 0.0, True, "set beta=1.0 (the preference temperature)")
+    check_real(cfg, "kl_coef", 0.0, False, "set kl_coef=0.0 (or a small positive weight such as 0.1)")
+    check_real(cfg, "weight_decay", 0.0, False, "set weight_decay=0.0 (or a small positive value such as 0.01)")
+    check_count(cfg, "max_pairs", "set max_pairs=null to use every pair, or a positive number of pairs")
+    check_count(cfg, "n_samples", "set n_samples=3 (0: no sample generations)", minimum=0)
+    check_count(cfg, "ckpt_every_n_steps", "set ckpt_every_n_steps=5")
+    for key in ("resume", "overwrite", "cache_activations"):
+        check_flag(cfg, key)
+    check_model_fields(cfg.get("model"))
+    logger = cfg.get("logger")
+    if isinstance(logger, dict):
+        check_choice(logger.get("mode"), "logger.mode", LOGGER_MODES)
+    check_known_keys(cfg, train_keys(), "", extra=("method",))
+    if isinstance(cfg.get("trainer"), dict):
+        check_known_keys(cfg["trainer"], trainer_keys(), "trainer.")
+
+
+def train_keys() -> set[str]:
+    """The top-level keys of a composed train config: configs/train.yaml's own keys and its config groups."""
+    import yaml
+
+    from saebasis.config import CONFIG_DIR
+
+    raw = yaml.safe_load((CONFIG_DIR / "train.yaml").read_text())
+    groups = {k.split("/")[-1].split("@")[0] for d in raw.get("defaults", []) if isinstance(d, dict)
+              for k, v in d.items() if v is not None}  # experiment / debug (null by default) are packaged _global_
+    return (set(raw) - {"defaults", "hydra"}) | groups
+
+
+def trainer_keys() -> set[str]:
+    """The arguments Lightning's Trainer accepts from `trainer.*` (saebasis passes callbacks / logger itself)."""
+    import inspect
+
+    import lightning as L
+
+    return set(inspect.signature(L.Trainer.__init__).parameters) - {"self", "callbacks", "logger", "default_root_dir"}
+
+
+def check_known_keys(cfg: dict, allowed: set[str], prefix: str = "", extra: tuple[str, ...] = ()) -> None:
+    """Refuse keys a config does not know (e.g. `+max_epochs=5` for trainer.max_epochs), naming the valid ones."""
+    import difflib
+
+    unknown = sorted(set(cfg) - set(allowed) - set(extra))
+    if not unknown:
+        return
+    key = unknown[0]
+    if not prefix and key in trainer_keys():
+        meant = f"trainer.{key}"
+    else:
+        close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+        meant = f"{prefix}{close[0]}" if close else None
+    hint = f"did you mean {meant}? " if meant else ""
+    raise ConfigError(f"{prefix}{key}", f"unknown key: nothing reads it ({hint}valid keys{' of ' + prefix[:-1] if prefix else ''}: "
+                      f"{', '.join(sorted(allowed))})",
+                      f"{'use ' + meant + '=<value>' if meant else 'drop it'} (without '+': '+key=' adds a new key, and a new "
+                      f"key is never read)")
+
+
+def check_pair_duplicates(concept: Any, cfg: dict, field: str = "data") -> None:
+    """Duplicate pairs are reported; duplicates that would land in both the train and the validation split
+    (validation rows that are training rows) are refused."""
+    import warnings
+
+    from saebasis.data import split_pairs
+
+    rows = [(p.prompt, p.positive, p.negative) for p in concept.pairs][: cfg.get("max_pairs") or None]
+    n_dup = len(rows) - len(set(rows))
+    if not n_dup:
+        return
+    train_rows, val_rows = split_pairs(concept, cfg.get("val_fraction", 0.1), cfg.get("seed", 0), cfg.get("max_pairs"))
+    leaked = set(train_rows) & set(val_rows)
+    if leaked:
+        raise ConfigError(field, f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates, and {len(leaked)} of "
+                          f"them fall in both the train and the validation split (validation would score training rows)",
+                          "remove the repeated lines from pairs.jsonl (each pair once)")
+    warnings.warn(f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates (the same prompt, positive and "
+                  f"negative): each repeat weighs that pair more. Remove them from pairs.jsonl unless intended.", stacklevel=2)
 
 
 def check_hook(hook: str | None, n_layers: int, field: str = "hook") -> None:
@@ -149,11 +285,12 @@ def _missing_sae(field: str, source: Any) -> None:
                       f"pass a folder, or {field}.path=<release> {field}.sae_id=<id>")
 
 
-def check_dataset(name: Any, field: str = "data") -> None:
+def check_dataset(name: Any, field: str = "data"):
+    """The dataset loads (returns the concept)."""
     if not name or not isinstance(name, str):
         raise ConfigError(field, f"no dataset given (got {name!r})", f"set {field}=<built-in concept name or folder>")
     try:
-        load_concept(name)
+        return load_concept(name)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(field, f"dataset '{name}' cannot be used: {err}", "fix the file named above, or pick a built-in concept") from err
 
@@ -208,11 +345,14 @@ def validate(cfg: Any, dataset_field: str | None = "data") -> None:
     method = cfg.get("method") or _get(cfg, "intervention.method")
     if method is not None:
         check_intervention(method, cfg.get("intervention"), "method" if cfg.get("method") else "intervention.method")
+    check_count(cfg, "max_pairs", "set max_pairs=null to use every pair, or a positive number of pairs")
     if dataset_field is not None:
-        check_dataset(dataset_name(cfg, dataset_field), dataset_field)
+        concept = check_dataset(dataset_name(cfg, dataset_field), dataset_field)
+        check_pair_duplicates(concept, cfg, dataset_field)
     name = _get(cfg, "model.name")
     if not name:
         raise ConfigError("model.name", "no model given", "set model=smollm2 (embedded default) or model.name=<folder or hub id>")
+    check_model_fields(cfg.get("model"))
     n_layers, d_model = model_shape(str(name))
     hook = cfg.get("hook") or _get(cfg, "sae.hook")
     check_hook(hook, n_layers, "hook" if cfg.get("hook") else "sae.hook")

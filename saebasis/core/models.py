@@ -150,12 +150,16 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
     The model is put in eval mode with every parameter frozen: saebasis never trains the LM.
     """
     check_device(device)
+    if str(dtype) not in DTYPES:
+        raise ValueError(f"model.dtype={dtype} is not a floating-point dtype saebasis runs a model in. Use one of "
+                         f"{', '.join(DTYPES)} (float32 on a CPU).")
     if name.lower() in TINY_NAMES:
         return tiny_model(name, device, dtype)
     path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
+    check_safetensors_folder(path)
     torch_dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=Path(path).is_dir() or None)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise OSError(
@@ -163,6 +167,23 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
             f"'smollm2', or go online (unset HF_HUB_OFFLINE) to fetch a hub model."
         ) from err
     return LoadedModel(prepare(model, tokenizer, device), tokenizer, str(name))
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def check_safetensors_folder(path: str | Path) -> None:
+    """A local model folder must hold safetensors weights: pickled ones (pytorch_model.bin, *.pt) are never loaded."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickled:
+        raise ValueError(
+            f"{folder} holds only pickled weights ({', '.join(pickled)}): saebasis loads safetensors weights only, never "
+            f"pickles (they can run code). Convert them once where the file is trusted: python -c \"from transformers "
+            f"import AutoModelForCausalLM as M; M.from_pretrained('{folder}').save_pretrained('{folder}', "
+            f"safe_serialization=True)\", then remove {pickled[0]}.")
 
 
 def check_device(device: str) -> None:
