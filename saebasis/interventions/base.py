@@ -20,6 +20,7 @@ What the code that runs methods may rely on (and it never branches on a method's
 - `latent_change(h, sae, strength)`: the measured change of SAE latents enc(h') - enc(h) per token (or the
   method's own exact change when it works in the SAE basis), used by metrics and interpretation;
 - `latent_scores()`, `folded()`, `penalty()`, `proximal_step()`, `describe()` (what a run reports about itself);
+- `folded_shift(strength)` / `unfolded_reason()`: the one residual vector added at a strength (export), or why none;
 - `latent_score_scale(sae)`: the factor that puts `latent_scores()` in residual units (None: already there);
 - `pullback(sae)`: how a residual method reads and writes through the SAE decoder (None for the others).
 
@@ -228,6 +229,18 @@ class Intervention(nn.Module, ABC):
             memo = (key, None if vector is None else vector.detach())
             self.__dict__["_folded_memo"] = memo
         return memo[1]
+
+    def folded_shift(self, strength: float = 1.0) -> Float[Tensor, " d_model"] | None:
+        """The constant residual vector the method adds at `strength` (the same at every token of every input),
+        or None when its change depends on the residual. What `saebasis export` writes (one vector, one layer).
+        Default: strength * folded(); a method whose shift is not linear in strength (a norm bound) overrides it."""
+        vector = self.folded()
+        return None if vector is None else strength * vector.detach()
+
+    def unfolded_reason(self) -> str:
+        """Why `folded_shift` is None: what `saebasis export` says when it refuses the method."""
+        return (f"'{self.method}' changes the residual by an amount that depends on the residual itself (a function of h), "
+                "not by one constant vector at one layer, so no control vector can carry it.")
 
     def describe(self) -> dict[str, Any]:
         """What a run reports about the method itself (parameters; subclasses add e.g. latents written)."""

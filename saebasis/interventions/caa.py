@@ -113,6 +113,14 @@ class CAA(FittedVector):
         with vector.apply(model, min_token_index=self.cfg.min_token_index, **kw):
             yield
 
+    def folded_shift(self, strength: float = 1.0) -> Tensor | None:
+        """v at every token only when the library applies it from the first token on (min_token_index 0)."""
+        return super().folded_shift(strength) if self.cfg.min_token_index == 0 else None
+
+    def unfolded_reason(self) -> str:
+        return (f"caa with min_token_index={self.cfg.min_token_index} adds v only from that token on, which a "
+                "control vector (added at every token) cannot express; export a run fitted with min_token_index=0.")
+
     def describe(self) -> dict:
         out = super().describe()
         return out if self._check is None else {**out, "fit_check_cosine": round(self._check, 6)}

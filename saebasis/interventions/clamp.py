@@ -71,6 +71,10 @@ class Clamp(Intervention):
             return None
         return self.val @ self.sae.W_dec[self.idx]  # [d_model]
 
+    def unfolded_reason(self) -> str:
+        return ("clamp with mode=clamp sets the chosen latents to values, a change that depends on their current activation "
+                "(on h), so it is no constant vector; mode=add folds to sum_i v_i W_dec[i] and exports.")
+
     def latent_score_scale(self, sae: SAEBasis) -> Tensor:
         """latent_scores() are in latent units: x ||W_dec[i]|| gives the residual change along each row."""
         return sae.W_dec.detach().norm(dim=-1)

@@ -191,6 +191,11 @@ class LoRA(Intervention):
             steered = block(h, **kwargs)
         return h + (steered - block(h, **kwargs))
 
+    def unfolded_reason(self) -> str:
+        return ("lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the residual "
+                "depends on the input and is no single vector; carry it as a peft adapter instead: its A / B matrices are "
+                "the run's intervention.safetensors (adapters.<module>.lora_A / lora_B).")
+
     def describe(self) -> dict:
         return {**super().describe(), "adapted": sorted(k.replace("-", ".") for k in self.adapters)}
 

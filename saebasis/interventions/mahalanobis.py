@@ -117,6 +117,13 @@ class Mahalanobis:
                        positions="all", max_len=max_len, desc="covariance")
         self.whitener.fit(torch.cat([a[1:] for a in acts if len(a) > 1]))
 
+    def folded_shift(self, strength: float = 1.0) -> Tensor | None:
+        """strength * folded() under the hard bound (mahalanobis_max), as `steer` applies it."""
+        shift = super().folded_shift(strength)
+        if shift is None or self.whitener is None:
+            return shift
+        return self.whitener.constrain(shift).detach()
+
     def extra_metrics(self, h: Tensor, delta: Tensor) -> dict[str, Tensor]:
         if self.whitener is None:
             return {}
