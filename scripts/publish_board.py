@@ -7,8 +7,8 @@
 Reads only the board's JSON (concepts/<name>/results.json in the config's concept order, leaderboard.json for its
 time and readability); nothing is generated or judged. A concept whose results.json is missing or not complete is
 left out, and the page says how many concepts it has. The time in the page's title is the sum of every cell's own
-time (training / fitting, strength search, test generation and judging) over every session the board ran in --
-not only the last resume's -- and leaves out runs made earlier with make_only=true."""
+time (training / fitting, strength search, test generation and judging) over every run of the board, resumes
+included, and leaves out runs made earlier with make_only=true."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Set up saebasis in ./.venv on a fresh machine (CPU).  `bash scripts/setup.sh`       -> demo deps
 #                                                      `bash scripts/setup.sh test`  -> + test deps + Chromium
-# torch is pinned to 2.13.0: on this project's machines that is the CPU build on local disk; an
-# unpinned torch would pull a multi-GB CUDA build.
+# torch is pinned to 2.13.0, the version the test suite runs with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -3,7 +3,7 @@
 # transformers==4.45.1, saebasis needs 5.x, so the two never share a venv (saebasis talks to it through
 # saebasis/interventions/loreft_worker.py). Optional: nothing else in saebasis needs it.
 # torch is installed first and then held, so pyreft's deps cannot swap it for a CUDA build.
-#   bash scripts/setup_pyreft.sh              # CPU torch 2.13.0 (from this machine's disk / PyPI)
+#   bash scripts/setup_pyreft.sh              # CPU torch 2.13.0
 #   TORCH_INDEX=https://download.pytorch.org/whl/cu124 bash scripts/setup_pyreft.sh   # a GPU build
 # Elsewhere than <repo>/.venv-pyreft: point SAEBASIS_PYREFT_PYTHON at that venv's python.
 set -euo pipefail

@@ -2,8 +2,8 @@
 
 NMF updates and Gram-Schmidt steps on matrices of a few dozen rows take microseconds each; with several
 intra-op threads, thread wake-ups dominate, and on a busy machine (more runnable processes than cores) one
-iteration can take milliseconds -- measured here: 1000 NMF iterations on a 40 x 8 matrix, 37 s on the
-default threads under load vs 0.1 s on one.
+iteration can take milliseconds: 1000 NMF iterations on a 40 x 8 matrix took 37 s on the default threads with more
+runnable processes than cores, 0.1 s on one thread.
 """
 
 from __future__ import annotations
