@@ -13,7 +13,7 @@ LAYERS = [
     ("saebasis.data",),
     ("saebasis.interventions",),
     ("saebasis.config", "saebasis.runs", "saebasis.validate"),
-    ("saebasis.train", "saebasis.corpus", "saebasis.eval", "saebasis.interpret", "saebasis.export"),
+    ("saebasis.training", "saebasis.corpus", "saebasis.eval", "saebasis.interpret", "saebasis.export"),
     ("saebasis.experiments",),
     ("saebasis.api",),
     ("saebasis.cli", "saebasis"),

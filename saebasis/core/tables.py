@@ -17,10 +17,17 @@ def write_table(stem: Path, rows: Sequence[dict], columns: Sequence[str], cell: 
         writer = csv.DictWriter(f, fieldnames=csv_columns, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: "" if r.get(k) is None else r[k] for k in csv_columns if k in r} for r in rows)
+    stem.with_suffix(".md").write_text(markdown_table(rows, columns, cell, notes))
+    return {"csv": str(stem.with_suffix(".csv")), "md": str(stem.with_suffix(".md"))}
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str], cell: Callable[[dict, str], str] | None = None,
+                   notes: Sequence[str] = ()) -> str:
+    """The Markdown table (and notes under it) that write_table writes, as a string."""
+    cell = cell or (lambda row, key: _default(row.get(key, "")))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r, k) for k in columns) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes))
-    return {"csv": str(stem.with_suffix(".csv")), "md": str(stem.with_suffix(".md"))}
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 def _default(value) -> str:

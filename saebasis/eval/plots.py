@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from saebasis.core.tables import write_table
+from saebasis.core.tables import markdown_table, write_table
 
 COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instruction", "fluency",
            "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead", "n_test", "n_seeds"]
@@ -50,11 +50,22 @@ def footnotes(rows: list[dict]) -> list[str]:
     return notes
 
 
+def table_columns(rows: list[dict]) -> list[str]:
+    """The results table's columns: COLUMNS plus the optional ones some row has."""
+    return COLUMNS + [k for k in OPTIONAL if any(k in r for r in rows)]
+
+
 def write_tables(out: Path, rows: list[dict]) -> dict:
     rows = sorted(rows, key=_order)
-    columns = COLUMNS + [k for k in OPTIONAL if any(k in r for r in rows)]
+    columns = table_columns(rows)
     csv_columns = columns + [k for k in ("on_edge",) if any(k in r for r in rows)]
     return write_table(out / "results", rows, columns, _cell, csv_columns, footnotes(rows))
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """results.md's table (best score first, notes under it) as a string."""
+    rows = sorted(rows, key=_order)
+    return markdown_table(rows, table_columns(rows), _cell, footnotes(rows))
 
 
 def plot_results(out: Path, results: dict) -> dict:

@@ -41,9 +41,10 @@ def fit_intervention(cfg: dict, stack, concept):
 def run_cfg(cfg: dict, stack) -> dict:
     """What a run folder records so `generate` / `interpret` can rebuild the stack."""
     sae = cfg.get("sae") or {}
+    path = sae.get("path") or (stack.sae.source or None if stack.sae else None)  # an SAE built in memory records none
     return {
         "model": cfg["model"], "hook": stack.hook, "data": cfg.get("data"),
-        "sae": {"path": sae["path"], "sae_id": sae.get("sae_id"), "hook": stack.sae.hook} if stack.sae else None,
+        "sae": {"path": path, "sae_id": sae.get("sae_id"), "hook": stack.sae.hook} if stack.sae else None,
         "config": cfg,
     }
 

@@ -1,8 +1,9 @@
 """`saebasis train`: train one intervention on a concept with Lightning; save it as a run folder.
 
-`train(cfg, stack=None, concept=None)` is a plain function: the CLI calls it with a Hydra config; `compare`,
-`demo` and the leaderboard call it in-process with a model/SAE stack and a concept they loaded once, and get
-the trained run back in memory (`result["run"]`, a `saebasis.runs.Run`) as well as saved on disk.
+`train_core(cfg, stack, concept)` is the in-memory core: objects in, trained intervention out, nothing written
+(the Python API calls it). `train(cfg, stack=None, concept=None)` is the CLI's layer around it: the CLI calls it
+with a Hydra config; `compare`, `demo` and the leaderboard call it in-process with a model/SAE stack and a concept
+they loaded once, and get the trained run back in memory (`result["run"]`) as well as saved on disk.
 Checkpoints (Lightning's: intervention parameters + optimizer only, never the LM) go to `ckpt_dir`, each
 recording the config it belongs to; `resume=true` continues from `ckpt_dir/last.ckpt` only when that config
 matches, and loads it weights-only. The final run folder is written atomically, under a lock.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -21,12 +23,12 @@ from saebasis.config import resolve_run_dir, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.core.generation import generate
 from saebasis.interventions import build
-from saebasis.interventions.base import get
+from saebasis.interventions.base import Intervention, get
 from saebasis.runs import Run, check_checkpoint, check_finite, fingerprint, run_guard, save_run
 from saebasis.core.stack import load_stack, stack_for
-from saebasis.train.datamodule import ConceptDataModule
-from saebasis.train.fit import run_cfg
-from saebasis.train.module import SteeringModule
+from saebasis.training.datamodule import ConceptDataModule
+from saebasis.training.fit import run_cfg
+from saebasis.training.module import SteeringModule
 from saebasis.validate import ConfigError, check_train_numbers, validate
 
 
@@ -63,15 +65,72 @@ class RecordConfig(Callback):
         checkpoint["saebasis_config"] = self.fp
 
 
-def trainer_for(cfg: dict, ckpt_dir: Path) -> L.Trainer:
-    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"])
+def quiet_lightning() -> None:
+    """Lightning's one-time tips (logger / litlogger suggestions, GPU-available notes, the model summary) are
+    advice for Lightning users, not for saebasis' users: they are silenced once per process."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|does not have many workers).*")
+
+
+def trainer_for(cfg: dict, ckpt_dir: Path | None, logger=False) -> L.Trainer:
+    """The Lightning Trainer of `cfg.trainer`. With a checkpoint folder (the CLI), checkpoints every
+    ckpt_every_n_steps there, each recording the config; without one (the Python API), nothing is written."""
+    quiet_lightning()
     # The data module's sampler shards by rank itself (and resumes mid-epoch): Lightning must not wrap it.
-    return L.Trainer(**{**cfg["trainer"], "use_distributed_sampler": False}, logger=make_logger(cfg, ckpt_dir),
-                     callbacks=[ckpt, RecordConfig(cfg)], default_root_dir=str(ckpt_dir))
+    kw = {**cfg["trainer"], "use_distributed_sampler": False, "logger": logger}
+    if ckpt_dir is None:
+        return L.Trainer(**kw, enable_checkpointing=False, callbacks=[])
+    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"])
+    return L.Trainer(**kw, callbacks=[ckpt, RecordConfig(cfg)], default_root_dir=str(ckpt_dir))
+
+
+class Trained(NamedTuple):
+    """What the in-memory core returns: the intervention, its metrics, and the logger it was logged to (or None)."""
+
+    intervention: Intervention
+    metrics: dict
+    logger: object | None
+
+
+def train_core(cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_from: Path | None = None,
+               logger=False) -> Trained:
+    """Train (or set, for manual methods) `cfg`'s intervention on objects in memory: the stack and the concept.
+
+    The one training code path: the CLI's `train` wraps it with validation, a run folder, checkpoints and
+    resume; the Python API (`saebasis.training`) calls it directly and writes nothing. The same cfg and seed give
+    the same weights either way. `cfg` is a resolved train config (configs/train.yaml) as a plain dict."""
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    iv = build_intervention(cfg, stack, concept)
+    if iv.kind == "manual":
+        return Trained(iv, {"train_time_s": 0.0, "steps": 0, **iv.describe()}, None)
+    own = iv.train_own(stack, concept, cfg)  # a peer trained by its own library (None: Lightning trains it)
+    if own is not None:
+        check_finite(iv)
+        return Trained(iv, {**own, **iv.describe()}, None)
+    dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"],
+                           cfg.get("max_pairs"))
+    module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
+    trainer = trainer_for(cfg, ckpt_dir, logger)
+    start = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(train_time_s=round(time.time() - start, 2), steps=trainer.global_step, **iv.describe())
+    if trainer.global_step == 0:
+        raise ConfigError("trainer", "training ran 0 optimizer steps (no training batches: check val_fraction, max_pairs "
+                          "and trainer.max_steps / max_epochs)", "leave at least one batch of pairs for training; nothing was saved")
+    check_finite(iv)
+    metrics["global_zero"] = trainer.is_global_zero
+    return Trained(iv, metrics, trainer.logger)
 
 
 def train(cfg, stack=None, concept=None) -> dict:
-    """Train (or, for manual methods, set) the configured intervention; returns metrics, run_dir and the Run."""
+    """`saebasis train`: validate, then train_core inside a run folder's lock with checkpoints; save the run.
+    Returns metrics, run_dir and the Run."""
     setup_env()
     cfg = resolve_run_dir(to_dict(cfg))
     validate({**cfg, "method": cfg["intervention"]["method"]}, dataset_field=None if concept is not None else "data")
@@ -84,29 +143,11 @@ def train(cfg, stack=None, concept=None) -> dict:
     with run_guard(cfg["run_dir"], overwrite=bool(cfg.get("overwrite")) or bool(cfg.get("resume"))):
         concept = concept if concept is not None else load_concept(cfg["data"])
         stack = stack_for(stack, cfg) if stack is not None else load_stack(cfg)
-        L.seed_everything(cfg["seed"], workers=True, verbose=False)
-        iv = build_intervention(cfg, stack, concept)
-        if iv.kind == "manual":
-            return finish(cfg, stack, iv, concept, {"train_time_s": 0.0, "steps": 0, **iv.describe()}, logger=None)
-        own = iv.train_own(stack, concept, cfg)  # a peer trained by its own library (None: Lightning trains it)
-        if own is not None:
-            check_finite(iv)
-            return finish(cfg, stack, iv, concept, {**own, **iv.describe()}, logger=None)
-        dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"], cfg.get("max_pairs"))
-        module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
-        trainer = trainer_for(cfg, ckpt_dir)
-        start = time.time()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.get("resume") else None, weights_only=True)
-        train_time = time.time() - start
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics.update(train_time_s=round(train_time, 2), steps=trainer.global_step, **iv.describe())
-        if trainer.global_step == 0:
-            raise ConfigError("trainer", "training ran 0 optimizer steps (no training batches: check val_fraction, max_pairs "
-                              "and trainer.max_steps / max_epochs)", "leave at least one batch of pairs for training; nothing was saved")
-        check_finite(iv)
-        if not trainer.is_global_zero:
+        logger = make_logger(cfg, ckpt_dir)
+        iv, metrics, used_logger = train_core(cfg, stack, concept, ckpt_dir, last if cfg.get("resume") else None, logger)
+        if not metrics.pop("global_zero", True):
             return {"run_dir": cfg["run_dir"], **metrics}
-        return finish(cfg, stack, iv, concept, metrics, trainer.logger)
+        return finish(cfg, stack, iv, concept, metrics, used_logger)
 
 
 def finish(cfg: dict, stack, iv, concept, metrics: dict, logger) -> dict:

@@ -1,6 +1,6 @@
 """fp32 against bf16 on this machine, for the two things the demo and the leaderboard wait on.
 
-    python scripts/bench/bench_precision.py        # embedded SmolLM2 on CPU (~6 min here)
+    python scripts/bench/bench_precision.py        # embedded SmolLM2 on CPU (~6 min on 2 cores)
 
 Generation: the sentiment concept's first 32 test instructions, 40 new tokens, one batch of 32, greedy, KV cache,
 unsteered, in three precisions: fp32 (the default), fp32 weights under torch.autocast(bfloat16), bf16 weights.
@@ -49,7 +49,7 @@ def generation_cases(model, tokenizer, prompts: list[str], new_tokens: int) -> t
 
 def train_once(overrides: list[str], trainer: str, out: Path, stack, concept) -> dict:
     from saebasis.config import compose
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     cfg = compose("train", [*overrides, f"trainer={trainer}", "logger=none", "n_samples=0", "overwrite=true",
                             "trainer.enable_progress_bar=false", f"run_dir={out / trainer}"])

@@ -13,7 +13,7 @@ rank, repetitions interleaved, median. Nothing upstream of the layer needs gradi
     loreft                           pyreft LoReFT at block L's output, every position (own venv, see below)
     sae_bias / residual_vector       saebasis' constant shifts (the SAE-basis bias and the residual vector)
 Part 2, the activation cache: E epochs of sae_adaptor training over the same batches, from the token
-ids every epoch (cache false) vs through saebasis.train.cache.ActivationCache (cache true: the first
+ids every epoch (cache false) vs through saebasis.training.cache.ActivationCache (cache true: the first
 epoch stores the hook activations, later epochs run only the blocks after L), with a check that the
 cached path computes the same logits; its speed-up is compared with the bound from the layer index and the
 model's shapes (cache_bound: the LM head and the SAE work every epoch pays are counted). Both parts are repeated --runs times (default 3): every ratio is reported as the median over
@@ -307,7 +307,7 @@ def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
     `ActivationCache` (the path `train(cfg)` takes with cache_activations=true): off = every epoch from
     the token ids; on = the hook activations computed once, later epochs run only the blocks after L."""
     from saebasis.core import hooks
-    from saebasis.train.cache import ActivationCache
+    from saebasis.training.cache import ActivationCache
 
     torch.manual_seed(1)
     ids = torch.randint(4, model.config.vocab_size, (args.n_batches, args.batch, args.seq), device=args.device)
@@ -339,7 +339,7 @@ def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
             for k, v in times.items()]
     for r in rows:
         print(f"[training] cache_activations={r['cache_activations']!s:<5} {r['tokens_per_s']:8.1f} tok/s", flush=True)
-    return rows, [f"cache_activations: saebasis.train.cache.ActivationCache (as train(cfg) with cache_activations=true), "
+    return rows, [f"cache_activations: saebasis.training.cache.ActivationCache (as train(cfg) with cache_activations=true), "
                   f"sae_adaptor, {args.epochs} epochs over {args.n_batches} batches, cache filled in the first epoch; "
                   f"the cached path computes the same logits as the full forward (max |gap| {check:.2e})."]
 
@@ -359,7 +359,7 @@ def ours_module(model, sae, rank):
 def max_logit_gap(model, hook: str, iv, batch) -> float:
     """The cached path must compute the same model: compare its logits with the full forward + hook."""
     from saebasis.core import hooks
-    from saebasis.train.cache import ActivationCache
+    from saebasis.training.cache import ActivationCache
 
     with hooks.attach(model, hook, iv), common.autocast(model):  # the path that is timed, autocast included
         full = model(**batch, use_cache=False).logits

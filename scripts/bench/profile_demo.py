@@ -46,7 +46,7 @@ def main() -> None:
                          "--device / --dtype / --reps do not apply (use --autocast bfloat16 for the demo's bf16 mode).")
     from saebasis.experiments.compare import compare, method_config
     from saebasis.config import compose, to_dict
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -84,7 +84,7 @@ def main() -> None:
     training = {
         "seconds": train_s[cfg["seeds"][0]],
         "seconds_per_seed": train_s,
-        "forward": seconds_in(tstats, "_forward", "saebasis/train/module.py"),
+        "forward": seconds_in(tstats, "_forward", "saebasis/training/module.py"),
         "backward": seconds_in(tstats, "_engine_run_backward", "torch/autograd"),
         "linear_own": seconds_in(tstats, LINEAR, own=True),
     }

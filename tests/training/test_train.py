@@ -5,8 +5,8 @@ import torch
 
 from saebasis.config import compose
 from saebasis.runs import load_run
-from saebasis.train.module import NonFiniteLoss
-from saebasis.train.train import train
+from saebasis.training.module import NonFiniteLoss
+from saebasis.training.train import train
 
 EXPERIMENTS = ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residual_adaptor", "residual_vector"]
 
@@ -38,8 +38,8 @@ def test_preference_objective_raises_the_positive_margin(tiny_overrides):
     """BiPO / DPO-style training must move log p(pos) - log p(neg) up relative to the unsteered model."""
     from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
-    from saebasis.train.datamodule import ConceptDataModule
-    from saebasis.train.module import SteeringModule
+    from saebasis.training.datamodule import ConceptDataModule
+    from saebasis.training.module import SteeringModule
 
     cfg = compose("train", ["experiment=residual_vector", "objective=preference", "trainer.max_epochs=4", "lr=0.05", *tiny_overrides])
     result = train(cfg)
@@ -115,8 +115,8 @@ def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path)
 def test_cached_activations_give_the_same_logits(model, tokenizer, sae, concept_dir, hook):
     from saebasis.data import load_concept
     from saebasis.interventions import build
-    from saebasis.train.datamodule import ConceptDataModule
-    from saebasis.train.module import SteeringModule
+    from saebasis.training.datamodule import ConceptDataModule
+    from saebasis.training.module import SteeringModule
 
     iv = build("residual_vector", {}, 32, sae)
     with torch.no_grad():
@@ -173,7 +173,7 @@ def test_cached_activations_on_gpt2_family(tokenizer):
     from transformers import AutoModelForCausalLM, GPT2Config
 
     from saebasis.core.models import prepare
-    from saebasis.train.cache import ActivationCache, model_inputs
+    from saebasis.training.cache import ActivationCache, model_inputs
 
     torch.manual_seed(0)
     gpt2 = prepare(AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)), tokenizer)
@@ -193,7 +193,7 @@ def test_cached_activations_on_gpt2_family(tokenizer):
 
 
 def test_cache_refuses_a_hook_with_nothing_upstream(model):
-    from saebasis.train.cache import ActivationCache
+    from saebasis.training.cache import ActivationCache
 
     with pytest.raises(ValueError, match="nothing runs before blocks.0.hook_resid_pre.*cache_activations=false"):
         ActivationCache(model, "blocks.0.hook_resid_pre")
@@ -202,9 +202,9 @@ def test_cache_refuses_a_hook_with_nothing_upstream(model):
 def test_completion_window_gives_the_full_loss(model, tokenizer, concept_dir):
     """The LM head runs only on the last positions that hold completions: the losses must not change."""
     from saebasis.data import load_concept
-    from saebasis.train.cache import model_inputs
-    from saebasis.train.datamodule import ConceptDataModule
-    from saebasis.train.module import completion_window, sequence_logp, sft_loss
+    from saebasis.training.cache import model_inputs
+    from saebasis.training.datamodule import ConceptDataModule
+    from saebasis.training.module import completion_window, sequence_logp, sft_loss
 
     dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24)
     batch = next(iter(dm.train_dataloader()))["pos"]
