@@ -17,7 +17,7 @@ of the seeded prompt list, written atomically once complete, so an interrupted b
 first missing shard and a shard's text depends only on (seed, shard index). Shards whose index is
 `HELDOUT_EVERY - 1` mod `HELDOUT_EVERY` are held out: no SAE trains on them; SAE quality and the
 interpretation tables are measured on them. The shipped corpus lives in `saebasis/assets/corpus`
-(built by `scripts/build_corpus.sh`).
+(built by `python scripts/build_corpus.py --n-shards 51`).
 """
 
 from __future__ import annotations
