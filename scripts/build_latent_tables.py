@@ -3,6 +3,10 @@
     python scripts/build_latent_tables.py                      # every SAE in saebasis/assets/sae
     python scripts/build_latent_tables.py --sae smollm2-l12 --device cuda
 
+Each table gets every latent's effect scores too (output score, input score, delta_conf;
+saebasis/interventions/latent_effect.py), in a second step whose seconds are printed. Resumable: a table already
+up to date is not rebuilt, and one whose effect scores match this model, SAE and settings is not rescored.
+
 Writes saebasis/assets/sae/<name>/latents/{table.safetensors.gz, table.json} (see saebasis/interpret/table.py),
 so `saebasis interpret` with corpus=auto finds it by key and loads it in seconds. The settings are those of
 configs/interpret.yaml, so the key matches what `interpret` computes; a table whose key no longer matches (SAE
@@ -18,7 +22,8 @@ from pathlib import Path
 
 from saebasis.config import compose
 from saebasis.interpret.report import table_settings
-from saebasis.interpret.table import latent_table
+from saebasis.interpret.table import add_effect, has_effect, latent_table, save_table
+from saebasis.interventions.latent_effect import EffectSettings
 from saebasis.interpret.texts import load_corpus
 from saebasis.core.models import load_model
 from saebasis.core.sae import ASSETS, SAEBasis
@@ -31,6 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write here instead of <SAE folder>/latents (for trials)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--effect-batch", type=int, default=128, help="latents scored per forward pass")
     args = parser.parse_args()
     cfg = compose("interpret", [f"corpus={args.corpus}"])
     names = args.sae or sorted(p.name for p in (ASSETS / "sae").iterdir() if (p / "cfg.json").exists())
@@ -44,14 +50,19 @@ def main() -> None:
         start = time.perf_counter()
         out = args.out / name if args.out else folder / "latents"
         table, where = latent_table(loaded.model, loaded.tokenizer, sae, corpus.texts, corpus.ids, corpus.source,
-                                    table_settings(cfg), batch_size=args.batch_size, write_to=out)
+                                    table_settings(cfg), batch_size=args.batch_size, write_to=out, effect=False)
         if where != "built":  # already up to date (or in the cache): write it to the SAE folder anyway
-            from saebasis.interpret.table import save_table
-
             save_table(out, table)
+        print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s")
+        effect = EffectSettings(batch_size=args.effect_batch)
+        if has_effect(table, loaded.model, sae, effect):
+            print(f"[saebasis] {name}: effect scores already there ({table.info['effect']['seconds']} s when computed)")
+        else:
+            seconds = add_effect(table, loaded.model, loaded.tokenizer, sae, effect)
+            save_table(out, table)
+            print(f"[saebasis] {name}: effect scores of {table.d_sae} latents in {seconds:.0f} s")
         size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-        print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s -> {out} ({size:.1f} MiB; "
-              f"{int((table.t['n_fire'] > 0).sum())} of {table.d_sae} latents fire)")
+        print(f"[saebasis] {name}: {out} ({size:.1f} MiB; {int((table.t['n_fire'] > 0).sum())} of {table.d_sae} latents fire)")
 
 
 if __name__ == "__main__":

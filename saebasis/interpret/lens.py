@@ -16,34 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm", "model.decoder.final_layer_norm")
-
-
-def final_norm(model: nn.Module) -> tuple[nn.Module | None, str]:
-    """The final norm module and its dotted path (None, "" when the model has none)."""
-    for path in FINAL_NORMS:
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, nn.Module):
-            return obj, path
-    return None, ""
-
-
-def through_norm(model: nn.Module, d: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
-    """The linear part of the final norm applied to direction(s) d (see the module docstring)."""
-    norm, _ = final_norm(model)
-    if norm is None:
-        return d
-    if isinstance(norm, nn.LayerNorm):
-        d = d - d.mean(-1, keepdim=True)
-    weight = getattr(norm, "weight", None)
-    if weight is None:
-        return d
-    weight = weight.detach().float()
-    if getattr(model.config, "model_type", "").startswith("gemma"):
-        weight = 1 + weight  # Gemma stores the RMSNorm scale as an offset from 1
-    return d * weight
+from saebasis.interventions.latent_effect import FINAL_NORMS, final_norm, through_norm  # noqa: F401 (re-exported)
 
 
 def norm_note(model: nn.Module) -> str:

@@ -12,7 +12,17 @@ gzip-compressed safetensors file (`table.safetensors.gz`) plus a readable `table
                              activation on each (-1 pads past a document's edge; the peak is column `before`)
   top_ids / top_counts       the tokens it fires on, most frequent first (share = count / n_fire)
   prev_ids / prev_counts     the tokens just before those (share = count / n_prev)
+  lift_ids / lift_counts /   the tokens it fires on ranked by lift = share among its firing tokens / share among all
+  lift                       encoded corpus tokens (its base rate), among tokens seen >= `min_count` times (or, for
+                             a latent that fires on no token that often, those seen most often): a frequent function
+                             word it fires on no more than anything else has lift ~1 and ranks last
+  prev_lift_ids / ..._counts the same for the tokens just before (base rate: all corpus tokens)
+  / prev_lift
   lens_up*/lens_down*        logit lens of W_dec[i] (lens.py): most promoted / suppressed tokens, with logits
+  output_score, input_score, per-latent effect scores (interventions/latent_effect.py: Arad et al.'s output and
+  delta_conf                 input scores, the change of next-token confidence); input_score is NaN for a latent
+                             with no context. Present when computed (`latent_table(effect=True)`; the shipped tables
+                             have them); info["effect"] records their settings, seconds and fingerprint
 
 Where it lives: a shipped SAE carries the table of the shipped held-out corpus in its asset folder
 (`saebasis/assets/sae/<name>/latents/`, written by scripts/build_latent_tables.py); any other SAE or corpus
@@ -38,10 +48,11 @@ from tqdm.auto import tqdm
 from saebasis.interpret.cache import LatentCache, cache_key, encode_corpus, tokenize, valid_mask
 from saebasis.interpret.contexts import Context, token_texts
 from saebasis.interpret.lens import through_norm
+from saebasis.interventions.latent_effect import SCORES, EffectSettings, effect_scores, fingerprint, input_scores
 from saebasis.core.models import cache_root
 from saebasis.core.sae import resolve_builtin
 
-FORMAT = 2  # 2: the chat template's shared opening is not encoded (cache.valid_mask)
+FORMAT = 3  # 2: the chat template's shared opening is not encoded (cache.valid_mask); 3: tokens ranked by lift
 TENSORS = "table.safetensors.gz"
 INFO = "table.json"
 
@@ -64,9 +75,11 @@ class TableSettings:
     """Top activating tokens / tokens before them kept per latent."""
     k_lens: int = 10
     """Logit-lens tokens kept per latent (each side)."""
+    min_count: int = 3
+    """Firing tokens seen fewer times than this are not ranked by lift (a token seen once has a huge, noisy lift)."""
 
     def __post_init__(self) -> None:
-        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens) < 1 or min(self.skip_first, self.before, self.after) < 0:
+        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens, self.min_count) < 1 or min(self.skip_first, self.before, self.after) < 0:
             raise ValueError(f"table settings out of range: {self}. Counts must be >= 1, offsets >= 0.")
 
 
@@ -107,17 +120,32 @@ class LatentTable:
         return [tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True) for row in rows]
 
     def token_stats(self, i: int, tokenizer) -> dict:
-        """{fires_on, before, promotes, suppresses}: lists of [token, count, share] (lens: [token, logit])."""
+        """{fires_on, before, promotes, suppresses, fires_on_lift, before_lift}: lists of [token, count, share]
+        (lens: [token, logit]; *_lift: [token, count, share, lift], empty in a table without lift columns)."""
         def counted(ids: str, counts: str, total: int) -> list:
             pairs = [(a, c) for a, c in zip(self.t[ids][i].tolist(), self.t[counts][i].tolist()) if a >= 0]
             return [[tokenizer.decode([a]), c, c / max(1, total)] for a, c in pairs]
+
+        def lifted(prefix: str, total: int) -> list:
+            if f"{prefix}_ids" not in self.t:
+                return []
+            rows = zip(self.t[f"{prefix}_ids"][i].tolist(), self.t[f"{prefix}_counts"][i].tolist(), self.t[prefix][i].tolist())
+            return [[tokenizer.decode([a]), c, c / max(1, total), float(x)] for a, c, x in rows if a >= 0]
 
         def lens(ids: str, logits: str) -> list:
             return [[tokenizer.decode([a]), float(v)] for a, v in zip(self.t[ids][i].tolist(), self.t[logits][i].tolist())]
 
         return {"n_fire": int(self.t["n_fire"][i]), "fires_on": counted("top_ids", "top_counts", int(self.t["n_fire"][i])),
                 "before": counted("prev_ids", "prev_counts", int(self.t["n_prev"][i])),
-                "promotes": lens("lens_up_ids", "lens_up"), "suppresses": lens("lens_down_ids", "lens_down")}
+                "promotes": lens("lens_up_ids", "lens_up"), "suppresses": lens("lens_down_ids", "lens_down"),
+                "fires_on_lift": lifted("lift", int(self.t["n_fire"][i])), "before_lift": lifted("prev_lift", int(self.t["n_prev"][i]))}
+
+    def effect(self, i: int) -> dict | None:
+        """{output_score, input_score, delta_conf} of latent i (None where not computed; NaN input score -> None)."""
+        if "output_score" not in self.t:
+            return None
+        values = {name: float(self.t[name][i]) for name in SCORES if name in self.t}
+        return {name: None if v != v else v for name, v in values.items()}
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -129,6 +157,22 @@ def _top_counts(ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
         top = counts.sort(descending=True, stable=True).indices[:k]
         out_ids[: top.numel()], out_counts[: top.numel()] = values[top].int(), counts[top].int()
     return out_ids, out_counts
+
+
+def _lift_top(ids: Tensor, base: Tensor, base_total: int, k: int, min_count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The k tokens of ids with the highest lift (share in ids / base[token] / base_total) among those seen
+    >= min(min_count, the largest count) times (ties: the more frequent, then the lower id), padded -1 / 0 / 0."""
+    out_ids, out_counts, out_lift = torch.full((k,), -1, dtype=torch.int32), torch.zeros(k, dtype=torch.int32), torch.zeros(k)
+    if ids.numel():
+        values, counts = ids.unique(return_counts=True)  # sorted by value
+        keep = counts >= min(min_count, int(counts.max()))
+        values, counts = values[keep], counts[keep]
+        lift = (counts / ids.numel()) / (base[values].clamp_min(1) / max(1, base_total))
+        order = counts.sort(descending=True, stable=True).indices
+        order = order[lift[order].sort(descending=True, stable=True).indices][:k]
+        n = order.numel()
+        out_ids[:n], out_counts[:n], out_lift[:n] = values[order].int(), counts[order].int(), lift[order].float()
+    return out_ids, out_counts, out_lift
 
 
 def _contexts(cache: LatentCache, tok: Tensor, val: Tensor, s: TableSettings) -> dict[str, Tensor]:
@@ -185,6 +229,10 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
     counts = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32)
     ctx_parts: list[dict[str, Tensor]] = []
     ctx_ptr = torch.zeros(cache.d_sae + 1, dtype=torch.long)
+    vocab = int(cache.input_ids.max()) + 1 if cache.n_tokens else 1
+    base = torch.bincount(cache.input_ids[cache.valid], minlength=vocab), torch.bincount(cache.input_ids, minlength=vocab)
+    lift_ids = torch.full((2, cache.d_sae, s.k_tokens), -1, dtype=torch.int32)
+    lift_counts, lift = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32), torch.zeros(2, cache.d_sae, s.k_tokens)
     for i in tqdm(range(cache.d_sae), desc="per-latent table", unit="latent", disable=not progress, mininterval=2):
         lo, hi = int(cache.col_ptr[i]), int(cache.col_ptr[i + 1])
         tok, val = cache.token_idx[lo:hi].long(), cache.values[lo:hi].float()
@@ -194,6 +242,8 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
             n_fire[i], n_prev[i] = tok.numel(), prev.numel()
             top[0, i], counts[0, i] = _top_counts(cache.input_ids[tok], s.k_tokens)
             top[1, i], counts[1, i] = _top_counts(prev, s.k_tokens)
+            lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(cache.input_ids[tok], base[0], n_valid, s.k_tokens, s.min_count)
+            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens, s.min_count)
             n_docs[i] = cache.doc_of(tok).unique_consecutive().numel()
             ctx_parts.append(_contexts(cache, tok, val, s))
         ctx_ptr[i + 1] = ctx_ptr[i] + (ctx_parts[-1]["ctx_doc"].numel() if tok.numel() else 0)
@@ -204,7 +254,28 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
     ctx = {name: torch.cat([p[name] for p in ctx_parts] or [empty[name]]) for name in empty}
     return {"density": n_fire.float() / n_valid, "n_fire": n_fire, "n_docs_fire": n_docs, "n_prev": n_prev, "ctx_ptr": ctx_ptr, **ctx,
             "top_ids": top[0], "top_counts": counts[0], "prev_ids": top[1], "prev_counts": counts[1],
+            "lift_ids": lift_ids[0], "lift_counts": lift_counts[0], "lift": lift[0],
+            "prev_lift_ids": lift_ids[1], "prev_lift_counts": lift_counts[1], "prev_lift": lift[1],
             **lens_table(model, W_dec, s.k_lens)}
+
+
+def add_effect(table: LatentTable, model, tokenizer, sae, s: EffectSettings = EffectSettings(), progress: bool = True) -> float:
+    """Put every latent's output score, input score and delta_conf into the table (latent_effect.py); returns
+    the seconds it took. The input score reads the table's contexts: the peak token is window column `before`."""
+    start = time.perf_counter()
+    scores = effect_scores(model, tokenizer, sae, None, s, progress)
+    peaks = table.t["ctx_tokens"][:, table.info["settings"]["before"]] if table.t["ctx_tokens"].numel() else torch.zeros(0, dtype=torch.int32)
+    table.t.update({"output_score": scores["output_score"], "delta_conf": scores["delta_conf"],
+                    "input_score": input_scores(table.t["ctx_ptr"], peaks, scores["lens_ids"])})
+    seconds = round(time.perf_counter() - start, 1)
+    table.info["effect"] = {**dataclasses.asdict(s), "fingerprint": fingerprint(model, sae, s), "seconds": seconds,
+                            "scores": list(SCORES)}
+    return seconds
+
+
+def has_effect(table: LatentTable, model, sae, s: EffectSettings = EffectSettings()) -> bool:
+    """The table holds effect scores computed on this model and SAE with these settings."""
+    return all(name in table.t for name in SCORES) and (table.info.get("effect") or {}).get("fingerprint") == fingerprint(model, sae, s)
 
 
 # -- storing and finding --------------------------------------------------------------------------
@@ -238,9 +309,11 @@ def table_key(model, tokenizer, sae, texts: list[str], s: TableSettings) -> tupl
 def latent_table(
     model, tokenizer, sae, texts: list[str], ids: list[str], source: str, s: TableSettings = TableSettings(),
     cache_dir: str | Path | None = None, batch_size: int = 8, write_to: Path | None = None, progress: bool = True,
+    effect: bool = True,
 ) -> tuple[LatentTable, str]:
     """The table for this (model, SAE, corpus, settings) and where it came from: "shipped" (the SAE's own
-    folder), "cache", or "built" (computed now and saved to `write_to`, default the cache)."""
+    folder), "cache", or "built" (computed now and saved to `write_to`, default the cache). A built table gets
+    the effect scores too unless effect=False (add_effect; about as long as the table itself on a CPU)."""
     key, docs = table_key(model, tokenizer, sae, texts, s)
     cached = Path(cache_dir or cache_root() / "latent_tables") / key
     for where, folder in (("shipped", shipped_folder(sae)), ("cache", cached)):
@@ -256,5 +329,7 @@ def latent_table(
             "corpus": source, "doc_ids": ids, "n_docs": sparse.n_docs, "n_tokens": sparse.n_tokens, "n_encoded": int(valid.sum()),
             "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - start, 1)}
     table = LatentTable(tensors, info)
+    if effect:
+        add_effect(table, model, tokenizer, sae, progress=progress)
     save_table(write_to or cached, table)
     return table, "built"
