@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -62,6 +63,19 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
         )
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return hydra_compose(config_name=config_name, overrides=overrides or [])
+
+
+SAFE_OVERRIDE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-:+~")
+
+
+def override(key: str, value) -> str:
+    """`key=value` as a Hydra override that reads `value` back verbatim: a path holding spaces, `(`, `<`, `=`,
+    quotes or commas is single-quoted (quotes and backslashes before them escaped), never parsed as grammar."""
+    text = str(value)
+    if text and set(text) <= SAFE_OVERRIDE_CHARS and not text[0].isdigit():
+        return f"{key}={text}"
+    text = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)  # before a quote
+    return f"{key}='" + text.replace("${", "\\${") + "'"  # and no interpolation
 
 
 def to_dict(cfg: DictConfig | dict) -> dict:

@@ -115,7 +115,7 @@ def check_train_numbers(cfg: dict) -> None:
 
 
 # -- every field of a training config: choices, counts, finite numbers, known keys -------------------
-TRAIN_CHOICES: dict[str, tuple] = {"objective": ("sft", "preference")}
+TRAIN_CHOICES: dict[str, tuple] = {"objective": ("sft", "preference", "reps")}
 """Enum-like training fields and their allowed values."""
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
 LOGGER_MODES = (None, "online", "offline", "disabled")
@@ -358,3 +358,49 @@ def validate(cfg: Any, dataset_field: str | None = "data") -> None:
     check_hook(hook, n_layers, "hook" if cfg.get("hook") else "sae.hook")
     check_sae(cfg.get("sae"), d_model)
     check_hook_matches_sae(cfg.get("hook"), cfg.get("sae"))
+
+
+# -- train-sae: every field before the model loads or any activation is cached ------------------------------
+SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+SAE_ACTIVATIONS = ("cached", "stream")
+
+
+def check_sae_training(cfg: dict) -> None:
+    """`saebasis train-sae` fields: architecture, widths, token counts, lr and the buffer rule, before any work
+    (the activation cache alone can take an hour)."""
+    check_choice(cfg.get("architecture"), "architecture", SAE_ARCHITECTURES)
+    check_choice(cfg.get("activations", "cached"), "activations", SAE_ACTIVATIONS)
+    for key in ("d_sae", "training_tokens", "train_batch_size_tokens", "store_batch_size_prompts", "n_batches_in_buffer",
+                "context_size", "eval_max_len", "dead_feature_window"):
+        if key in cfg:
+            _positive_int(cfg, key, f"set {key} to a positive integer (configs/train_sae.yaml has the defaults)")
+    for key in ("layer", "lr_warm_up_steps", "skip_first"):
+        check_count(cfg, key, f"set {key} to an integer >= 0", minimum=0)
+    if cfg.get("layer") is None:
+        raise ConfigError("layer", "is missing", "set layer=12 (the block whose resid_post the SAE reads)")
+    check_real(cfg, "lr", 0.0, True, "set lr=1e-3")
+    if cfg.get("lr") is None:
+        raise ConfigError("lr", "is missing", "set lr=1e-3")
+    frac = cfg.get("lr_decay_fraction", 0)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        raise ConfigError("lr_decay_fraction", f"must be in [0, 1], got {frac!r}", "set lr_decay_fraction=0.2")
+    if "seed" in cfg and (isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int)):
+        raise ConfigError("seed", f"must be an integer, got {cfg['seed']!r}", "set seed=42")
+    k = (cfg.get("sae_kwargs") or {}).get("k")
+    if cfg.get("architecture") in ("topk", "batchtopk") and k is not None:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= cfg["d_sae"]:
+            raise ConfigError("sae_kwargs.k", f"must be an integer in 1..d_sae={cfg['d_sae']}, got {k!r}",
+                              "set sae_kwargs.k=32 (active latents per token)")
+    buffer = cfg["n_batches_in_buffer"] * cfg["context_size"]
+    if buffer < cfg["train_batch_size_tokens"]:
+        raise ConfigError("n_batches_in_buffer", f"n_batches_in_buffer * context_size = {buffer} tokens is smaller than "
+                          f"train_batch_size_tokens = {cfg['train_batch_size_tokens']} (sae-lens' buffer must hold one "
+                          f"training batch)", f"raise n_batches_in_buffer to >= "
+                          f"{-(-cfg['train_batch_size_tokens'] // cfg['context_size'])}")
+    check_model_fields(cfg.get("model"))
+    name = _get(cfg, "model.name")
+    if name:
+        n_layers, _ = model_shape(str(name))
+        if not 0 <= cfg["layer"] < n_layers:
+            raise ConfigError("layer", f"layer {cfg['layer']} is out of range: the model has {n_layers} layers",
+                              f"pick a layer in 0..{n_layers - 1}")

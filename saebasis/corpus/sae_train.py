@@ -35,6 +35,7 @@ from saebasis.corpus.build import HELDOUT_EVERY, build_corpus, corpus_texts, def
 from saebasis.core.models import load_model
 from saebasis.runs import atomic_dir
 from saebasis.core.sae import SAEBasis, check_compat
+from saebasis.validate import check_sae_training
 
 ARCHITECTURES = {
     "standard": StandardTrainingSAEConfig,
@@ -100,6 +101,7 @@ def train_sae(cfg) -> dict:
     """Train an SAE at blocks.{layer}.hook_resid_post and save it (sae-lens format + quality.json)."""
     setup_env()
     cfg = to_dict(cfg)
+    check_sae_training(cfg)  # every field (d_sae=0, ...) before the model loads or any activation is cached
     torch.manual_seed(cfg["seed"])
     loaded = load_model(cfg["model"]["name"], cfg["model"].get("device", "cpu"))
     model, tok = loaded.model, loaded.tokenizer

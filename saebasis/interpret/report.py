@@ -31,7 +31,7 @@ from saebasis.interpret.render import render
 from saebasis.interpret.table import LatentTable, TableSettings, latent_table
 from saebasis.interpret.texts import load_corpus
 from saebasis.core.models import EMBEDDED_NAMES, load_model
-from saebasis.runs import load_run
+from saebasis.runs import check_writable, load_run
 from saebasis.core.sae import SAEBasis
 
 READ_SIDE_NOTE = ("read side: the adaptor reads h W_in = z W_dec W_in + b_dec W_in + err(h) W_in; latents are ranked by "
@@ -165,6 +165,16 @@ def interpret(cfg) -> dict:
     cfg = to_dict(cfg)
     if cfg["rank_by"] not in ("change", "weights"):
         raise ValueError(f"rank_by must be change or weights, got {cfg['rank_by']!r}.")
+    for key in ("n_docs", "top_k", "max_len", "batch_size"):  # counts: 0 or negative would fail deep inside (torch.cat)
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"interpret: {key} must be a positive integer, got {value!r}. Fix: e.g. {key}=64 (see "
+                             f"configs/interpret.yaml).")
+    if not cfg.get("run") or not Path(cfg["run"]).is_dir():
+        raise FileNotFoundError(f"interpret: run={cfg.get('run')} is not a run folder. Fix: run=<a folder written by "
+                                f"`saebasis train` / `fit-baseline`>.")
+    out = Path(cfg.get("out_dir") or Path(cfg["run"]) / "interpret")
+    check_writable(out, "out_dir")  # before loading the model or measuring anything
     run, sae, loaded = load_for_interpret(cfg)
     tok = loaded.tokenizer
     corpus = load_corpus(cfg["corpus"], cfg["table_docs"])
@@ -193,8 +203,6 @@ def interpret(cfg) -> dict:
         "patterns": patterns(cfg, measured, docs, tok, top),
         "pullback": pullback(run.intervention, sae),
     }
-    out = Path(cfg.get("out_dir") or Path(cfg["run"]) / "interpret")
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(data, indent=1))
     (out / "report.html").write_text(render(data))
     print(f"[saebasis] interpretation report: {out / 'report.html'} (+ report.json)")

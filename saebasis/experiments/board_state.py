@@ -1,0 +1,141 @@
+"""A leaderboard's resumable state as one archive (`scripts/board_state.sh pack|unpack [out_dir]`).
+
+pack: `<state>/<board>.tar.gz` of out_dir: every concept's results.json and runs/ (weights, cfg.json, metrics.json,
+interpret/report.json), without Lightning checkpoints (*.ckpt), wandb folders, report.html, links, and the run
+folders of cells results.json marks finished (but their seed-0 runs, which the readability table reads).
+unpack: the same archive back into out_dir's parent, after every member is checked -- before anything is written:
+only regular files and folders (no symlinks, hard links, devices), every path relative, inside `<board>/` (never
+a sibling board's files, never outside), no setuid / setgid / sticky bits and nothing world-writable. Extraction
+then runs through tarfile's "data" filter as well. The rules are in docs/run-folders.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import tarfile
+from pathlib import Path, PurePosixPath
+
+EXCLUDED_NAMES = ("wandb", "report.html")
+EXCLUDED_SUFFIXES = (".ckpt",)
+BAD_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH
+
+
+class UnsafeArchive(ValueError):
+    """An archive member that unpack refuses; nothing was written."""
+
+
+def archive_path(out: Path, state_dir: Path) -> Path:
+    return Path(state_dir) / f"{Path(out).name}.tar.gz"
+
+
+def finished_run_dirs(out: Path) -> set[Path]:
+    """Run folders of cells results.json marks finished, but the seed-0 runs (left out of the archive)."""
+    skip: set[Path] = set()
+    for results in sorted(Path(out).glob("concepts/*/results.json")):
+        runs = results.parent / "runs"
+        for method in json.loads(results.read_text()).get("results", {}):
+            for run in [runs / method, *runs.glob(f"{method}-seed*")]:
+                if run.is_dir() and not run.name.endswith("-seed0"):
+                    skip.add(run.resolve())
+    return skip
+
+
+def pack(out: Path, state_dir: Path) -> Path:
+    out, archive = Path(out), archive_path(out, state_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"No board at {out} to pack: pass the leaderboard's out_dir.")
+    skip = finished_run_dirs(out)
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        path = out.parent / info.name
+        if not (info.isfile() or info.isdir()) or path.name in EXCLUDED_NAMES or path.name.endswith(EXCLUDED_SUFFIXES):
+            return None  # links and special files are never packed
+        if info.isdir() and path.resolve() in skip:
+            return None
+        info.mode &= ~BAD_MODE_BITS & 0o7777
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(out, arcname=out.name, filter=keep)
+        tmp.replace(archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return archive
+
+
+def check_member(info: tarfile.TarInfo, board: str) -> str | None:
+    """Why `info` may not be unpacked into board `board` (None: it may)."""
+    name = info.name
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in parts or "\\" in name:
+        return "a path that leaves the target ('..')"
+    if not parts or parts[0] != board:
+        return f"outside the board's folder {board}/ (it would write beside it, e.g. over a sibling board)"
+    if info.issym() or info.islnk():
+        return f"a link (to {info.linkname!r}): only regular files and folders are unpacked"
+    if not (info.isfile() or info.isdir()):
+        return "not a regular file or folder (a device, FIFO or other special file)"
+    if info.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+        return f"mode {stat.filemode(info.mode | (stat.S_IFDIR if info.isdir() else stat.S_IFREG))} (setuid / setgid / sticky)"
+    if info.mode & stat.S_IWOTH:
+        return f"mode {oct(info.mode & 0o7777)} (world-writable)"
+    return None
+
+
+def check_archive(members: list[tarfile.TarInfo], board: str, parent: Path) -> None:
+    """Every member is safe to unpack into parent/board, or UnsafeArchive names each one refused."""
+    problems = [f"{m.name}: {why}" for m in members if (why := check_member(m, board))]
+    root = Path(parent).resolve()
+    for m in members:  # a link already on disk (inside the board) must not lead a member outside it
+        if not problems and not (root / m.name).resolve().is_relative_to(root / board):
+            problems.append(f"{m.name}: resolves outside {root / board} through a link already on disk")
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise UnsafeArchive(f"Refusing to unpack: {len(problems)} unsafe member(s); nothing was written.\n  {shown}\n"
+                            f"Fix: unpack only archives made by `scripts/board_state.sh pack`, or re-pack this board.")
+
+
+def unpack(out: Path, state_dir: Path) -> Path:
+    out, archive = Path(out), archive_path(out, state_dir)
+    if not archive.is_file():
+        raise FileNotFoundError(f"No {archive} to unpack: pack it first (scripts/board_state.sh pack {out}).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        members = tar.getmembers()
+        check_archive(members, out.name, out.parent)
+        tar.extractall(out.parent, members=members, filter="data")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("pack", "unpack") or len(argv) > 2:
+        print("usage: board_state.sh pack|unpack [out_dir]", file=sys.stderr)
+        return 2
+    out = Path(argv[1] if len(argv) > 1 else "outputs/leaderboard/full")
+    state_dir = Path(os.environ.get("BOARD_STATE_DIR") or "docs/results/state")
+    try:
+        if argv[0] == "pack":
+            archive = pack(out, state_dir)
+            print(f"packed {out} -> {archive} ({archive.stat().st_size / 2**20:.1f} MB)")
+        else:
+            unpack(out, state_dir)
+            print(f"unpacked {archive_path(out, state_dir)} -> {out}: rerun the same leaderboard command (resume is automatic)")
+    except (FileNotFoundError, UnsafeArchive, tarfile.TarError) as err:
+        print(f"board_state: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
