@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 
 from saebasis.interpret import plots
 
@@ -12,20 +13,37 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em aut
 img{max-width:100%;display:block;margin:1em 0}table{border-collapse:collapse}td,th{padding:.15em .6em;text-align:left}
 .card{border:1px solid #ddd;border-radius:8px;padding:.6em 1em;margin:1em 0}.meta{color:#555}
 .ctx{font-family:ui-monospace,monospace;font-size:13px;white-space:pre-wrap;margin:.25em 0;padding:.25em .4em;background:#fafafa}
-.skip{color:#aaa}.auto{color:#7a4b00}code{background:#f3f3f3;padding:0 .2em}.note{font-size:90%;color:#555}"""
+.skip{color:#aaa}.auto{color:#7a4b00}code{background:#f3f3f3;padding:0 .2em}.note{font-size:90%;color:#555}
+.peak{outline:2px solid #b30000;font-weight:bold}.effect{color:#555;font-size:90%}"""
 
 
-def token_span(text: str, act: float, peak: float, skipped: bool) -> str:
-    """One token, its background alpha = activation / the context's peak; hover shows the activation."""
+def shown_path(text: str) -> str:
+    """A path as a reader can reuse it: relative to the working folder, or to the folder holding the package."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        text = text.replace(f"{root}/", "")
+    return text
+
+
+def token_span(text: str, act: float, peak: float, skipped: bool, is_peak: bool = False) -> str:
+    """One token, its background alpha = activation / the context's peak; hover shows the activation; the
+    max-activating token is outlined and bold (class "peak")."""
     shown = escape(text.replace("\n", "⏎"))
     if skipped:
         return f'<span class="skip" title="not encoded (first position or special token)">{shown}</span>'
     alpha = min(1.0, max(0.0, act) / peak) if peak > 0 else 0.0
-    return f'<span title="{act:.3f}" style="background:rgba(255,140,0,{alpha:.2f})">{shown}</span>'
+    mark = ' class="peak"' if is_peak else ""
+    return f'<span{mark} title="{act:.3f}" style="background:rgba(255,140,0,{alpha:.2f})">{shown}</span>'
+
+
+def peak_index(c: dict) -> int | None:
+    """The context's max-activating encoded token (the first of equal maxima); None when nothing is active."""
+    acts = [-1.0 if s else a for a, s in zip(c["acts"], c["skipped"])]
+    return max(range(len(acts)), key=acts.__getitem__) if acts and max(acts) > 0 else None
 
 
 def context_html(c: dict) -> str:
-    spans = "".join(token_span(t, a, c["max"], s) for t, a, s in zip(c["tokens"], c["acts"], c["skipped"]))
+    top = peak_index(c)
+    spans = "".join(token_span(t, a, c["max"], s, j == top) for j, (t, a, s) in enumerate(zip(c["tokens"], c["acts"], c["skipped"])))
     repeats = f", same text in {c['count']} documents" if c["count"] > 1 else ""
     return f'<div class="ctx">{spans} <small class="meta">(doc {c["doc"]}, max {c["max"]:.2f}{repeats})</small></div>'
 
@@ -43,10 +61,26 @@ def _fmt(x, spec: str = ".3f") -> str:
 
 def stats_html(t: dict) -> str:
     def counted(rows: list) -> str:
-        return ", ".join(f"<code>{escape(json.dumps(w, ensure_ascii=False))}</code> {share:.0%} ({n})" for w, n, share in rows[:5]) or "&mdash;"
+        return ", ".join(f"<code>{escape(json.dumps(w, ensure_ascii=False))}</code> {share:.0%} ({n})" for w, n, share, *_ in rows[:5]) or "&mdash;"
 
-    return (f"<p class=\"note\">fires on ({t['n_fire']} tokens): {counted(t['fires_on'])}<br>"
+    def lifted(rows: list) -> str:
+        return ", ".join(f"<code>{escape(json.dumps(r[0], ensure_ascii=False))}</code> {r[3]:.1f}x ({r[1]})" for r in rows[:5]) or "&mdash;"
+
+    by_lift = ""
+    if t.get("fires_on_lift"):
+        by_lift = (f"by lift over the corpus rate: fires on {lifted(t['fires_on_lift'])}; after {lifted(t.get('before_lift') or [])}<br>")
+    return (f"<p class=\"note\">{by_lift}most frequent: fires on ({t['n_fire']} tokens): {counted(t['fires_on'])}<br>"
             f"after: {counted(t['before'])}</p>")
+
+
+def effect_html(e: dict | None) -> str:
+    """The latent's effect scores (latent_effect.py) beside its explanation; empty when the table has none."""
+    if not e:
+        return ""
+    inp = "n/a" if e.get("input_score") is None else f"{e['input_score']:.2f}"
+    return (f' <span class="effect" title="Arad et al. 2025 output / input score; change of next-token confidence when '
+            f'amplified (Wang et al. 2025)">output score {e["output_score"]:.3f} &middot; input score {inp} &middot; '
+            f'&Delta; confidence {e["delta_conf"]:+.3f}</span>')
 
 
 def latent_card(l: dict, explainer: str | None) -> str:
@@ -54,7 +88,7 @@ def latent_card(l: dict, explainer: str | None) -> str:
     cos = f' &middot; cos(W_dec[i], &Delta;h) {l["cos_folded"]:+.3f}' if l["cos_folded"] is not None else ""
     meta = (f'<p class="meta">measured change {l["change"]:.4g} &middot; weight score {l["weight"]:.4g}{cos} &middot; '
             f'density {l["density"]:.4%} of corpus tokens &middot; {l["n_contexts"]} contexts{link}</p>')
-    expl = f'<p><b>{escape(l["explanation"])}</b></p>'
+    expl = f'<p><b>{escape(l["explanation"])}</b>{effect_html(l.get("effect"))}</p>'
     if explainer and l["model_explanation"] is not None:
         seen = ", ".join(escape(w) for w in l["explanation_words"])
         expl += f'<p class="auto"><b>{escape(explainer)}:</b> {escape(l["model_explanation"])} <small>(from: {seen})</small></p>'
@@ -136,10 +170,10 @@ def render(data: dict) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>saebasis interpret: {escape(data['method'])}</title>
 <style>{STYLE}</style></head><body>
 <h1>Which latents did <code>{escape(data['method'])}</code> change?</h1>
-<table class="meta"><tr><td>run</td><td><code>{escape(data['run'])}</code></td></tr>
+<table class="meta"><tr><td>run</td><td><code>{escape(shown_path(data['run']))}</code></td></tr>
 <tr><td>model / SAE</td><td><code>{escape(data['model'])}</code> &middot; <code>{escape(data['sae'])}</code> at <code>{escape(data['hook'])}</code></td></tr>
 <tr><td>ranking</td><td>{escape(data['ranking']['source'])}</td></tr>
-<tr><td>corpus</td><td>{escape(c['source'])}: {c['n_docs']} documents, {c['n_tokens']} tokens ({c['n_encoded']} encoded; table {cache}); change measured on the first {c['measured_docs']}</td></tr>
+<tr><td>corpus</td><td>{escape(shown_path(c['source']))}: {c['n_docs']} documents, {c['n_tokens']} tokens ({c['n_encoded']} encoded; table {cache}); change measured on the first {c['measured_docs']}</td></tr>
 <tr><td>logit lens</td><td>{escape(data['logit_lens_note'])}</td></tr></table>
 <img alt="top latents and norm explained" src="{plots.overview(data)}">
 {evidence_html(data['coverage'], data['alignment'])}
