@@ -16,7 +16,9 @@ def test_mkdocs_builds_strict(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "site" / "api" / "index.html").read_text().count("saebasis.api") > 0
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for name in ("Steering", "Steering.apply", "train", "fit", "load", "generate", "compare"):
+        assert f'id="saebasis.api.{name}"' in api, f"the API reference lacks saebasis.api.{name}"
 
 
 def test_every_docs_page_is_in_the_nav():
