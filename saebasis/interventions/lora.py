@@ -84,7 +84,7 @@ class LoRA(Intervention):
         super().__init__(cfg, d_model, sae)
         require_peft()
         self.adapters = nn.ModuleDict()  # "self_attn-o_proj" -> {lora_A: Linear(in, r), lora_B: Linear(r, out)}
-        self.__dict__["_wrappers"] = {}  # id(base linear) -> peft lora.Linear sharing our A / B
+        self.__dict__["_wrappers"] = {}  # id(base linear) -> peft lora.Linear sharing this method's A / B
         self.__dict__["_where"] = None  # (model, hook) of the last prepare / attach
 
     # -- adapters -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ on the SAE's activation:
 - standard (ReLU) and JumpReLU: z_i depends only on its own pre-activation, so z_R = act(x W_enc[:, R] + b_enc[R])
   is exact and costs [d_model, k_in];
 - TopK: z_i = relu(pre_i) only when pre_i ranks among the k largest of *all* d_sae pre-activations, so the
-  full pre-activation (one [d_model, d_sae] matmul) is needed to know the k-th value; we compute it, keep the
-  threshold, and never build or decode the dense z (exact up to ties at the k-th value, which TopK breaks
+  full pre-activation (one [d_model, d_sae] matmul) is needed to know the k-th value; it is computed, the
+  threshold kept, and the dense z is never built or decoded (exact up to ties at the k-th value, which TopK breaks
   arbitrarily too);
 - anything else (or activation normalisation other than "none", whose output rescaling makes the decoder
   depend on the input): the dense encode / decode, indexed (exact by construction).
