@@ -55,11 +55,11 @@ class ActivationCache:
             out[i, mask[i]] = self.acts[key]
         return out
 
-    def logits(self, batch: dict[str, Tensor], intervention=None, keep: int = 0) -> Tensor:
+    def logits(self, batch: dict[str, Tensor], intervention=None, keep: int = 0, strength=1.0) -> Tensor:
         """Logits (last `keep` positions; 0 = all) from the cached residual through the blocks after the
-        hook, with the intervention attached at the hook (at strength 1)."""
+        hook, with the intervention attached at the hook (at `strength`: a number or one per row)."""
         h = self.hook_acts(batch)
-        with skip_to_hook(self.model, self.hook, h), hooks.steering(self.model, self.hook, intervention):
+        with skip_to_hook(self.model, self.hook, h), hooks.steering(self.model, self.hook, intervention, strength):
             return self.model(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
 
     @torch.no_grad()

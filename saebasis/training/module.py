@@ -4,9 +4,18 @@ Objectives (cfg.objective):
 - sft: next-token loss on the positive completion given the prompt, with the intervention applied;
 - preference: BiPO / DPO-style, -log sigmoid(beta [(log p_s(pos) - log p_0(pos)) - (log p_s(neg) - log p_0(neg))]),
   p_s steered and p_0 the unsteered (reference) model;
+- reps: RePS (Wu et al. 2025, "Improved Representation Steering for Language Models"), reference-free and
+  bidirectional. With y_c the positive completion, y the negative one, l(.) a length-normalised log-prob
+  (mean over completion tokens) under the intervention at a sampled factor a (cfg.reps_strengths, one per row):
+      D+ = b+ l_{+a}(y_c) - l_{+a}(y),   b+ = max(log p_0(y) - log p_0(y_c), 1)
+      D- = b- l_{-a}(y)   - l_{-a}(y_c), b- = max(log p_0(y_c) - log p_0(y), 1)
+      loss = -log sigmoid(D+) - log sigmoid(D-)
+  (b+- from the unsteered model's summed log-probs, no gradient: the less likely the target completion, the more
+  its likelihood weighs). Suppression steers at the negative factor -a for every method (the paper does so for
+  LoRA / LoReFT and uses a projection-out intervention for its steering vector);
 plus kl_coef * KL(steered || base) on neutral prompts, plus the intervention's own penalty (L1, Mahalanobis).
 Upstream of the hook nothing needs gradients: the frozen LM records no graph there, and with
-`cache_activations` (saebasis.train.cache) it runs once per example under no_grad, after which only the
+`cache_activations` (saebasis.training.cache) it runs once per example under no_grad, after which only the
 blocks after the hook run (the unsteered reference log-probs of the preference objective are kept too).
 """
 
@@ -18,12 +27,27 @@ import lightning as L
 import torch
 
 from saebasis.core import hooks
-from saebasis.train.cache import ActivationCache, model_inputs
-from saebasis.train.datamodule import completion_labels
+from saebasis.training.cache import ActivationCache, model_inputs
+from saebasis.training.datamodule import completion_labels
+
+
+OBJECTIVES = ("sft", "preference", "reps")
+"""The training objectives `cfg.objective` may name."""
+REPS_STRENGTHS = (0.5, 1.0, 2.0)
+"""RePS' factors a (each row draws one; its mirror term steers at -a) when cfg has no `reps_strengths`."""
 
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def check_objective(cfg: dict) -> None:
+    """The objective is one of OBJECTIVES; RePS' factors are positive finite numbers."""
+    if cfg.get("objective", "sft") not in OBJECTIVES:
+        raise ValueError(f"objective={cfg.get('objective')!r} is not a training objective. Use one of {list(OBJECTIVES)}.")
+    factors = cfg.get("reps_strengths") or REPS_STRENGTHS
+    if cfg.get("objective") == "reps" and not all(isinstance(a, (int, float)) and 0 < a < math.inf for a in factors):
+        raise ValueError(f"reps_strengths must be positive finite numbers, got {list(factors)}. Use e.g. [0.5, 1.0, 2.0].")
 
 
 def completion_window(batch: dict[str, torch.Tensor]) -> int:
@@ -40,6 +64,23 @@ def sequence_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
     return (logp * completion[:, 1:]).sum(1)
 
 
+def mean_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean log p(completion token) per example, [batch] (the length-normalised log-likelihood of RePS / SimPO)."""
+    count = batch["completion_mask"][:, -logits.shape[1]:][:, 1:].sum(1).clamp_min(1)
+    return sequence_logp(logits, batch) / count
+
+
+def reps_loss(plus_pos: torch.Tensor, plus_neg: torch.Tensor, minus_pos: torch.Tensor, minus_neg: torch.Tensor,
+              ref_pos: torch.Tensor, ref_neg: torch.Tensor) -> torch.Tensor:
+    """RePS on [batch] values: plus_* / minus_* the mean log-probs of the positive (y_c) / negative (y) completion
+    under the positive / negative factor, ref_* the unsteered summed log-probs (weights only: no gradient)."""
+    beta_plus = (ref_neg - ref_pos).detach().clamp_min(1.0)
+    beta_minus = (ref_pos - ref_neg).detach().clamp_min(1.0)
+    steer = beta_plus * plus_pos - plus_neg  # D+
+    suppress = beta_minus * minus_neg - minus_pos  # D-
+    return (-torch.nn.functional.logsigmoid(steer) - torch.nn.functional.logsigmoid(suppress)).mean()
+
+
 def sft_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over completion tokens; logits may cover only the last positions."""
     labels = completion_labels(batch)[:, -logits.shape[1]:]  # [batch, k]
@@ -49,24 +90,42 @@ def sft_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
 class SteeringModule(L.LightningModule):
     def __init__(self, intervention, model, hook: str, cfg: dict, datamodule=None) -> None:
         super().__init__()
+        check_objective(cfg)
         self.intervention = intervention
         object.__setattr__(self, "lm", model)  # frozen: not a submodule, never in checkpoints
         object.__setattr__(self, "dm", datamodule)
         self.hook, self.cfg = hook, cfg
         self.cache = ActivationCache(model, hook) if cfg.get("cache_activations") else None
 
-    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, keep: int = 0) -> torch.Tensor:
-        """Logits (of the last `keep` positions; 0 = all) with the intervention at the hook (steer) or of
-        the unsteered model (no graph)."""
+    def _forward(self, batch: dict[str, torch.Tensor], steer: bool = True, keep: int = 0, strength=1.0) -> torch.Tensor:
+        """Logits (of the last `keep` positions; 0 = all) with the intervention at the hook (steer; at `strength`, a
+        number or one per row) or of the unsteered model (no graph)."""
         iv = self.intervention if steer else None
         with torch.set_grad_enabled(steer and torch.is_grad_enabled()):
             if self.cache is not None:
-                return self.cache.logits(batch, iv, keep)
-            with hooks.steering(self.lm, self.hook, iv):
+                return self.cache.logits(batch, iv, keep, strength)
+            with hooks.steering(self.lm, self.hook, iv, strength):
                 return self.lm(**model_inputs(batch), use_cache=False, logits_to_keep=keep).logits
 
     def _logp(self, batch: dict[str, torch.Tensor], steer: bool = True) -> torch.Tensor:
         return sequence_logp(self._forward(batch, steer, completion_window(batch)), batch)
+
+    def _factors(self, n: int, stage: str) -> torch.Tensor:
+        """RePS' factor a per row, drawn from cfg.reps_strengths with a generator seeded by (seed, step, stage):
+        the same draws after a resume, and none of the global random state used."""
+        factors = torch.tensor([float(a) for a in (self.cfg.get("reps_strengths") or REPS_STRENGTHS)])
+        seed = int(self.cfg.get("seed", 0)) * 1_000_003 + self.global_step * 2 + (stage != "train")
+        return factors[torch.randint(len(factors), (n,), generator=torch.Generator().manual_seed(seed))]
+
+    def _reps(self, pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """RePS: each completion once under [+a; -a] (the batch twice, one forward per completion)."""
+        a = self._factors(len(pos["input_ids"]), stage).to(self.device)
+        strength = torch.cat([a, -a])  # [2 batch]
+        twice = lambda b: {k: torch.cat([v, v]) for k, v in b.items()}  # noqa: E731
+        lp_pos = mean_logp(self._forward(twice(pos), keep=completion_window(pos), strength=strength), twice(pos))
+        lp_neg = mean_logp(self._forward(twice(neg), keep=completion_window(neg), strength=strength), twice(neg))
+        n = len(a)
+        return reps_loss(lp_pos[:n], lp_neg[:n], lp_pos[n:], lp_neg[n:], self._reference_logp(pos), self._reference_logp(neg))
 
     def _reference_logp(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p_0(completion) under the unsteered model: fixed, so memoised when activations are cached."""
@@ -78,6 +137,8 @@ class SteeringModule(L.LightningModule):
         pos = batch["pos"]
         if self.cfg["objective"] == "sft":
             main = sft_loss(self._forward(pos, keep=completion_window(pos)), pos)
+        elif self.cfg["objective"] == "reps":
+            main = self._reps(pos, batch["neg"], stage)
         else:
             neg = batch["neg"]
             margin = (self._logp(pos) - self._reference_logp(pos)) - (self._logp(neg) - self._reference_logp(neg))
