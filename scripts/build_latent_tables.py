@@ -5,7 +5,8 @@
 
 Each table gets every latent's effect scores too (output score, input score, delta_conf;
 saebasis/interventions/latent_effect.py), in a second step whose seconds are printed. Resumable: a table already
-up to date is not rebuilt, and one whose effect scores match this model, SAE and settings is not rescored.
+up to date is not rebuilt (one built before the lift columns existed gets them from its top tokens, table.add_lift),
+and one whose effect scores match this model, SAE and settings is not rescored.
 
 Writes saebasis/assets/sae/<name>/latents/{table.safetensors.gz, table.json} (see saebasis/interpret/table.py),
 so `saebasis interpret` with corpus=auto finds it by key and loads it in seconds. The settings are those of
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from saebasis.config import compose
 from saebasis.interpret.report import table_settings
-from saebasis.interpret.table import add_effect, has_effect, latent_table, save_table
+from saebasis.interpret.table import add_effect, add_lift, has_effect, latent_table, save_table
 from saebasis.interventions.latent_effect import EffectSettings
 from saebasis.interpret.texts import load_corpus
 from saebasis.core.models import load_model
@@ -54,6 +55,10 @@ def main() -> None:
         if where != "built":  # already up to date (or in the cache): write it to the SAE folder anyway
             save_table(out, table)
         print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s")
+        if "lift_ids" not in table.t:  # a table built before lift existed: re-rank its top tokens (no model pass)
+            add_lift(table, loaded.tokenizer, corpus.texts)
+            save_table(out, table)
+            print(f"[saebasis] {name}: lift columns added from the table's top tokens")
         effect = EffectSettings(batch_size=args.effect_batch)
         if has_effect(table, loaded.model, sae, effect):
             print(f"[saebasis] {name}: effect scores already there ({table.info['effect']['seconds']} s when computed)")

@@ -3,14 +3,18 @@ language model from its top contexts (`explainer=<any HF causal LM>`, off by def
 
 Deterministic (`token_explanation`), built from the per-latent table (table.py), exact format:
 
-    fires on: "tok" P% (n), ... | after: "tok" P% (n), ... | promotes: "tok", "tok", "tok"
+    fires on: "tok" Lx (n), ... | after: "tok" Lx (n), ... | promotes: "tok", "tok", "tok"
 
-  fires on   the tokens the latent fires on, most frequent first: P = round(100 * count / firing tokens), n =
-             count; at most `k` (3) of them, and only those with share >= `min_share` (5%) -- but always the first
+  fires on   the tokens the latent fires on, by lift: L = round(share among its firing tokens / share among all
+             corpus tokens), n = count; only tokens seen >= table.MIN_COUNT times are ranked, so a frequent
+             function word the latent fires on no more often than the corpus uses it (L ~ 1) never leads. At
+             most `k` (3), and only those with L >= `min_lift` (2) -- but always the first
   after      the same for the token just before each firing token
   promotes   the first `k` logit-lens tokens of W_dec[i] (lens.py)
-Tokens are written as JSON strings (quotes, a leading space kept, a newline as \n). A latent that never fired
-on the corpus reads `never fires on this corpus | promotes: ...`; empty parts are left out.
+A table without lift columns (built before they existed) falls back to raw shares: `"tok" P% (n)`, P = round(100 x
+count / firing tokens), kept when P >= `min_share` (5%). Tokens are written as JSON strings (quotes, a leading space
+kept, a newline as \n). A latent that never fired on the corpus reads `never fires on this corpus | promotes: ...`;
+empty parts are left out. `short_explanation` is the chart's label: the first two tokens by lift.
 
 Model-written (`explain`): the explainer is shown the text the latent fires on in each top context (the run of
 tokens at >= half the context's peak activation, around the peak) and asked for a short label; greedy decoding,
@@ -42,14 +46,35 @@ def _counted(rows: list, k: int, min_share: float) -> str:
     return ", ".join(f"{_tok(t)} {round(100 * share)}% ({count})" for t, count, share in kept)
 
 
-def token_explanation(stats: dict, k: int = 3, min_share: float = 0.05) -> str:
+def _lifted(rows: list, k: int, min_lift: float) -> str:
+    """rows [token, count, share, lift], highest lift first -> '"tok" Lx (n), ...' (see the module docstring)."""
+    kept = [r for j, r in enumerate(rows[:k]) if j == 0 or r[3] >= min_lift]
+    return ", ".join(f"{_tok(t)} {round(lift)}x ({count})" for t, count, _, lift in kept)
+
+
+def _tokens(stats: dict, key: str, k: int, min_share: float, min_lift: float) -> str:
+    lifted = stats.get(f"{key}_lift") or []
+    return _lifted(lifted, k, min_lift) if lifted else _counted(stats[key], k, min_share)
+
+
+def token_explanation(stats: dict, k: int = 3, min_share: float = 0.05, min_lift: float = 2.0) -> str:
     """The deterministic explanation of one latent from table.LatentTable.token_stats (format in the module docstring)."""
-    parts = [f"fires on: {_counted(stats['fires_on'], k, min_share)}" if stats["fires_on"] else "never fires on this corpus"]
-    if stats["before"]:
-        parts.append(f"after: {_counted(stats['before'], k, min_share)}")
+    fired = stats["fires_on"] or stats.get("fires_on_lift")
+    parts = [f"fires on: {_tokens(stats, 'fires_on', k, min_share, min_lift)}" if fired else "never fires on this corpus"]
+    if stats["before"] or stats.get("before_lift"):
+        parts.append(f"after: {_tokens(stats, 'before', k, min_share, min_lift)}")
     if stats["promotes"]:
         parts.append("promotes: " + ", ".join(_tok(t) for t, _ in stats["promotes"][:k]))
     return " | ".join(parts)
+
+
+def short_explanation(stats: dict, n: int = 2, max_chars: int = 32) -> str:
+    """The first n tokens the latent fires on, by lift (raw share without lift columns), for the chart's labels."""
+    rows = stats.get("fires_on_lift") or stats["fires_on"]
+    if not rows:
+        return "never fires"
+    text = ", ".join(_tok(r[0]) for r in rows[:n])
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 def label(model_name: str) -> str:

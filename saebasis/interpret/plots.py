@@ -22,10 +22,12 @@ def to_data_uri(fig) -> str:
 def overview(data: dict) -> str:
     """Scores of the top latents (left) and the norm-explained curves over k (right)."""
     latents = data["latents"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-    names = [f"latent {l['latent']}" for l in latents][::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.6, 0.3 * len(latents))), layout="constrained",
+                                      gridspec_kw={"width_ratios": [1.2, 1]})
+    names = [f"{l['latent']}: {l['short']}" if l.get("short") else f"latent {l['latent']}" for l in latents][::-1]
     left.barh(names, [l["score"] for l in latents][::-1], color="#4477aa")
-    left.set(title="Top latents", xlabel=f"score: {data['ranking']['source']}")
+    left.set(title="Top latents (label: the tokens each fires on most, by lift)", xlabel=f"score: {data['ranking']['source']}")
+    left.tick_params(axis="y", labelsize=8)
     curve = data["norm_explained"]
     right.plot(curve["k"], curve["weight_share"], color="#cc6677", label="share of ||score||² in top-k")
     if curve["residual_share"] is not None:

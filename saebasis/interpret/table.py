@@ -13,9 +13,12 @@ gzip-compressed safetensors file (`table.safetensors.gz`) plus a readable `table
   top_ids / top_counts       the tokens it fires on, most frequent first (share = count / n_fire)
   prev_ids / prev_counts     the tokens just before those (share = count / n_prev)
   lift_ids / lift_counts /   the tokens it fires on ranked by lift = share among its firing tokens / share among all
-  lift                       encoded corpus tokens (its base rate), among tokens seen >= `min_count` times (or, for
+  lift                       encoded corpus tokens (its base rate), among tokens seen >= MIN_COUNT times (or, for
                              a latent that fires on no token that often, those seen most often): a frequent function
-                             word it fires on no more than anything else has lift ~1 and ranks last
+                             word it fires on no more than anything else has lift ~1 and ranks last. A table built
+                             here ranks every firing token; a table built before lift existed gets them from its
+                             top_ids (`add_lift`: the k_tokens most frequent firing tokens re-ranked by lift);
+                             info["lift"] says which
   prev_lift_ids / ..._counts the same for the tokens just before (base rate: all corpus tokens)
   / prev_lift
   lens_up*/lens_down*        logit lens of W_dec[i] (lens.py): most promoted / suppressed tokens, with logits
@@ -52,7 +55,8 @@ from saebasis.interventions.latent_effect import SCORES, EffectSettings, effect_
 from saebasis.core.models import cache_root
 from saebasis.core.sae import resolve_builtin
 
-FORMAT = 3  # 2: the chat template's shared opening is not encoded (cache.valid_mask); 3: tokens ranked by lift
+FORMAT = 2  # 2: the chat template's shared opening is not encoded (cache.valid_mask)
+MIN_COUNT = 3  # firing tokens seen fewer times are not ranked by lift (one sighting gives a huge, noisy lift)
 TENSORS = "table.safetensors.gz"
 INFO = "table.json"
 
@@ -75,11 +79,9 @@ class TableSettings:
     """Top activating tokens / tokens before them kept per latent."""
     k_lens: int = 10
     """Logit-lens tokens kept per latent (each side)."""
-    min_count: int = 3
-    """Firing tokens seen fewer times than this are not ranked by lift (a token seen once has a huge, noisy lift)."""
 
     def __post_init__(self) -> None:
-        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens, self.min_count) < 1 or min(self.skip_first, self.before, self.after) < 0:
+        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens) < 1 or min(self.skip_first, self.before, self.after) < 0:
             raise ValueError(f"table settings out of range: {self}. Counts must be >= 1, offsets >= 0.")
 
 
@@ -242,8 +244,8 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
             n_fire[i], n_prev[i] = tok.numel(), prev.numel()
             top[0, i], counts[0, i] = _top_counts(cache.input_ids[tok], s.k_tokens)
             top[1, i], counts[1, i] = _top_counts(prev, s.k_tokens)
-            lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(cache.input_ids[tok], base[0], n_valid, s.k_tokens, s.min_count)
-            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens, s.min_count)
+            lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(cache.input_ids[tok], base[0], n_valid, s.k_tokens, MIN_COUNT)
+            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens, MIN_COUNT)
             n_docs[i] = cache.doc_of(tok).unique_consecutive().numel()
             ctx_parts.append(_contexts(cache, tok, val, s))
         ctx_ptr[i + 1] = ctx_ptr[i] + (ctx_parts[-1]["ctx_doc"].numel() if tok.numel() else 0)
@@ -257,6 +259,38 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
             "lift_ids": lift_ids[0], "lift_counts": lift_counts[0], "lift": lift[0],
             "prev_lift_ids": lift_ids[1], "prev_lift_counts": lift_counts[1], "prev_lift": lift[1],
             **lens_table(model, W_dec, s.k_lens)}
+
+
+def base_rates(tokenizer, texts: list[str], s: TableSettings) -> tuple[Tensor, int, Tensor, int]:
+    """(token counts over encoded tokens, their number, counts over all tokens, their number) of the corpus."""
+    docs = tokenize(tokenizer, texts, s.max_len)
+    ids = torch.tensor([i for d in docs for i in d], dtype=torch.long)
+    valid = valid_mask(tokenizer, docs, s.skip_first, s.skip_special)
+    vocab = max(len(tokenizer), int(ids.max()) + 1)
+    return torch.bincount(ids[valid], minlength=vocab), int(valid.sum()), torch.bincount(ids, minlength=vocab), ids.numel()
+
+
+def _relift(ids: Tensor, counts: Tensor, total: Tensor, base: Tensor, base_total: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows of (ids, counts) [d_sae, k] (most frequent first, -1 padded) re-ranked by lift, as _lift_top ranks."""
+    known = ids >= 0
+    c = counts.float()
+    lift = (c / total.clamp_min(1)[:, None].float()) / (base[ids.clamp_min(0).long()].clamp_min(1).float() / max(1, base_total))
+    floor = torch.minimum(torch.full_like(c[:, 0], MIN_COUNT), c.max(1).values)  # [d_sae]
+    keep = known & (c >= floor[:, None])
+    order = torch.where(keep, lift, torch.tensor(float("-inf"))).sort(dim=1, descending=True, stable=True).indices
+    kept = keep.gather(1, order)
+    return (torch.where(kept, ids.gather(1, order), -1).int(), torch.where(kept, counts.gather(1, order), 0).int(),
+            torch.where(kept, lift.gather(1, order), 0.0).float())
+
+
+def add_lift(table: LatentTable, tokenizer, texts: list[str]) -> None:
+    """Lift columns for a table built before they existed, from its top_ids / prev_ids and the corpus's base rates."""
+    s = TableSettings(**{k: v for k, v in table.info["settings"].items() if k in {f.name for f in dataclasses.fields(TableSettings)}})
+    base_valid, n_valid, base_all, n_all = base_rates(tokenizer, texts, s)
+    t = table.t
+    t["lift_ids"], t["lift_counts"], t["lift"] = _relift(t["top_ids"], t["top_counts"], t["n_fire"], base_valid, n_valid)
+    t["prev_lift_ids"], t["prev_lift_counts"], t["prev_lift"] = _relift(t["prev_ids"], t["prev_counts"], t["n_prev"], base_all, n_all)
+    table.info["lift"] = {"ranked": f"the {s.k_tokens} most frequent firing tokens (top_ids)", "min_count": MIN_COUNT}
 
 
 def add_effect(table: LatentTable, model, tokenizer, sae, s: EffectSettings = EffectSettings(), progress: bool = True) -> float:
@@ -327,7 +361,8 @@ def latent_table(
     tensors = build_table(sparse, model, sae.W_dec, s, progress)
     info = {"format": FORMAT, "key": key, "sae": sae.source, "hook": sae.hook, "model": getattr(model.config, "_name_or_path", ""),
             "corpus": source, "doc_ids": ids, "n_docs": sparse.n_docs, "n_tokens": sparse.n_tokens, "n_encoded": int(valid.sum()),
-            "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - start, 1)}
+            "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - start, 1),
+            "lift": {"ranked": "every firing token", "min_count": MIN_COUNT}}
     table = LatentTable(tensors, info)
     if effect:
         add_effect(table, model, tokenizer, sae, progress=progress)

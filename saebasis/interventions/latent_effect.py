@@ -17,13 +17,15 @@ W_eff[i] promotes most (logits W_U N(W_eff[i]), N the linear part of the final n
   input score   (Arad et al., src/input_score.py): share of the latent's max-activating corpus contexts whose
                 peak token is in L_i (needs a corpus: computed with the per-latent table, interpret/table.py)
 
-Latents are scored `batch_size` at a time: the residual at the hook is computed once, copied per latent, and
-only the blocks after the hook run (hooks.skip_to_hook). The scores depend on the model, the SAE and these
+Latents are scored `batch_size` at a time: the residual at the hook and the KV cache of the prompt's first P - 1
+tokens are computed once; per latent only the last position runs, and only through the blocks after the hook
+(hooks.skip_to_hook). The scores depend on the model, the SAE and these
 settings only; `fingerprint` names them so a stored table is used only for the SAE and model it was built on.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import hashlib
@@ -98,13 +100,38 @@ def lens_top(model: nn.Module, rows: Float[Tensor, "n d_model"], k: int) -> Int[
 
 
 # -- output score and delta token confidence --------------------------------------------------------
-def _last_logits(model: nn.Module, ids: Tensor) -> Float[Tensor, "batch vocab"]:
+def _last_logits(model: nn.Module, ids: Tensor, past=None) -> Float[Tensor, "batch vocab"]:
     """Next-token logits at the last position (the unembedding applied there only where the model allows)."""
+    kw = {"past_key_values": past, "use_cache": True} if past is not None else {"use_cache": False}
     try:
-        out = model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        out = model(input_ids=ids, logits_to_keep=1, **kw)
     except TypeError:  # a model class without logits_to_keep
-        out = model(input_ids=ids, use_cache=False)
+        out = model(input_ids=ids, **kw)
     return out.logits[:, -1].float()
+
+
+def _prefix_cache(model: nn.Module, ids: Tensor):
+    """The KV cache of every prompt token but the last (they are the same for every latent), or None."""
+    if ids.shape[1] < 2:
+        return None
+    past = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+    return past if hasattr(past, "batch_repeat_interleave") else None
+
+
+def _amplified_logits(model, hook: str, ids: Tensor, h0: Tensor, shift: Tensor, past) -> Float[Tensor, "b vocab"]:
+    """Next-token logits with shift [b, d_model] added to the residual at the last position (blocks upstream of
+    the hook skipped; with a prefix cache only the last position runs, 1 token per latent instead of P)."""
+    b = shift.shape[0]
+    if past is None:
+        h = h0.expand(b, -1, -1).clone()  # [b, P, d_model]
+        h[:, -1] += shift.to(h.dtype)
+        with hooks.skip_to_hook(model, hook, h):
+            return _last_logits(model, ids.expand(b, -1))
+    cache = copy.deepcopy(past)
+    cache.batch_repeat_interleave(b)
+    h = (h0[:, -1:].expand(b, -1, -1) + shift[:, None].to(h0.dtype))  # [b, 1, d_model]
+    with hooks.skip_to_hook(model, hook, h):
+        return _last_logits(model, ids[:, -1:].expand(b, -1), cache)
 
 
 @torch.no_grad()
@@ -132,13 +159,10 @@ def effect_scores(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="latent effect scores", unit="batch", mininterval=2)
+    past = _prefix_cache(model, ids)
     for start in starts:
         rows = rows_all[start : start + s.batch_size].to(device)  # [b, d_model]
-        h = h0.expand(rows.shape[0], -1, -1).clone()  # [b, P, d_model]
-        h[:, -1] += (amount * rows).to(h.dtype)
-        with hooks.skip_to_hook(model, sae.hook, h):
-            logits = _last_logits(model, ids.expand(rows.shape[0], -1))  # [b, vocab]
-        p = torch.softmax(logits, -1)
+        p = torch.softmax(_amplified_logits(model, sae.hook, ids, h0, amount * rows, past), -1)  # [b, vocab]
         top_lens = p.gather(1, lens[start : start + rows.shape[0]].to(device)).max(1).values  # [b]
         best_rank = (p > top_lens[:, None]).sum(1).float()  # rank of the likeliest lens token = the best rank
         out["output_score"][start : start + rows.shape[0]] = ((1 - best_rank / p.shape[1]) * top_lens).cpu()

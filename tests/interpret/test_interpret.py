@@ -12,7 +12,7 @@ from torch import nn
 
 from saebasis.core import hooks
 from saebasis.config import compose
-from saebasis.interpret.cache import latent_cache
+from saebasis.interpret.cache import LatentCache, latent_cache
 from saebasis.interpret.contexts import max_contexts
 from saebasis.interpret.explain import evidence, hot_span, snippet
 from saebasis.interpret.factor import factorize, nmf, truncated_svd
@@ -378,6 +378,62 @@ def test_token_explanation_exact_format():
     assert token_explanation(rare) == 'fires on: "\\n" 2% (2)'  # the first token is always shown
     dead = {"fires_on": [], "before": [], "promotes": [[" a", 1.0]], "suppresses": []}
     assert token_explanation(dead) == 'never fires on this corpus | promotes: " a"'
+    lifted = {**stats, "fires_on_lift": [[" great", 12, 0.12, 30.4], [" love", 41, 0.41, 8.0], ["\n", 4, 0.04, 1.2]],
+              "before_lift": [["!", 5, 0.05, 1.4]]}
+    assert token_explanation(lifted) == ('fires on: " great" 30x (12), " love" 8x (41) | after: "!" 1x (5) '
+                                         '| promotes: " wonderful", " amazing", " great"')
+
+
+def function_word_cache(tokenizer):
+    """A hand-made activation cache: latent 0 fires on half of the 40 "the" (a function word, 20% of the corpus)
+    and on all 10 "movie" (5%); raw shares lead with "the" (20 of 30 firings), lift with "movie"."""
+    words = ["the"] * 40 + ["movie"] * 10 + "was good day weather is film i a love it".split() * 15
+    words = [words[j] for j in torch.randperm(200, generator=torch.Generator().manual_seed(0)).tolist()]
+    movies = [j for j, w in enumerate(words) if w == "movie"]
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids(words))
+    the = [j for j, w in enumerate(words) if w == "the"]
+    fire = sorted(the[::2] + movies)
+    docs = torch.arange(0, 201, 20)
+    return LatentCache(ids, docs, torch.ones(200, dtype=torch.bool), torch.tensor([0, len(fire), len(fire)]),
+                       torch.tensor(fire, dtype=torch.int32), torch.ones(len(fire)), True), words
+
+
+def test_a_frequent_function_word_does_not_lead_the_explanation(model, tokenizer):
+    from saebasis.interpret.explain import short_explanation, token_explanation
+    from saebasis.interpret.table import LatentTable, TableSettings, build_table
+
+    cache, words = function_word_cache(tokenizer)
+    assert words.count("the") == 40 and words.count("movie") == 10 and len(words) == 200
+    t = build_table(cache, model, torch.randn(2, D_MODEL), TableSettings(n_contexts=3), progress=False)
+    stats = LatentTable(t, {}).token_stats(0, tokenizer)
+    assert stats["fires_on"][0][:2] == ["the", 20]  # by raw share the function word leads
+    assert [r[0] for r in stats["fires_on_lift"][:2]] == ["movie", "the"]
+    assert stats["fires_on_lift"][0][3] == pytest.approx((10 / 30) / (10 / 200))
+    assert stats["fires_on_lift"][1][3] == pytest.approx((20 / 30) / (40 / 200))
+    assert token_explanation(stats).startswith('fires on: "movie" 7x (10), "the" 3x (20)')
+    assert short_explanation(stats) == '"movie", "the"'
+
+
+def test_lift_added_to_an_old_table_equals_the_built_one_when_top_tokens_cover_every_firing_token(model, tokenizer, sae, tmp_path):
+    from saebasis.interpret.table import TableSettings, add_lift, latent_table
+
+    texts = TEXTS * 3
+    s = TableSettings(n_contexts=5, k_tokens=40)  # more than the tiny vocabulary: top_ids hold every firing token
+    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "test", s,
+                            cache_dir=tmp_path, progress=False, effect=False)
+    built = {k: table.t.pop(k) for k in [k for k in table.t if "lift" in k]}
+    add_lift(table, tokenizer, texts)
+    for name, value in built.items():
+        assert torch.allclose(table.t[name].float(), value.float(), rtol=1e-5), name
+
+
+def test_context_marks_its_max_activating_token_escaped():
+    from saebasis.interpret.render import context_html
+
+    html = context_html({"doc": 0, "max": 3.0, "count": 1, "tokens": ["<b>", " x", "<i>"], "acts": [9.0, 3.0, 1.0],
+                         "skipped": [True, False, False]})
+    assert html.count('class="peak"') == 1 and '<span class="peak" title="3.000"' in html and "&lt;b&gt;" in html
+    assert "<b>" not in html and "<i>" not in html
 
 
 # -- coverage and concept alignment ----------------------------------------------------------------
