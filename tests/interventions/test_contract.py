@@ -23,6 +23,7 @@ CONFIGS = {
     "clamp_add": {"latents": [1, 5], "values": [2.0, -1.0], "mode": "add"},
     "diffmean": {},
     "sae_latent": {"k": 2},
+    "sae_targeted": {"k": 2},
     "pca": {},
     "sara": {"mode": "stable"},
     "loreft": {"rank": 3},  # a peer trained by pyreft, applied natively: no library needed here

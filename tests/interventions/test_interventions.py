@@ -24,7 +24,7 @@ def _perturb(iv):
 
 def test_every_method_is_registered():
     peers = {"lora", "caa", "loreft"}  # through their own libraries: tests/interventions/test_peers.py, test_loreft.py
-    assert set(LEARNED) | {"diffmean", "pca", "sara", "sae_latent"} | peers == set(REGISTRY)
+    assert set(LEARNED) | {"diffmean", "pca", "sara", "sae_latent", "sae_targeted"} | peers == set(REGISTRY)
 
 
 @pytest.mark.parametrize("method", sorted(LEARNED))
