@@ -105,7 +105,8 @@ def describe_latents(cfg: dict, run, sae, loaded, table: LatentTable, top: list[
             "latent": i, "rank": rank, "score": float(scores[cfg["rank_by"]][i]), "change": float(scores["change"][i]),
             "weight": float(scores["weights"][i]), "cos_folded": None if cos is None else float(cos[i]),
             "density": table.density(i), "n_contexts": table.n_contexts(i), "tokens": stats,
-            "explanation": explainer.token_explanation(stats), "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
+            "explanation": explainer.token_explanation(stats), "short": explainer.short_explanation(stats),
+            "effect": table.effect(i), "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
             "model_explanation": text, "explanation_words": words, "neuronpedia": sae.neuronpedia_url(i),
         })
     return out
