@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from saebasis.core import hooks
 from saebasis.core.activations import example_means
@@ -168,10 +169,11 @@ def measure_effects(model, tokenizer, sae: SAEBasis, hook: str, V: Float[Tensor,
     """Mean SAE code of the greedy continuation of each prompt under each steering vector (rows of V), minus the
     unsteered one (`base`, from `unsteered`), averaged over the prompts."""
     total = torch.zeros(len(V), sae.d_sae)
-    for ids, code in zip(_prompt_ids(model, tokenizer, cfg), base["codes"]):
-        for start in range(0, len(V), cfg.batch_size):
-            rows = V[start : start + cfg.batch_size]
-            total[start : start + len(rows)] += _continuation_codes(model, sae, hook, ids, rows, cfg)[0] - code
+    jobs = [(ids, code, start) for ids, code in zip(_prompt_ids(model, tokenizer, cfg), base["codes"])
+            for start in range(0, len(V), cfg.batch_size)]
+    for ids, code, start in tqdm(jobs, desc="sae_targeted effects", leave=False, disable=len(jobs) < 4):
+        rows = V[start : start + cfg.batch_size]
+        total[start : start + len(rows)] += _continuation_codes(model, sae, hook, ids, rows, cfg)[0] - code
     return total / cfg.n_prompts
 
 
@@ -230,6 +232,8 @@ def load_or_fit(model, tokenizer, sae: SAEBasis, hook: str, cfg: SAETargetedConf
     if cfg.cache and (folder / "effects.safetensors").exists() and (folder / "cfg.json").exists():
         t = load_file(folder / "effects.safetensors")
         return EffectApproximator(t["W"], t["b"], t["bos"].bool(), json.loads((folder / "cfg.json").read_text()))
+    print(f"[saebasis] sae_targeted: fitting the effect approximator for {hook} ({cfg.n_directions} directions x "
+          f"{cfg.n_prompts} prompts x {cfg.new_tokens} tokens), once; cached in {folder}")
     start = time.time()
     base = unsteered(model, tokenizer, sae, hook, cfg)
     r = cfg.radius * float(base["norm"])
