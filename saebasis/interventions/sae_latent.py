@@ -49,7 +49,8 @@ class SAELatentConfig(VectorConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.k < 1 or self.chunk < 1 or self.candidates < 1:
-            raise ValueError(f"k, candidates and chunk must be >= 1, got k={self.k}, candidates={self.candidates}, chunk={self.chunk}.")
+            raise ValueError(f"k and chunk must be >= 1, and candidates too; got k={self.k}, chunk={self.chunk}, "
+                             f"candidates={self.candidates}.")
         if self.select not in SELECT:
             raise ValueError(f"select must be one of {' | '.join(SELECT)}, got '{self.select}'.")
         if self.select != "contrast" and self.candidates < self.k:
