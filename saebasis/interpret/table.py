@@ -365,6 +365,9 @@ def latent_table(
             "lift": {"ranked": "every firing token", "min_count": MIN_COUNT}}
     table = LatentTable(tensors, info)
     if effect:
-        add_effect(table, model, tokenizer, sae, progress=progress)
+        try:
+            add_effect(table, model, tokenizer, sae, progress=progress)
+        except ValueError as err:  # e.g. no latent active at the neutral prompt: the report shows no effect scores
+            print(f"[saebasis] per-latent table without effect scores: {err}")
     save_table(write_to or cached, table)
     return table, "built"
