@@ -135,7 +135,7 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     """Score every run with compare's protocol (one compare per concept, the runs as saved methods); adds
     row["score"] (test score at the val-chosen strength) and row["strength"]. `overrides`: compare overrides
     (e.g. the model / SAE the runs were trained with when not the embedded default)."""
-    from saebasis.experiments.compare import compare, concept_experiment
+    from saebasis.experiments.compare import compare
     from saebasis.config import compose, to_dict
     from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
@@ -144,7 +144,7 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     for data in sorted({r["data"] for r in rows}):
         concept = Path(data).name
         out = root / "judged" / concept
-        cfg = to_dict(compose("compare", [*concept_experiment(data), f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]))
+        cfg = to_dict(compose("compare", [f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]))
         mine = [r for r in rows if r["data"] == data]
         cfg["methods"] = {"unsteered": {"kind": "none"},
                           **{f"{r['family']}_{r['budget']}": {"kind": "run", "run_dir": str(root / r["run"]), "strengths": STRENGTHS} for r in mine}}

@@ -7,7 +7,10 @@ a Hugging Face *dataset* repo holding the same files, fetched when online and ca
                       formality), optional second_judge: an independent judge of the same concept (its scores
                       and their Spearman agreement with the judge's are reported beside them), optional
                       family: a free word grouping concepts in the leaderboard's family table (built-ins:
-                      sentiment, topic, behaviour; absent: "other")
+                      sentiment, topic, behaviour; absent: "other"), optional prompt: the text the prompting
+                      baseline puts before each instruction (absent: "In your answer, show <description>. "),
+                      optional select_by: score (default) | ab, how compare chooses each method's strength
+                      (ab: p of the matching answer on the val A/B items; needs ab.jsonl with val and test items)
   pairs.jsonl         {"prompt", "positive", "negative"}: contrastive / preference pairs; SFT trains on
                       prompt -> positive; DiffMean / PCA / SARA are fitted from the same pairs
   neutral.jsonl       {"prompt"}: neutral prompts for KL-to-base (preservation) and fluency
@@ -21,6 +24,9 @@ The built-in concepts are project-written (no downloads): sentiment (judge: vade
 negative_sentiment (vader_negative, second_judge: textblob_negative); the topics ocean, cooking, sports, space,
 music, medicine, law and programming (judge: minilm); the behaviours formality (judge: formality), brevity
 (judge: brevity), pirate (a persona, judge: minilm) and sycophancy (A/B behaviour, judge: ab).
+
+A new concept is one folder: `compare data=<folder>` and the leaderboard (`concepts: [builtin, <folder>]`, or a
+folder of concept folders) read everything they need from it (`resolve_concepts`).
 """
 
 from __future__ import annotations
@@ -71,10 +77,25 @@ class Concept:
     """An independent judge of the same concept (e.g. textblob beside vader); None: only `judge`."""
     family: str = "other"
     """The group the leaderboard reports it in (built-ins: sentiment, topic, behaviour)."""
+    prompt: str = ""
+    """The prompting baseline's text before each instruction ("" = from the description, see `default_prompt`)."""
+    select_by: str = "score"
+    """How compare chooses a method's strength on val: score (the text score) | ab (p of the matching A/B answer)."""
+
+    def __post_init__(self) -> None:
+        self.prompt = self.prompt or default_prompt(self.description)
 
     def ab_items(self, split: str) -> list[ABItem]:
         """A/B items of one split ("train" | "val" | "test")."""
         return [item for item in self.ab if item.split == split]
+
+
+SELECT_BY = ("score", "ab")
+
+
+def default_prompt(description: str) -> str:
+    """The prompting baseline of a concept.yaml without `prompt`: its description asked for."""
+    return f"In your answer, show {description}. "
 
 
 def builtin_names() -> list[str]:
@@ -164,7 +185,20 @@ def read_meta(root: Path) -> dict:
     if not isinstance(family, str) or not family.strip() or not family.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"{path}:{yaml_line(path, 'family')}: family must be one word (e.g. topic), got {family!r}. "
                          "Fix: write e.g. `family: behaviour`, or remove the line.")
+    check_prompt(path, meta)
     return meta
+
+
+def check_prompt(path: Path, meta: dict) -> None:
+    """`prompt` (optional) is non-empty text; `select_by` (optional) is one of SELECT_BY."""
+    prompt = meta.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise ValueError(f"{path}:{yaml_line(path, 'prompt')}: prompt must be the text put before each instruction "
+                         f'(e.g. prompt: "Mention the ocean in your answer. "), got {prompt!r}. Fix it, or remove the line.')
+    select_by = meta.setdefault("select_by", "score")
+    if select_by not in SELECT_BY:
+        raise ValueError(f"{path}:{yaml_line(path, 'select_by')}: select_by must be one of {list(SELECT_BY)}, got "
+                         f"{select_by!r}. Fix: write `select_by: ab` (A/B items) or remove the line (text score).")
 
 
 def concept_family(name_or_path: str) -> str:
@@ -229,8 +263,40 @@ def load_concept(name_or_path: str) -> Concept:
     if meta["judge"] == "ab" and not ab_path.exists():
         raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
     ab = read_ab(ab_path, prompts) if ab_path.exists() else []
-    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab, meta.get("second_judge"),
-                   meta["family"])
+    if meta["select_by"] == "ab" and not ({i.split for i in ab} >= {"val", "test"}):
+        raise ValueError(f"{root / 'concept.yaml'}: select_by: ab chooses strength on A/B items, but {ab_path} has no "
+                         f"\"split\": \"val\" and \"test\" items. Fix: add them, or remove the select_by line.")
+    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab,
+                   meta.get("second_judge"), meta["family"], meta.get("prompt") or "", meta["select_by"])
+
+
+BUILTIN = "builtin"
+"""The `concepts` entry that stands for every built-in concept (saebasis/data/<name>/, in name order)."""
+
+
+def resolve_concepts(entries: list[str]) -> list[str]:
+    """A leaderboard's concept list, expanded: `builtin` -> every built-in concept; a built-in name, a concept
+    folder (holding concept.yaml) or hf:<repo> -> itself; a folder of concept folders -> each of them (name order).
+    Names must be unique (each concept's results live in concepts/<name>/); nothing is loaded here."""
+    out: list[str] = []
+    for entry in entries:
+        entry = str(entry)
+        if entry == BUILTIN:
+            out += builtin_names()
+        elif entry.startswith("hf:") or any((root / "concept.yaml").exists() for root in (Path(entry), DATA_DIR / entry)):
+            out.append(entry)
+        elif Path(entry).is_dir() and (found := sorted(str(p.parent) for p in Path(entry).glob("*/concept.yaml"))):
+            out += found
+        else:
+            raise FileNotFoundError(
+                f"concepts: '{entry}' is neither a built-in concept ({builtin_names()}), '{BUILTIN}' (all of them), a "
+                "concept folder (with concept.yaml) nor a folder of concept folders. Fix the entry or the path.")
+    names = [Path(c).name for c in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"concepts: {twice} appear more than once (each concept's results go to concepts/<name>/). "
+                         "Fix: list each concept once, or rename one of the folders.")
+    return out
 
 
 def _read_text(path: Path) -> str:

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from statistics import mean
@@ -35,15 +36,16 @@ from typing import NamedTuple
 import torch
 
 from saebasis import judges
-from saebasis.config import compose, setup_env, to_dict
+from saebasis.config import compose, override, setup_env, to_dict
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
+from saebasis.experiments import cells
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.core.generation import generate_timed
-from saebasis.runs import load_run
+from saebasis.runs import check_writable, load_run
 from saebasis.core.stack import load_stack, stack_for
-from saebasis.train.fit import fit_baseline
-from saebasis.train.train import train
+from saebasis.training.fit import fit_baseline
+from saebasis.training.train import train
 
 KINDS = ("none", "prompt", "train", "fit", "run")
 
@@ -63,8 +65,9 @@ def check_methods(cfg: dict, concept) -> None:
         kind = (spec or {}).get("kind")
         if kind not in KINDS:
             raise ValueError(f"methods.{name}: kind must be one of {list(KINDS)}, got {kind!r}.")
-        if kind == "prompt" and not spec.get("prefix"):
-            raise ValueError(f"methods.{name}: kind prompt needs a prefix (the text asking for the concept).")
+        if kind == "prompt" and not (isinstance(spec.get("prefix"), str) and spec["prefix"].strip()):
+            raise ValueError(f"methods.{name}: kind prompt needs a prefix (the text asking for the concept), got "
+                             f"{spec.get('prefix')!r}; or no prefix: the concept's own (its concept.yaml `prompt`).")
         if kind == "run" and not (spec.get("run_dir") or spec.get("run")):
             raise ValueError(f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> (or run=<Run> from Python).")
         grid = spec.get("strengths")
@@ -77,13 +80,15 @@ def check_methods(cfg: dict, concept) -> None:
         raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
 
 
-def concept_experiment(concept: str) -> list[str]:
-    """[experiment=compare_<name>] when the concept has a compare experiment file (its prompting prefix, judges,
-    selection rule), else [] (a user's own concept folder)."""
-    from saebasis.config import CONFIG_DIR
-
-    name = Path(concept).name
-    return [f"experiment=compare_{name}"] if (CONFIG_DIR / "experiment" / f"compare_{name}.yaml").exists() else []
+def for_concept(cfg: dict, concept) -> dict:
+    """The concept's own settings where the config leaves them open (a new concept is one folder): select_by null ->
+    its concept.yaml's (default score); a prompt method without `prefix` -> its concept.yaml's `prompt`."""
+    if cfg.get("select_by") is None:
+        cfg["select_by"] = concept.select_by
+    for spec in cfg["methods"].values():
+        if spec.get("kind") == "prompt" and not spec.get("prefix"):
+            spec["prefix"] = concept.prompt
+    return cfg
 
 
 def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dict | None:
@@ -93,7 +98,8 @@ def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dic
     if kind not in ("train", "fit"):
         return None
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
-    shared = list(cfg.get("stack_overrides") or []) + [f"data={cfg['data']}", f"run_dir={run_dir}", f"seed={seed}", "overwrite=true"]
+    shared = list(cfg.get("stack_overrides") or []) + [override("data", cfg["data"]), override("run_dir", run_dir), f"seed={seed}",
+                                                       "overwrite=true"]  # paths quoted: `(`, `<`, spaces
     if kind == "train":
         return to_dict(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])
                                + mixed_precision(cfg.get("autocast"))))  # trained as it is judged
@@ -288,8 +294,10 @@ def normalise(cfg: dict) -> dict:
     if missing:
         raise ValueError(f"compare config lacks {missing}: compose it from configs/compare.yaml (saebasis.config.compose('compare', ...)).")
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
-    if cfg["select_by"] not in ("score", "ab"):
-        raise ValueError(f"select_by must be 'score' (harmonic-mean text score) or 'ab' (A/B matching probability), got {cfg['select_by']!r}.")
+    cfg["methods"] = {k: v for k, v in (cfg.get("methods") or {}).items() if v is not None}  # null drops a method
+    if cfg["select_by"] not in (None, "score", "ab"):
+        raise ValueError(f"select_by must be null (the concept's), 'score' (harmonic-mean text score) or 'ab' "
+                         f"(A/B matching probability), got {cfg['select_by']!r}.")
     if cfg.get("autocast") not in (None, *MIXED):
         raise ValueError(f"autocast must be null (full precision) or one of {list(MIXED)}, got {cfg['autocast']!r}.")
     return cfg
@@ -297,46 +305,90 @@ def normalise(cfg: dict) -> dict:
 
 def compare(cfg, stack=None, concept=None, runs: dict | None = None) -> dict:
     """Every method of cfg.methods on one concept. `stack` / `concept`: loaded once by the caller and shared
-    (loaded here otherwise); `runs`: {method name: Run} added as in-memory {kind: run} methods."""
+    (loaded here otherwise); `runs`: {method name: Run} added as in-memory {kind: run} methods.
+    With resume=true and an out_dir each method is a cell (saebasis/experiments/cells.py): claimed, saved on its own
+    and reused by any later or concurrent compare on the same out_dir; results.json is merged from the cells."""
     setup_env()
     cfg = normalise(to_dict(cfg))
     for name, run in (runs or {}).items():
         cfg["methods"][name] = {**(cfg["methods"].get(name) or {}), "kind": "run", "run": run}
     torch.manual_seed(cfg["seeds"][0])
     concept = concept if concept is not None else load_concept(cfg["data"])
+    cfg = for_concept(cfg, concept)
     check_methods(cfg, concept)
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg["out_dir"]) if cfg.get("out_dir") else None  # None (the Python API): nothing is written
+    if out is None and any(spec.get("kind") in ("train", "fit") for spec in cfg["methods"].values()):
+        raise ValueError("compare with out_dir=None takes only in-memory runs (kind run), none and prompt methods: "
+                         "train / fit methods save run folders, so give them an out_dir.")
+    if out is not None:
+        check_writable(out, "out_dir")  # a read-only out_dir is found before any model is loaded
     start = time.time()
     stack = stack_for(stack, cfg) if stack is not None else load_stack(cfg)
-    ev = Evaluator(stack, concept, cfg)
-    warm_up(ev)  # the first generate call of a process is slow (allocator, kernels): never the reference
-    base = ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])  # reference speed (cached for unsteered)
+    shared = bool(cfg.get("resume")) and out is not None  # cells: saved one by one, claimed, reused
+    done = finished_methods(out, cfg) if shared else {}
     results: dict[str, dict] = {}
-    done = finished_methods(out, cfg) if cfg.get("resume") else {}
+    ev: list = []  # [Evaluator, unsteered reference], made when a first method is computed here
     skipped: dict[str, str] = cfg.setdefault("skipped", {})
     for name, spec in cfg["methods"].items():
         if name in done:
             print(f"[saebasis compare] {name}: done before (resume), skipped", flush=True)
             results[name] = done[name]
             continue
-        print(f"[saebasis compare] {name} ...", flush=True)
-        try:
-            results[name] = compare_method(name, spec, ev, cfg, out, base["seconds_per_token"])
-        except ImportError as err:  # an optional peer whose library is not installed here
-            if not spec.get("optional"):
-                raise
-            skipped[name] = f"{type(err).__name__}: {err}"
-            print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err})", flush=True)
-            continue
+        with cells.claim(out, name) if shared else contextlib.nullcontext(True) as mine:
+            if not mine:
+                print(f"[saebasis compare] {name}: being computed by another worker, left to it", flush=True)
+                continue
+            again = finished_cell(out, name, cfg) if shared else None  # saved by another worker meanwhile
+            if again is not None:
+                results[name] = again
+                continue
+            if not ev:
+                ev += evaluator(stack, concept, cfg)
+            print(f"[saebasis compare] {name} ...", flush=True)
+            if shared:
+                cells.log_computation(out, name, cfg.get("worker", 0))
+            try:
+                results[name] = compare_method(name, spec, ev[0], cfg, out, ev[1]["seconds_per_token"])
+            except ImportError as err:  # an optional peer whose library is not installed here
+                if not spec.get("optional"):
+                    raise
+                skipped[name] = f"{type(err).__name__}: {err}"
+                print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err})", flush=True)
+                continue
+            if shared:
+                cells.write_cell(out, name, {**results[name], "cell": cell_key(name, cfg) | {"record": cells.record(
+                    cfg.get("worker", 0))}})
         row = results[name]["row"]
         print(f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
               f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)", flush=True)
-        write(out, results, cfg, time.time() - start)  # after every method: a crash loses no earlier result
-    paths = write(out, results, cfg, time.time() - start, final=True)
-    print((out / "results.md").read_text())
-    print(f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min -> {out}")
-    return {"out_dir": str(out), **paths, "rows": [r["row"] for r in results.values()], "total_time_s": time.time() - start}
+        if out is not None:
+            merge(out, results, cfg, time.time() - start, shared)  # after every method: a crash loses no earlier result
+    results, paths = merge(out, results, cfg, time.time() - start, shared, final=True) if out is not None else (results, {})
+    rows = [r["row"] for r in results.values()]
+    print(plots.results_markdown(rows))
+    print(f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min" + (f" -> {out}" if out else ""))
+    return {"out_dir": None if out is None else str(out), **paths, "rows": rows, "results": results,
+            "total_time_s": time.time() - start, "complete": paths.get("complete", True)}
+
+
+def evaluator(stack, concept, cfg: dict) -> list:
+    """[the Evaluator, the unsteered test generation]: warmed up, then the reference speed of gen_overhead."""
+    ev = Evaluator(stack, concept, cfg)
+    warm_up(ev)  # the first generate call of a process is slow (allocator, kernels): never the reference
+    return [ev, ev.generate(Method(None, ev.stack.hook, 0.0), "test", 0.0, cfg["seeds"][0])]  # cached for unsteered
+
+
+def merge(out: Path, results: dict, cfg: dict, seconds: float, shared: bool, final: bool = False) -> tuple[dict, dict]:
+    """Write results.json and the tables from this process's results and (shared) every valid saved cell, under the
+    merge lock; final: the plots too, when every method is there. Returns (the merged results, the paths)."""
+    if not shared:
+        return results, write(out, results, cfg, seconds, final=final)
+    with cells.merge_lock(out / "results"):
+        saved = finished_methods(out, cfg)
+        merged = {name: results.get(name) or saved[name] for name in cfg["methods"] if name in results or name in saved}
+        complete = all(name in merged or name in cfg["skipped"] for name in cfg["methods"])
+        paths = write(out, merged, cfg, seconds, final=final and complete)
+    return merged, {**paths, "complete": complete}
 
 
 def warm_up(ev: Evaluator) -> None:
@@ -366,7 +418,7 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
             f.writelines(f"\nSkipped {name}: its environment is missing ({why}).\n"
                          for name, why in cfg["skipped"].items())
     blob = {"config": _plain(cfg), "total_time_s": seconds, "complete": final, "results": results}
-    tmp = out / "results.json.tmp"
+    tmp = out / f".results.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(finite(blob), indent=2, default=str))
     tmp.replace(out / "results.json")
     paths["json"] = str(out / "results.json")
@@ -384,19 +436,42 @@ def expected_keys(name: str, spec: dict, cfg: dict, out: Path) -> list[str | Non
 def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
     """Results of methods already complete in out/results.json with the same spec *and* the same composed
     train / fit config per seed (resume=true): editing an experiment file or a default reruns its cells."""
+    found = {name: cell for name in cfg["methods"] if (cell := finished_cell(out, name, cfg)) is not None}
     path = out / "results.json"
-    if not path.exists():
-        return {}
     try:
-        blob = json.loads(path.read_text())
+        blob = json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError:
-        return {}  # a torn write: start over (results are rewritten after every method)
+        blob = {}  # a torn write: start over (results are rewritten after every method)
     if (blob.get("config") or {}).get("autocast") != cfg.get("autocast"):
-        return {}  # judged in another precision: greedy text differs, nothing carries over
+        return found  # judged in another precision: greedy text differs, nothing carries over
     specs = _plain(cfg)["methods"]
     old = (blob.get("config") or {}).get("methods") or {}
-    return {name: res for name, res in (blob.get("results") or {}).items()
-            if name in specs and old.get(name) == specs[name] and recorded_keys(name, res, cfg, out) == expected_keys(name, cfg["methods"][name], cfg, out)}
+    legacy = {name: res for name, res in (blob.get("results") or {}).items()  # results.json written before cells
+              if name in specs and name not in found and old.get(name) == specs[name]
+              and recorded_keys(name, res, cfg, out) == expected_keys(name, cfg["methods"][name], cfg, out)}
+    return {**legacy, **found}
+
+
+EVAL_KEYS = ("seeds", "n_val", "n_test", "n_neutral", "max_new_tokens", "select_by", "strength_search", "do_sample",
+             "temperature", "top_p", "autocast")
+"""What a cell's judged result depends on besides its method (its spec and composed configs)."""
+
+
+def cell_key(name: str, cfg: dict) -> dict:
+    """What a saved cell must match to be reused: the method's spec and the evaluation settings."""
+    return {"spec": _plain(cfg)["methods"][name], "eval": {k: cfg.get(k) for k in EVAL_KEYS}}
+
+
+def finished_cell(out: Path, name: str, cfg: dict) -> dict | None:
+    """The saved cell of `name` when it was made with this spec, these evaluation settings and the same composed
+    train / fit configs (None otherwise: it is computed again)."""
+    blob = cells.read_cell(out, name)
+    if not blob or "row" not in blob:
+        return None
+    key = cell_key(name, cfg)
+    made = blob.get("cell") or {}
+    same = made.get("spec") == key["spec"] and made.get("eval") == json.loads(json.dumps(key["eval"], default=str))
+    return blob if same and blob.get("config_keys") == expected_keys(name, cfg["methods"][name], cfg, out) else None
 
 
 def recorded_keys(name: str, res: dict, cfg: dict, out: Path) -> list[str | None]:

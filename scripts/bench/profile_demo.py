@@ -4,7 +4,7 @@
     python scripts/bench/profile_demo.py --method sae_adaptor_sparse --autocast bfloat16
 
 The demo is ~8 trainings plus compare's generating / judging; this says what each is made of. It trains the
-method's two seeds exactly as `saebasis compare experiment=compare_sentiment` would (the same composed configs, into
+method's two seeds exactly as `saebasis demo full=true` would (compare methods=sentiment_demo) (the same composed configs, into
 a temporary out_dir), profiling seed 0's run; then runs compare on the unsteered model and that method with
 resume=true, so the two runs are reused and only the evaluation (strength search, test, judges, KL, latent L0) is
 profiled (its total includes compare's warm-up and unsteered reference, which a demo pays once). Written to results/profile_demo.json: seconds of the training run (its forward and backward, and the time
@@ -38,7 +38,7 @@ def seconds_in(stats: pstats.Stats, name: str, path_part: str = "", own: bool = 
 
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--method", default="residual_adaptor", help="a trained method of configs/experiment/compare_sentiment.yaml")
+    parser.add_argument("--method", default="residual_adaptor", help="a trained method of configs/methods/sentiment_demo.yaml")
     parser.add_argument("--autocast", default=None, help="bfloat16: train (bf16-mixed) and judge as compare autocast=bfloat16")
     args = parser.parse_args()
     if args.device != "cpu" or args.dtype != "float32" or args.reps:
@@ -50,14 +50,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        overrides = ["experiment=compare_sentiment", f"out_dir={out}", "resume=true", "logger=none"]
+        overrides = ["methods=sentiment_demo", "data=sentiment", "seeds=[0,1]", f"out_dir={out}", "resume=true", "logger=none"]
         overrides += [f"autocast={args.autocast}"] if args.autocast else []
         if args.quick:
             overrides += ["n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=4"]
         cfg = to_dict(compose("compare", overrides))
-        if cfg["methods"].get(args.method, {}).get("kind") != "train":
-            raise SystemExit(f"--method must be a trained method of compare_sentiment, one of "
-                             f"{[k for k, v in cfg['methods'].items() if v['kind'] == 'train']}")
+        if (cfg["methods"].get(args.method) or {}).get("kind") != "train":
+            raise SystemExit(f"--method must be a trained method of methods=sentiment_demo, one of "
+                             f"{[k for k, v in cfg['methods'].items() if v and v['kind'] == 'train']}")
         spec = cfg["methods"][args.method]
         if args.quick:
             spec["overrides"] = list(spec.get("overrides") or []) + ["trainer.max_steps=2"]

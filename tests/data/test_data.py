@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from saebasis.data import builtin_names, load_concept
+from saebasis.data import builtin_names, load_concept, resolve_concepts
 from tests.conftest import write_concept
 
 
@@ -58,6 +58,11 @@ def _concept(tmp_path, name, text):
         ("ab.jsonl", '{"question": "q", "matching": "(A)", "not_matching": "(B)", "split": "dev"}\n', r"ab.jsonl:1: split must be one of"),
         ("ab.jsonl", '{"question": "the movie 1", "matching": "(A)", "not_matching": "(B)", "split": "test"}\n',
          r"ab.jsonl:1 is a 'test' item but its question is also in pairs"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nprompt: 3\n", r"concept.yaml:4: prompt must be the text"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nprompt: ''\n", r"concept.yaml:4: prompt must be the text"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nselect_by: kl\n",
+         r"concept.yaml:4: select_by must be one of \['score', 'ab'\], got 'kl'"),
+        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nselect_by: ab\n", r"select_by: ab chooses strength on A/B items"),
     ],
 )
 def test_validation_errors_name_file_line_and_fix(tmp_path, name, text, pattern):
@@ -106,3 +111,27 @@ def test_hf_source_loads_from_the_hub_cache_offline(tmp_path, monkeypatch, sub):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     concept = load_concept("hf:someone/concepts" + (f"/{sub}" if sub else ""))
     assert concept.name == "tiny" and len(concept.pairs) == 6 and concept.instructions["test"]
+
+
+def test_a_concept_folder_carries_its_prompt_and_selection_rule(tmp_path):
+    root = write_concept(tmp_path / "c")
+    assert load_concept(str(root)).prompt == f"In your answer, show {load_concept(str(root)).description}. "  # the default
+    assert load_concept(str(root)).select_by == "score"
+    (root / "concept.yaml").write_text((root / "concept.yaml").read_text() + 'prompt: "Be happy. "\n')
+    assert load_concept(str(root)).prompt == "Be happy. "
+    assert load_concept("sentiment").prompt == "Answer in a warm, joyful and enthusiastic way. "
+    assert load_concept("sycophancy").select_by == "ab" and load_concept("ocean").select_by == "score"
+    assert all(load_concept(name).prompt.endswith(". ") for name in builtin_names())  # every built-in has its own
+
+
+def test_resolve_concepts_expands_builtin_folders_and_folders_of_folders(tmp_path):
+    one = write_concept(tmp_path / "mine" / "alpha")
+    write_concept(tmp_path / "mine" / "beta")
+    assert resolve_concepts(["builtin"]) == builtin_names()
+    assert resolve_concepts(["ocean", str(one)]) == ["ocean", str(one)]
+    assert resolve_concepts(["sentiment", str(tmp_path / "mine")]) == ["sentiment", str(one), str(tmp_path / "mine" / "beta")]
+    with pytest.raises(FileNotFoundError, match=r"'nowhere' is neither a built-in concept .* folder of concept folders"):
+        resolve_concepts(["nowhere"])
+    write_concept(tmp_path / "other" / "ocean")
+    with pytest.raises(ValueError, match=r"\['ocean'\] appear more than once"):
+        resolve_concepts(["builtin", str(tmp_path / "other")])

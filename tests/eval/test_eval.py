@@ -261,7 +261,7 @@ def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
 
 @pytest.mark.parametrize(
     "methods, pattern",
-    [({"x": {"kind": "magic"}}, r"methods.x: kind must be one of"), ({"p": {"kind": "prompt"}}, r"methods.p: kind prompt needs a prefix"),
+    [({"x": {"kind": "magic"}}, r"methods.x: kind must be one of"), ({"p": {"kind": "prompt", "prefix": 3}}, r"methods.p: kind prompt needs a prefix"),
      ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"), ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list")],
 )
 def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_dir, sae, methods, pattern, monkeypatch):
@@ -345,7 +345,7 @@ def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_
     assert all(math.isfinite(r["score"]) for r in first["rows"])
     seen.clear()
     compare(cfg)
-    assert len(seen) == 2  # same precision: every method reused; only the warm-up and the unsteered speed reference run
+    assert len(seen) == 0  # same precision: every method reused, so nothing is generated (not even the reference)
     seen.clear()
     fp32 = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
     compare(fp32)

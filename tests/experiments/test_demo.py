@@ -8,7 +8,8 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkey
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "sae" / "quality.json").write_text('{"explained_variance": 0.5}')
     tiny = tiny_stack
-    stack = "['model=tiny','sae.path=" + str(tmp_path / "sae") + "','sae.hook=blocks.1.hook_resid_post','sae.check=false']"
+    stack = ("['model=tiny','sae.path=" + str(tmp_path / "sae") + "','sae.hook=blocks.1.hook_resid_post','sae.check=false',"
+             "'batch_size=2','max_len=24']")
     monkeypatch.setattr("saebasis.experiments.demo._overrides", lambda cfg: [f"data={cfg['data']}", "logger=none", *tiny])
     import saebasis.experiments.demo as d
 
@@ -27,10 +28,14 @@ def test_demo_end_to_end_on_tiny_model(tmp_path, tiny_stack, concept_dir, monkey
 
     real_load_model = saebasis.core.stack.load_model
     monkeypatch.setattr(saebasis.core.stack, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
-    result = demo(compose("demo", [*tiny, f"data={concept_dir}", f"out_dir={tmp_path / 'demo'}", "quick=true", "logger=none"]))
+    result = demo(compose("demo", [*tiny, f"data={concept_dir}", f"out_dir={tmp_path / 'demo'}", "logger=none"]))
     assert len(loads) == 1, f"train + compare loaded the model {len(loads)} times; the demo shares one stack"
     report = Path(result["report"]).read_text()
     assert "## 2. Comparison" in report and "sae_bias" in report
+    quick = {"unsteered", "prompting", "sae_bias", "sae_adaptor_sparse", "residual_adaptor", "diffmean"}
+    assert {r["method"] for r in result["compare"]["rows"]} == quick and all(r["n_seeds"] == 1 for r in result["compare"]["rows"])
+    latents = report.split("## 3.")[1].split("## 4.")[0]
+    assert latents.count("\n| ") >= 2 and "| latent | change" in latents  # the bias's top latents, one row each
     readable = report.split("## 4.")[1]
     assert "| sae_bias (demo step 2) | " in readable and "/" in readable.split("| sae_bias (demo step 2) | ")[1].split("|")[0]
     timing = report.split("## 5. Where the time went")[1]

@@ -318,3 +318,71 @@ def test_leaderboard_hands_its_precision_to_every_concept():
 
     assert concept_cfg(to_dict(compose("leaderboard", ["autocast=bfloat16"])), "ocean")["autocast"] == "bfloat16"
     assert concept_cfg(to_dict(compose("leaderboard", [])), "ocean")["autocast"] is None  # fp32 unless asked
+
+
+def test_two_workers_build_one_board_and_compute_every_cell_once(tmp_path, tiny_stack):
+    """A Hydra multirun of 2 joblib workers on one out_dir; the concepts are one entry, a folder of concept folders
+    created here (a new concept is one folder: its prompting prefix comes from its concept.yaml)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mine = tmp_path / "my_concepts"
+    for name in ("alpha", "beta"):
+        write_concept(mine / name)
+        with open(mine / name / "concept.yaml", "a") as f:
+            f.write(f'prompt: "Talk about {name}. "\n')
+    confs = tmp_path / "confs" / "methods"
+    confs.mkdir(parents=True)
+    (confs / "tiny.yaml").write_text(
+        "unsteered: {kind: none}\nprompting: {kind: prompt}\n"
+        "bias: {kind: train, overrides: [experiment=sae_bias, trainer.max_epochs=1], strengths: [1]}\n"
+        "dm: {kind: fit, overrides: [experiment=diffmean], strengths: [1]}\n")
+    quoted = ",".join(f"'{o}'" for o in [*tiny_stack, "batch_size=2", "max_len=24"])
+    board = tmp_path / "board"
+    cli = Path(sys.executable).with_name("saebasis")
+    args = [str(cli), "leaderboard", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "worker=0,1",
+            f"hydra.searchpath=[file://{tmp_path / 'confs'}]", f"hydra.sweep.dir={tmp_path / 'hydra'}", "methods=tiny",
+            *tiny_stack, f"stack_overrides=[{quoted}]", f"concepts=[{mine}]", "seeds=[0]", "n_val=2", "n_test=2",
+            "n_neutral=2", "max_new_tokens=3", "batch_size=4", "strength_search.max_steps=1", "readability=false",
+            "contrasts=[]", f"out_dir={board}"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    from saebasis.experiments.cells import computations
+
+    computed = {c: [r["method"] for r in computations(board / "concepts" / c)] for c in ("alpha", "beta")}
+    assert {c: sorted(m) for c, m in computed.items()} == {c: ["bias", "dm", "prompting", "unsteered"] for c in computed}
+    workers = {r["worker"] for c in computed for r in computations(board / "concepts" / c)}
+    assert workers <= {0, 1}
+    table = json.loads((board / "leaderboard.json").read_text())
+    assert table["complete"] and set(table["per_concept"]["dm"]) == {"alpha", "beta"}  # merged from both workers' cells
+    assert {r["method"] for r in table["overall"]} == {"unsteered", "prompting", "bias", "dm"}
+    for name in ("alpha", "beta"):
+        blob = json.loads((board / "concepts" / name / "results.json").read_text())
+        assert blob["complete"] and blob["config"]["methods"]["prompting"]["prefix"] == f"Talk about {name}. "
+        cell = json.loads((board / "concepts" / name / "cells" / "bias.json").read_text())
+        assert cell["cell"]["record"]["worker"] in (0, 1) and cell["row"]["method"] == "bias"
+
+
+def test_a_cell_another_worker_holds_is_left_to_it_then_computed_once(tiny_board, capsys):
+    import os
+
+    from saebasis.experiments.cells import computations
+
+    tmp_path, concepts, overrides = tiny_board
+    methods = {k: v for k, v in METHODS.items() if k in ("unsteered", "dm")}
+    cfg = {**board_cfg([*overrides, f"concepts=[{concepts[0]}]", "readability=false"]), "methods": methods}
+    cells = tmp_path / "board" / "concepts" / "alpha" / "cells"
+    cells.mkdir(parents=True)
+    (cells / "dm.lock").write_text(str(os.getpid()))  # a live process holds dm
+    first = leaderboard(cfg)
+    assert first["pending"] == ["alpha"] and "dm: being computed by another worker, left to it" in capsys.readouterr().out
+    blob = json.loads((cells.parent / "results.json").read_text())
+    assert not blob["complete"] and set(blob["results"]) == {"unsteered"}
+    assert not json.loads((tmp_path / "board" / "leaderboard.json").read_text())["complete"]
+    (cells / "dm.lock").unlink()  # its owner finished without saving: the next worker computes it
+    second = leaderboard(cfg)
+    assert second["pending"] == [] and json.loads((tmp_path / "board" / "leaderboard.json").read_text())["complete"]
+    assert sorted(r["method"] for r in computations(cells.parent)) == ["dm", "unsteered"]  # each once
+    third = leaderboard(cfg)  # everything saved: nothing computed again
+    assert third["pending"] == [] and len(computations(cells.parent)) == 2
