@@ -15,7 +15,8 @@ W_eff[i] promotes most (logits W_U N(W_eff[i]), N the linear part of the final n
                   max_t p(t) - max_t p0(t)
                 (read here as the top probability's change; the paper's code was not available to check against)
   input score   (Arad et al., src/input_score.py): share of the latent's max-activating corpus contexts whose
-                peak token is in L_i (needs a corpus: computed with the per-latent table, interpret/table.py)
+                peak token is in L_i (needs a corpus: computed with the per-latent table, interpret/table.py, from
+                its up to 20 distinct contexts per latent; Arad et al. read up to 100 and skip latents with < 10)
 
 Latents are scored `batch_size` at a time: the residual at the hook and the KV cache of the prompt's first P - 1
 tokens are computed once; per latent only the last position runs, and only through the blocks after the hook
