@@ -17,7 +17,7 @@ from tests.test_reliability import train_overrides
 
 
 def _train(tmp_path, *extra, run="run"):
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     return train(compose("train", [*train_overrides(tmp_path, run), "trainer.max_epochs=1", *extra]))
 
@@ -91,7 +91,10 @@ def test_nan_weights_on_disk_are_refused_at_load(tmp_path):
 
 
 def test_a_truncated_checkpoint_gets_a_clear_error(tmp_path):
+    import shutil
+
     _train(tmp_path)
+    shutil.rmtree(tmp_path / "run")  # the run never finished (a crash): resume reads its checkpoint
     last = tmp_path / "run.ckpt" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(ValueError, match="truncated, corrupt or not a saebasis checkpoint"):

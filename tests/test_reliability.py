@@ -266,8 +266,8 @@ def read_checkpoint(path: Path) -> dict:
 
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     from saebasis.config import compose
-    from saebasis.train import module
-    from saebasis.train.train import train
+    from saebasis.training import module
+    from saebasis.training.train import train
 
     real_step = module.SteeringModule.step
 
@@ -295,7 +295,7 @@ def _cli_env() -> dict:
 
 def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path):
     from saebasis.config import compose
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     epochs = ["trainer.max_epochs=6"]
     full = train(compose("train", [*train_overrides(tmp_path, "full"), *epochs]))
@@ -326,7 +326,7 @@ def test_train_offline_without_wandb_key(tmp_path, monkeypatch):
     import socket
 
     from saebasis.config import compose
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     for var in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
