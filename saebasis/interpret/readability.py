@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from saebasis.config import compose
+from saebasis.config import compose, override
 
 
 def uses_sae(run_dir: Path) -> bool:
@@ -48,7 +48,8 @@ def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> d
         report = run_dir / "interpret" / "report.json"
         weights = run_dir / "intervention.safetensors"
         if not report.exists() or report.stat().st_mtime < weights.stat().st_mtime:  # none yet, or the run was retrained
-            interpret(compose("interpret", [f"run={run_dir}", f"out_dir={run_dir / 'interpret'}", *overrides]))
+            interpret(compose("interpret", [override("run", run_dir), override("out_dir", run_dir / "interpret"),
+                                            *overrides]))  # quoted: a concept folder may hold `(`, `<`, spaces
         found[run_dir.name.removesuffix("-seed0")] = readability(report, out)
     return found
 
