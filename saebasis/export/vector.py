@@ -75,10 +75,17 @@ def model_info(model_cfg: dict | None) -> tuple[str | None, int | None]:
     return config.model_type, config.num_hidden_layers
 
 
-def export_vector(source: Run | Intervention | str | Path, strength: float = 1.0, hook: str | None = None,
-                  model_type: str | None = None, n_layers: int | None = None) -> ExportVector:
-    """The vector to export from a run folder, a loaded `Run`, or an intervention (then give `hook`)."""
-    strength = check_strength(strength)
+class Source(NamedTuple):
+    intervention: Intervention
+    hook: str
+    model_type: str | None
+    n_layers: int | None
+
+
+def resolve_source(source: Run | Intervention | str | Path, hook: str | None = None, model_type: str | None = None,
+                   n_layers: int | None = None) -> Source:
+    """The intervention, its hook and (when known) its model's family and depth, from a run folder, a loaded
+    `Run`, or an intervention (then give `hook`)."""
     if isinstance(source, (str, Path)):
         source = load_run(source)
     if isinstance(source, Run):
@@ -91,14 +98,23 @@ def export_vector(source: Run | Intervention | str | Path, strength: float = 1.0
     if not hook:
         raise ValueError("export of an intervention needs its hook, e.g. hook='blocks.12.hook_resid_pre' "
                          "(a run folder records it in cfg.json).")
+    hooks.parse_hook(hook)
+    return Source(source, hook, model_type, n_layers)
+
+
+def export_vector(source: Run | Intervention | str | Path, strength: float = 1.0, hook: str | None = None,
+                  model_type: str | None = None, n_layers: int | None = None) -> ExportVector:
+    """The vector to export from a run folder, a loaded `Run`, or an intervention (then give `hook`)."""
+    strength = check_strength(strength)
+    iv, hook, model_type, n_layers = resolve_source(source, hook, model_type, n_layers)
     layer = block_output_index(hook)
     if n_layers is not None and layer >= n_layers:
         raise ValueError(f"'{hook}' is block {layer}'s output, but the model has {n_layers} blocks "
                          f"(0..{n_layers - 1}).")
-    shift = source.folded_shift(strength)
+    shift = iv.folded_shift(strength)
     if shift is None:
-        raise ValueError(f"Cannot export: {source.unfolded_reason()}")
+        raise ValueError(f"Cannot export: {iv.unfolded_reason()}")
     vector = shift.detach().to("cpu", torch.float32).contiguous()  # [d_model]
     if not bool(torch.isfinite(vector).all()):
-        raise ValueError(f"'{source.method}' folds to a vector with NaN / inf entries; the run is corrupt.")
-    return ExportVector(vector, layer, hook, strength, source.method, model_type, n_layers)
+        raise ValueError(f"'{iv.method}' folds to a vector with NaN / inf entries; the run is corrupt.")
+    return ExportVector(vector, layer, hook, strength, iv.method, model_type, n_layers)

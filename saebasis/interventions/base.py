@@ -242,6 +242,11 @@ class Intervention(nn.Module, ABC):
         return (f"'{self.method}' changes the residual by an amount that depends on the residual itself (a function of h), "
                 "not by one constant vector at one layer, so no control vector can carry it.")
 
+    def peft_adapter(self, hook: str, strength: float, blocks_path: str) -> tuple[dict, dict[str, Tensor]] | None:
+        """(adapter_config, tensors) of a peft LoRA adapter folder that applies the method at `strength` when the
+        method is such an adapter (`blocks_path`: where the model keeps its blocks, e.g. model.layers); None here."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What a run reports about the method itself (parameters; subclasses add e.g. latents written)."""
         return {"n_params": sum(p.numel() for p in self.parameters() if p.requires_grad)}

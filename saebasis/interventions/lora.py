@@ -191,10 +191,24 @@ class LoRA(Intervention):
             steered = block(h, **kwargs)
         return h + (steered - block(h, **kwargs))
 
+    def peft_adapter(self, hook: str, strength: float, blocks_path: str) -> tuple[dict, dict[str, Tensor]]:
+        """peft's saved form: keys base_model.model.<blocks_path>.<block>.<module>.lora_A|B.weight; lora_alpha is
+        alpha x strength, so peft's scaling lora_alpha / r is saebasis' (alpha / r) x strength."""
+        point = hooks.parse_hook(hook)
+        block = point.layer if point.kind == "pre" else point.layer + 1
+        modules = {key: f"{blocks_path}.{block}.{key.replace('-', '.')}" for key in self.adapters}
+        tensors = {f"base_model.model.{name}.lora_{part}.weight": getattr(self.adapters[key], f"lora_{part}").weight
+                   .detach().cpu().contiguous() for key, name in modules.items() for part in "AB"}
+        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.cfg.rank,
+                  "lora_alpha": self.cfg.alpha * float(strength), "lora_dropout": 0.0, "bias": "none",
+                  "target_modules": sorted(modules.values()), "fan_in_fan_out": False, "inference_mode": True,
+                  "use_rslora": False, "base_model_name_or_path": None}
+        return config, tensors
+
     def unfolded_reason(self) -> str:
         return ("lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the residual "
-                "depends on the input and is no single vector; carry it as a peft adapter instead: its A / B matrices are "
-                "the run's intervention.safetensors (adapters.<module>.lora_A / lora_B).")
+                "depends on the input and is no single vector; export it as a peft adapter folder instead "
+                "(saebasis export format=peft).")
 
     def describe(self) -> dict:
         return {**super().describe(), "adapted": sorted(k.replace("-", ".") for k in self.adapters)}

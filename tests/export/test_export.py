@@ -72,8 +72,10 @@ def test_every_method_either_folds_or_refuses_export_with_its_reason(sae, tmp_pa
             with pytest.raises(ValueError, match="Cannot export") as err:
                 export(iv, tmp_path / f"{method}.gguf", "gguf", 1.0, hook=HOOKS[0])
             assert iv.unfolded_reason() in str(err.value)
-        else:
-            assert method in FOLDING or method == "caa", f"{method} folds: add it to FOLDING"
+        else:  # a method that folds (also one added later): its vector is exactly the change it applies
+            iv = randomised(method, sae)
+            h = torch.randn(2, 5, D_MODEL)
+            torch.testing.assert_close(iv(h, 1.3) - h, iv.folded_shift(1.3).expand_as(h), rtol=0, atol=1e-6)
 
 
 def test_clamp_in_clamp_mode_refuses_and_names_add_mode(sae, tmp_path):
@@ -128,9 +130,11 @@ def test_unknown_format_and_lm_eval_suffix_are_refused(sae, tmp_path):
 def test_cli_exports_a_saved_run_in_every_format(sae, tmp_path):
     iv = randomised("diffmean", sae)
     run = save_run(tmp_path / "run", iv, {"hook": "blocks.2.hook_resid_pre", "model": {"name": "tiny-llama"}})
-    for fmt in FORMATS:
+    for fmt in FORMATS[:-1]:  # the vector formats (peft: LoRA runs only)
         info = export_command({"run": str(run), "format": fmt, "out": None, "strength": 1.5})
         assert info["layer"] == 1 and info["strength"] == 1.5 and (tmp_path / "run" / "export").is_dir()
+    with pytest.raises(ValueError, match="not a LoRA adapter"):
+        export_command({"run": str(run), "format": "peft", "out": str(tmp_path / "peft"), "strength": 1.0})
     with pytest.raises(ValueError, match="out of range|blocks"):
         export(load_run(run), tmp_path / "y.gguf", "gguf", 1.0, hook=f"blocks.{N_LAYERS}.hook_resid_post")
 
@@ -198,4 +202,26 @@ def test_lm_eval_steered_model_applies_the_export_as_saebasis_does(steered_case,
     with torch.no_grad():
         want = saebasis_logits(model, iv, hook, 1.7, ids)
         got = lm._model_call(ids)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft absent: bash scripts/setup_peers.sh")
+@pytest.mark.parametrize("hook", ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"])
+def test_lora_exports_a_peft_adapter_that_peft_applies_as_saebasis_does(model, hook, tmp_path):
+    from peft import PeftModel
+
+    iv = build("lora", {"rank": 2, "alpha": 4.0, "target_modules": ["o_proj", "down_proj"]}, D_MODEL)
+    iv.materialize(model, hook)
+    with torch.no_grad():
+        for adapter in iv.adapters.values():
+            adapter.lora_B.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(4, 20, (2, 7), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="format=peft"):
+        export(iv, tmp_path / "x.gguf", "gguf", 1.0, hook=hook)
+    folder = export(iv, tmp_path / "adapter", "peft", 1.5, hook=hook)
+    with torch.no_grad():
+        want = saebasis_logits(model, iv, hook, 1.5, ids)
+        plain = model(input_ids=ids).logits
+        got = PeftModel.from_pretrained(copy.deepcopy(model), folder)(input_ids=ids).logits
+    assert (want - plain).abs().max() > 1e-3
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
