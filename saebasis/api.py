@@ -284,7 +284,8 @@ def _compose(command: str, method: str) -> dict:
     """The CLI's config for `saebasis <command> experiment=<method>` (or intervention=<method>), logging off."""
     if method not in REGISTRY:
         raise ValueError(f"Unknown method '{method}'.{_suggest(method, list(REGISTRY))} Registered: {sorted(REGISTRY)}.")
-    overrides = [f"intervention={method}"]
+    own_yaml = (CONFIG_DIR / "intervention" / f"{method}.yaml").exists()  # else the dataclass defaults
+    overrides = [f"intervention={method if own_yaml else method + '_defaults'}"]
     if (CONFIG_DIR / "experiment" / f"{method}.yaml").exists():
         overrides.append(f"experiment={method}")  # the method's tuned settings (lr, ...), as the CLI's experiment=<method>
     if command == "train":
@@ -504,10 +505,7 @@ def compare(methods: Sequence[Any], model, tokenizer, sae: Any = None, data: Any
         elif item == "unsteered":
             name, spec = "unsteered", {"kind": "none"}
         elif item == "prompting":
-            prefix = concept_obj.prompt_prefix if hasattr(concept_obj, "prompt_prefix") else None
-            if not prefix:
-                raise ValueError(f"Concept '{concept_obj.name}' has no prompting prefix (concept.yaml: prompt_prefix).")
-            name, spec = "prompting", {"kind": "prompt", "prefix": prefix}
+            name, spec = "prompting", {"kind": "prompt", "prefix": concept_obj.prompt}  # concept.yaml's `prompt`
         elif isinstance(item, str) and item in REGISTRY:
             made = (fit if REGISTRY[item].kind == "fitted" else train)(item, model, tokenizer, sae, concept_obj, hook=hook)
             name, spec = _unique(item, specs), {"kind": "run", "run": made.as_run(), "strengths": grid or [0.5, 1.0, 2.0]}

@@ -105,3 +105,13 @@ def write_concept(root, n_pairs: int = 6):
 @pytest.fixture
 def concept_dir(tmp_path):
     return write_concept(tmp_path / "concept")
+
+
+@pytest.fixture
+def stack(model, tokenizer, sae):
+    """The tiny model, its tokenizer and SAE as a frozen stack, built in memory (nothing saved): what
+    train_core / fit_intervention and the Python API take. CLI tests name their SAE by folder instead
+    (tiny_stack_overrides)."""
+    from saebasis.core.stack import Stack
+
+    return Stack(model, tokenizer, sae, HOOK, None)
