@@ -308,6 +308,11 @@ def compare(cfg, stack=None, concept=None, runs: dict | None = None) -> dict:
     (loaded here otherwise); `runs`: {method name: Run} added as in-memory {kind: run} methods.
     With resume=true and an out_dir each method is a cell (saebasis/experiments/cells.py): claimed, saved on its own
     and reused by any later or concurrent compare on the same out_dir; results.json is merged from the cells."""
+    with remembered_keys():
+        return _compare(cfg, stack, concept, runs)
+
+
+def _compare(cfg, stack, concept, runs: dict | None) -> dict:
     setup_env()
     cfg = normalise(to_dict(cfg))
     for name, run in (runs or {}).items():
@@ -428,9 +433,31 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
     return paths
 
 
+_KEYS: dict[str, list] | None = None
+"""expected_keys' answers during one compare call (its merges ask again after every method); None outside one."""
+
+
 def expected_keys(name: str, spec: dict, cfg: dict, out: Path) -> list[str | None]:
     """The resume keys of a method's composed configs, one per seed (None for kinds not made here)."""
-    return [config_key(method_config(name, spec, cfg, out, seed)) for seed in seeds_for(spec, cfg)]
+    memo = json.dumps([name, _plain({"methods": {name: spec}})["methods"][name], str(out)] + [cfg.get(k) for k in (
+        "stack_overrides", "data", "autocast", "seeds", "do_sample")], sort_keys=True, default=str)
+    if _KEYS is not None and memo in _KEYS:
+        return _KEYS[memo]
+    keys = [config_key(method_config(name, spec, cfg, out, seed)) for seed in seeds_for(spec, cfg)]
+    if _KEYS is not None:
+        _KEYS[memo] = keys
+    return keys
+
+
+@contextlib.contextmanager
+def remembered_keys():
+    """Within: each method's resume keys are composed once (the configs on disk do not change during one compare)."""
+    global _KEYS
+    outer, _KEYS = _KEYS, ({} if _KEYS is None else _KEYS)
+    try:
+        yield
+    finally:
+        _KEYS = outer
 
 
 def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:

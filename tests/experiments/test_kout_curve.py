@@ -1,13 +1,8 @@
-"""scripts/kout_curve.py: the verdict follows the rule it states, on hand-built rows."""
-
-import importlib.util
-from pathlib import Path
+"""saebasis.experiments.kout_curve: the verdict follows the rule it states, on hand-built rows."""
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("kout_curve", Path(__file__).resolve().parents[2] / "scripts" / "kout_curve.py")
-kc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(kc)
+from saebasis.experiments import kout_curve as kc
 
 
 def row(method, score, lo, hi, kl, l0, params=100, strength=1.0):

@@ -11,20 +11,16 @@ import pytest
 from saebasis.config import compose
 from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrast_agreement, contrasts, costs, families, overall, paired_difference, ranks,
                                  tradeoff_points)
-from saebasis.experiments.leaderboard import leaderboard, markdown, time_left
+from saebasis.experiments.board_render import markdown
+from saebasis.experiments.leaderboard import leaderboard, time_left
 from tests.conftest import write_concept
 
 
 def load_script(name: str):
-    """A script under scripts/ as a module."""
-    import importlib.util
-    from pathlib import Path
+    """A board script's code: a package module under saebasis/experiments/ (scripts/<name>.py only runs its main)."""
+    import importlib
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"saebasis.experiments.{name}")
 
 
 def _blob(scores: dict[str, float], edges=()) -> dict:

@@ -45,8 +45,7 @@ def test_tiny_multirun_and_summary(tmp_path, concept_dir, tiny_stack):
             f"data={concept_dir}"]
     proc = subprocess.run([sys.executable, "-m", "saebasis.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from rank_vs_sparsity import summarize
+    from saebasis.experiments.rank_vs_sparsity import summarize
 
     result = summarize(out)
     assert {r["family"] for r in result["rows"]} == {"residual", "sae_lowrank", "sae_sparse", "sae_bias"}
