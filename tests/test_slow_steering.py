@@ -7,7 +7,7 @@ from saebasis.core.generation import generate
 from saebasis.judges import vader_compound
 from saebasis.core.models import load_model
 from saebasis.runs import load_run
-from saebasis.train.train import train
+from saebasis.training.train import train
 
 
 @pytest.mark.slow

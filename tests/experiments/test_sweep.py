@@ -286,7 +286,7 @@ def test_ddp_trains_more_than_one_epoch(tmp_path, concept_dir):
 
 @pytest.mark.parametrize("n, world, batch", [(9, 2, 2), (10, 2, 3), (5, 4, 1), (17, 3, 4)])
 def test_sampler_shards_like_distributed_sampler_and_resumes_per_rank(n, world, batch):
-    from saebasis.train.datamodule import StepSeededSampler
+    from saebasis.training.datamodule import StepSeededSampler
 
     step = [0]
     samplers = [StepSeededSampler(n, batch, 7, lambda: step[0], rank, world) for rank in range(world)]

@@ -7,7 +7,7 @@ from saebasis.config import compose
 from saebasis.interventions import build
 from saebasis.interventions.sara import SARA, reduced, sara_delta
 from saebasis.runs import load_run, save_run
-from saebasis.train.fit import fit_baseline
+from saebasis.training.fit import fit_baseline
 
 D = 32
 

@@ -120,7 +120,7 @@ def test_save_load_bit_for_bit_and_grid_generation(positions, model, tokenizer, 
 
 def test_training_without_pyreft_venv_fails_before_any_heavy_work(monkeypatch, tmp_path, concept_dir):
     from saebasis.config import compose
-    from saebasis.train import train as train_module
+    from saebasis.training import train as train_module
 
     monkeypatch.setenv("SAEBASIS_PYREFT_PYTHON", str(tmp_path / "no-venv" / "bin" / "python"))
     monkeypatch.setattr(train_module, "load_stack", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -194,7 +194,7 @@ def test_trains_through_pyreft_and_the_run_reloads_to_pyreft_logits(pyreft_py, t
     from saebasis.config import compose
     from saebasis.core.models import transformers4_folder
     from saebasis.core.stack import load_stack
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     overrides = ["experiment=loreft", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}", f"hook={HOOK}",
                  "batch_size=2", "max_len=24", "n_samples=1", "trainer.max_epochs=2", "lr=0.05", f"run_dir={tmp_path / 'run'}"]

@@ -115,8 +115,8 @@ def test_lora_residual_form_is_the_blocks_output_change(lora, model):
 def test_lora_cached_activations_give_the_same_logits(lora, model, tokenizer, concept_dir):
     """With cache_activations the blocks before the hook are skipped; the adapted block (after it) still runs."""
     from saebasis.data import load_concept
-    from saebasis.train.datamodule import ConceptDataModule
-    from saebasis.train.module import SteeringModule
+    from saebasis.training.datamodule import ConceptDataModule
+    from saebasis.training.module import SteeringModule
 
     iv = _perturbed(lora(target_modules=["all-linear"]), model)
     dm = ConceptDataModule(load_concept(str(concept_dir)), tokenizer, batch_size=3, max_len=24)
@@ -131,7 +131,7 @@ def test_lora_cached_activations_give_the_same_logits(lora, model, tokenizer, co
 
 def test_lora_trains_through_saebasis_train(lora, tmp_path, concept_dir):
     from saebasis.config import compose
-    from saebasis.train.train import train
+    from saebasis.training.train import train
 
     overrides = ["experiment=lora", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}", f"hook={HOOK}",
                  "batch_size=2", "max_len=24", "n_samples=1", "trainer.max_epochs=2", "lr=0.05",
@@ -152,7 +152,7 @@ CAA_HOOK = "blocks.1.hook_resid_post"  # steering-vectors' decoder_block 1
 def caa_fit(tmp_path, concept_dir):
     pytest.importorskip("steering_vectors", reason="CAA is a peer through steering-vectors: bash scripts/setup_peers.sh")
     from saebasis.config import compose
-    from saebasis.train.fit import fit_baseline
+    from saebasis.training.fit import fit_baseline
 
     def fit(*extra):
         cfg = compose("fit_baseline", ["experiment=caa", "model=tiny", "sae=none", f"data={concept_dir}", f"hook={CAA_HOOK}",
@@ -164,7 +164,7 @@ def caa_fit(tmp_path, concept_dir):
 
 def test_caa_fit_through_steering_vectors_matches_saebasis_last_token_diffmean(caa_fit, concept_dir, tmp_path):
     from saebasis.config import compose
-    from saebasis.train.fit import fit_baseline
+    from saebasis.training.fit import fit_baseline
 
     result = caa_fit()
     assert result["fit_check_cosine"] > 0.999999  # the library's vector vs saebasis' own activations at the last token

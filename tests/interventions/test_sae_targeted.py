@@ -15,7 +15,7 @@ from saebasis.interventions.sae_targeted import (EffectApproximator, SAETargeted
                                                  antithetic_directions, fit_approximator, fgaa_target, load_or_fit,
                                                  measure_effects, unsteered)
 from saebasis.runs import load_run
-from saebasis.train.fit import fit_baseline
+from saebasis.training.fit import fit_baseline
 from tests.conftest import D_MODEL, D_SAE
 
 SMALL = dict(n_directions=8, new_tokens=3, n_prompts=1, batch_size=4, k=2, max_density=1.0)
