@@ -30,6 +30,14 @@ from saebasis.core.models import load_model
 from saebasis.core.sae import ASSETS, SAEBasis
 
 
+def portable(info: dict, model_name: str) -> dict:
+    """The table's info without machine paths: a model given by path is named by its saebasis name, the corpus is
+    shown relative to the repository."""
+    root = str(ASSETS.parent.parent) + "/"
+    model = str(info.get("model", ""))
+    return {**info, "model": model_name if model.startswith("/") else model, "corpus": str(info.get("corpus", "")).replace(root, "")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sae", nargs="*", help="shipped SAE names (default: all of saebasis/assets/sae)")
@@ -52,8 +60,8 @@ def main() -> None:
         out = args.out / name if args.out else folder / "latents"
         table, where = latent_table(loaded.model, loaded.tokenizer, sae, corpus.texts, corpus.ids, corpus.source,
                                     table_settings(cfg), batch_size=args.batch_size, write_to=out, effect=False)
-        if where != "built":  # already up to date (or in the cache): write it to the SAE folder anyway
-            save_table(out, table)
+        table.info = portable(table.info, model_name)
+        save_table(out, table)  # also when it came up to date from the SAE folder or the cache
         print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s")
         if "lift_ids" not in table.t:  # a table built before lift existed: re-rank its top tokens (no model pass)
             add_lift(table, loaded.tokenizer, corpus.texts)
