@@ -28,7 +28,7 @@ from saebasis.interpret.lens import norm_note
 from saebasis.interpret.measure import Measured, agreement, measure, residual_units
 from saebasis.interpret.rank import Ranking, norm_explained, order_of, scores_of
 from saebasis.interpret.render import render
-from saebasis.interpret.table import LatentTable, TableSettings, latent_table
+from saebasis.interpret.table import LatentTable, TableSettings, effect_of, latent_table
 from saebasis.interpret.texts import load_corpus
 from saebasis.core.models import EMBEDDED_NAMES, load_model
 from saebasis.runs import check_writable, load_run
@@ -93,6 +93,7 @@ def describe_latents(cfg: dict, run, sae, loaded, table: LatentTable, top: list[
     cos = F.cosine_similarity(sae.W_dec.float(), folded.detach().float()[None], dim=-1) if folded is not None else None
     explain_with = _explainer(cfg, loaded)
     tok = loaded.tokenizer
+    effects = effect_of(table, loaded.model, tok, sae, list(top))  # from the table, or computed for these latents
     out = []
     for rank, i in enumerate(top, 1):
         contexts = table.contexts(i, tok, cfg["n_contexts"])
@@ -106,7 +107,7 @@ def describe_latents(cfg: dict, run, sae, loaded, table: LatentTable, top: list[
             "weight": float(scores["weights"][i]), "cos_folded": None if cos is None else float(cos[i]),
             "density": table.density(i), "n_contexts": table.n_contexts(i), "tokens": stats,
             "explanation": explainer.token_explanation(stats), "short": explainer.short_explanation(stats),
-            "effect": table.effect(i), "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
+            "effect": effects[i], "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
             "model_explanation": text, "explanation_words": words, "neuronpedia": sae.neuronpedia_url(i),
         })
     return out

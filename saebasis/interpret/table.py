@@ -307,6 +307,28 @@ def add_effect(table: LatentTable, model, tokenizer, sae, s: EffectSettings = Ef
     return seconds
 
 
+def effect_of(table: LatentTable, model, tokenizer, sae, latents: list[int], s: EffectSettings = EffectSettings()) -> dict[int, dict | None]:
+    """{latent: {output_score, input_score, delta_conf}} for `latents`: read from the table when it holds them for
+    this model and SAE, else computed for these latents only (one batch of forward passes); None where the scores
+    cannot be computed (no latent active at the neutral prompt)."""
+    if not latents:
+        return {}
+    if has_effect(table, model, sae, s):
+        return {i: table.effect(i) for i in latents}
+    try:
+        scores = effect_scores(model, tokenizer, sae, torch.tensor(latents), s)
+    except ValueError:
+        return {i: None for i in latents}
+    out = {}
+    for j, i in enumerate(latents):
+        lo, hi = int(table.t["ctx_ptr"][i]), int(table.t["ctx_ptr"][i + 1])
+        peaks = table.t["ctx_tokens"][lo:hi, table.info["settings"]["before"]].long()
+        hit = torch.isin(peaks, scores["lens_ids"][j].long()).float()
+        out[i] = {"output_score": float(scores["output_score"][j]), "delta_conf": float(scores["delta_conf"][j]),
+                  "input_score": float(hit.mean()) if hi > lo else None}
+    return out
+
+
 def has_effect(table: LatentTable, model, sae, s: EffectSettings = EffectSettings()) -> bool:
     """The table holds effect scores computed on this model and SAE with these settings."""
     return all(name in table.t for name in SCORES) and (table.info.get("effect") or {}).get("fingerprint") == fingerprint(model, sae, s)
@@ -343,11 +365,12 @@ def table_key(model, tokenizer, sae, texts: list[str], s: TableSettings) -> tupl
 def latent_table(
     model, tokenizer, sae, texts: list[str], ids: list[str], source: str, s: TableSettings = TableSettings(),
     cache_dir: str | Path | None = None, batch_size: int = 8, write_to: Path | None = None, progress: bool = True,
-    effect: bool = True,
+    effect: bool = False,
 ) -> tuple[LatentTable, str]:
     """The table for this (model, SAE, corpus, settings) and where it came from: "shipped" (the SAE's own
-    folder), "cache", or "built" (computed now and saved to `write_to`, default the cache). A built table gets
-    the effect scores too unless effect=False (add_effect; about as long as the table itself on a CPU)."""
+    folder), "cache", or "built" (computed now and saved to `write_to`, default the cache). effect=True gives a
+    built table every latent's effect scores too (add_effect: ~4096 forwards of one token; the report otherwise
+    scores only the latents it shows, effect_of)."""
     key, docs = table_key(model, tokenizer, sae, texts, s)
     cached = Path(cache_dir or cache_root() / "latent_tables") / key
     for where, folder in (("shipped", shipped_folder(sae)), ("cache", cached)):

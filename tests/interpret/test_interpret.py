@@ -331,6 +331,7 @@ def test_interpret_on_the_embedded_model(tmp_path):
     assert all(l["explanation"].startswith("fires on: ") and isinstance(l["model_explanation"], str) and l["contexts"] for l in data["latents"])
     assert "model.norm" in data["logit_lens_note"] and len(data["latents"][0]["logit_lens"]["promoted"]) == 8
     assert data["coverage"]["of"] == 2 and interpret(cfg)["cache_hit"]  # (boilerplate-heavy latents may have < 5 distinct contexts)
+    assert all(0 <= l["effect"]["output_score"] <= 1 for l in data["latents"])  # scored for the shown latents only
     print({l["latent"]: (l["explanation"], l["model_explanation"]) for l in data["latents"]})
 
 
@@ -425,6 +426,24 @@ def test_lift_added_to_an_old_table_equals_the_built_one_when_top_tokens_cover_e
     add_lift(table, tokenizer, texts)
     for name, value in built.items():
         assert torch.allclose(table.t[name].float(), value.float(), rtol=1e-5), name
+
+
+def test_effect_of_shown_latents_equals_the_whole_table_scores(model, tokenizer, sae, tmp_path):
+    from saebasis.interpret.table import add_effect, effect_of, latent_table
+
+    texts = TEXTS * 3
+    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "test", cache_dir=tmp_path,
+                            progress=False)
+    assert "output_score" not in table.t  # built without effect scores by default
+    shown = [5, 0, 33]
+    computed = effect_of(table, model, tokenizer, sae, shown)
+    add_effect(table, model, tokenizer, sae, progress=False)
+    for i in shown:
+        whole = table.effect(i)
+        for name in ("output_score", "delta_conf"):
+            assert computed[i][name] == pytest.approx(whole[name], rel=1e-4, abs=1e-6), (i, name)
+        assert computed[i]["input_score"] == whole["input_score"]
+    assert effect_of(table, model, tokenizer, sae, shown) == {i: table.effect(i) for i in shown}  # read from the table now
 
 
 def test_context_marks_its_max_activating_token_escaped():
