@@ -1,10 +1,12 @@
-"""`saebasis plateau run=<dir>` (or `direction=latent:<i>`): a direction's plateau edge vs three random families.
+"""`saebasis plateau run=<dir>` (or `direction=latent:<i>`): a direction's plateau edge vs random families.
 
 A run whose change is a constant vector v (`folded()`) is measured along v / |v| on a log grid of sizes; the
 suggested strength is (edge / |v|) * margin. A method whose change depends on h (an adaptor; `folded()` is
 None) is swept in its own strength s (applied as it is, every position but the first): its edge is given in
 strength and in residual-change size (mean |h'(s) - h|), and the random families are measured at the same
-residual-change sizes. See `saebasis/experiments/plateau/analysis.py` for the measurement.
+residual-change sizes. Every KL is reported twice: averaged over all positions but the first, and over only
+the positions after the chat template's shared opening. See `saebasis/experiments/plateau/analysis.py` for the
+measurement.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from saebasis.config import to_dict
 from saebasis.data import load_concept
 from saebasis.core.models import load_model
 from saebasis.experiments.plateau.analysis import (
-    alive_latents, alive_rows, covariance_matched, isotropic, kl_sweep, median_norm, method_sweep,
-    n_batches, neutral_prompts, plateau_edge, size_grid, token_acts,
+    FAMILIES, alive_latents, alive_rows, covariance_matched, covariance_mixture, isotropic, kl_sweep, median_norm,
+    method_sweep, n_batches, neutral_prompts, plateau_edge, real_mixture, size_grid, token_acts,
 )
 from saebasis.experiments.plateau.report import edge_dict, family_summary, write
 from saebasis.runs import load_run
@@ -61,6 +63,10 @@ def check_cfg(cfg: dict) -> None:
         raise ValueError(f"size_unit must be median_norm or absolute, got {cfg['size_unit']!r}.")
     size_grid(cfg["size_min"], cfg["size_max"], cfg["size_factor"])
     size_grid(cfg["strength_min"], cfg["strength_max"], cfg["size_factor"])
+    families = cfg.get("families")
+    if isinstance(families, str) or not families or any(f not in FAMILIES for f in families):
+        raise ValueError(f"families must be a non-empty list drawn from {list(FAMILIES)}, got {families!r} "
+                         f"(e.g. families=[isotropic,real_mixture]).")
 
 
 def resolve_target(cfg: dict) -> Target:
@@ -96,14 +102,24 @@ def _config_sae(cfg: dict, hook: str) -> SAEBasis | None:
 
 
 def random_directions(cfg: dict, acts: torch.Tensor, sae: SAEBasis | None) -> dict[str, torch.Tensor]:
-    """Unit directions of each random family (alive rows only with an SAE)."""
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    n = cfg["n_random"]
-    dirs = {"isotropic": isotropic(n, acts.shape[-1], 1.0, gen), "covariance": covariance_matched(acts, n, 1.0, gen)}
-    if sae is not None:
-        dirs["alive_rows"] = alive_rows(sae, alive_latents(sae, acts), n, 1.0, gen)[0]
-    else:
-        print("[saebasis] plateau: no SAE at this hook, so no alive-decoder-rows family (set sae=... to add it).")
+    """Unit directions of each requested random family (alive rows only with an SAE), in FAMILIES order; each
+    family draws from its own generator seeded from `seed` and its name, so adding or dropping a family leaves
+    the others' directions unchanged."""
+    n, dirs = cfg["n_random"], {}
+    draw = {
+        "isotropic": lambda g: isotropic(n, acts.shape[-1], 1.0, g),
+        "covariance": lambda g: covariance_matched(acts, n, 1.0, g),
+        "cov_mixture": lambda g: covariance_mixture(acts, n, 1.0, g),
+        "real_mixture": lambda g: real_mixture(acts, n, 1.0, g),
+        "alive_rows": lambda g: alive_rows(sae, alive_latents(sae, acts), n, 1.0, g)[0],
+    }
+    for k, name in enumerate(FAMILIES):
+        if name not in cfg["families"]:
+            continue
+        if name == "alive_rows" and sae is None:
+            print("[saebasis] plateau: no SAE at this hook, so no alive-decoder-rows family (set sae=... to add it).")
+            continue
+        dirs[name] = draw[name](torch.Generator().manual_seed(cfg["seed"] * len(FAMILIES) + k))
     return dirs
 
 
@@ -126,12 +142,18 @@ def plateau(cfg) -> dict:
     else:
         learned, families = _method(cfg, model, target, sweep, dirs)
     learned["label"] = target.label
+    th = cfg["threshold"]
     result = {
-        "hook": target.hook, "run": cfg.get("run"), "direction": cfg.get("direction"), "threshold": cfg["threshold"],
+        "hook": target.hook, "run": cfg.get("run"), "direction": cfg.get("direction"), "threshold": th,
         "margin": cfg["margin"], "median_norm": norm, "n_prompts": len(sweep), "n_tokens": sum(len(p.ids) - 1 for p in sweep),
+        "n_shared": [p.shared for p in sweep],
+        "n_tokens_unshared": sum(len(p.ids) - max(p.shared, 1) for p in sweep),
         "n_cov_tokens": int(acts.shape[0]), "learned": learned,
-        "families": {k: family_summary(v["sizes"], v["kl"], cfg["threshold"], learned["edge"]["size"]) for k, v in families.items()},
-        "suggested_strength": learned["edge_strength"] * cfg["margin"], "seconds": None,
+        "families": {k: family_summary(v["sizes"], v["kl"], th, learned["edge"]["size"]) for k, v in families.items()},
+        "families_unshared": {k: family_summary(v["sizes"], v["kl_unshared"], th, learned["edge_unshared"]["size"])
+                              for k, v in families.items()},
+        "suggested_strength": learned["edge_strength"] * cfg["margin"],
+        "suggested_strength_unshared": learned["edge_strength_unshared"] * cfg["margin"], "seconds": None,
     }
     result["seconds"] = round(time.time() - started, 1)
     paths = write(Path(cfg["out_dir"]), result)
@@ -151,14 +173,17 @@ def _constant(cfg: dict, model, target: Target, sweep, dirs: dict, norm: float) 
     names = list(dirs)
     all_dirs = torch.cat([target.vector[None] / v_norm, *dirs.values()])  # [1 + n_families * n_random, d_model]
     with _progress(n_batches(all_dirs.shape[0] * len(sizes), cfg["batch_size"], len(sweep))) as bar:
-        kl = kl_sweep(model, target.hook, sweep, all_dirs, sizes, cfg["batch_size"], bar)  # [n_dir, n_size]
-    edge = plateau_edge(sizes, kl[0].tolist(), cfg["threshold"])
-    learned = {"sizes": sizes, "kl": kl[0].tolist(), "edge": edge_dict(edge), "vector_norm": v_norm,
-               "edge_strength": edge.size / v_norm}
+        kl = kl_sweep(model, target.hook, sweep, all_dirs, sizes, cfg["batch_size"], bar)  # each [n_dir, n_size]
+    edge = plateau_edge(sizes, kl.all[0].tolist(), cfg["threshold"])
+    edge_u = plateau_edge(sizes, kl.unshared[0].tolist(), cfg["threshold"])
+    learned = {"sizes": sizes, "kl": kl.all[0].tolist(), "edge": edge_dict(edge), "vector_norm": v_norm,
+               "edge_strength": edge.size / v_norm, "kl_unshared": kl.unshared[0].tolist(),
+               "edge_unshared": edge_dict(edge_u), "edge_strength_unshared": edge_u.size / v_norm}
     families, row = {}, 1
     for name in names:
         n = dirs[name].shape[0]
-        families[name] = {"sizes": sizes, "kl": kl[row : row + n].tolist()}
+        families[name] = {"sizes": sizes, "kl": kl.all[row : row + n].tolist(),
+                          "kl_unshared": kl.unshared[row : row + n].tolist()}
         row += n
     return learned, families
 
@@ -176,11 +201,16 @@ def _method(cfg: dict, model, target: Target, sweep, dirs: dict) -> tuple[dict, 
             raise ValueError(f"The method changes the residual by {curve.delta_norm} over strengths {strengths}: too few "
                              f"distinct non-zero sizes to compare with random directions. Widen strength_min / strength_max.")
         kl = kl_sweep(model, target.hook, sweep, torch.cat(list(dirs.values())), sizes, cfg["batch_size"], bar)
-    edge = plateau_edge(curve.delta_norm, curve.kl, cfg["threshold"])
-    learned = {"sizes": curve.delta_norm, "kl": curve.kl, "strengths": curve.strengths, "edge": edge_dict(edge),
-               "vector_norm": None, "edge_strength": plateau_edge(curve.strengths, curve.kl, cfg["threshold"]).size}
+    th = cfg["threshold"]
+    learned = {"sizes": curve.delta_norm, "kl": curve.kl, "strengths": curve.strengths,
+               "edge": edge_dict(plateau_edge(curve.delta_norm, curve.kl, th)), "vector_norm": None,
+               "edge_strength": plateau_edge(curve.strengths, curve.kl, th).size, "kl_unshared": curve.kl_unshared,
+               "edge_unshared": edge_dict(plateau_edge(curve.delta_norm, curve.kl_unshared, th)),
+               "edge_strength_unshared": plateau_edge(curve.strengths, curve.kl_unshared, th).size}
     families, row = {}, 0
     for name, d in dirs.items():
-        families[name] = {"sizes": sizes, "kl": kl[row : row + d.shape[0]].tolist()}
-        row += d.shape[0]
+        n = d.shape[0]
+        families[name] = {"sizes": sizes, "kl": kl.all[row : row + n].tolist(),
+                          "kl_unshared": kl.unshared[row : row + n].tolist()}
+        row += n
     return learned, families

@@ -12,8 +12,10 @@ import numpy as np
 from saebasis.experiments.plateau.analysis import Edge, plateau_edge
 
 LABELS = {"learned": "learned", "isotropic": "isotropic random", "covariance": "covariance-matched random",
+          "cov_mixture": "covariance-random mixture (z1 - z2)", "real_mixture": "real mixture (a_i - a_j)",
           "alive_rows": "random alive SAE decoder rows"}
-COLORS = {"isotropic": "tab:gray", "covariance": "tab:blue", "alive_rows": "tab:green"}
+COLORS = {"isotropic": "tab:gray", "covariance": "tab:blue", "cov_mixture": "tab:purple", "real_mixture": "tab:orange",
+          "alive_rows": "tab:green"}
 
 
 def edge_dict(edge: Edge) -> dict:
@@ -45,36 +47,57 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _table(result: dict, edge: dict, families: dict) -> list[str]:
+    """Learned direction vs each random family (edges in residual units and in median |h|)."""
+    norm, label = result["median_norm"], result["learned"]["label"]
+    lines = ["| direction | n | plateau edge (size) | edge / median abs h | sharpness | learned / this |",
+             "|---|---|---|---|---|---|",
+             f"| {label} | 1 | {_fmt(edge['size'])}{' (upper bound)' if edge['status'] == 'below_grid' else ''} | "
+             f"{_fmt(edge['size'] / norm)} | {_fmt(edge['sharpness'])} | 1 |"]
+    for name, fam in families.items():
+        lines.append(f"| {LABELS[name]} (median; 10-90%) | {fam['n']} ({fam['n_reached']} crossed) | "
+                     f"{_fmt(fam['median_edge'])} ({_fmt(fam['edge_q10'])}-{_fmt(fam['edge_q90'])}) | "
+                     f"{_fmt(fam['median_edge'] / norm)} | {_fmt(fam['median_sharpness'])} | "
+                     f"{_fmt(fam['learned_over_family'])} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
-    """The table: learned direction vs each random family (edges in residual units and in median |h|)."""
-    norm, learned = result["median_norm"], result["learned"]
+    """Two tables: KL averaged over every position but the first, and over the positions after the chat
+    template's shared opening (the tokens every prompt shares)."""
+    learned, shared = result["learned"], result.get("n_shared", [])
     lines = [f"# Activation plateau: {learned['label']} at {result['hook']}", "",
              f"KL(steered || base) of next-token distributions, mean over {result['n_tokens']} tokens of "
              f"{result['n_prompts']} neutral prompts (first token excluded); threshold {result['threshold']} nats; "
-             f"median |h| = {norm:.3g} (neutral tokens, sink excluded).", "",
-             "| direction | n | plateau edge (size) | edge / median abs h | sharpness | learned / this |",
-             "|---|---|---|---|---|---|"]
-    e = learned["edge"]
-    lines.append(f"| {learned['label']} | 1 | {_fmt(e['size'])}{' (upper bound)' if e['status'] == 'below_grid' else ''} | "
-                 f"{_fmt(e['size'] / norm)} | {_fmt(e['sharpness'])} | 1 |")
-    for name, fam in result["families"].items():
-        lines.append(f"| {LABELS[name]} (median; 10-90%) | {fam['n']} ({fam['n_reached']} crossed) | "
-                     f"{_fmt(fam['median_edge'])} ({_fmt(fam['edge_q10'])}-{_fmt(fam['edge_q90'])}) | "
-                     f"{_fmt(fam['median_edge'] / norm)} | {_fmt(fam['median_sharpness'])} | {_fmt(fam['learned_over_family'])} |")
+             f"median |h| = {result['median_norm']:.3g} (neutral tokens, sink excluded).", ""]
+    lines += _table(result, learned["edge"], result["families"])
+    if "families_unshared" in result and any(shared):
+        opening = ", ".join(map(str, sorted(set(shared))))
+        lines += ["", f"The same, KL averaged only over the {result['n_tokens_unshared']} tokens after the shared "
+                  f"template opening ({opening} tokens per prompt; the perturbation is still added at every position "
+                  "but the first):", ""]
+        lines += _table(result, learned["edge_unshared"], result["families_unshared"])
+    elif "families_unshared" in result:
+        lines += ["", "No prompt starts with a shared template opening: the KL without shared tokens is the KL above."]
     lines += ["", "size = |Δh| added at every position but the first (for a non-constant method: mean |h'(s) - h|); "
               "sharpness = d log KL / d log size across the crossing grid step (2: smooth quadratic rise).", ""]
     lines.append(suggestion_line(result))
+    if any(shared):
+        lines.append(suggestion_line(result, unshared=True))
     return "\n".join(lines) + "\n"
 
 
-def suggestion_line(result: dict) -> str:
-    s, learned = result["suggested_strength"], result["learned"]
+def suggestion_line(result: dict, unshared: bool = False) -> str:
+    tail = "_unshared" if unshared else ""
+    s, learned = result["suggested_strength" + tail], result["learned"]
+    which = " from the KL without the shared tokens" if unshared else ""
     if s is None or not math.isfinite(s):
-        return ("No suggested strength: the learned direction did not cross the threshold on the grid "
+        return (f"No suggested strength{which}: the learned direction did not cross the threshold on the grid "
                 "(extend size_max / strength_max).")
-    how = (f"edge {learned['edge_strength']:.3g} in strength" if learned.get("vector_norm") is None
-           else f"edge {learned['edge']['size']:.3g} / |v| {learned['vector_norm']:.3g}")
-    return f"**Suggested strength: {s:.3g}** ({how}, times the margin {result['margin']}: just past the plateau edge)."
+    how = (f"edge {learned['edge_strength' + tail]:.3g} in strength" if learned.get("vector_norm") is None
+           else f"edge {learned['edge' + tail]['size']:.3g} / |v| {learned['vector_norm']:.3g}")
+    return (f"**Suggested strength{which}: {s:.3g}** ({how}, times the margin {result['margin']}: just past the "
+            "plateau edge).")
 
 
 def plot(path: Path, result: dict) -> None:
