@@ -1,7 +1,9 @@
 """The documentation site builds with `mkdocs build --strict`: no broken link, no missing page or anchor, and the
-API reference (mkdocstrings) resolves every object it names."""
+API reference (mkdocstrings) resolves every object it names; every page is in the nav; no prose file narrates how the
+project was developed."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +40,23 @@ def test_every_docs_page_is_in_the_nav():
     found = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md") if "state" not in p.parts}
     assert found - listed == set(), f"docs pages missing from mkdocs.yml's nav: {sorted(found - listed)}"
     assert listed - found == set(), f"nav entries without a page: {sorted(listed - found)}"
+
+
+# What documentation, comments and docstrings may not contain: an account of how the project was developed
+# (first person, sittings, whose work slowed a run, the development machine) or a machine path. Data files
+# (concept JSONL, corpora, results JSON) are text the models read or wrote, not prose about the project.
+NARRATION = re.compile(
+    r"/work/|/root/|\bsittings?\b|\bsessions?\b|slowed by|\bmy own\b|\bI (?:ran|wrote|measured|tried|first)\b"
+    r"|\bworkplace\b|\bwe (?:did|ran|measured|tried)\b", re.I)
+PROSE = (".md", ".py", ".sh", ".yaml", ".yml", ".toml", ".cfg", ".txt")
+
+
+def test_no_file_narrates_how_the_project_was_developed():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = [f for f in tracked if f.endswith(PROSE) and not f.startswith("saebasis/data/")
+             and f != "tests/test_docs.py" and (ROOT / f).is_file()]
+    assert len(files) > 50
+    found = [f"{f}:{n}: {line.strip()[:100]}" for f in files
+             for n, line in enumerate((ROOT / f).read_text(errors="replace").splitlines(), 1)
+             if NARRATION.search(line) and 'scope="session"' not in line]
+    assert not found, "text that narrates development or names a machine path:\n" + "\n".join(found)
