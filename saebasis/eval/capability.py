@@ -85,11 +85,11 @@ def choice_logliks(model, tokenizer, items: list[Item], intervention=None, hook:
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         with hooks.steering(model, hook, intervention, strength):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logprobs = logits.log_softmax(-1)  # [batch, pos, vocab]
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [batch, pos, vocab]
         for row, (_, (ctx, cont)) in enumerate(chunk):
-            positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
-            scores.append(float(logprobs[row, positions, torch.tensor(cont)].sum()))
+            positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)  # the tokens predicting the continuation
+            logprobs = logits[row, positions].float().log_softmax(-1)  # [n_cont, vocab]
+            scores.append(float(logprobs[torch.arange(len(cont)), torch.tensor(cont)].sum()))
     out, k = [], 0
     for item in items:
         out.append(torch.tensor(scores[k:k + len(item.choices)]))
