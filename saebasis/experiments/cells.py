@@ -31,12 +31,15 @@ def cell_path(out: Path, method: str) -> Path:
 
 @contextmanager
 def claim(out: Path, method: str) -> Iterator[bool]:
-    """Hold the lock of one cell: yields True when this process holds it, False when another live process does."""
+    """Hold the lock of one cell: yields True when this process holds it, False when another process does (a dead
+    process's lock is taken over by run_guard; a stale lock it cannot attribute is named, with how to clear it)."""
     stack = ExitStack()
     try:
         stack.enter_context(run_guard(Path(out) / CELLS / method, overwrite=True))
-    except RuntimeError:  # run_guard: being written by another process
+    except RuntimeError as err:  # run_guard: being written by another process, or a stale lock
         held = False
+        if "stale" in str(err):
+            print(f"[saebasis] {err}", flush=True)
     else:
         held = True
     with stack:
@@ -44,14 +47,17 @@ def claim(out: Path, method: str) -> Iterator[bool]:
 
 
 @contextmanager
-def merge_lock(path: Path, poll_s: float = 0.2) -> Iterator[None]:
+def merge_lock(path: Path, poll_s: float = 0.2, wait_s: float = 600.0) -> Iterator[None]:
     """Hold `<path>.lock` (the run-folder lock), waiting while another process holds it: one merge at a time, so the
-    last merge reads every cell saved before it."""
+    last merge reads every cell saved before it. A merge takes seconds: after `wait_s` the lock's error is raised."""
+    start = time.time()
     while True:
         stack = ExitStack()
         try:
             stack.enter_context(run_guard(Path(path), overwrite=True))
         except RuntimeError:
+            if time.time() - start > wait_s:
+                raise
             time.sleep(poll_s)
             continue
         with stack:

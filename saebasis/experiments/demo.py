@@ -33,6 +33,13 @@ def _precision(cfg: dict, command: str) -> list[str]:
     return [f"autocast={cfg['autocast']}"] if cfg.get("autocast") else []
 
 
+def quiet() -> None:
+    """The demo's console is for its user: Lightning's internal deprecation notes (its own pytree helper) are not."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*treespec.*LeafSpec.*")
+
+
 def demo_compare_cfg(cfg: dict, out: Path) -> dict:
     """The demo's compare config: its size's compare overrides (quick_demo / full_demo), its methods kept."""
     size = cfg["full_demo" if cfg["full"] else "quick_demo"]
@@ -70,6 +77,7 @@ def demo(cfg) -> dict:
     from saebasis.training.train import train
 
     setup_env()
+    quiet()
     cfg = to_dict(cfg)
     from saebasis.experiments.compare import MIXED
     from saebasis.runs import check_writable

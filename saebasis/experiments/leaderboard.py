@@ -117,14 +117,19 @@ def merge(out: Path, cfg: dict, concepts: list[str], seconds: float, final: bool
     """The board's pages from every finished concept on disk (whichever worker computed it), under the board's merge
     lock. Returns (the pages' paths, the concepts of this board not finished yet)."""
     names = [Path(c).name for c in concepts]
+
+    def read(done: dict, have: dict) -> dict:  # readability of the finished concepts not read yet (each run once)
+        if not cfg["readability"]:
+            return {}
+        found = {Path(c).name: read_concept(cfg, c) for c in concepts if Path(c).name not in have
+                 and (cfg.get("make_only") or Path(c).name in done)}
+        return {**have, **{n: r for n, r in found.items() if r or n in done}}
+
+    readable = read(finished_concepts(out, names)[0], {})  # the slow part (interpreting runs) outside the board lock
     with cells.merge_lock(out / "board"):
         done, _ = finished_concepts(out, names)
         results = {} if cfg.get("make_only") else {n: done[n] for n in names if n in done}
-        readable = {}
-        if cfg["readability"]:
-            readable = {Path(c).name: read_concept(cfg, c) for c in concepts
-                        if cfg.get("make_only") or Path(c).name in results}
-            readable = {n: r for n, r in readable.items() if r or n in results}
+        readable = read(done, readable)  # a concept finished meanwhile
         left = [n for n in names if n not in done]
         paths = write(out, results, seconds, final=final, readable=readable, pairs=cfg.get("contrasts"),
                       complete=final and not left and not cfg.get("make_only"))
