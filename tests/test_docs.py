@@ -60,3 +60,11 @@ def test_no_file_narrates_how_the_project_was_developed():
              for n, line in enumerate((ROOT / f).read_text(errors="replace").splitlines(), 1)
              if NARRATION.search(line) and 'scope="session"' not in line]
     assert not found, "text that narrates development or names a machine path:\n" + "\n".join(found)
+
+
+def test_architecture_page_lists_the_layers_the_import_test_enforces():
+    from tests.test_architecture import LAYERS
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    listed = [tuple(re.findall(r"`(saebasis[\w.]*)`", cells)) for cells in re.findall(r"^\| \d+ \| (.*) \|$", text, re.M)]
+    assert listed == [tuple(layer) for layer in LAYERS]
