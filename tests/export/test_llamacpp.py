@@ -1,0 +1,56 @@
+"""The embedded GGUF in llama.cpp vs the same weights in saebasis (transformers, dequantised): next-token logits
+unsteered, then the steering effect of an exported sae_bias control vector (slow; needs llama-cpp-python)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from saebasis.core.models import GGUF_FILE, embedded_gguf_dir, load_model
+from saebasis.core.stack import load_sae
+from saebasis.export import export
+from saebasis.interventions import build
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                                   reason="llama-cpp-python absent: bash scripts/setup_llamacpp.sh")]
+
+PROMPTS = ["The capital of France is", "Once upon a time, there was a", "My favourite food is",
+           "The weather today is", "2 + 2 =", "The best way to learn a language is", "I went to the store and bought",
+           "Water boils at a temperature of", "The movie was", "Dear friend, I hope"]
+HOOK = "blocks.12.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from saebasis.export.llamacpp import LlamaCpp
+
+    loaded = load_model("smollm2")
+    return loaded, LlamaCpp(embedded_gguf_dir() / GGUF_FILE)
+
+
+@pytest.fixture(scope="module")
+def bias():
+    """An SAE-basis bias on the shipped SAE, sparse as training leaves it (a few latents, fixed values)."""
+    sae = load_sae({"path": "builtin:smollm2-l12", "hook": HOOK})
+    iv = build("sae_bias", {}, sae.W_dec.shape[1], sae)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        latents = torch.randperm(sae.d_sae, generator=gen)[:8]
+        iv.b[latents] = torch.rand(8, generator=gen) * 4 + 2
+    return iv
+
+
+def test_unsteered_logits_agree_and_the_exported_bias_steers_llamacpp_as_saebasis(engines, bias, tmp_path):
+    from saebasis.export.llamacpp import compare_engines
+
+    loaded, cpp = engines
+    path = export(bias, tmp_path / "bias.gguf", "gguf", 2.0, hook=HOOK)
+    out = compare_engines(loaded.model, loaded.tokenizer, cpp, PROMPTS, path, bias, HOOK, 2.0)["summary"]
+    # unsteered: llama.cpp multiplies Q4_1 weights by 8-bit-quantised activations, transformers the dequantised
+    # weights in float32. The bars are provisional until scripts/bench/export_check.py has measured the agreement on
+    # a machine with llama-cpp-python (docs/export.md); then set them from the unsteered figures.
+    assert out["min_logit_cosine"] > 0.99 and out["top1_agreement"] >= 0.8
+    assert out["min_effect_cosine"] > 0.9, out  # the steering effect: the same direction in both engines
+    assert all(0.8 < r < 1.25 for r in out["effect_norm_ratio"]), out
