@@ -66,5 +66,6 @@ def test_architecture_page_lists_the_layers_the_import_test_enforces():
     from tests.test_architecture import LAYERS
 
     text = (ROOT / "docs" / "architecture.md").read_text()
-    listed = [tuple(re.findall(r"`(saebasis[\w.]*)`", cells)) for cells in re.findall(r"^\| \d+ \| (.*) \|$", text, re.M)]
+    rows = re.findall(r"^\| \d+ \| (.*) \|$", text, re.M)
+    listed = [tuple(re.findall(r"`(saebasis[\w.]*)`", cells)) for cells in rows]
     assert listed == [tuple(layer) for layer in LAYERS]
