@@ -15,8 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_mkdocs_builds_strict(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     for name in ("Steering", "Steering.apply", "train", "fit", "load", "generate", "compare"):
@@ -47,18 +54,29 @@ def test_every_docs_page_is_in_the_nav():
 # (concept JSONL, corpora, results JSON) are text the models read or wrote, not prose about the project.
 NARRATION = re.compile(
     r"/work/|/root/|\bsittings?\b|\bsessions?\b|slowed by|\bmy own\b|\bI (?:ran|wrote|measured|tried|first)\b"
-    r"|\bworkplace\b|\bwe (?:did|ran|measured|tried)\b", re.I)
+    r"|\bworkplace\b|\bwe (?:did|ran|measured|tried)\b",
+    re.IGNORECASE,
+)
 PROSE = (".md", ".py", ".sh", ".yaml", ".yml", ".toml", ".cfg", ".txt")
 
 
 def test_no_file_narrates_how_the_project_was_developed():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    files = [f for f in tracked if f.endswith(PROSE) and not f.startswith("saebasis/data/")
-             and f != "tests/test_docs.py" and (ROOT / f).is_file()]
+    files = [
+        f
+        for f in tracked
+        if f.endswith(PROSE)
+        and not f.startswith("saebasis/data/")
+        and f != "tests/test_docs.py"
+        and (ROOT / f).is_file()
+    ]
     assert len(files) > 50
-    found = [f"{f}:{n}: {line.strip()[:100]}" for f in files
-             for n, line in enumerate((ROOT / f).read_text(errors="replace").splitlines(), 1)
-             if NARRATION.search(line) and 'scope="session"' not in line]
+    found = [
+        f"{f}:{n}: {line.strip()[:100]}"
+        for f in files
+        for n, line in enumerate((ROOT / f).read_text(errors="replace").splitlines(), 1)
+        if NARRATION.search(line) and 'scope="session"' not in line
+    ]
     assert not found, "text that narrates development or names a machine path:\n" + "\n".join(found)
 
 
@@ -66,6 +84,6 @@ def test_architecture_page_lists_the_layers_the_import_test_enforces():
     from tests.test_architecture import LAYERS
 
     text = (ROOT / "docs" / "architecture.md").read_text()
-    rows = re.findall(r"^\| \d+ \| (.*) \|$", text, re.M)
+    rows = re.findall(r"^\| \d+ \| (.*) \|$", text, re.MULTILINE)
     listed = [tuple(re.findall(r"`(saebasis[\w.]*)`", cells)) for cells in rows]
     assert listed == [tuple(layer) for layer in LAYERS]
