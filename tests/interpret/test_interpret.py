@@ -621,3 +621,20 @@ def test_the_chat_templates_shared_opening_is_not_encoded():
     assert not chat_mask[: len(prefix)].any() and chat_mask[len(prefix):].any()
     assert plain_mask.tolist() == [False] + [True] * (len(plain) - 1)  # only the first token (sink) skipped
     assert valid_mask(tok, [chat], 1, skip_special=False)[1 : len(prefix)].all()  # the setting turns it off
+
+
+@pytest.mark.parametrize("name", ["smollm2-l6", "smollm2-l12", "smollm2-l18"])
+def test_shipped_tables_hold_effect_scores_and_lift_for_every_latent(name):
+    from saebasis.core.sae import ASSETS
+    from saebasis.interpret.table import load_table
+
+    table = load_table(ASSETS / "sae" / name / "latents")
+    t, d = table.t, table.d_sae
+    assert all(t[k].shape == (d,) for k in ("output_score", "input_score", "delta_conf"))
+    assert bool(((t["output_score"] >= 0) & (t["output_score"] <= 1)).all()) and bool(t["delta_conf"].isfinite().all())
+    assert bool(((t["delta_conf"] >= -1) & (t["delta_conf"] <= 1)).all())
+    has_ctx = (t["ctx_ptr"][1:] > t["ctx_ptr"][:-1])
+    assert bool(t["input_score"][has_ctx].isfinite().all()) and bool(t["input_score"][~has_ctx].isnan().all())
+    assert t["lift_ids"].shape == t["top_ids"].shape and table.info["effect"]["k"] == 20
+    fired = t["n_fire"] > 0
+    assert bool((t["lift_ids"][fired, 0] >= 0).all())  # every latent that fires has a token ranked by lift
