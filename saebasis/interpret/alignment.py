@@ -8,14 +8,22 @@ alignment  the concept's own judge on the top latents' max-activating contexts (
            the difference of the two group means with a percentile bootstrap 95% CI (latents resampled with
            replacement within each group). For a sentiment concept also the share of top (and random) latents
            whose contexts lean positive: mean VADER compound > 0.05, VADER's usual threshold.
+lens       the same difference with each latent judged on its logit-lens tokens (its 8 most promoted output
+           tokens joined as one text) instead of its contexts (`lens_alignment`; `board_lens_alignment` for every
+           run of a board): which evidence the judge reads, contexts or output tokens.
 
 `judge_texts` is the one place the judge is called, so the judge registry can replace it.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
+from saebasis.data import load_concept
+from saebasis.interpret.lens import logit_lens
 from saebasis.judges import concept_scores, vader_compound
 
 LEANS_POSITIVE = 0.05
@@ -83,3 +91,37 @@ def concept_alignment(concept, table, tokenizer, top: list[int], n_random: int =
         lean = lambda group: sum(polarity[i] > LEANS_POSITIVE for i in group if i in polarity) / max(1, sum(i in polarity for i in group))
         out["positive_share"] = {"top": lean(top), "random": lean(rand), "threshold": LEANS_POSITIVE}
     return out
+
+
+def lens_alignment(concept, lens_tokens: dict[int, list[str]], top: list[int], rand: list[int], seed: int = 0,
+                   n_boot: int = 1000) -> dict:
+    """The alignment difference with each latent judged on its logit-lens tokens (its promoted tokens joined by
+    spaces, one text a latent) instead of its contexts: same groups, same judge, same bootstrap as
+    `concept_alignment`, so the two can be compared cell by cell."""
+    texts = {i: [" ".join(t.strip() for t in lens_tokens[i])] for i in dict.fromkeys(top + rand) if lens_tokens.get(i)}
+    scores = _per_latent(judge_texts, concept, texts)
+    a, b = [scores[i] for i in top if i in scores], [scores[i] for i in rand if i in scores]
+    if not a or not b:
+        return {"judge": concept.judge, "diff": None, "ci95": None, "n_top": len(a), "n_random": len(b)}
+    diff = sum(a) / len(a) - sum(b) / len(b)
+    return {"judge": concept.judge, "diff": diff, "ci95": list(bootstrap_diff(a, b, n_boot, seed)), "n_top": len(a),
+            "n_random": len(b), "texts": {str(i): t[0] for i, t in texts.items()}}
+
+
+def board_lens_alignment(board: str | Path, model, tokenizer, sae, seed: int = 0) -> dict:
+    """For every interpreted seed-`seed` run of a board folder (concepts/<c>/runs/<method>-seed<seed>/interpret/
+    report.json): its stored context alignment beside `lens_alignment` on the same top and random latents, each
+    latent's 8 most promoted logit-lens tokens computed from `sae` and `model` (no forward pass)."""
+    out, lens = {}, {}
+    for report in sorted(Path(board).glob(f"concepts/*/runs/*-seed{seed}/interpret/report.json")):
+        rep = json.loads(report.read_text())
+        al, concept = rep["alignment"], load_concept(report.parents[3].name)
+        top, rand = [int(i) for i in al["top"]], [int(i) for i in al["random"]]
+        for i in top + rand:
+            if i not in lens:
+                lens[i] = logit_lens(model, tokenizer, sae.W_dec[i], k=8)["promoted"]
+        cell = {"contexts": {"diff": al["diff"], "ci95": al["ci95"]},
+                "lens": lens_alignment(concept, lens, top, rand, al["seed"])}
+        out.setdefault(concept.name, {})[rep["method"]] = cell
+    return out
+
