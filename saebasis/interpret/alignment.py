@@ -109,9 +109,10 @@ def lens_alignment(concept, lens_tokens: dict[int, list[str]], top: list[int], r
 
 
 def board_lens_alignment(board: str | Path, model, tokenizer, sae, seed: int = 0) -> dict:
-    """For every interpreted seed-`seed` run of a board folder (concepts/<c>/runs/<method>-seed<seed>/interpret/
-    report.json): its stored context alignment beside `lens_alignment` on the same top and random latents, each
-    latent's 8 most promoted logit-lens tokens computed from `sae` and `model` (no forward pass)."""
+    """For every interpreted seed-`seed` run of a board folder (concepts/<c>/runs/<name>-seed<seed>/interpret/
+    report.json), keyed by concept and run name: its stored context alignment beside `lens_alignment` on the same
+    top and random latents, each latent's 8 most promoted logit-lens tokens computed from `sae` and `model` (no
+    forward pass)."""
     out, lens = {}, {}
     for report in sorted(Path(board).glob(f"concepts/*/runs/*-seed{seed}/interpret/report.json")):
         rep = json.loads(report.read_text())
@@ -122,6 +123,6 @@ def board_lens_alignment(board: str | Path, model, tokenizer, sae, seed: int = 0
                 lens[i] = logit_lens(model, tokenizer, sae.W_dec[i], k=8)["promoted"]
         cell = {"contexts": {"diff": al["diff"], "ci95": al["ci95"]},
                 "lens": lens_alignment(concept, lens, top, rand, al["seed"])}
-        out.setdefault(concept.name, {})[rep["method"]] = cell
+        out.setdefault(concept.name, {})[report.parents[1].name.removesuffix(f"-seed{seed}")] = cell  # run name
     return out
 

@@ -24,17 +24,20 @@ def test_lens_alignment_finds_planted_concept_tokens():
 
 
 def test_board_lens_alignment_reads_each_run_and_computes_the_lens(tmp_path, model, tokenizer, sae):
-    """A board folder with one interpreted run: the stored context alignment is carried over, and each latent's
-    tokens are its logit lens (computed from the SAE's decoder row and the model's unembedding)."""
+    """A board folder with two interpreted runs of one method: each is kept under its run name, the stored context
+    alignment is carried over, and each latent's tokens are its logit lens (from the SAE's decoder row and the
+    model's unembedding)."""
     from saebasis.interpret.lens import logit_lens
 
-    run = tmp_path / "concepts" / "sentiment" / "runs" / "sae_bias-seed0" / "interpret"
-    run.mkdir(parents=True)
     alignment = {"top": {"3": 0.1, "7": 0.2}, "random": {"11": 0.0, "12": 0.1}, "seed": 0, "diff": 0.1,
                  "ci95": [-0.1, 0.3]}
-    (run / "report.json").write_text(json.dumps({"method": "sae_bias", "alignment": alignment}))
+    for name in ("sae_adaptor_sparse", "sae_adaptor_lowrank"):  # two runs of one method: keyed by run name
+        run = tmp_path / "concepts" / "sentiment" / "runs" / f"{name}-seed0" / "interpret"
+        run.mkdir(parents=True)
+        (run / "report.json").write_text(json.dumps({"method": "sae_adaptor", "alignment": alignment}))
     out = board_lens_alignment(tmp_path, model, tokenizer, sae)
-    cell = out["sentiment"]["sae_bias"]
+    assert set(out["sentiment"]) == {"sae_adaptor_sparse", "sae_adaptor_lowrank"}
+    cell = out["sentiment"]["sae_adaptor_sparse"]
     assert cell["contexts"] == {"diff": 0.1, "ci95": [-0.1, 0.3]}
     expected = " ".join(t.strip() for t in logit_lens(model, tokenizer, sae.W_dec[7], k=8)["promoted"])
     assert cell["lens"]["texts"]["7"] == expected and cell["lens"]["n_top"] == 2 and cell["lens"]["n_random"] == 2
