@@ -285,6 +285,11 @@ def disk_full_explained(target: Path, tmp: Path | None = None, needed: int | Non
 
 
 # -- one writer at a time ------------------------------------------------------------------------------------
+def ddp_worker() -> bool:
+    """A DDP process other than rank 0 (which alone checks, locks and writes the run folder)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -337,7 +342,7 @@ def run_guard(run_dir: str | Path, overwrite: bool = False, resume: bool = False
     folder saebasis did not write (or a file) is refused, a finished run is not overwritten unless `overwrite`,
     and the parent folder must be writable (with room) up front."""
     run_dir = Path(run_dir)
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if ddp_worker():
         yield run_dir  # a DDP worker: rank 0 holds the lock and writes the run
         return
     parent = run_dir.parent
@@ -421,12 +426,32 @@ def newest_checkpoint(ckpt_dir: Path, run_id: str | None = None) -> tuple[Path, 
     return path, ckpt
 
 
-def _finished_fingerprint(run_dir: Path) -> str | None:
+def _finished_config(run_dir: Path) -> dict:
     try:
         config = json.loads((Path(run_dir) / CFG_FILE).read_text()).get("config")
     except (OSError, ValueError, AttributeError):
-        return None
-    return fingerprint(config) if isinstance(config, dict) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _finished_fingerprint(run_dir: Path) -> str | None:
+    config = _finished_config(run_dir)
+    return fingerprint(config) if config else None
+
+
+def _limit(value: Any) -> float:
+    return float("inf") if value is None or value == -1 else float(value)
+
+
+def trains_further(cfg: dict, saved: dict, steps: int | None) -> bool:
+    """resume=true on a finished run continues it only when the trainer limits now allow more steps than it ran
+    (e.g. trainer.max_epochs raised from 1 to 2); the same or lower limits leave it alone."""
+    new, old = cfg.get("trainer") or {}, saved.get("trainer") or {}
+    if steps is None or not old:
+        return False
+    more_epochs = _limit(new.get("max_epochs")) > _limit(old.get("max_epochs"))
+    more_steps = _limit(new.get("max_steps")) > _limit(old.get("max_steps"))
+    return _limit(new.get("max_steps")) > steps and (more_epochs or more_steps)
 
 
 def _other_config(what: Path, recorded: str | None, cfg: dict, fix: str) -> ValueError:
@@ -437,13 +462,18 @@ def _other_config(what: Path, recorded: str | None, cfg: dict, fix: str) -> Valu
 
 def plan_training(cfg: dict) -> TrainPlan:
     """Before any work, decide what training into cfg.run_dir (checkpoints in cfg.ckpt_dir) does:
-    - resume=true on a finished run with no later unfinished attempt: "finished" (leave it alone, say so);
+    - resume=true on a finished run with no later unfinished attempt: "finished" (leave it alone, say so), unless
+      the trainer limits now allow more steps (then it continues from its newest checkpoint);
     - resume=true otherwise: the newest checkpoint of the run in progress ("resume"), checked weights-only and
       against this config; none at all is refused (a typo in run_dir?);
     - no resume: "new" or "replace" (overwrite=true); checkpoints of an unfinished run are refused unless
       overwrite=true (then cleared by start_checkpoints: names never collide with an older run's)."""
     run_dir, ckpt_dir = Path(cfg["run_dir"]), Path(cfg["ckpt_dir"])
     resume, overwrite = bool(cfg.get("resume")), bool(cfg.get("overwrite"))
+    if ddp_worker():  # rank 0 decided (and cleared / recorded) already: follow its run
+        record = read_record(ckpt_dir)
+        newest = newest_checkpoint(ckpt_dir, record.get("run_id")) if resume else None
+        return TrainPlan("resume" if newest else "new", newest[0] if newest else None, record.get("run_id", ""))
     if ckpt_dir.exists() and not ckpt_dir.is_dir():
         raise FileExistsError(f"ckpt_dir {ckpt_dir} is a file, not a folder. Pick another ckpt_dir (or leave it null).")
     state = check_run_dir(run_dir, overwrite=overwrite, resume=resume)
@@ -457,9 +487,14 @@ def plan_training(cfg: dict) -> TrainPlan:
             if saved is not None and saved != fingerprint(cfg):
                 raise _other_config(run_dir, saved, cfg, "use a new run_dir / overwrite=true (without resume) to start over")
             steps = (read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}).get("steps")
-            return TrainPlan("finished", None, record.get("run_id", ""), (
-                f"[saebasis] {run_dir} already holds a finished run{f' ({steps} steps)' if steps is not None else ''}: "
-                f"resume=true leaves it as it is. To train again, use overwrite=true without resume, or a new run_dir."))
+            if not trains_further(cfg, _finished_config(run_dir), steps):
+                return TrainPlan("finished", None, record.get("run_id", ""), (
+                    f"[saebasis] {run_dir} already holds a finished run{f' ({steps} steps)' if steps is not None else ''}: "
+                    f"resume=true leaves it as it is. To train again, use overwrite=true without resume, or a new run_dir."))
+            if not files:
+                raise FileNotFoundError(f"resume=true with larger trainer limits continues the finished run in {run_dir} "
+                                        f"from its checkpoints, but {ckpt_dir} holds none. Use overwrite=true (without "
+                                        f"resume) to train it again from scratch.")
         newest = newest_checkpoint(ckpt_dir, record.get("run_id"))
         if newest is None:
             raise FileNotFoundError(
@@ -483,7 +518,7 @@ def start_checkpoints(cfg: dict, plan: TrainPlan) -> None:
     """Inside the run's lock, as training starts: a fresh run clears the checkpoint folder's old checkpoints (an
     overwritten run's: names never collide) and records its id and start time in ckpt_dir/run.json."""
     ckpt_dir = Path(cfg["ckpt_dir"])
-    if plan.mode in ("finished", "resume") and read_record(ckpt_dir):
+    if ddp_worker() or (plan.mode in ("finished", "resume") and read_record(ckpt_dir)):
         return
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if plan.mode != "resume":

@@ -344,7 +344,7 @@ def test_a_model_folder_with_only_pytorch_model_bin_is_refused_with_how_to_conve
 
 # == silently wrong, now refused up front =========================================================================
 @pytest.mark.parametrize("extra, field, fix", [
-    ("objective=foo", "objective", "choose one of sft, preference"),
+    ("objective=foo", "objective", "choose one of sft, preference, reps"),
     ("max_pairs=0", "max_pairs", "positive integer or null"),
     ("max_pairs=-90", "max_pairs", "positive integer or null"),
     ("+max_epochs=5", "max_epochs", r"did you mean trainer.max_epochs\?"),
@@ -371,10 +371,14 @@ def test_the_cli_refuses_plus_keys_that_nothing_reads(tmp_path, arg, meant):
     assert problem and f"Did you mean {meant}?" in problem and "Valid keys" in problem
     assert added_key_problem("train", [*t_overrides(tmp_path), "+trainer.limit_train_batches=2"]) is None
     assert added_key_problem("train", ["experiment=rank_vs_sparsity", "+budget=residual_4k"]) is None  # a group
-    done = subprocess.run([sys.executable, "-m", "saebasis.cli", "train", *t_overrides(tmp_path), arg], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 2 and f"Did you mean {meant}?" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "run").exists()
+
+
+def test_saebasis_train_plus_max_epochs_exits_with_the_message_and_trains_nothing(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "saebasis.cli", "train", *t_overrides(tmp_path), "+max_epochs=5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and "Did you mean trainer.max_epochs=5?" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
 
 
 def test_duplicate_pairs_are_reported_and_split_leakage_refused(tmp_path, no_model_load):
@@ -476,3 +480,86 @@ def test_interpret_refuses_a_read_only_out_dir_and_n_docs_0_before_work(tmp_path
     with pytest.raises(FileNotFoundError, match="is not a run folder"):
         report.interpret(compose("interpret", [f"run={tmp_path / 'nowhere'}"]))
     assert not (tmp_path / "nowhere").exists()
+
+
+# == end to end through `saebasis train` (tiny model) =============================================================
+def test_resume_of_a_finished_run_leaves_it_alone_and_says_so(tmp_path, capsys):
+    first = train_t(tmp_path, "trainer.max_epochs=2", "ckpt_every_n_steps=3", run="rR")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "rR").iterdir()}
+    again = train_t(tmp_path, "trainer.max_epochs=1", "resume=true", "ckpt_every_n_steps=3", run="rR")
+    assert "already holds a finished run (8 steps): resume=true leaves it as it is" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "rR").iterdir()} == before
+    assert again["steps"] == first["steps"] == 8 and again["run_dir"] == first["run_dir"]
+    with pytest.raises(ValueError, match="belongs to another configuration"):  # another config: refused, not returned
+        train_t(tmp_path, "seed=5", "resume=true", run="rR")
+
+
+def test_resume_continues_a_finished_run_only_when_the_trainer_limits_allow_more_steps():
+    saved = {"trainer": {"max_epochs": 2, "max_steps": -1}}
+    assert not runs.trains_further({"trainer": {"max_epochs": 1, "max_steps": -1}}, saved, 36)  # the probe: left alone
+    assert not runs.trains_further({"trainer": {"max_epochs": 2, "max_steps": -1}}, saved, 36)  # the same command again
+    assert runs.trains_further({"trainer": {"max_epochs": 4, "max_steps": -1}}, saved, 36)  # more epochs: continued
+    assert not runs.trains_further({"trainer": {"max_epochs": 4, "max_steps": 30}}, saved, 36)  # capped below its steps
+    assert runs.trains_further({"trainer": {"max_epochs": -1, "max_steps": 50}}, {"trainer": {"max_steps": 40}}, 40)
+
+
+def test_an_overwrite_killed_midway_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
+    from saebasis.config import resolve_run_dir, to_dict
+    from saebasis.training import module
+
+    train_t(tmp_path, "ckpt_every_n_steps=1", run="rB")  # the finished first run: 4 steps
+    real_step = module.SteeringModule.step
+
+    def killed(self, batch, stage):
+        if stage == "train" and self.global_step >= 6:
+            raise KeyboardInterrupt  # stands in for kill -9 at step 6 of the overwriting run
+        return real_step(self, batch, stage)
+
+    monkeypatch.setattr(module.SteeringModule, "step", killed)
+    with pytest.raises((KeyboardInterrupt, SystemExit, Exception)):
+        train_t(tmp_path, "overwrite=true", "trainer.max_epochs=4", "ckpt_every_n_steps=1", run="rB")
+    monkeypatch.setattr(module.SteeringModule, "step", real_step)
+    assert load_run(tmp_path / "rB").metrics["steps"] == 4  # the finished run survived the killed overwrite
+    assert sorted(p.name for p in (tmp_path / "rB.ckpt").glob("*.ckpt")) == ["last.ckpt"]  # no last-v1 collision
+    cfg = resolve_run_dir(to_dict(compose("train", t_overrides(tmp_path, "rB", "resume=true", "trainer.max_epochs=4",
+                                                              "ckpt_every_n_steps=1"))))
+    plan = runs.plan_training(cfg)
+    assert plan.mode == "resume" and torch.load(plan.resume_from, weights_only=True)["global_step"] == 6
+    resumed = train_t(tmp_path, "resume=true", "trainer.max_epochs=4", "ckpt_every_n_steps=1", run="rB")
+    assert resumed["steps"] == 16 and load_run(tmp_path / "rB").metrics["steps"] == 16
+    assert not (tmp_path / "rB.lock").exists()
+
+
+@pytest.mark.parametrize("extra", [["lr=1e11"], ["intervention=residual_adaptor", "intervention.init_std=1e6"]],
+                         ids=["lr-1e11", "init_std-1e6"])
+def test_a_diverged_but_finite_training_is_not_saved(tmp_path, extra):
+    with pytest.raises(ValueError, match=r"moves the residual stream by .*x its own norm.*diverged.*Nothing was saved"):
+        train_t(tmp_path, *extra)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sane_training_moves_the_residual_far_less_than_the_divergence_bar(tmp_path):
+    from saebasis.core.models import tiny_model
+    from saebasis.core.stack import Stack
+
+    result = train_t(tmp_path, "lr=0.05")
+    loaded = tiny_model()
+    stack = Stack(loaded.model, loaded.tokenizer, None, "blocks.1.hook_resid_post", None)
+    ratio = runs.residual_change_ratio(result["run"].intervention, stack, ["the day", "a film", "the weather"])
+    assert 0 < ratio < runs.DIVERGED_RATIO / 10
+
+
+def test_a_full_disk_while_saving_an_overwrite_keeps_the_previous_run_and_no_lock(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    train_t(tmp_path)
+    before = (tmp_path / "run" / "intervention.safetensors").read_bytes()
+
+    def full(*_a, **_k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(runs, "save_file", full)
+    with pytest.raises(OSError, match="is full .*previous run in .* is kept"):
+        train_t(tmp_path, "overwrite=true", "seed=4")
+    assert (tmp_path / "run" / "intervention.safetensors").read_bytes() == before
+    assert not (tmp_path / "run.lock").exists() and not list(tmp_path.glob(".run.*"))

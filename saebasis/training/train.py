@@ -5,8 +5,9 @@
 with a Hydra config; `compare`, `demo` and the leaderboard call it in-process with a model/SAE stack and a concept
 they loaded once, and get the trained run back in memory (`result["run"]`) as well as saved on disk.
 Checkpoints (Lightning's: intervention parameters + optimizer only, never the LM) go to `ckpt_dir`, each
-recording the config it belongs to; `resume=true` continues from `ckpt_dir/last.ckpt` only when that config
-matches, and loads it weights-only. The final run folder is written atomically, under a lock.
+recording the config and the run it belongs to; `resume=true` continues from the newest checkpoint of the run
+in progress only when that config matches, and loads it weights-only, and leaves a finished run alone. The final
+run folder is written atomically, under a lock (what may be replaced and when: docs/run-folders.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from saebasis.data import load_concept
 from saebasis.core.generation import generate
 from saebasis.interventions import build
 from saebasis.interventions.base import Intervention, get
-from saebasis.runs import Run, check_checkpoint, check_finite, fingerprint, run_guard, save_run
+from saebasis.runs import (MIN_FREE_BYTES, Run, check_finite, check_scale, checkpoint_record, disk_full_explained,
+                           load_run, plan_training, read_record, run_guard, save_run, start_checkpoints)
 from saebasis.core.stack import load_stack, stack_for
 from saebasis.training.datamodule import ConceptDataModule
 from saebasis.training.fit import run_cfg
@@ -56,13 +58,14 @@ def build_intervention(cfg: dict, stack, concept):
 
 
 class RecordConfig(Callback):
-    """Every checkpoint records the config fingerprint (method, data, seed, model, SAE, hook, optimisation)."""
+    """Every checkpoint records the config fingerprint (method, data, seed, model, SAE, hook, optimisation), the
+    id of its run and the time (resume picks the newest checkpoint of the run in progress by them)."""
 
-    def __init__(self, cfg: dict) -> None:
-        self.fp = fingerprint(cfg)
+    def __init__(self, cfg: dict, run_id: str | None = None) -> None:
+        self.cfg, self.run_id = cfg, run_id
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["saebasis_config"] = self.fp
+        checkpoint.update(checkpoint_record(self.cfg, self.run_id))  # fingerprint, run id, time (resume picks by them)
 
 
 def quiet_lightning() -> None:
@@ -86,7 +89,8 @@ def trainer_for(cfg: dict, ckpt_dir: Path | None, logger=False) -> L.Trainer:
     if ckpt_dir is None:
         return L.Trainer(**kw, enable_checkpointing=False, callbacks=[])
     ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"])
-    return L.Trainer(**kw, callbacks=[ckpt, RecordConfig(cfg)], default_root_dir=str(ckpt_dir))
+    record = RecordConfig(cfg, read_record(ckpt_dir).get("run_id"))
+    return L.Trainer(**kw, callbacks=[ckpt, record], default_root_dir=str(ckpt_dir))
 
 
 class Trained(NamedTuple):
@@ -123,7 +127,7 @@ def train_core(cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_f
     if trainer.global_step == 0:
         raise ConfigError("trainer", "training ran 0 optimizer steps (no training batches: check val_fraction, max_pairs "
                           "and trainer.max_steps / max_epochs)", "leave at least one batch of pairs for training; nothing was saved")
-    check_finite(iv)
+    check_scale(iv, stack, concept.neutral, cfg["max_len"])  # finite, and not far beyond the residual's own norm
     metrics["global_zero"] = trainer.is_global_zero
     return Trained(iv, metrics, trainer.logger)
 
@@ -137,14 +141,18 @@ def train(cfg, stack=None, concept=None) -> dict:
     check_train_numbers(cfg)
     get(cfg["intervention"]["method"]).check_can_train(cfg)  # e.g. a peer's own venv, before any heavy work
     ckpt_dir = Path(cfg["ckpt_dir"])
-    last = ckpt_dir / "last.ckpt"
-    if cfg.get("resume"):
-        check_checkpoint(last, cfg)  # before any heavy work: exists, loads weights-only, belongs to this config
-    with run_guard(cfg["run_dir"], overwrite=bool(cfg.get("overwrite")) or bool(cfg.get("resume"))):
+    plan = plan_training(cfg)  # before any heavy work: what run_dir may be replaced, which checkpoint resumes
+    if plan.mode == "finished":  # resume=true on a finished run: left alone (docs/run-folders.md)
+        print(plan.message)
+        run = load_run(cfg["run_dir"], sae=stack.sae if stack is not None else None)
+        return {"run_dir": str(run.path), **run.metrics, "run": run}
+    with run_guard(cfg["run_dir"], overwrite=bool(cfg.get("overwrite")), resume=bool(cfg.get("resume"))):
+        start_checkpoints(cfg, plan)  # a fresh run clears the replaced run's checkpoints; records its id
         concept = concept if concept is not None else load_concept(cfg["data"])
         stack = stack_for(stack, cfg) if stack is not None else load_stack(cfg)
         logger = make_logger(cfg, ckpt_dir)
-        iv, metrics, used_logger = train_core(cfg, stack, concept, ckpt_dir, last if cfg.get("resume") else None, logger)
+        with disk_full_explained(Path(cfg["run_dir"]), needed=MIN_FREE_BYTES):
+            iv, metrics, used_logger = train_core(cfg, stack, concept, ckpt_dir, plan.resume_from, logger)
         if not metrics.pop("global_zero", True):
             return {"run_dir": cfg["run_dir"], **metrics}
         return finish(cfg, stack, iv, concept, metrics, used_logger)
