@@ -8,14 +8,25 @@ import math
 
 import pytest
 import torch
-
 from conftest import HOOK
+
 from saebasis.core import hooks
-from saebasis.interventions import build
 from saebasis.experiments.plateau.analysis import (
-    Prompt, alive_latents, alive_rows, covariance_matched, covariance_mixture, isotropic, kl_sweep, mean_kl,
-    method_sweep, neutral_prompts, plateau_edge, real_mixture, size_grid,
+    Prompt,
+    alive_latents,
+    alive_rows,
+    covariance_matched,
+    covariance_mixture,
+    isotropic,
+    kl_sweep,
+    mean_kl,
+    method_sweep,
+    neutral_prompts,
+    plateau_edge,
+    real_mixture,
+    size_grid,
 )
+from saebasis.interventions import build
 
 
 # -- the edge -------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -101,7 +102,7 @@ def size_grid(lo: float, hi: float, factor: float) -> list[float]:
     """lo, lo * factor, ... up to hi (inclusive up to rounding): a log grid."""
     if not (0 < lo <= hi) or factor <= 1:
         raise ValueError(f"The size grid needs 0 < size_min <= size_max and size_factor > 1; got {lo}, {hi}, {factor}.")
-    n = int(math.floor(math.log(hi / lo) / math.log(factor) + 1e-9)) + 1
+    n = math.floor(math.log(hi / lo) / math.log(factor) + 1e-9) + 1
     return [lo * factor**k for k in range(n)]
 
 

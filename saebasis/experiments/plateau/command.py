@@ -19,18 +19,31 @@ from typing import Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from saebasis.core import hooks
 from saebasis.config import to_dict
-from saebasis.data import load_concept
+from saebasis.core import hooks
 from saebasis.core.models import load_model
+from saebasis.core.sae import SAEBasis
+from saebasis.core.stack import load_sae
+from saebasis.data import load_concept
 from saebasis.experiments.plateau.analysis import (
-    FAMILIES, alive_latents, alive_rows, covariance_matched, covariance_mixture, isotropic, kl_sweep, median_norm,
-    method_sweep, n_batches, neutral_prompts, plateau_edge, real_mixture, size_grid, token_acts,
+    FAMILIES,
+    alive_latents,
+    alive_rows,
+    covariance_matched,
+    covariance_mixture,
+    isotropic,
+    kl_sweep,
+    median_norm,
+    method_sweep,
+    n_batches,
+    neutral_prompts,
+    plateau_edge,
+    real_mixture,
+    size_grid,
+    token_acts,
 )
 from saebasis.experiments.plateau.report import edge_dict, family_summary, write
 from saebasis.runs import load_run
-from saebasis.core.sae import SAEBasis
-from saebasis.core.stack import load_sae
 
 _LATENT = re.compile(r"^latent:(\d+)$")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,8 +52,8 @@ def _table(result: dict, edge: dict, families: dict) -> list[str]:
     norm, label = result["median_norm"], result["learned"]["label"]
     lines = ["| direction | n | plateau edge (size) | edge / median abs h | sharpness | learned / this |",
              "|---|---|---|---|---|---|",
-             f"| {label} | 1 | {_fmt(edge['size'])}{' (upper bound)' if edge['status'] == 'below_grid' else ''} | "
-             f"{_fmt(edge['size'] / norm)} | {_fmt(edge['sharpness'])} | 1 |"]
+             (f"| {label} | 1 | {_fmt(edge['size'])}{' (upper bound)' if edge['status'] == 'below_grid' else ''} | "
+              f"{_fmt(edge['size'] / norm)} | {_fmt(edge['sharpness'])} | 1 |")]
     for name, fam in families.items():
         lines.append(f"| {LABELS[name]} (median; 10-90%) | {fam['n']} ({fam['n_reached']} crossed) | "
                      f"{_fmt(fam['median_edge'])} ({_fmt(fam['edge_q10'])}-{_fmt(fam['edge_q90'])}) | "
@@ -67,20 +67,20 @@ def markdown(result: dict) -> str:
     template's shared opening (the tokens every prompt shares)."""
     learned, shared = result["learned"], result.get("n_shared", [])
     lines = [f"# Activation plateau: {learned['label']} at {result['hook']}", "",
-             f"KL(steered || base) of next-token distributions, mean over {result['n_tokens']} tokens of "
-             f"{result['n_prompts']} neutral prompts (first token excluded); threshold {result['threshold']} nats; "
-             f"median |h| = {result['median_norm']:.3g} (neutral tokens, sink excluded).", ""]
+             (f"KL(steered || base) of next-token distributions, mean over {result['n_tokens']} tokens of "
+              f"{result['n_prompts']} neutral prompts (first token excluded); threshold {result['threshold']} nats; "
+              f"median |h| = {result['median_norm']:.3g} (neutral tokens, sink excluded)."), ""]
     lines += _table(result, learned["edge"], result["families"])
     if "families_unshared" in result and any(shared):
         opening = ", ".join(map(str, sorted(set(shared))))
-        lines += ["", f"The same, KL averaged only over the {result['n_tokens_unshared']} tokens after the shared "
-                  f"template opening ({opening} tokens per prompt; the perturbation is still added at every position "
-                  "but the first):", ""]
+        lines += ["", (f"The same, KL averaged only over the {result['n_tokens_unshared']} tokens after the shared "
+                       f"template opening ({opening} tokens per prompt; the perturbation is still added at every "
+                       "position but the first):"), ""]
         lines += _table(result, learned["edge_unshared"], result["families_unshared"])
     elif "families_unshared" in result:
         lines += ["", "No prompt starts with a shared template opening: the KL without shared tokens is the KL above."]
-    lines += ["", "size = |Δh| added at every position but the first (for a non-constant method: mean |h'(s) - h|); "
-              "sharpness = d log KL / d log size across the crossing grid step (2: smooth quadratic rise).", ""]
+    lines += ["", ("size = |Δh| added at every position but the first (for a non-constant method: mean |h'(s) - h|); "
+                   "sharpness = d log KL / d log size across the crossing grid step (2: smooth quadratic rise)."), ""]
     lines.append(suggestion_line(result))
     if any(shared):
         lines.append(suggestion_line(result, unshared=True))
