@@ -206,8 +206,8 @@ class LoRA(Intervention):
         return config, tensors
 
     def unfolded_reason(self) -> str:
-        return ("lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the residual "
-                "depends on the input and is no single vector; export it as a peft adapter folder instead "
+        return ("lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the "
+                "residual depends on the input and is no single vector; export it as a peft adapter folder instead "
                 "(saebasis export format=peft).")
 
     def describe(self) -> dict:

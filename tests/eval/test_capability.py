@@ -9,8 +9,8 @@ import torch
 
 from saebasis.core import hooks
 from saebasis.core.models import tiny_model
-from saebasis.eval.capability import (CATEGORIES, ITEMS, Item, bootstrap_ratio, capability_kept, choice_logliks, context,
-                                      correct, load_items)
+from saebasis.eval.capability import (CATEGORIES, ITEMS, Item, bootstrap_ratio, capability_kept, choice_logliks,
+                                      context, correct, load_items)
 from saebasis.interventions import build
 
 
