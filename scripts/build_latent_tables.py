@@ -35,7 +35,8 @@ def portable(info: dict, model_name: str) -> dict:
     shown relative to the repository."""
     root = str(ASSETS.parent.parent) + "/"
     model = str(info.get("model", ""))
-    return {**info, "model": model_name if model.startswith("/") else model, "corpus": str(info.get("corpus", "")).replace(root, "")}
+    corpus = str(info.get("corpus", "")).replace(root, "")
+    return {**info, "model": model_name if model.startswith("/") else model, "corpus": corpus}
 
 
 def main() -> None:
@@ -75,7 +76,8 @@ def main() -> None:
             save_table(out, table)
             print(f"[saebasis] {name}: effect scores of {table.d_sae} latents in {seconds:.0f} s")
         size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-        print(f"[saebasis] {name}: {out} ({size:.1f} MiB; {int((table.t['n_fire'] > 0).sum())} of {table.d_sae} latents fire)")
+        fire = int((table.t["n_fire"] > 0).sum())
+        print(f"[saebasis] {name}: {out} ({size:.1f} MiB; {fire} of {table.d_sae} latents fire)")
 
 
 if __name__ == "__main__":

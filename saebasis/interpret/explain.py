@@ -58,9 +58,10 @@ def _tokens(stats: dict, key: str, k: int, min_share: float, min_lift: float) ->
 
 
 def token_explanation(stats: dict, k: int = 3, min_share: float = 0.05, min_lift: float = 2.0) -> str:
-    """The deterministic explanation of one latent from table.LatentTable.token_stats (format in the module docstring)."""
+    """The deterministic explanation of one latent from table.LatentTable.token_stats (format: module docstring)."""
     fired = stats["fires_on"] or stats.get("fires_on_lift")
-    parts = [f"fires on: {_tokens(stats, 'fires_on', k, min_share, min_lift)}" if fired else "never fires on this corpus"]
+    fires = f"fires on: {_tokens(stats, 'fires_on', k, min_share, min_lift)}"
+    parts = [fires if fired else "never fires on this corpus"]
     if stats["before"] or stats.get("before_lift"):
         parts.append(f"after: {_tokens(stats, 'before', k, min_share, min_lift)}")
     if stats["promotes"]:

@@ -26,7 +26,8 @@ def overview(data: dict) -> str:
                                       gridspec_kw={"width_ratios": [1.2, 1]})
     names = [f"{l['latent']}: {l['short']}" if l.get("short") else f"latent {l['latent']}" for l in latents][::-1]
     left.barh(names, [l["score"] for l in latents][::-1], color="#4477aa")
-    left.set(title="Top latents (label: the tokens each fires on most, by lift)", xlabel=f"score: {data['ranking']['source']}")
+    left.set(title="Top latents (label: the tokens each fires on most, by lift)",
+             xlabel=f"score: {data['ranking']['source']}")
     left.tick_params(axis="y", labelsize=8)
     curve = data["norm_explained"]
     right.plot(curve["k"], curve["weight_share"], color="#cc6677", label="share of ||score||² in top-k")

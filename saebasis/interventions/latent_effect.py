@@ -61,7 +61,8 @@ class EffectSettings:
 
     def __post_init__(self) -> None:
         if not self.prompt or self.factor <= 0 or self.k < 1 or self.batch_size < 1:
-            raise ValueError(f"effect settings out of range: {self}. Need a prompt, factor > 0, k >= 1, batch_size >= 1.")
+            raise ValueError(f"effect settings out of range: {self}. "
+                             "Need a prompt, factor > 0, k >= 1, batch_size >= 1.")
 
 
 # -- logit lens ------------------------------------------------------------------------------------
@@ -149,8 +150,9 @@ def effect_scores(
     h0 = hooks.run_to_hook(model, sae.hook, input_ids=ids)  # [1, P, d_model]
     amount = s.factor * float(sae.encode(h0[0, -1:].to(sae.W_dec.device)).max())
     if amount <= 0:
-        raise ValueError(f"No SAE latent is active at the last position of the neutral prompt {s.prompt!r}, so the amount "
-                         "added (factor x the largest activation there) would be 0. Give another prompt (EffectSettings.prompt).")
+        raise ValueError(f"No SAE latent is active at the last position of the neutral prompt {s.prompt!r}, so the "
+                         "amount added (factor x the largest activation there) would be 0. Give another prompt "
+                         "(EffectSettings.prompt).")
     p0 = torch.softmax(_last_logits(model, ids)[0], -1)  # [vocab]
     rows_all = write_rows(sae, idx.to(sae.W_dec.device), SupportCache()).float()  # [n, d_model]
     lens = lens_top(model, rows_all, s.k).cpu()  # [n, k]
@@ -189,7 +191,8 @@ def _sample(t: Tensor, n: int = 4096) -> bytes:
 
 def fingerprint(model: nn.Module, sae: SAEBasis, s: EffectSettings) -> str:
     """sha256 of what the scores depend on: the unembedding, the SAE decoder and hook, the settings."""
-    digest = hashlib.sha256(json.dumps({**dataclasses.asdict(s), "batch_size": 0, "hook": sae.hook}, sort_keys=True).encode())
+    settings = {**dataclasses.asdict(s), "batch_size": 0, "hook": sae.hook}  # batch size changes nothing
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for t in (model.get_output_embeddings().weight, sae.W_dec, sae.b_dec):
         digest.update(f"{tuple(t.shape)}".encode() + _sample(t))
     return digest.hexdigest()[:20]

@@ -79,7 +79,7 @@ class SAELatent(FittedVector):
         self.selection: dict = {}
 
     def prepare(self, stack, concept, max_len: int) -> None:
-        """Keep the model and tokenizer: select=output|delta_conf scores candidates on them when the SAE has no table."""
+        """Keep the model and tokenizer: select=output|delta_conf scores candidates on them (SAE without a table)."""
         super().prepare(stack, concept, max_len)
         object.__setattr__(self, "_lm", (stack.model, stack.tokenizer))
 

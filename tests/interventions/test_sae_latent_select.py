@@ -75,8 +75,10 @@ def test_stored_table_scores_are_used_for_the_matching_model_and_sae(model, toke
     scores[OTHER] = 1.0  # the table says OTHER is the best output latent
     folder = tmp_path / "sae" / "latents"
     folder.mkdir()
-    (folder / "table.safetensors.gz").write_bytes(gzip.compress(save_bytes({"output_score": scores, "delta_conf": scores.clone()})))
-    (folder / "table.json").write_text(json.dumps({"effect": {"fingerprint": fingerprint(model, on_disk, EffectSettings())}}))
+    tensors = save_bytes({"output_score": scores, "delta_conf": scores.clone()})
+    (folder / "table.safetensors.gz").write_bytes(gzip.compress(tensors))
+    info = {"effect": {"fingerprint": fingerprint(model, on_disk, EffectSettings())}}
+    (folder / "table.json").write_text(json.dumps(info))
     iv = fitted(on_disk, model, tokenizer, select="output", candidates=64)
     assert int(iv.latents[0]) == OTHER and iv.selection["score_source"] == "table"
     (folder / "table.json").write_text(json.dumps({"effect": {"fingerprint": "another model"}}))
@@ -93,10 +95,11 @@ def test_bad_selection_configs_are_refused(sae):
 
 
 def test_select_output_from_the_cli_config(concept_dir, tmp_path, tiny_stack):
-    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_latent", "intervention.select=output", "intervention.k=2",
-                                   f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"])
+    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_latent", "intervention.select=output",
+                                   "intervention.k=2", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"])
     result = fit_baseline(cfg)
     assert result["select"] == "output" and result["selection"]["score_source"] == "computed"
-    assert len(result["selection"]["scores"]) == 2 and result["selection"]["scores"][0] >= result["selection"]["scores"][1]
+    scores = result["selection"]["scores"]
+    assert len(scores) == 2 and scores[0] >= scores[1]
     run = load_run(result["run_dir"])
     assert run.intervention.latents.tolist() == result["latents"]
