@@ -563,3 +563,11 @@ def test_a_full_disk_while_saving_an_overwrite_keeps_the_previous_run_and_no_loc
         train_t(tmp_path, "overwrite=true", "seed=4")
     assert (tmp_path / "run" / "intervention.safetensors").read_bytes() == before
     assert not (tmp_path / "run.lock").exists() and not list(tmp_path.glob(".run.*"))
+
+
+def test_validated_choices_are_the_ones_the_code_accepts():
+    from saebasis.core.models import DTYPES
+    from saebasis.training.module import OBJECTIVES
+    from saebasis.validate import MODEL_DTYPES, TRAIN_CHOICES
+
+    assert TRAIN_CHOICES["objective"] == OBJECTIVES and MODEL_DTYPES == DTYPES
