@@ -29,10 +29,11 @@ import torch
 from saebasis.core import hooks
 from saebasis.training.cache import ActivationCache, model_inputs
 from saebasis.training.datamodule import completion_labels
+from saebasis.validate import TRAIN_CHOICES
 
 
-OBJECTIVES = ("sft", "preference", "reps")
-"""The training objectives `cfg.objective` may name."""
+OBJECTIVES = TRAIN_CHOICES["objective"]
+"""The training objectives `cfg.objective` may name (one tuple, in saebasis.validate, which checks configs first)."""
 REPS_STRENGTHS = (0.5, 1.0, 2.0)
 """RePS' factors a (each row draws one; its mirror term steers at -a) when cfg has no `reps_strengths`."""
 
