@@ -131,7 +131,8 @@ class LatentTable:
         def lifted(prefix: str, total: int) -> list:
             if f"{prefix}_ids" not in self.t:
                 return []
-            rows = zip(self.t[f"{prefix}_ids"][i].tolist(), self.t[f"{prefix}_counts"][i].tolist(), self.t[prefix][i].tolist())
+            ids, counts = self.t[f"{prefix}_ids"][i].tolist(), self.t[f"{prefix}_counts"][i].tolist()
+            rows = zip(ids, counts, self.t[prefix][i].tolist())
             return [[tokenizer.decode([a]), c, c / max(1, total), float(x)] for a, c, x in rows if a >= 0]
 
         def lens(ids: str, logits: str) -> list:
@@ -140,7 +141,8 @@ class LatentTable:
         return {"n_fire": int(self.t["n_fire"][i]), "fires_on": counted("top_ids", "top_counts", int(self.t["n_fire"][i])),
                 "before": counted("prev_ids", "prev_counts", int(self.t["n_prev"][i])),
                 "promotes": lens("lens_up_ids", "lens_up"), "suppresses": lens("lens_down_ids", "lens_down"),
-                "fires_on_lift": lifted("lift", int(self.t["n_fire"][i])), "before_lift": lifted("prev_lift", int(self.t["n_prev"][i]))}
+                "fires_on_lift": lifted("lift", int(self.t["n_fire"][i])),
+                "before_lift": lifted("prev_lift", int(self.t["n_prev"][i]))}
 
     def effect(self, i: int) -> dict | None:
         """{output_score, input_score, delta_conf} of latent i (None where not computed; NaN input score -> None)."""
@@ -164,7 +166,8 @@ def _top_counts(ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def _lift_top(ids: Tensor, base: Tensor, base_total: int, k: int, min_count: int) -> tuple[Tensor, Tensor, Tensor]:
     """The k tokens of ids with the highest lift (share in ids / base[token] / base_total) among those seen
     >= min(min_count, the largest count) times (ties: the more frequent, then the lower id), padded -1 / 0 / 0."""
-    out_ids, out_counts, out_lift = torch.full((k,), -1, dtype=torch.int32), torch.zeros(k, dtype=torch.int32), torch.zeros(k)
+    out_ids, out_counts = torch.full((k,), -1, dtype=torch.int32), torch.zeros(k, dtype=torch.int32)
+    out_lift = torch.zeros(k)
     if ids.numel():
         values, counts = ids.unique(return_counts=True)  # sorted by value
         keep = counts >= min(min_count, int(counts.max()))
@@ -232,9 +235,11 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
     ctx_parts: list[dict[str, Tensor]] = []
     ctx_ptr = torch.zeros(cache.d_sae + 1, dtype=torch.long)
     vocab = int(cache.input_ids.max()) + 1 if cache.n_tokens else 1
-    base = torch.bincount(cache.input_ids[cache.valid], minlength=vocab), torch.bincount(cache.input_ids, minlength=vocab)
+    base = (torch.bincount(cache.input_ids[cache.valid], minlength=vocab),  # encoded tokens: the rate of what fires
+            torch.bincount(cache.input_ids, minlength=vocab))  # every token: the rate of the tokens before
     lift_ids = torch.full((2, cache.d_sae, s.k_tokens), -1, dtype=torch.int32)
-    lift_counts, lift = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32), torch.zeros(2, cache.d_sae, s.k_tokens)
+    lift_counts = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32)
+    lift = torch.zeros(2, cache.d_sae, s.k_tokens)
     for i in tqdm(range(cache.d_sae), desc="per-latent table", unit="latent", disable=not progress, mininterval=2):
         lo, hi = int(cache.col_ptr[i]), int(cache.col_ptr[i + 1])
         tok, val = cache.token_idx[lo:hi].long(), cache.values[lo:hi].float()
@@ -244,8 +249,10 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
             n_fire[i], n_prev[i] = tok.numel(), prev.numel()
             top[0, i], counts[0, i] = _top_counts(cache.input_ids[tok], s.k_tokens)
             top[1, i], counts[1, i] = _top_counts(prev, s.k_tokens)
-            lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(cache.input_ids[tok], base[0], n_valid, s.k_tokens, MIN_COUNT)
-            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens, MIN_COUNT)
+            fired = cache.input_ids[tok]
+            lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(fired, base[0], n_valid, s.k_tokens, MIN_COUNT)
+            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens,
+                                                                      MIN_COUNT)
             n_docs[i] = cache.doc_of(tok).unique_consecutive().numel()
             ctx_parts.append(_contexts(cache, tok, val, s))
         ctx_ptr[i + 1] = ctx_ptr[i] + (ctx_parts[-1]["ctx_doc"].numel() if tok.numel() else 0)
@@ -267,14 +274,16 @@ def base_rates(tokenizer, texts: list[str], s: TableSettings) -> tuple[Tensor, i
     ids = torch.tensor([i for d in docs for i in d], dtype=torch.long)
     valid = valid_mask(tokenizer, docs, s.skip_first, s.skip_special)
     vocab = max(len(tokenizer), int(ids.max()) + 1)
-    return torch.bincount(ids[valid], minlength=vocab), int(valid.sum()), torch.bincount(ids, minlength=vocab), ids.numel()
+    counts_valid, counts_all = torch.bincount(ids[valid], minlength=vocab), torch.bincount(ids, minlength=vocab)
+    return counts_valid, int(valid.sum()), counts_all, ids.numel()
 
 
 def _relift(ids: Tensor, counts: Tensor, total: Tensor, base: Tensor, base_total: int) -> tuple[Tensor, Tensor, Tensor]:
     """Rows of (ids, counts) [d_sae, k] (most frequent first, -1 padded) re-ranked by lift, as _lift_top ranks."""
     known = ids >= 0
     c = counts.float()
-    lift = (c / total.clamp_min(1)[:, None].float()) / (base[ids.clamp_min(0).long()].clamp_min(1).float() / max(1, base_total))
+    rate = base[ids.clamp_min(0).long()].clamp_min(1).float() / max(1, base_total)  # [d_sae, k] corpus share
+    lift = (c / total.clamp_min(1)[:, None].float()) / rate
     floor = torch.minimum(torch.full_like(c[:, 0], MIN_COUNT), c.max(1).values)  # [d_sae]
     keep = known & (c >= floor[:, None])
     order = torch.where(keep, lift, torch.tensor(float("-inf"))).sort(dim=1, descending=True, stable=True).indices
@@ -285,20 +294,26 @@ def _relift(ids: Tensor, counts: Tensor, total: Tensor, base: Tensor, base_total
 
 def add_lift(table: LatentTable, tokenizer, texts: list[str]) -> None:
     """Lift columns for a table built before they existed, from its top_ids / prev_ids and the corpus's base rates."""
-    s = TableSettings(**{k: v for k, v in table.info["settings"].items() if k in {f.name for f in dataclasses.fields(TableSettings)}})
+    fields = {f.name for f in dataclasses.fields(TableSettings)}
+    s = TableSettings(**{k: v for k, v in table.info["settings"].items() if k in fields})
     base_valid, n_valid, base_all, n_all = base_rates(tokenizer, texts, s)
     t = table.t
-    t["lift_ids"], t["lift_counts"], t["lift"] = _relift(t["top_ids"], t["top_counts"], t["n_fire"], base_valid, n_valid)
-    t["prev_lift_ids"], t["prev_lift_counts"], t["prev_lift"] = _relift(t["prev_ids"], t["prev_counts"], t["n_prev"], base_all, n_all)
+    t["lift_ids"], t["lift_counts"], t["lift"] = _relift(t["top_ids"], t["top_counts"], t["n_fire"], base_valid,
+                                                         n_valid)
+    t["prev_lift_ids"], t["prev_lift_counts"], t["prev_lift"] = _relift(t["prev_ids"], t["prev_counts"], t["n_prev"],
+                                                                        base_all, n_all)
     table.info["lift"] = {"ranked": f"the {s.k_tokens} most frequent firing tokens (top_ids)", "min_count": MIN_COUNT}
 
 
-def add_effect(table: LatentTable, model, tokenizer, sae, s: EffectSettings = EffectSettings(), progress: bool = True) -> float:
+def add_effect(
+    table: LatentTable, model, tokenizer, sae, s: EffectSettings = EffectSettings(), progress: bool = True
+) -> float:
     """Put every latent's output score, input score and delta_conf into the table (latent_effect.py); returns
     the seconds it took. The input score reads the table's contexts: the peak token is window column `before`."""
     start = time.perf_counter()
     scores = effect_scores(model, tokenizer, sae, None, s, progress)
-    peaks = table.t["ctx_tokens"][:, table.info["settings"]["before"]] if table.t["ctx_tokens"].numel() else torch.zeros(0, dtype=torch.int32)
+    ctx = table.t["ctx_tokens"]
+    peaks = ctx[:, table.info["settings"]["before"]] if ctx.numel() else torch.zeros(0, dtype=torch.int32)
     table.t.update({"output_score": scores["output_score"], "delta_conf": scores["delta_conf"],
                     "input_score": input_scores(table.t["ctx_ptr"], peaks, scores["lens_ids"])})
     seconds = round(time.perf_counter() - start, 1)
@@ -307,7 +322,9 @@ def add_effect(table: LatentTable, model, tokenizer, sae, s: EffectSettings = Ef
     return seconds
 
 
-def effect_of(table: LatentTable, model, tokenizer, sae, latents: list[int], s: EffectSettings = EffectSettings()) -> dict[int, dict | None]:
+def effect_of(
+    table: LatentTable, model, tokenizer, sae, latents: list[int], s: EffectSettings = EffectSettings()
+) -> dict[int, dict | None]:
     """{latent: {output_score, input_score, delta_conf}} for `latents`: read from the table when it holds them for
     this model and SAE, else computed for these latents only (one batch of forward passes); None where the scores
     cannot be computed (no latent active at the neutral prompt)."""
@@ -331,7 +348,8 @@ def effect_of(table: LatentTable, model, tokenizer, sae, latents: list[int], s: 
 
 def has_effect(table: LatentTable, model, sae, s: EffectSettings = EffectSettings()) -> bool:
     """The table holds effect scores computed on this model and SAE with these settings."""
-    return all(name in table.t for name in SCORES) and (table.info.get("effect") or {}).get("fingerprint") == fingerprint(model, sae, s)
+    stored = (table.info.get("effect") or {}).get("fingerprint")
+    return all(name in table.t for name in SCORES) and stored == fingerprint(model, sae, s)
 
 
 # -- storing and finding --------------------------------------------------------------------------
