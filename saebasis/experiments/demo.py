@@ -45,6 +45,7 @@ def demo_compare_cfg(cfg: dict, out: Path) -> dict:
     size = cfg["full_demo" if cfg["full"] else "quick_demo"]
     overrides = [*size["compare"], override("out_dir", out / "compare"), *_overrides(cfg), *_precision(cfg, "compare")]
     compare_cfg = to_dict(compose("compare", overrides))
+    compare_cfg["methods"] = {k: v for k, v in compare_cfg["methods"].items() if v is not None}  # null: left out
     keep = size.get("methods")
     if keep:
         unknown = sorted(set(keep) - set(compare_cfg["methods"]))

@@ -54,3 +54,19 @@ def test_demo_autocast_reaches_compare_and_the_bias_training():
     assert to_dict(compose("compare", _precision(on, "compare")))["autocast"] == "bfloat16"
     assert to_dict(compose("train", _precision(on, "train")))["trainer"]["precision"] == "bf16-mixed"
     assert to_dict(compose("demo", []))["autocast"] is None  # fp32 unless asked
+
+
+def test_full_demo_compares_the_published_method_set(tmp_path):
+    """full=true: the comparison its published table was measured with (the ten methods, two seeds, DiffMean and
+    PCA from [2, 4, 8]); the default: the quick demo's six methods, one seed."""
+    from saebasis.config import to_dict
+    from saebasis.experiments.demo import demo_compare_cfg
+
+    full = demo_compare_cfg(to_dict(compose("demo", ["full=true", "logger=none"])), tmp_path)
+    assert set(full["methods"]) == {"unsteered", "prompting", "sae_bias", "sae_bias_dense", "sae_adaptor_sparse",
+                                    "sae_adaptor_lowrank", "residual_adaptor", "diffmean", "pca", "sara"}
+    assert full["seeds"] == [0, 1] and full["methods"]["diffmean"]["strengths"] == [2, 4, 8] == full["methods"]["pca"]["strengths"]
+    assert full["methods"]["sae_bias"] == {"kind": "run", "strengths": [0.5, 1, 2, 4]}  # the demo's own bias, in memory
+    quick = demo_compare_cfg(to_dict(compose("demo", ["logger=none"])), tmp_path)
+    assert list(quick["methods"]) == ["unsteered", "prompting", "sae_bias", "sae_adaptor_sparse", "residual_adaptor", "diffmean"]
+    assert quick["seeds"] == [0]
