@@ -108,12 +108,18 @@ def check_archive(members: list[tarfile.TarInfo], board: str, parent: Path) -> N
 def unpack(out: Path, state_dir: Path) -> Path:
     out, archive = Path(out), archive_path(out, state_dir)
     if not archive.is_file():
-        raise FileNotFoundError(f"No {archive} to unpack: pack it first (scripts/board_state.sh pack {out}).")
+        raise FileNotFoundError(f"no {archive} to unpack: pack it first (scripts/board_state.sh pack {out}).")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
         check_archive(members, out.name, out.parent)
-        tar.extractall(out.parent, members=members, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: the "data" filter as a second check
+            tar.extractall(out.parent, members=members, filter="data")
+        else:  # an older Python: the members checked above, modes stripped as the data filter would
+            for m in members:
+                m.mode &= 0o755 if m.isdir() else 0o644
+                m.uid = m.gid = 0
+            tar.extractall(out.parent, members=members)
     return out
 
 
