@@ -83,13 +83,15 @@ def _method_settings(method: str) -> dict:
         settings.update(max_steps=2, progress=False, val_fraction=0.25)
     if method == "clamp":  # set by hand: which latents, by how much (its experiment file names the default SAE's)
         settings["intervention"] = {"latents": [3, 5], "values": [1.0, 2.0]}
-    if method == "sae_targeted":  # a 64-latent random SAE has few rising latents: a small target
-        settings["intervention"] = {"k": 2, "max_density": 1.0}
+    if method == "sae_targeted":  # a small effect approximator; a 64-latent random SAE has few rising latents
+        settings["intervention"] = {"n_directions": 16, "new_tokens": 4, "n_prompts": 1, "radius": 2.0, "k": 2,
+                                    "max_density": 1.0}
     return settings
 
 
 @pytest.mark.parametrize("method", sorted(REGISTRY))
-def test_every_registered_method_is_made_through_the_api(method, model, tokenizer, sae):
+def test_every_registered_method_is_made_through_the_api(method, model, tokenizer, sae, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))  # sae_targeted caches its effect approximator
     cls = REGISTRY[method]
     try:
         cls.check_can_train({"intervention": {"method": method}})

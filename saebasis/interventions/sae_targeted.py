@@ -112,6 +112,9 @@ class EffectApproximator:
         if ridge == 0:
             return (torch.linalg.pinv(W) @ (target.double() - self.b.double())).float()
         gram = W.T @ W  # [d_model, d_model]
+        if float(gram.diagonal().mean()) == 0.0:
+            raise ValueError("sae_targeted: the effect approximator is zero -- none of the random directions changed "
+                             "what the SAE read. Raise radius or new_tokens (or n_directions) and fit again.")
         lam = ridge * gram.diagonal().mean()
         rhs = W.T @ (target.double() - self.b.double())
         return torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), rhs).float()
