@@ -47,7 +47,12 @@ def train_t(tmp_path: Path, *extra: str, run: str = "run") -> dict:
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Loading a model fails the test: the refusal must come before any heavy work."""
+    import importlib
+
     from saebasis.core import models
+
+    mods = [importlib.import_module(m) for m in ("saebasis.core.stack", "saebasis.training.train", "saebasis.training.fit",
+                                                 "saebasis.experiments.compare")]  # imported before anything is patched
 
     def heavy(*_a, **_k):
         raise AssertionError("a model was loaded before the bad input was refused")
@@ -57,8 +62,7 @@ def no_model_load(monkeypatch):
     import saebasis.core.stack as stack
 
     monkeypatch.setattr(stack, "load_stack", heavy)
-    for mod in ("saebasis.training.train", "saebasis.training.fit", "saebasis.experiments.compare"):
-        module = sys.modules.get(mod) or __import__(mod, fromlist=["_"])
+    for module in mods[1:]:
         if hasattr(module, "load_stack"):
             monkeypatch.setattr(module, "load_stack", heavy)
 
