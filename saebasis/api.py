@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from saebasis.config import CONFIG_DIR, compose, setup_env, to_dict
+from saebasis.config import CONFIG_DIR, compose, override, setup_env, to_dict
 from saebasis.core import hooks
 from saebasis.core.generation import generate as _generate
 from saebasis.core.models import load_model as _load_model
@@ -489,7 +489,7 @@ def compare(methods: Sequence[Any], model, tokenizer, sae: Any = None, data: Any
 
     setup_env()
     concept_obj = concept(data)
-    cfg = to_dict(compose("compare", ["logger=none"] + ([f"data={data}"] if isinstance(data, str) else [])))
+    cfg = to_dict(compose("compare", ["logger=none"] + ([override("data", data)] if isinstance(data, (str, Path)) else [])))
     cfg["out_dir"] = None
     for key, value in settings.items():
         if key not in cfg or key in ("model", "sae", "methods", "hydra", "logger", "stack_overrides"):

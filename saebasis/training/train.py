@@ -68,16 +68,29 @@ class RecordConfig(Callback):
         checkpoint.update(checkpoint_record(self.cfg, self.run_id))  # fingerprint, run id, time (resume picks by them)
 
 
+class _LightningNoise:
+    """A logging filter dropping Lightning's advice to Lightning users (logger / litlogger tips, which accelerators
+    exist, the model summary's hints); what a run does (e.g. DDP's `distributed_backend=gloo`) still prints."""
+
+    NOISE = ("Tip:", "litlogger", "tensorboard", "GPU available", "TPU available", "HPU available", "IPU available",
+             "You are using a CUDA device", "LOCAL_RANK:", "Seed set to", "`Trainer.fit` stopped", "treespec")
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self.NOISE)
+
+
 def quiet_lightning() -> None:
-    """Lightning's one-time tips (logger / litlogger suggestions, GPU-available notes, the model summary) are
-    advice for Lightning users, not for saebasis' users: they are silenced once per process."""
+    """Lightning's one-time tips are advice for Lightning users, not for saebasis' users: filtered once per process."""
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|does not have many workers).*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _LightningNoise) for f in log.filters):
+            log.addFilter(_LightningNoise())
+    warnings.filterwarnings("ignore", message=r".*(litlogger|tensorboardX|does not have many workers|treespec).*")
 
 
 def trainer_for(cfg: dict, ckpt_dir: Path | None, logger=False) -> L.Trainer:
