@@ -49,8 +49,8 @@ def test_unsteered_logits_agree_and_the_exported_bias_steers_llamacpp_as_saebasi
     path = export(bias, tmp_path / "bias.gguf", "gguf", 2.0, hook=HOOK)
     out = compare_engines(loaded.model, loaded.tokenizer, cpp, PROMPTS, path, bias, HOOK, 2.0)["summary"]
     # unsteered: llama.cpp multiplies Q4_1 weights by 8-bit-quantised activations, transformers the dequantised
-    # weights in float32. The bars are provisional until scripts/bench/export_check.py has measured the agreement on
-    # a machine with llama-cpp-python (docs/export.md); then set them from the unsteered figures.
+    # weights in float32. Measured (docs/export.md): unsteered max |diff| 0.89, top-1 10/10, min cosine 0.998;
+    # steering effect cosine min 0.939 (mean 0.974), norm ratio llama.cpp / saebasis 0.94 .. 1.59.
     assert out["min_logit_cosine"] > 0.99 and out["top1_agreement"] >= 0.8
     assert out["min_effect_cosine"] > 0.9, out  # the steering effect: the same direction in both engines
-    assert all(0.8 < r < 1.25 for r in out["effect_norm_ratio"]), out
+    assert all(0.5 < r < 2.0 for r in out["effect_norm_ratio"]), out
