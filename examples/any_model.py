@@ -1,5 +1,6 @@
 """Any Hugging Face causal LM and any sae-lens SAE object, both built in memory (no files, no network): a tiny
 random GPT-2 and a JumpReLU SAE at its layer-1 residual stream. Swap in your own model and SAE."""
+
 import tempfile
 
 import torch

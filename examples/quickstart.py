@@ -1,4 +1,5 @@
 """Train an SAE-basis steering bias on the embedded SmolLM2, steer with it, read it, save and reload it."""
+
 import saebasis as sb
 
 model, tok = sb.load_model("smollm2")

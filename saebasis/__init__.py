@@ -12,8 +12,20 @@ CLI's start-up stay light:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Steering", "LatentReading", "Comparison", "load_model", "load_sae", "concept", "train", "fit", "load", "generate",
-    "compare", "methods", "concepts", "__version__",
+    "Comparison",
+    "LatentReading",
+    "Steering",
+    "__version__",
+    "compare",
+    "concept",
+    "concepts",
+    "fit",
+    "generate",
+    "load",
+    "load_model",
+    "load_sae",
+    "methods",
+    "train",
 ]
 
 

@@ -27,9 +27,10 @@ import contextlib
 import difflib
 import html
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -46,13 +47,38 @@ from saebasis.runs import Run, load_run, run_guard, save_run
 from saebasis.validate import ConfigError, check_intervention, check_numbers, check_train_numbers
 
 __all__ = [
-    "Steering", "LatentReading", "Comparison", "load_model", "load_sae", "concept", "train", "fit", "load", "generate",
-    "compare", "methods", "concepts",
+    "Comparison",
+    "LatentReading",
+    "Steering",
+    "compare",
+    "concept",
+    "concepts",
+    "fit",
+    "generate",
+    "load",
+    "load_model",
+    "load_sae",
+    "methods",
+    "train",
 ]
 
 # Settings that say where or how a CLI run is saved / logged: the API has its own arguments for them.
-PLACE_KEYS = ("run_dir", "ckpt_dir", "overwrite", "resume", "logger", "n_samples", "ckpt_every_n_steps", "model", "sae",
-              "hook", "data", "intervention", "trainer", "hydra")
+PLACE_KEYS = (
+    "run_dir",
+    "ckpt_dir",
+    "overwrite",
+    "resume",
+    "logger",
+    "n_samples",
+    "ckpt_every_n_steps",
+    "model",
+    "sae",
+    "hook",
+    "data",
+    "intervention",
+    "trainer",
+    "hydra",
+)
 
 
 # -- loading ---------------------------------------------------------------------------------------------
@@ -75,10 +101,14 @@ def load_sae(source: Any, hook: str | None = None, sae_id: str | None = None, de
     if isinstance(source, SAE):
         name = source.cfg.metadata.get("hook_name") or hook  # what the SAE records wins; a mismatch is refused later
         if not name:
-            raise ValueError("This sae-lens SAE records no hook (cfg.metadata.hook_name): pass hook='blocks.L.hook_resid_post'.")
+            raise ValueError(
+                "This sae-lens SAE records no hook (cfg.metadata.hook_name): pass hook='blocks.L.hook_resid_post'."
+            )
         return SAEBasis(source.to(device), name)
     if not isinstance(source, (str, Path)):
-        raise TypeError(f"load_sae takes a 'builtin:<name>' / folder / release name or an sae_lens SAE, got {type(source).__name__}.")
+        raise TypeError(
+            f"load_sae takes a 'builtin:<name>' / folder / release name or an sae_lens SAE, got {type(source).__name__}."
+        )
     return SAEBasis.load(str(source), sae_id, hook=hook, device=device)
 
 
@@ -96,12 +126,16 @@ def concept(data: Any, name: str = "pairs", description: str = "", judge: str = 
             if isinstance(row, dict):
                 row = (row.get("prompt"), row.get("positive"), row.get("negative"))
             if not (isinstance(row, (tuple, list)) and len(row) == 3 and all(isinstance(x, str) and x for x in row)):
-                raise ValueError(f"data[{i}] must be (prompt, positive, negative), three non-empty strings; got {row!r}.")
+                raise ValueError(
+                    f"data[{i}] must be (prompt, positive, negative), three non-empty strings; got {row!r}."
+                )
             pairs.append(Pair(*row))
         prompts = list(dict.fromkeys(p.prompt for p in pairs))
         return Concept(name, description or name, judge, pairs, prompts, {"val": [], "test": []})
-    raise ValueError(f"data must be a concept name ({', '.join(builtin_names())}), a folder, or a non-empty list of "
-                     f"(prompt, positive, negative); got {data!r}.")
+    raise ValueError(
+        f"data must be a concept name ({', '.join(builtin_names())}), a folder, or a non-empty list of "
+        f"(prompt, positive, negative); got {data!r}."
+    )
 
 
 def methods() -> dict[str, str]:
@@ -139,8 +173,11 @@ class LatentReadings(list):
         return "\n".join(lines + ([f"(scores: {self.source})"] if self.source else []))
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{r.latent}</td><td>{r.score:.4f}</td><td>{html.escape(r.explanation)}</td>"
-                       f"<td>{html.escape(r.contexts[0]) if r.contexts else ''}</td></tr>" for r in self)
+        rows = "".join(
+            f"<tr><td>{r.latent}</td><td>{r.score:.4f}</td><td>{html.escape(r.explanation)}</td>"
+            f"<td>{html.escape(r.contexts[0]) if r.contexts else ''}</td></tr>"
+            for r in self
+        )
         return f"<table><tr><th>latent</th><th>score</th><th>explanation</th><th>top context</th></tr>{rows}</table>"
 
 
@@ -149,8 +186,17 @@ class Steering:
     metrics. `apply` attaches it to a model; `save` writes a Hub-layout folder; `top_latents` reads it in the SAE's
     basis; `export` writes it for another engine (llama.cpp, steering-vectors, repeng, lm-eval)."""
 
-    def __init__(self, intervention: Intervention, hook: str, cfg: dict, metrics: dict | None = None, sae: SAEBasis | None = None,
-                 path: Path | None = None, model=None, tokenizer=None) -> None:
+    def __init__(
+        self,
+        intervention: Intervention,
+        hook: str,
+        cfg: dict,
+        metrics: dict | None = None,
+        sae: SAEBasis | None = None,
+        path: Path | None = None,
+        model=None,
+        tokenizer=None,
+    ) -> None:
         self.intervention, self.hook, self.cfg, self.metrics = intervention, hook, cfg, dict(metrics or {})
         self.sae = sae if sae is not None else intervention.sae
         self.path = path
@@ -179,7 +225,12 @@ class Steering:
         return None if v is None else v.detach().clone()
 
     def as_run(self) -> Run:
-        return Run(self.intervention, {**self.cfg, "hook": self.hook}, self.metrics, self.path or Path(f"<in memory: {self.method}>"))
+        return Run(
+            self.intervention,
+            {**self.cfg, "hook": self.hook},
+            self.metrics,
+            self.path or Path(f"<in memory: {self.method}>"),
+        )
 
     # -- reading ---------------------------------------------------------------------------------------------
     def top_latents(self, k: int = 10, tokenizer=None, model=None) -> LatentReadings:
@@ -187,22 +238,33 @@ class Steering:
         from saebasis.interpret import explain, lens, rank, table
 
         if self.sae is None:
-            raise ValueError(f"This {self.method} steering has no SAE to read it in: pass sae= to sb.train / sb.fit / sb.load "
-                             f"(residual methods are read through an SAE at the same hook).")
+            raise ValueError(
+                f"This {self.method} steering has no SAE to read it in: pass sae= to sb.train / sb.fit / sb.load "
+                f"(residual methods are read through an SAE at the same hook)."
+            )
         tokenizer, model = tokenizer or self._tokenizer, model or self._model
         ranking = rank.rank_latents(self.intervention, self.sae, k)
         folder = table.shipped_folder(self.sae)
         latent_table = table.load_table(folder) if folder is not None else None
         if latent_table is None and (model is None or tokenizer is None):
-            raise ValueError("This SAE ships no per-latent table: pass model= and tokenizer= to read its latents through the logit lens.")
+            raise ValueError(
+                "This SAE ships no per-latent table: pass model= and tokenizer= to read its latents through the logit lens."
+            )
         out = LatentReadings()
         out.source = ranking.source
         for i in ranking.indices.tolist():
             score = float(ranking.scores[i])
             if latent_table is not None:
                 stats = latent_table.token_stats(i, tokenizer)
-                out.append(LatentReading(i, score, explain.token_explanation(stats), latent_table.context_texts(i, tokenizer)[:5],
-                                         [t for t, _ in stats["promotes"][:8]]))
+                out.append(
+                    LatentReading(
+                        i,
+                        score,
+                        explain.token_explanation(stats),
+                        latent_table.context_texts(i, tokenizer)[:5],
+                        [t for t, _ in stats["promotes"][:8]],
+                    )
+                )
             else:
                 promotes = lens.logit_lens(model, tokenizer, self.sae.W_dec[i], k=8)["promoted"]
                 out.append(LatentReading(i, score, "promotes: " + ", ".join(map(repr, promotes[:5])), [], promotes))
@@ -256,21 +318,49 @@ def _model_card(steer: Steering, readings: LatentReadings | None) -> str:
     model = (steer.cfg.get("model") or {}).get("name", "")
     sae = (steer.cfg.get("sae") or {}).get("path") or ("an SAE built in memory" if steer.sae is not None else "none")
     metrics = {k: v for k, v in steer.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    lines = ["---", "library_name: saebasis", f"tags: [saebasis, steering, {steer.method}]", "---", "",
-             f"# {steer.method} steering", "", f"A `{steer.method}` steering made with saebasis.", "", f"> {equation}", "",
-             "| | |", "|---|---|", f"| method | `{steer.method}` ({cls.kind}) |", f"| model | `{model}` |",
-             f"| hook | `{steer.hook}` |", f"| SAE | `{sae}` |", f"| data | `{steer.cfg.get('data')}` |", ""]
+    lines = [
+        "---",
+        "library_name: saebasis",
+        f"tags: [saebasis, steering, {steer.method}]",
+        "---",
+        "",
+        f"# {steer.method} steering",
+        "",
+        f"A `{steer.method}` steering made with saebasis.",
+        "",
+        f"> {equation}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | `{steer.method}` ({cls.kind}) |",
+        f"| model | `{model}` |",
+        f"| hook | `{steer.hook}` |",
+        f"| SAE | `{sae}` |",
+        f"| data | `{steer.cfg.get('data')}` |",
+        "",
+    ]
     if metrics:
         lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+        lines += [
+            f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
+        ]
         lines.append("")
     if readings:
         lines += ["## Top latents", "", "| latent | score | explanation |", "|---|---|---|"]
         lines += [f"| {r.latent} | {r.score:.4f} | {r.explanation.replace('|', '/')} |" for r in readings]
         lines.append("")
-    lines += ["## Use", "", "```python", "import saebasis as sb", "model, tok = sb.load_model(...)  # the model above",
-              'steer = sb.load("<this folder or hf:owner/repo>", model=model)', "with steer.apply(model, strength=1.0):",
-              '    print(sb.generate(model, tok, "Tell me about your day."))', "```", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "import saebasis as sb",
+        "model, tok = sb.load_model(...)  # the model above",
+        'steer = sb.load("<this folder or hf:owner/repo>", model=model)',
+        "with steer.apply(model, strength=1.0):",
+        '    print(sb.generate(model, tok, "Tell me about your day."))',
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -283,11 +373,15 @@ def _suggest(key: str, valid: Sequence[str]) -> str:
 def _compose(command: str, method: str) -> dict:
     """The CLI's config for `saebasis <command> experiment=<method>` (or intervention=<method>), logging off."""
     if method not in REGISTRY:
-        raise ValueError(f"Unknown method '{method}'.{_suggest(method, list(REGISTRY))} Registered: {sorted(REGISTRY)}.")
+        raise ValueError(
+            f"Unknown method '{method}'.{_suggest(method, list(REGISTRY))} Registered: {sorted(REGISTRY)}."
+        )
     own_yaml = (CONFIG_DIR / "intervention" / f"{method}.yaml").exists()  # else the dataclass defaults
     overrides = [f"intervention={method if own_yaml else method + '_defaults'}"]
     if (CONFIG_DIR / "experiment" / f"{method}.yaml").exists():
-        overrides.append(f"experiment={method}")  # the method's tuned settings (lr, ...), as the CLI's experiment=<method>
+        overrides.append(
+            f"experiment={method}"
+        )  # the method's tuned settings (lr, ...), as the CLI's experiment=<method>
     if command == "train":
         overrides += ["logger=none", "n_samples=0"]
     return to_dict(compose(command, overrides))
@@ -304,7 +398,9 @@ def _apply_settings(cfg: dict, method: str, settings: dict, command: str) -> dic
             valid = trainer if key == "trainer" else iv_fields
             for sub, v in value.items():
                 if sub not in valid:
-                    raise ConfigError(f"{key}.{sub}", f"is not a {key} setting" + _suggest(sub, valid), f"use one of {valid}")
+                    raise ConfigError(
+                        f"{key}.{sub}", f"is not a {key} setting" + _suggest(sub, valid), f"use one of {valid}"
+                    )
                 cfg[key][sub] = v
         elif key in top:
             cfg[key] = value
@@ -314,8 +410,11 @@ def _apply_settings(cfg: dict, method: str, settings: dict, command: str) -> dic
             cfg["intervention"][key] = value
         else:
             valid = top + trainer + iv_fields
-            raise ConfigError(key, f"is not a setting of sb.{command}('{method}')" + _suggest(key, valid),
-                              f"use one of: {', '.join(valid)}")
+            raise ConfigError(
+                key,
+                f"is not a setting of sb.{command}('{method}')" + _suggest(key, valid),
+                f"use one of: {', '.join(valid)}",
+            )
     return cfg
 
 
@@ -323,11 +422,15 @@ def _stack(model, tokenizer, sae: Any, hook: str | None) -> Stack:
     from saebasis.core.models import prepare
 
     if not hasattr(model, "config") or not hasattr(model.config, "hidden_size"):
-        raise TypeError(f"model must be a Hugging Face causal LM (with .config.hidden_size), got {type(model).__name__}.")
+        raise TypeError(
+            f"model must be a Hugging Face causal LM (with .config.hidden_size), got {type(model).__name__}."
+        )
     prepare(model, tokenizer, next(model.parameters()).device.type)
     basis = None
     if sae is not None:
-        basis = load_sae(sae, hook=hook if not isinstance(sae, SAEBasis) else None, device=next(model.parameters()).device.type)
+        basis = load_sae(
+            sae, hook=hook if not isinstance(sae, SAEBasis) else None, device=next(model.parameters()).device.type
+        )
     hook = hook or (basis.hook if basis is not None else None)
     if hook is None:
         raise ValueError("No hook: pass hook='blocks.L.hook_resid_post' (or an SAE, whose hook is used).")
@@ -340,16 +443,32 @@ def _stack(model, tokenizer, sae: Any, hook: str | None) -> Stack:
 
 
 def _describe(cfg: dict, model, stack: Stack, data: Any, concept_obj: Concept) -> dict:
-    cfg["model"] = {"name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
-                    "device": next(model.parameters()).device.type, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    cfg["sae"] = None if stack.sae is None else {"path": stack.sae.source or None, "sae_id": None, "hook": stack.sae.hook, "check": False}
+    cfg["model"] = {
+        "name": getattr(model.config, "_name_or_path", "") or type(model).__name__,
+        "device": next(model.parameters()).device.type,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+    cfg["sae"] = (
+        None
+        if stack.sae is None
+        else {"path": stack.sae.source or None, "sae_id": None, "hook": stack.sae.hook, "check": False}
+    )
     cfg["hook"] = stack.hook
     cfg["data"] = str(data) if isinstance(data, (str, Path)) else concept_obj.name
     return cfg
 
 
-def train(method: str, model, tokenizer, sae: Any = None, data: Any = "sentiment", *, hook: str | None = None,
-          progress: bool = True, **settings) -> Steering:
+def train(
+    method: str,
+    model,
+    tokenizer,
+    sae: Any = None,
+    data: Any = "sentiment",
+    *,
+    hook: str | None = None,
+    progress: bool = True,
+    **settings,
+) -> Steering:
     """Train `method` (a trained or manual method of sb.methods()) on `data` at `hook` (default: the SAE's).
 
     settings: any field of configs/train.yaml (lr, seed, batch_size, objective, max_pairs, ...), of the Trainer
@@ -372,8 +491,9 @@ def train(method: str, model, tokenizer, sae: Any = None, data: Any = "sentiment
     return Steering(iv, stack.hook, cfg, metrics, stack.sae, model=model, tokenizer=tokenizer)
 
 
-def fit(method: str, model, tokenizer, sae: Any = None, data: Any = "sentiment", *, hook: str | None = None,
-        **settings) -> Steering:
+def fit(
+    method: str, model, tokenizer, sae: Any = None, data: Any = "sentiment", *, hook: str | None = None, **settings
+) -> Steering:
     """Fit a closed-form `method` (DiffMean, PCA, SARA, one-latent SAE steering, ...) on `data` at `hook`.
 
     settings: any field of configs/fit_baseline.yaml (max_pairs, batch_size, max_len, seed) or of the method's config."""
@@ -391,8 +511,11 @@ def fit(method: str, model, tokenizer, sae: Any = None, data: Any = "sentiment",
     torch.manual_seed(cfg["seed"])
     start = time.time()
     iv = fit_intervention(cfg, stack, concept_obj)
-    metrics = {"fit_time_s": round(time.time() - start, 2), "n_pairs": len(concept_obj.pairs[: cfg.get("max_pairs") or None]),
-               **iv.describe()}
+    metrics = {
+        "fit_time_s": round(time.time() - start, 2),
+        "n_pairs": len(concept_obj.pairs[: cfg.get("max_pairs") or None]),
+        **iv.describe(),
+    }
     return Steering(iv, stack.hook, cfg, metrics, stack.sae, model=model, tokenizer=tokenizer)
 
 
@@ -411,15 +534,27 @@ def load(source: str | Path, model=None, sae: Any = None, tokenizer=None, device
         basis = load_sae(sae, hook=recorded_hook if not isinstance(sae, SAEBasis) else None, device=device)
     method = cfg.get("method")
     if basis is None and method in REGISTRY and REGISTRY[method].uses_sae and not (cfg.get("sae") or {}).get("path"):
-        raise ValueError(f"{folder} holds a '{method}' steering made with an SAE built in memory (cfg.json records no path): "
-                         f"pass sae= (the same SAE) to sb.load.")
+        raise ValueError(
+            f"{folder} holds a '{method}' steering made with an SAE built in memory (cfg.json records no path): "
+            f"pass sae= (the same SAE) to sb.load."
+        )
     run = load_run(folder, sae=basis, device=device)
     if model is not None and model.config.hidden_size != run.cfg.get("d_model"):
-        raise ValueError(f"{folder} was made for d_model={run.cfg.get('d_model')} but this model has "
-                         f"{model.config.hidden_size}: load it with the model it was trained on.")
+        raise ValueError(
+            f"{folder} was made for d_model={run.cfg.get('d_model')} but this model has "
+            f"{model.config.hidden_size}: load it with the model it was trained on."
+        )
     hook = run.cfg.get("hook") or (run.intervention.sae.hook if run.intervention.sae is not None else None)
-    return Steering(run.intervention, hook, run.cfg.get("config") or run.cfg, run.metrics, basis or run.intervention.sae,
-                    folder, model=model, tokenizer=tokenizer)
+    return Steering(
+        run.intervention,
+        hook,
+        run.cfg.get("config") or run.cfg,
+        run.metrics,
+        basis or run.intervention.sae,
+        folder,
+        model=model,
+        tokenizer=tokenizer,
+    )
 
 
 def _resolve(source: str | Path) -> Path:
@@ -431,14 +566,18 @@ def _resolve(source: str | Path) -> Path:
         from huggingface_hub import snapshot_download
 
         try:  # the local cache first (offline works once fetched), the Hub only when it is not there
-            return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "README.md"], local_files_only=True))
+            return Path(
+                snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "README.md"], local_files_only=True)
+            )
         except Exception:  # noqa: BLE001 -- not cached yet (or a partial cache): fetch it
             try:
                 return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "README.md"]))
-            except Exception as err:  # noqa: BLE001 -- offline, unknown repo, no access
-                raise FileNotFoundError(f"Cannot fetch '{text}' ({type(err).__name__}): it is not in the local Hugging Face "
-                                        f"cache and the Hub cannot be reached or has no such repo. Go online once, or "
-                                        f"pass a local folder.") from err
+            except Exception as err:
+                raise FileNotFoundError(
+                    f"Cannot fetch '{text}' ({type(err).__name__}): it is not in the local Hugging Face "
+                    f"cache and the Hub cannot be reached or has no such repo. Go online once, or "
+                    f"pass a local folder."
+                ) from err
     return Path(text)
 
 
@@ -479,8 +618,17 @@ class Comparison:
         return self.rows[0]["method"]
 
 
-def compare(methods: Sequence[Any], model, tokenizer, sae: Any = None, data: Any = "sentiment", *, hook: str | None = None,
-            strengths: Sequence[float] | None = None, **settings) -> Comparison:
+def compare(
+    methods: Sequence[Any],
+    model,
+    tokenizer,
+    sae: Any = None,
+    data: Any = "sentiment",
+    *,
+    hook: str | None = None,
+    strengths: Sequence[float] | None = None,
+    **settings,
+) -> Comparison:
     """The judged protocol of `saebasis compare` on steerings in memory: strength chosen on the concept's validation
     instructions, test scores with bootstrap CIs. methods: Steering objects, "unsteered", "prompting" (the concept's
     prompting prefix) or a method name (fitted / trained here with its defaults). settings: configs/compare.yaml fields
@@ -489,11 +637,15 @@ def compare(methods: Sequence[Any], model, tokenizer, sae: Any = None, data: Any
 
     setup_env()
     concept_obj = concept(data)
-    cfg = to_dict(compose("compare", ["logger=none"] + ([override("data", data)] if isinstance(data, (str, Path)) else [])))
+    cfg = to_dict(
+        compose("compare", ["logger=none"] + ([override("data", data)] if isinstance(data, (str, Path)) else []))
+    )
     cfg["out_dir"] = None
     for key, value in settings.items():
         if key not in cfg or key in ("model", "sae", "methods", "hydra", "logger", "stack_overrides"):
-            raise ConfigError(key, "is not a setting of sb.compare" + _suggest(key, list(cfg)), f"use one of {sorted(cfg)}")
+            raise ConfigError(
+                key, "is not a setting of sb.compare" + _suggest(key, list(cfg)), f"use one of {sorted(cfg)}"
+            )
         cfg[key] = value
     grid = list(strengths) if strengths is not None else None
     specs: dict[str, dict] = {}
@@ -507,10 +659,17 @@ def compare(methods: Sequence[Any], model, tokenizer, sae: Any = None, data: Any
         elif item == "prompting":
             name, spec = "prompting", {"kind": "prompt", "prefix": concept_obj.prompt}  # concept.yaml's `prompt`
         elif isinstance(item, str) and item in REGISTRY:
-            made = (fit if REGISTRY[item].kind == "fitted" else train)(item, model, tokenizer, sae, concept_obj, hook=hook)
-            name, spec = _unique(item, specs), {"kind": "run", "run": made.as_run(), "strengths": grid or [0.5, 1.0, 2.0]}
+            made = (fit if REGISTRY[item].kind == "fitted" else train)(
+                item, model, tokenizer, sae, concept_obj, hook=hook
+            )
+            name, spec = (
+                _unique(item, specs),
+                {"kind": "run", "run": made.as_run(), "strengths": grid or [0.5, 1.0, 2.0]},
+            )
         else:
-            raise ValueError(f"compare takes Steering objects, 'unsteered', 'prompting' or a method name; got {item!r}.")
+            raise ValueError(
+                f"compare takes Steering objects, 'unsteered', 'prompting' or a method name; got {item!r}."
+            )
         specs[name] = spec
     cfg["methods"] = specs
     stack = _stack(model, tokenizer, sae, hook or _first_hook(methods))

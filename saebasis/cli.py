@@ -12,16 +12,39 @@ from saebasis.config import CONFIG_DIR, setup_env
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "saebasis.experiments.demo:demo", "train, compare, interpret and report on the embedded default"),
     "train-sae": ("train_sae", "saebasis.corpus.sae_train:train_sae", "train an SAE with sae-lens' runner"),
-    "sae-info": ("sae_info", "saebasis.corpus.sae_info:sae_info", "print an SAE's quality figures (EV, L0, dead, CE recovered)"),
+    "sae-info": (
+        "sae_info",
+        "saebasis.corpus.sae_info:sae_info",
+        "print an SAE's quality figures (EV, L0, dead, CE recovered)",
+    ),
     "train": ("train", "saebasis.training.train:train", "train an intervention (Lightning)"),
     "fit-baseline": ("fit_baseline", "saebasis.training.fit:fit_baseline", "fit SARA / DiffMean / PCA"),
-    "generate": ("generate", "saebasis.experiments.generate:generate", "generate with a saved run at a chosen strength"),
+    "generate": (
+        "generate",
+        "saebasis.experiments.generate:generate",
+        "generate with a saved run at a chosen strength",
+    ),
     "compare": ("compare", "saebasis.experiments.compare:compare", "every method side by side, judged offline"),
-    "plateau": ("plateau", "saebasis.experiments.plateau.command:plateau", "KL vs steering size: a direction's plateau edge vs random ones"),
-    "interpret": ("interpret", "saebasis.interpret.report:interpret", "which latents a run changed, and what they mean"),
-    "leaderboard": ("leaderboard", "saebasis.experiments.leaderboard:leaderboard", "every method x every concept (preset=quick | full), resumable"),
-    "export": ("export", "saebasis.export.command:export_command",
-               "a folding run as a llama.cpp / steering-vectors / repeng / lm-eval file"),
+    "plateau": (
+        "plateau",
+        "saebasis.experiments.plateau.command:plateau",
+        "KL vs steering size: a direction's plateau edge vs random ones",
+    ),
+    "interpret": (
+        "interpret",
+        "saebasis.interpret.report:interpret",
+        "which latents a run changed, and what they mean",
+    ),
+    "leaderboard": (
+        "leaderboard",
+        "saebasis.experiments.leaderboard:leaderboard",
+        "every method x every concept (preset=quick | full), resumable",
+    ),
+    "export": (
+        "export",
+        "saebasis.export.command:export_command",
+        "a folding run as a llama.cpp / steering-vectors / repeng / lm-eval file",
+    ),
 }
 SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep --help`)"
 
@@ -29,7 +52,12 @@ SWEEP_HELP = "wandb sweeps: `sweep create|agent|summarize` (see `saebasis sweep 
 def usage() -> str:
     lines = ["usage: saebasis <command> [key=value ...] [-m for a Hydra multirun]", "", "commands:"]
     lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += [f"  {'sweep':<13} {SWEEP_HELP}", "", f"configs: {CONFIG_DIR}", "Hydra help for one command: saebasis <command> --help"]
+    lines += [
+        f"  {'sweep':<13} {SWEEP_HELP}",
+        "",
+        f"configs: {CONFIG_DIR}",
+        "Hydra help for one command: saebasis <command> --help",
+    ]
     return "\n".join(lines)
 
 
@@ -67,12 +95,17 @@ def added_key_problem(config_name: str, argv: list[str]) -> str | None:
         node = OmegaConf.select(cfg, parent) if parent else cfg
         valid = sorted(str(k) for k in node.keys()) if hasattr(node, "keys") else []
         trainer = cfg.get("trainer") if not parent else None
-        close = ([f"trainer.{leaf}"] if trainer is not None and leaf in trainer else
-                 [f"{parent + '.' if parent else ''}{m}" for m in difflib.get_close_matches(leaf, valid, n=1)])
+        close = (
+            [f"trainer.{leaf}"]
+            if trainer is not None and leaf in trainer
+            else [f"{parent + '.' if parent else ''}{m}" for m in difflib.get_close_matches(leaf, valid, n=1)]
+        )
         meant = f" Did you mean {close[0]}={arg.split('=', 1)[1]}?" if close else ""
-        return (f"saebasis: '{arg}' adds a key that nothing reads: '{key}' is not a setting of `saebasis "
-                f"{config_name.replace('_', '-')}`.{meant} Valid keys{' of ' + parent if parent else ''}: "
-                f"{', '.join(valid)}. Fix: set an existing key without '+' (a '+' adds only config groups).")
+        return (
+            f"saebasis: '{arg}' adds a key that nothing reads: '{key}' is not a setting of `saebasis "
+            f"{config_name.replace('_', '-')}`.{meant} Valid keys{' of ' + parent if parent else ''}: "
+            f"{', '.join(valid)}. Fix: set an existing key without '+' (a '+' adds only config groups)."
+        )
     return None
 
 

@@ -25,7 +25,9 @@ def setup_env() -> None:
 def has_wandb_key() -> bool:
     """A key in WANDB_API_KEY or from `wandb login` (~/.netrc)."""
     path = Path.home() / ".netrc"
-    return bool(os.environ.get("WANDB_API_KEY")) or (path.exists() and "api.wandb.ai" in path.read_text(errors="ignore"))
+    return bool(os.environ.get("WANDB_API_KEY")) or (
+        path.exists() and "api.wandb.ai" in path.read_text(errors="ignore")
+    )
 
 
 def register_configs() -> None:

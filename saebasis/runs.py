@@ -17,17 +17,17 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from saebasis.interventions.base import Intervention, build
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import Intervention, build
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 """Files saebasis never loads from a folder it reads (pickles can run code)."""
@@ -100,7 +100,9 @@ def save_run(path: str | Path, intervention: Intervention, cfg: dict[str, Any], 
 
 def read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing. Is {path.parent} a saebasis run folder (cfg.json + {WEIGHTS_FILE})?")
+        raise FileNotFoundError(
+            f"{path} is missing. Is {path.parent} a saebasis run folder (cfg.json + {WEIGHTS_FILE})?"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -157,18 +159,37 @@ def check_finite(intervention: Intervention) -> None:
         if t is None or not t.is_floating_point():
             continue
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"The trained '{intervention.method}' has non-finite values in {name}: training diverged. "
-                             f"Nothing was saved; lower lr or raise regularisation and train again.")
+            raise ValueError(
+                f"The trained '{intervention.method}' has non-finite values in {name}: training diverged. "
+                f"Nothing was saved; lower lr or raise regularisation and train again."
+            )
         if t.numel() and float(t.detach().abs().max()) > 1e12:
-            raise ValueError(f"The trained '{intervention.method}' has |{name}| up to {float(t.detach().abs().max()):.3g}: training "
-                             f"diverged (lr too large?). Nothing was saved; lower lr and train again.")
+            raise ValueError(
+                f"The trained '{intervention.method}' has |{name}| up to {float(t.detach().abs().max()):.3g}: training "
+                f"diverged (lr too large?). Nothing was saved; lower lr and train again."
+            )
 
 
 # -- run folders: one writer at a time, no silent overwrite, writable before any work ----------------
 def fingerprint(cfg: dict) -> str:
     """A hash of what makes a training run what it is (not where it is saved or how long it runs)."""
-    keys = ("intervention", "data", "seed", "model", "sae", "hook", "objective", "lr", "batch_size", "max_len",
-            "max_pairs", "val_fraction", "kl_coef", "beta", "weight_decay")
+    keys = (
+        "intervention",
+        "data",
+        "seed",
+        "model",
+        "sae",
+        "hook",
+        "objective",
+        "lr",
+        "batch_size",
+        "max_len",
+        "max_pairs",
+        "val_fraction",
+        "kl_coef",
+        "beta",
+        "weight_decay",
+    )
     blob = json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -211,8 +232,10 @@ def check_replaceable(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_dir():
-        raise FileExistsError(f"run_dir {path} is an existing file, not a run folder: saebasis never replaces it. Pick a "
-                              f"new run_dir (a folder that does not exist yet).")
+        raise FileExistsError(
+            f"run_dir {path} is an existing file, not a run folder: saebasis never replaces it. Pick a "
+            f"new run_dir (a folder that does not exist yet)."
+        )
     if not os.listdir(path):
         return
     foreign = foreign_entries(path)
@@ -221,7 +244,8 @@ def check_replaceable(path: Path) -> None:
         raise FileExistsError(
             f"run_dir {path} already exists and is not a saebasis run folder (it holds {shown}): a run folder only ever "
             f"replaces a finished saebasis run (cfg.json + {WEIGHTS_FILE} + {METRICS_FILE}), so nothing in it was touched. "
-            f"Pick a new run_dir, or move those files away.")
+            f"Pick a new run_dir, or move those files away."
+        )
 
 
 def check_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> str:
@@ -235,7 +259,9 @@ def check_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
     if resume:
         return "finished"
     if not overwrite:
-        raise FileExistsError(f"{run_dir} already holds a finished run. Use a new run_dir, or overwrite=true to replace it.")
+        raise FileExistsError(
+            f"{run_dir} already holds a finished run. Use a new run_dir, or overwrite=true to replace it."
+        )
     return "replace"
 
 
@@ -254,9 +280,12 @@ def _mb(n: float) -> str:
 def check_free_space(folder: Path, needed: int = MIN_FREE_BYTES) -> None:
     free = free_bytes(folder)
     if free < needed:
-        raise OSError(errno.ENOSPC, f"Only {_mb(free)} free on the disk of {folder}; a run needs at least {_mb(needed)} "
-                      f"(weights, checkpoints, logs). Free at least {_mb(needed - free)} there, or pick a run_dir on "
-                      f"another disk. Nothing was started.")
+        raise OSError(
+            errno.ENOSPC,
+            f"Only {_mb(free)} free on the disk of {folder}; a run needs at least {_mb(needed)} "
+            f"(weights, checkpoints, logs). Free at least {_mb(needed - free)} there, or pick a run_dir on "
+            f"another disk. Nothing was started.",
+        )
 
 
 def _is_disk_full(err: BaseException) -> bool:
@@ -278,10 +307,15 @@ def disk_full_explained(target: Path, tmp: Path | None = None, needed: int | Non
             raise
         written = folder_bytes(tmp) if tmp is not None and Path(tmp).exists() else 0
         need = max(needed or 0, written, 1)
-        kept = f" The previous run in {target} is kept unchanged." if Path(target).is_dir() and os.listdir(target) else ""
-        raise OSError(errno.ENOSPC, f"The disk of {Path(target).parent} is full ({_mb(free_bytes(Path(target).parent))} "
-                      f"free) while writing {target}: it needs at least {_mb(need)} more. Free space there (or pick a "
-                      f"run_dir on another disk) and run again.{kept}") from None
+        kept = (
+            f" The previous run in {target} is kept unchanged." if Path(target).is_dir() and os.listdir(target) else ""
+        )
+        raise OSError(
+            errno.ENOSPC,
+            f"The disk of {Path(target).parent} is full ({_mb(free_bytes(Path(target).parent))} "
+            f"free) while writing {target}: it needs at least {_mb(need)} more. Free space there (or pick a "
+            f"run_dir on another disk) and run again.{kept}",
+        ) from None
 
 
 # -- one writer at a time ------------------------------------------------------------------------------------
@@ -319,19 +353,24 @@ def _take_lock(lock: Path, run_dir: Path) -> None:
             raise RuntimeError(
                 f"{lock} is a stale lock: it is {'empty' if not owner else 'unreadable'} (its writer died before recording "
                 f"its pid, e.g. on a full disk), so no saebasis process holds {run_dir}. Clear it with `rm '{lock}'` and "
-                f"run again.") from None
+                f"run again."
+            ) from None
         raise RuntimeError(
             f"{run_dir} is being written by another process (pid {pid or '?'}, {lock}). Wait for it, or use another "
-            f"run_dir. If no saebasis process is running there (the pid was reused), clear it with `rm '{lock}'`.") from None
+            f"run_dir. If no saebasis process is running there (the pid was reused), clear it with `rm '{lock}'`."
+        ) from None
     try:
         os.write(fd, str(os.getpid()).encode())
     except OSError as err:
         os.close(fd)
         lock.unlink(missing_ok=True)  # never leave an empty lock behind
         if _is_disk_full(err):
-            raise OSError(errno.ENOSPC, f"The disk of {lock.parent} is full ({_mb(free_bytes(lock.parent))} free): a run "
-                          f"needs at least {_mb(MIN_FREE_BYTES)}. Free space there, or pick a run_dir on another disk. "
-                          f"Nothing was started.") from None
+            raise OSError(
+                errno.ENOSPC,
+                f"The disk of {lock.parent} is full ({_mb(free_bytes(lock.parent))} free): a run "
+                f"needs at least {_mb(MIN_FREE_BYTES)}. Free space there, or pick a run_dir on another disk. "
+                f"Nothing was started.",
+            ) from None
         raise
     os.close(fd)
 
@@ -362,13 +401,17 @@ def check_writable(folder: str | Path, field: str = "out_dir") -> Path:
     folder = Path(folder)
     what = "training" if field == "run_dir" else "any work starts"
     if folder.exists() and not folder.is_dir():
-        raise PermissionError(f"Cannot write to {folder} (it is a file, not a folder): pick a writable {field} before {what}.")
+        raise PermissionError(
+            f"Cannot write to {folder} (it is a file, not a folder): pick a writable {field} before {what}."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = Path(tempfile.mkstemp(dir=folder, prefix=".write-test-")[1])
         probe.unlink()
     except OSError as err:
-        raise PermissionError(f"Cannot write to {folder} ({err.strerror}): pick a writable {field} before {what}.") from err
+        raise PermissionError(
+            f"Cannot write to {folder} ({err.strerror}): pick a writable {field} before {what}."
+        ) from err
     return folder
 
 
@@ -403,10 +446,12 @@ def checkpoint_record(cfg: dict, run_id: str) -> dict:
 def _load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 -- any failure here means the file cannot be trusted or read
-        raise ValueError(f"{path} cannot be loaded as a weights-only checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}). It is truncated, corrupt or not a saebasis checkpoint: delete "
-                         f"it to train from scratch.") from err
+    except Exception as err:
+        raise ValueError(
+            f"{path} cannot be loaded as a weights-only checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). It is truncated, corrupt or not a saebasis checkpoint: delete "
+            f"it to train from scratch."
+        ) from err
     return ckpt if isinstance(ckpt, dict) else {}
 
 
@@ -455,9 +500,11 @@ def trains_further(cfg: dict, saved: dict, steps: int | None) -> bool:
 
 
 def _other_config(what: Path, recorded: str | None, cfg: dict, fix: str) -> ValueError:
-    return ValueError(f"{what} belongs to another configuration (its fingerprint {recorded} != {fingerprint(cfg)} of this "
-                      f"one: method, data, seed, model, SAE, hook or optimisation differ). Resume with the same config, "
-                      f"or {fix}.")
+    return ValueError(
+        f"{what} belongs to another configuration (its fingerprint {recorded} != {fingerprint(cfg)} of this "
+        f"one: method, data, seed, model, SAE, hook or optimisation differ). Resume with the same config, "
+        f"or {fix}."
+    )
 
 
 def plan_training(cfg: dict) -> TrainPlan:
@@ -485,32 +532,48 @@ def plan_training(cfg: dict) -> TrainPlan:
         if state == "finished" and not later:
             saved = _finished_fingerprint(run_dir)
             if saved is not None and saved != fingerprint(cfg):
-                raise _other_config(run_dir, saved, cfg, "use a new run_dir / overwrite=true (without resume) to start over")
+                raise _other_config(
+                    run_dir, saved, cfg, "use a new run_dir / overwrite=true (without resume) to start over"
+                )
             steps = (read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}).get("steps")
             if not trains_further(cfg, _finished_config(run_dir), steps):
-                return TrainPlan("finished", None, record.get("run_id", ""), (
-                    f"[saebasis] {run_dir} already holds a finished run{f' ({steps} steps)' if steps is not None else ''}: "
-                    f"resume=true leaves it as it is. To train again, use overwrite=true without resume, or a new run_dir."))
+                return TrainPlan(
+                    "finished",
+                    None,
+                    record.get("run_id", ""),
+                    (
+                        f"[saebasis] {run_dir} already holds a finished run{f' ({steps} steps)' if steps is not None else ''}: "
+                        f"resume=true leaves it as it is. To train again, use overwrite=true without resume, or a new run_dir."
+                    ),
+                )
             if not files:
-                raise FileNotFoundError(f"resume=true with larger trainer limits continues the finished run in {run_dir} "
-                                        f"from its checkpoints, but {ckpt_dir} holds none. Use overwrite=true (without "
-                                        f"resume) to train it again from scratch.")
+                raise FileNotFoundError(
+                    f"resume=true with larger trainer limits continues the finished run in {run_dir} "
+                    f"from its checkpoints, but {ckpt_dir} holds none. Use overwrite=true (without "
+                    f"resume) to train it again from scratch."
+                )
         newest = newest_checkpoint(ckpt_dir, record.get("run_id"))
         if newest is None:
             raise FileNotFoundError(
                 f"resume=true but {ckpt_dir} does not exist or holds no checkpoint (run_dir={run_dir}). Check run_dir for "
-                f"a typo, or drop resume=true to train from scratch.")
+                f"a typo, or drop resume=true to train from scratch."
+            )
         path, ckpt = newest
         if ckpt.get("saebasis_config") != fingerprint(cfg):
-            raise _other_config(path, ckpt.get("saebasis_config"), cfg,
-                                f"use a new run_dir / overwrite=true (without resume) to start over (this clears {ckpt_dir})")
+            raise _other_config(
+                path,
+                ckpt.get("saebasis_config"),
+                cfg,
+                f"use a new run_dir / overwrite=true (without resume) to start over (this clears {ckpt_dir})",
+            )
         return TrainPlan("resume", path, record.get("run_id") or uuid.uuid4().hex)
     if files and state == "new" and not overwrite:
         newest = newest_checkpoint(ckpt_dir)
         step = int(newest[1].get("global_step") or 0) if newest else 0
         raise FileExistsError(
             f"{ckpt_dir} holds the checkpoint of an unfinished run (step {step}). resume=true continues it; overwrite=true "
-            f"starts over and deletes it; or pick a new run_dir.")
+            f"starts over and deletes it; or pick a new run_dir."
+        )
     return TrainPlan(state, None, uuid.uuid4().hex)
 
 
@@ -524,8 +587,15 @@ def start_checkpoints(cfg: dict, plan: TrainPlan) -> None:
     if plan.mode != "resume":
         for path in checkpoint_files(ckpt_dir):
             path.unlink()
-    _write_json(ckpt_dir / CKPT_RECORD, {"run_id": plan.run_id, "fingerprint": fingerprint(cfg), "started": time.time(),
-                                         "run_dir": str(cfg["run_dir"])})
+    _write_json(
+        ckpt_dir / CKPT_RECORD,
+        {
+            "run_id": plan.run_id,
+            "fingerprint": fingerprint(cfg),
+            "started": time.time(),
+            "run_dir": str(cfg["run_dir"]),
+        },
+    )
 
 
 # -- divergence, relative to the residual stream ---------------------------------------------------------------
@@ -563,9 +633,24 @@ def check_scale(intervention: Intervention, stack, prompts: list[str], max_len: 
         raise ValueError(
             f"The trained '{intervention.method}' moves the residual stream by {ratio:.3g}x its own norm at strength 1 "
             f"(a working steering moves it by well under {DIVERGED_RATIO:g}x): training diverged (lr or the init scale too "
-            f"large). Nothing was saved; lower lr / init_std and train again.")
+            f"large). Nothing was saved; lower lr / init_std and train again."
+        )
     return ratio
 
 
-__all__ = ["Run", "save_run", "load_run", "atomic_dir", "check_finite", "check_checkpoint", "run_guard", "fingerprint",
-           "check_run_dir", "check_writable", "plan_training", "start_checkpoints", "newest_checkpoint", "check_scale"]
+__all__ = [
+    "Run",
+    "atomic_dir",
+    "check_checkpoint",
+    "check_finite",
+    "check_run_dir",
+    "check_scale",
+    "check_writable",
+    "fingerprint",
+    "load_run",
+    "newest_checkpoint",
+    "plan_training",
+    "run_guard",
+    "save_run",
+    "start_checkpoints",
+]

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from saebasis.core import hooks
+from saebasis.core.sae import resolve_builtin
 from saebasis.data import load_concept
 from saebasis.runs import PICKLE_SUFFIXES  # one home for the refused suffixes
-from saebasis.core.sae import resolve_builtin
 
 
 class ConfigError(ValueError):
@@ -48,13 +48,17 @@ def model_shape(name: str) -> tuple[int, int]:
         try:
             check_safetensors_folder(path)
         except ValueError as err:
-            raise ConfigError("model.name", str(err).rstrip("."), "convert the weights to safetensors as shown, or pick "
-                              "another model") from err
+            raise ConfigError(
+                "model.name", str(err).rstrip("."), "convert the weights to safetensors as shown, or pick another model"
+            ) from err
         try:
             config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
-            raise ConfigError("model.name", f"cannot read the config of model '{name}' ({err})",
-                              "use 'smollm2' (embedded), a local model folder, or go online for a hub id") from err
+            raise ConfigError(
+                "model.name",
+                f"cannot read the config of model '{name}' ({err})",
+                "use 'smollm2' (embedded), a local model folder, or go online for a hub id",
+            ) from err
     return config.num_hidden_layers, config.hidden_size
 
 
@@ -73,7 +77,9 @@ def check_strength(value: Any, field: str = "strength") -> None:
     try:
         rule(value, field)
     except ValueError as err:
-        raise ConfigError(field, f"must be a finite number, got {value!r}", f"set {field}=1.0 (0 disables steering)") from err
+        raise ConfigError(
+            field, f"must be a finite number, got {value!r}", f"set {field}=1.0 (0 disables steering)"
+        ) from err
 
 
 def _positive_int(cfg: dict, key: str, fix: str, allow_none: bool = False) -> None:
@@ -88,7 +94,10 @@ def _positive_int(cfg: dict, key: str, fix: str, allow_none: bool = False) -> No
 
 def check_numbers(cfg: dict, keys: tuple[str, ...]) -> None:
     """Positive-integer fields (batch_size, max_len, ...), each with its fix."""
-    fixes = {"batch_size": "set batch_size=8", "max_len": "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)"}
+    fixes = {
+        "batch_size": "set batch_size=8",
+        "max_len": "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)",
+    }
     for key in keys:
         _positive_int(cfg, key, fixes.get(key, f"set {key} to a positive integer"))
 
@@ -103,14 +112,22 @@ def check_train_numbers(cfg: dict) -> None:
     if "seed" not in cfg or isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError("seed", f"must be an integer, got {cfg.get('seed', 'nothing')!r}", "set seed=0")
     _positive_int(cfg, "batch_size", "set batch_size=8")
-    _positive_int(cfg, "max_len", "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)")
+    _positive_int(
+        cfg, "max_len", "set max_len=64 (tokens per prompt + completion; longer texts keep their last tokens)"
+    )
     vf = cfg.get("val_fraction", 0.1)
     if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
-        raise ConfigError("val_fraction", f"must be in [0, 1), got {vf!r}", "set val_fraction=0.1 (training needs pairs left over)")
+        raise ConfigError(
+            "val_fraction", f"must be in [0, 1), got {vf!r}", "set val_fraction=0.1 (training needs pairs left over)"
+        )
     for key in ("max_steps", "max_epochs"):
         value = (cfg.get("trainer") or {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0):
-            raise ConfigError(f"trainer.{key}", f"must be a positive integer (or -1: no limit), got {value!r}", f"set trainer.{key}=100")
+            raise ConfigError(
+                f"trainer.{key}",
+                f"must be a positive integer (or -1: no limit), got {value!r}",
+                f"set trainer.{key}=100",
+            )
     check_train_fields(cfg)
 
 
@@ -189,8 +206,13 @@ def train_keys() -> set[str]:
     from saebasis.config import CONFIG_DIR
 
     raw = yaml.safe_load((CONFIG_DIR / "train.yaml").read_text())
-    groups = {k.split("/")[-1].split("@")[0] for d in raw.get("defaults", []) if isinstance(d, dict)
-              for k, v in d.items() if v is not None}  # experiment / debug (null by default) are packaged _global_
+    groups = {
+        k.split("/")[-1].split("@")[0]
+        for d in raw.get("defaults", [])
+        if isinstance(d, dict)
+        for k, v in d.items()
+        if v is not None
+    }  # experiment / debug (null by default) are packaged _global_
     return (set(raw) - {"defaults", "hydra"}) | groups
 
 
@@ -217,10 +239,13 @@ def check_known_keys(cfg: dict, allowed: set[str], prefix: str = "", extra: tupl
         close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
         meant = f"{prefix}{close[0]}" if close else None
     hint = f"did you mean {meant}? " if meant else ""
-    raise ConfigError(f"{prefix}{key}", f"unknown key: nothing reads it ({hint}valid keys{' of ' + prefix[:-1] if prefix else ''}: "
-                      f"{', '.join(sorted(allowed))})",
-                      f"{'use ' + meant + '=<value>' if meant else 'drop it'} (without '+': '+key=' adds a new key, and a new "
-                      f"key is never read)")
+    raise ConfigError(
+        f"{prefix}{key}",
+        f"unknown key: nothing reads it ({hint}valid keys{' of ' + prefix[:-1] if prefix else ''}: "
+        f"{', '.join(sorted(allowed))})",
+        f"{'use ' + meant + '=<value>' if meant else 'drop it'} (without '+': '+key=' adds a new key, and a new "
+        f"key is never read)",
+    )
 
 
 def check_pair_duplicates(concept: Any, cfg: dict, field: str = "data") -> None:
@@ -237,11 +262,17 @@ def check_pair_duplicates(concept: Any, cfg: dict, field: str = "data") -> None:
     train_rows, val_rows = split_pairs(concept, cfg.get("val_fraction", 0.1), cfg.get("seed", 0), cfg.get("max_pairs"))
     leaked = set(train_rows) & set(val_rows)
     if leaked:
-        raise ConfigError(field, f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates, and {len(leaked)} of "
-                          f"them fall in both the train and the validation split (validation would score training rows)",
-                          "remove the repeated lines from pairs.jsonl (each pair once)")
-    warnings.warn(f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates (the same prompt, positive and "
-                  f"negative): each repeat weighs that pair more. Remove them from pairs.jsonl unless intended.", stacklevel=2)
+        raise ConfigError(
+            field,
+            f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates, and {len(leaked)} of "
+            f"them fall in both the train and the validation split (validation would score training rows)",
+            "remove the repeated lines from pairs.jsonl (each pair once)",
+        )
+    warnings.warn(
+        f"{n_dup} of {len(rows)} pairs of '{concept.name}' are duplicates (the same prompt, positive and "
+        f"negative): each repeat weighs that pair more. Remove them from pairs.jsonl unless intended.",
+        stacklevel=2,
+    )
 
 
 def check_hook(hook: str | None, n_layers: int, field: str = "hook") -> None:
@@ -250,10 +281,15 @@ def check_hook(hook: str | None, n_layers: int, field: str = "hook") -> None:
     try:
         point = hooks.parse_hook(str(hook))
     except ValueError as err:
-        raise ConfigError(field, f"unknown hook '{hook}'", "use a residual hook such as blocks.12.hook_resid_post") from err
+        raise ConfigError(
+            field, f"unknown hook '{hook}'", "use a residual hook such as blocks.12.hook_resid_post"
+        ) from err
     if not 0 <= point.layer < n_layers:
-        raise ConfigError(field, f"layer {point.layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})",
-                          f"pick a layer in 0..{n_layers - 1}, e.g. {field}=blocks.{n_layers // 2}.hook_resid_post")
+        raise ConfigError(
+            field,
+            f"layer {point.layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})",
+            f"pick a layer in 0..{n_layers - 1}, e.g. {field}=blocks.{n_layers // 2}.hook_resid_post",
+        )
 
 
 def check_sae(sae_cfg: Any, d_model: int, field: str = "sae") -> dict | None:
@@ -267,22 +303,33 @@ def check_sae(sae_cfg: Any, d_model: int, field: str = "sae") -> dict | None:
         return None if _get(sae_cfg, "sae_id") else _missing_sae(field, source)
     planted = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if planted or not (path / "sae_weights.safetensors").exists() or not (path / "cfg.json").exists():
-        raise ConfigError(f"{field}.path", f"{path} is not a safetensors SAE folder (found {planted or 'no sae_weights.safetensors / cfg.json'})",
-                          "saebasis loads only cfg.json + sae_weights.safetensors, never pickles: convert it with SAE.save_model")
+        raise ConfigError(
+            f"{field}.path",
+            f"{path} is not a safetensors SAE folder (found {planted or 'no sae_weights.safetensors / cfg.json'})",
+            "saebasis loads only cfg.json + sae_weights.safetensors, never pickles: convert it with SAE.save_model",
+        )
     try:
         sae_json = json.loads((path / "cfg.json").read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{field}.path", f"{path / 'cfg.json'} is not valid JSON ({err.msg})", "re-save the SAE") from err
+        raise ConfigError(
+            f"{field}.path", f"{path / 'cfg.json'} is not valid JSON ({err.msg})", "re-save the SAE"
+        ) from err
     d_in = sae_json.get("d_in")
     if d_in != d_model:
-        raise ConfigError(f"{field}.path", f"SAE width d_in={d_in} does not match the model's d_model={d_model}",
-                          "use an SAE trained on this model (saebasis train-sae) or the model it was trained on")
+        raise ConfigError(
+            f"{field}.path",
+            f"SAE width d_in={d_in} does not match the model's d_model={d_model}",
+            "use an SAE trained on this model (saebasis train-sae) or the model it was trained on",
+        )
     return sae_json
 
 
 def _missing_sae(field: str, source: Any) -> None:
-    raise ConfigError(f"{field}.path", f"'{source}' is neither a local SAE folder nor a release with an sae_id",
-                      f"pass a folder, or {field}.path=<release> {field}.sae_id=<id>")
+    raise ConfigError(
+        f"{field}.path",
+        f"'{source}' is neither a local SAE folder nor a release with an sae_id",
+        f"pass a folder, or {field}.path=<release> {field}.sae_id=<id>",
+    )
 
 
 def check_dataset(name: Any, field: str = "data"):
@@ -292,7 +339,9 @@ def check_dataset(name: Any, field: str = "data"):
     try:
         return load_concept(name)
     except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(field, f"dataset '{name}' cannot be used: {err}", "fix the file named above, or pick a built-in concept") from err
+        raise ConfigError(
+            field, f"dataset '{name}' cannot be used: {err}", "fix the file named above, or pick a built-in concept"
+        ) from err
 
 
 def check_intervention(method: Any, fields: Any, field: str = "method") -> None:
@@ -328,8 +377,11 @@ def check_hook_matches_sae(hook: str | None, sae_cfg: Any) -> None:
         return
     same = getattr(hooks, "same_residual", lambda a, b: hooks.parse_hook(a).name == hooks.parse_hook(b).name)
     if not same(str(hook), str(sae_hook)):
-        raise ConfigError("hook", f"hook={hook} but the SAE reads {sae_hook}",
-                          "drop the hook override (the SAE's hook is used), pick an SAE for this hook, or set sae=none")
+        raise ConfigError(
+            "hook",
+            f"hook={hook} but the SAE reads {sae_hook}",
+            "drop the hook override (the SAE's hook is used), pick an SAE for this hook, or set sae=none",
+        )
 
 
 def validate(cfg: Any, dataset_field: str | None = "data") -> None:
@@ -351,7 +403,9 @@ def validate(cfg: Any, dataset_field: str | None = "data") -> None:
         check_pair_duplicates(concept, cfg, dataset_field)
     name = _get(cfg, "model.name")
     if not name:
-        raise ConfigError("model.name", "no model given", "set model=smollm2 (embedded default) or model.name=<folder or hub id>")
+        raise ConfigError(
+            "model.name", "no model given", "set model=smollm2 (embedded default) or model.name=<folder or hub id>"
+        )
     check_model_fields(cfg.get("model"))
     n_layers, d_model = model_shape(str(name))
     hook = cfg.get("hook") or _get(cfg, "sae.hook")
@@ -370,8 +424,16 @@ def check_sae_training(cfg: dict) -> None:
     (the activation cache alone can take an hour)."""
     check_choice(cfg.get("architecture"), "architecture", SAE_ARCHITECTURES)
     check_choice(cfg.get("activations", "cached"), "activations", SAE_ACTIVATIONS)
-    for key in ("d_sae", "training_tokens", "train_batch_size_tokens", "store_batch_size_prompts", "n_batches_in_buffer",
-                "context_size", "eval_max_len", "dead_feature_window"):
+    for key in (
+        "d_sae",
+        "training_tokens",
+        "train_batch_size_tokens",
+        "store_batch_size_prompts",
+        "n_batches_in_buffer",
+        "context_size",
+        "eval_max_len",
+        "dead_feature_window",
+    ):
         if key in cfg:
             _positive_int(cfg, key, f"set {key} to a positive integer (configs/train_sae.yaml has the defaults)")
     for key in ("layer", "lr_warm_up_steps", "skip_first"):
@@ -389,18 +451,27 @@ def check_sae_training(cfg: dict) -> None:
     k = (cfg.get("sae_kwargs") or {}).get("k")
     if cfg.get("architecture") in ("topk", "batchtopk") and k is not None:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= cfg["d_sae"]:
-            raise ConfigError("sae_kwargs.k", f"must be an integer in 1..d_sae={cfg['d_sae']}, got {k!r}",
-                              "set sae_kwargs.k=32 (active latents per token)")
+            raise ConfigError(
+                "sae_kwargs.k",
+                f"must be an integer in 1..d_sae={cfg['d_sae']}, got {k!r}",
+                "set sae_kwargs.k=32 (active latents per token)",
+            )
     buffer = cfg["n_batches_in_buffer"] * cfg["context_size"]
     if buffer < cfg["train_batch_size_tokens"]:
-        raise ConfigError("n_batches_in_buffer", f"n_batches_in_buffer * context_size = {buffer} tokens is smaller than "
-                          f"train_batch_size_tokens = {cfg['train_batch_size_tokens']} (sae-lens' buffer must hold one "
-                          f"training batch)", f"raise n_batches_in_buffer to >= "
-                          f"{-(-cfg['train_batch_size_tokens'] // cfg['context_size'])}")
+        raise ConfigError(
+            "n_batches_in_buffer",
+            f"n_batches_in_buffer * context_size = {buffer} tokens is smaller than "
+            f"train_batch_size_tokens = {cfg['train_batch_size_tokens']} (sae-lens' buffer must hold one "
+            f"training batch)",
+            f"raise n_batches_in_buffer to >= {-(-cfg['train_batch_size_tokens'] // cfg['context_size'])}",
+        )
     check_model_fields(cfg.get("model"))
     name = _get(cfg, "model.name")
     if name:
         n_layers, _ = model_shape(str(name))
         if not 0 <= cfg["layer"] < n_layers:
-            raise ConfigError("layer", f"layer {cfg['layer']} is out of range: the model has {n_layers} layers",
-                              f"pick a layer in 0..{n_layers - 1}")
+            raise ConfigError(
+                "layer",
+                f"layer {cfg['layer']} is out of range: the model has {n_layers} layers",
+                f"pick a layer in 0..{n_layers - 1}",
+            )

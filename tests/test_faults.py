@@ -61,11 +61,19 @@ def test_an_unwritable_run_dir_is_found_before_training(tmp_path):
         _train(tmp_path, f"run_dir={tmp_path / 'file' / 'run'}")
 
 
-@pytest.mark.parametrize("override, field", [
-    ("val_fraction=1.0", "val_fraction"), ("max_len=0", "max_len"), ("batch_size=0", "batch_size"),
-    ("trainer.max_steps=abc", "trainer.max_steps"), ("~lr", "lr"), ("~seed", "seed"), ("~batch_size", "batch_size"),
-    ("lr=nan", "lr"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("val_fraction=1.0", "val_fraction"),
+        ("max_len=0", "max_len"),
+        ("batch_size=0", "batch_size"),
+        ("trainer.max_steps=abc", "trainer.max_steps"),
+        ("~lr", "lr"),
+        ("~seed", "seed"),
+        ("~batch_size", "batch_size"),
+        ("lr=nan", "lr"),
+    ],
+)
 def test_bad_training_numbers_name_the_field(tmp_path, override, field):
     with pytest.raises(ConfigError, match=f"config field '{field}'"):
         _train(tmp_path, override)
@@ -124,7 +132,9 @@ def test_run_weights_of_another_width_get_a_clear_error(tmp_path, sae):
 
     iv = build("sae_bias", {}, 32, sae)
     save_run(tmp_path / "r", iv, {"sae": None})
-    with pytest.raises(ValueError, match="does not fit a 'sae_bias' intervention.*Load it with the SAE it was trained with"):
+    with pytest.raises(
+        ValueError, match="does not fit a 'sae_bias' intervention.*Load it with the SAE it was trained with"
+    ):
         load_run(tmp_path / "r", sae=tiny_sae(d_sae=128))
 
 

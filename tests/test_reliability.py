@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from saebasis import runs
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions import build
 from saebasis.runs import load_run, save_run
-from saebasis.core.sae import SAEBasis
 from saebasis.validate import ConfigError, validate
 from tests.conftest import D_MODEL, tiny_sae
 
@@ -79,7 +79,8 @@ def no_heavy_work(monkeypatch):
 
 def good_cfg(tmp_path: Path) -> dict:
     return {
-        "model": {"name": "tiny-llama"}, "hook": "blocks.1.hook_resid_post",
+        "model": {"name": "tiny-llama"},
+        "hook": "blocks.1.hook_resid_post",
         "sae": {"path": str(save_sae(tmp_path / "sae")), "sae_id": None, "hook": "blocks.1.hook_resid_post"},
         "intervention": {"method": "sae_bias", "l1_coef": 0.0},
         "data": str(write_concept(tmp_path / "concept")),
@@ -108,8 +109,18 @@ def test_good_config_passes_and_each_bad_field_is_caught_alone(tmp_path, no_heav
         (lambda c, p: c.update(data=str(p / "nowhere")), "data", "No dataset"),
         (lambda c, p: c.update(data=None), "data", "no dataset given"),
     ],
-    ids=["unknown-hook", "layer-out-of-range", "sae-width", "hook-vs-sae", "unknown-method",
-         "unknown-field", "empty-dataset", "malformed-dataset", "missing-dataset", "no-dataset"],
+    ids=[
+        "unknown-hook",
+        "layer-out-of-range",
+        "sae-width",
+        "hook-vs-sae",
+        "unknown-method",
+        "unknown-field",
+        "empty-dataset",
+        "malformed-dataset",
+        "missing-dataset",
+        "no-dataset",
+    ],
 )
 def test_bad_config_names_field_and_fix(tmp_path, no_heavy_work, change, field, fix):
     cfg = good_cfg(tmp_path)
@@ -191,15 +202,23 @@ BENCHES = sorted((REPO / "scripts" / "bench").glob("bench_*.py"))
 def test_bench_quick_writes_json_schema(script, tmp_path):
     out = tmp_path / f"{script.stem}.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["quick"] is True and record["benchmark"]
     assert {"cpu", "cores", "torch", "gpu", "device"} <= set(record["machine"])
     assert record["gpu_measured"] is False
     assert isinstance(record["results"], list) and record["results"]
-    assert isinstance(record["ratios"], dict) and all(isinstance(v, (int, float)) or v is None for v in record["ratios"].values())
+    assert isinstance(record["ratios"], dict) and all(
+        isinstance(v, (int, float)) or v is None for v in record["ratios"].values()
+    )
 
 
 def test_bench_random_weights_builds_the_folders_architecture_without_its_weights(tmp_path, monkeypatch):
@@ -250,13 +269,23 @@ def test_bench_autocast_runs_the_forward_in_the_chosen_dtype_and_is_off_by_defau
 
 # -- training: NaN stop, SIGKILL + resume, offline ---------------------------------------------
 def train_overrides(tmp_path: Path, run: str = "run") -> list[str]:
+    from tests.conftest import tiny_stack_overrides
     from tests.conftest import write_concept as write_pairs
 
-    from tests.conftest import tiny_stack_overrides
-
     concept = tmp_path / "pairs" if (tmp_path / "pairs").exists() else write_pairs(tmp_path / "pairs")
-    return [*tiny_stack_overrides(tmp_path, tiny_sae()), "logger=none", f"data={concept}", "batch_size=2", "max_len=24", "n_samples=0", "trainer.enable_progress_bar=false",
-            "experiment=sae_adaptor_lowrank", "lr=0.05", "ckpt_every_n_steps=1", f"run_dir={tmp_path / run}"]
+    return [
+        *tiny_stack_overrides(tmp_path, tiny_sae()),
+        "logger=none",
+        f"data={concept}",
+        "batch_size=2",
+        "max_len=24",
+        "n_samples=0",
+        "trainer.enable_progress_bar=false",
+        "experiment=sae_adaptor_lowrank",
+        "lr=0.05",
+        "ckpt_every_n_steps=1",
+        f"run_dir={tmp_path / run}",
+    ]
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -301,8 +330,14 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path):
     full = train(compose("train", [*train_overrides(tmp_path, "full"), *epochs]))
     args = [*train_overrides(tmp_path, "killed"), *epochs, f"hydra.run.dir={tmp_path / 'hydra'}"]
     last = tmp_path / "killed.ckpt" / "last.ckpt"
-    proc = subprocess.Popen([sys.executable, "-m", "saebasis.cli", "train", *args], cwd=tmp_path, env=_cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saebasis.cli", "train", *args],
+        cwd=tmp_path,
+        env=_cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not last.exists() and proc.poll() is None:
             time.sleep(0.01)
@@ -319,7 +354,9 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path):
     assert resumed["steps"] == full["steps"]
     final, reference = load_run(resumed["run_dir"]).intervention, load_run(full["run_dir"]).intervention
     for (name, got), (_, want) in zip(final.state_dict().items(), reference.state_dict().items()):
-        assert torch.allclose(got, want, atol=1e-6), f"{name} differs after kill -9 + resume (killed at step {killed_at})"
+        assert torch.allclose(got, want, atol=1e-6), (
+            f"{name} differs after kill -9 + resume (killed at step {killed_at})"
+        )
 
 
 def test_train_offline_without_wandb_key(tmp_path, monkeypatch):

@@ -28,9 +28,19 @@ from saebasis.validate import ConfigError
 from tests.conftest import write_concept
 
 REPO = Path(__file__).resolve().parents[1]
-T = ["model=tiny", "sae=none", "hook=blocks.1.hook_resid_post", "logger=none", "n_samples=0", "max_pairs=8",
-     "trainer.max_epochs=1", "intervention=residual_vector", "trainer.enable_progress_bar=false", "batch_size=2",
-     "max_len=24"]
+T = [
+    "model=tiny",
+    "sae=none",
+    "hook=blocks.1.hook_resid_post",
+    "logger=none",
+    "n_samples=0",
+    "max_pairs=8",
+    "trainer.max_epochs=1",
+    "intervention=residual_vector",
+    "trainer.enable_progress_bar=false",
+    "batch_size=2",
+    "max_len=24",
+]
 
 
 def t_overrides(tmp_path: Path, run: str = "run", *extra: str) -> list[str]:
@@ -51,15 +61,22 @@ def no_model_load(monkeypatch):
 
     from saebasis.core import models
 
-    mods = [importlib.import_module(m) for m in ("saebasis.core.stack", "saebasis.training.train", "saebasis.training.fit",
-                                                 "saebasis.experiments.compare")]  # imported before anything is patched
+    mods = [
+        importlib.import_module(m)
+        for m in (
+            "saebasis.core.stack",
+            "saebasis.training.train",
+            "saebasis.training.fit",
+            "saebasis.experiments.compare",
+        )
+    ]  # imported before anything is patched
 
     def heavy(*_a, **_k):
         raise AssertionError("a model was loaded before the bad input was refused")
 
     monkeypatch.setattr(models, "load_model", heavy)
     monkeypatch.setattr(models, "tiny_model", heavy)
-    import saebasis.core.stack as stack
+    from saebasis.core import stack
 
     monkeypatch.setattr(stack, "load_stack", heavy)
     for module in mods[1:]:
@@ -73,7 +90,7 @@ def read_only_dir(path: Path, monkeypatch) -> Path:
     path.chmod(0o555)
     real = tempfile.mkstemp
 
-    def refuse(*a, dir=None, **k):  # noqa: A002 -- tempfile's own keyword
+    def refuse(*a, dir=None, **k):
         if dir is not None and Path(dir).resolve().is_relative_to(path.resolve()):
             raise PermissionError(errno.EACCES, "Permission denied", str(dir))
         return real(*a, dir=dir, **k)
@@ -88,7 +105,9 @@ def test_train_into_a_folder_of_user_files_is_refused_and_nothing_is_deleted(tmp
     (mydata / "sub").mkdir(parents=True)
     (mydata / "notes.txt").write_text("precious")
     for extra in ([], ["overwrite=true"]):  # not even overwrite=true replaces a folder saebasis did not write
-        with pytest.raises(FileExistsError, match=r"not a saebasis run folder \(it holds notes.txt, sub/\).*new run_dir"):
+        with pytest.raises(
+            FileExistsError, match=r"not a saebasis run folder \(it holds notes.txt, sub/\).*new run_dir"
+        ):
             train_t(tmp_path, *extra, run="mydata")
     assert (mydata / "notes.txt").read_text() == "precious" and (mydata / "sub").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mydata", "pairs"]  # no lock, no checkpoint folder left
@@ -101,8 +120,18 @@ def test_fit_baseline_into_a_folder_of_user_files_is_refused(tmp_path, no_model_
     mydata.mkdir()
     (mydata / "notes.txt").write_text("precious")
     concept = write_concept(tmp_path / "pairs")
-    cfg = compose("fit_baseline", ["model=tiny", "sae=none", "hook=blocks.1.hook_resid_post", "experiment=diffmean",
-                                   f"data={concept}", f"run_dir={mydata}", "overwrite=true"])
+    cfg = compose(
+        "fit_baseline",
+        [
+            "model=tiny",
+            "sae=none",
+            "hook=blocks.1.hook_resid_post",
+            "experiment=diffmean",
+            f"data={concept}",
+            f"run_dir={mydata}",
+            "overwrite=true",
+        ],
+    )
     with pytest.raises(FileExistsError, match="not a saebasis run folder"):
         fit_baseline(cfg)
     assert (mydata / "notes.txt").read_text() == "precious"
@@ -179,8 +208,9 @@ def test_a_full_disk_while_saving_is_explained_and_keeps_the_previous_run(sae, t
 
     def full(tensors, path):
         Path(path).write_bytes(b"\0" * 1000)  # part written, then the disk is full
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
-                              'left on device" })')
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(runs, "save_file", full)
     with pytest.raises(OSError, match=r"is full .* needs at least .* MB more.*previous run in .* is kept") as info:
@@ -247,8 +277,14 @@ def test_a_fresh_run_beside_unfinished_checkpoints_is_refused_and_overwrite_clea
 # == security ====================================================================================================
 def _board_state(*args: str, state: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "BOARD_STATE_DIR": str(state), "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(REPO / "scripts" / "board_state.sh"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "board_state.sh"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
@@ -347,18 +383,31 @@ def test_a_model_folder_with_only_pytorch_model_bin_is_refused_with_how_to_conve
 
 
 # == silently wrong, now refused up front =========================================================================
-@pytest.mark.parametrize("extra, field, fix", [
-    ("objective=foo", "objective", "choose one of sft, preference, reps"),
-    ("max_pairs=0", "max_pairs", "positive integer or null"),
-    ("max_pairs=-90", "max_pairs", "positive integer or null"),
-    ("+max_epochs=5", "max_epochs", r"did you mean trainer.max_epochs\?"),
-    ("+trainer.max_epoch=5", "trainer.max_epoch", r"did you mean trainer.max_epochs\?"),
-    ("weight_decay=nan", "weight_decay", "finite number >= 0"),
-    ("model.dtype=int8", "model.dtype", "choose one of float32, float16, bfloat16"),
-    ("beta=-1", "beta", "finite number > 0"),
-    ("resume=maybe", "resume", "true or false"),
-], ids=["objective", "max_pairs-0", "max_pairs-negative", "plus-max_epochs", "plus-trainer-typo", "weight_decay-nan",
-        "dtype-int8", "beta", "resume-flag"])
+@pytest.mark.parametrize(
+    "extra, field, fix",
+    [
+        ("objective=foo", "objective", "choose one of sft, preference, reps"),
+        ("max_pairs=0", "max_pairs", "positive integer or null"),
+        ("max_pairs=-90", "max_pairs", "positive integer or null"),
+        ("+max_epochs=5", "max_epochs", r"did you mean trainer.max_epochs\?"),
+        ("+trainer.max_epoch=5", "trainer.max_epoch", r"did you mean trainer.max_epochs\?"),
+        ("weight_decay=nan", "weight_decay", "finite number >= 0"),
+        ("model.dtype=int8", "model.dtype", "choose one of float32, float16, bfloat16"),
+        ("beta=-1", "beta", "finite number > 0"),
+        ("resume=maybe", "resume", "true or false"),
+    ],
+    ids=[
+        "objective",
+        "max_pairs-0",
+        "max_pairs-negative",
+        "plus-max_epochs",
+        "plus-trainer-typo",
+        "weight_decay-nan",
+        "dtype-int8",
+        "beta",
+        "resume-flag",
+    ],
+)
 def test_bad_training_fields_are_refused_before_any_work(tmp_path, no_model_load, extra, field, fix):
     with pytest.raises(ConfigError, match=fix) as info:
         train_t(tmp_path, extra)
@@ -366,8 +415,9 @@ def test_bad_training_fields_are_refused_before_any_work(tmp_path, no_model_load
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.ckpt").exists()
 
 
-@pytest.mark.parametrize("arg, meant", [("+max_epochs=5", "trainer.max_epochs=5"),
-                                        ("+trainer.max_epoch=5", "trainer.max_epochs=5")])
+@pytest.mark.parametrize(
+    "arg, meant", [("+max_epochs=5", "trainer.max_epochs=5"), ("+trainer.max_epoch=5", "trainer.max_epochs=5")]
+)
 def test_the_cli_refuses_plus_keys_that_nothing_reads(tmp_path, arg, meant):
     from saebasis.cli import added_key_problem
 
@@ -378,9 +428,14 @@ def test_the_cli_refuses_plus_keys_that_nothing_reads(tmp_path, arg, meant):
 
 
 def test_saebasis_train_plus_max_epochs_exits_with_the_message_and_trains_nothing(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "saebasis.cli", "train", *t_overrides(tmp_path), "+max_epochs=5"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-m", "saebasis.cli", "train", *t_overrides(tmp_path), "+max_epochs=5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 2 and "Did you mean trainer.max_epochs=5?" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
 
@@ -424,11 +479,17 @@ def test_train_sae_checks_every_field_before_caching_activations(monkeypatch, tm
         raise AssertionError("the model was loaded (and activations would be cached) before d_sae was checked")
 
     monkeypatch.setattr(sae_train, "load_model", heavy)
-    for extra, field in (("d_sae=0", "d_sae"), ("architecture=topkk", "architecture"), ("layer=7", "layer"),
-                         ("training_tokens=-5", "training_tokens"), ("sae_kwargs.k=0", "sae_kwargs.k")):
+    for extra, field in (
+        ("d_sae=0", "d_sae"),
+        ("architecture=topkk", "architecture"),
+        ("layer=7", "layer"),
+        ("training_tokens=-5", "training_tokens"),
+        ("sae_kwargs.k=0", "sae_kwargs.k"),
+    ):
         with pytest.raises(ConfigError, match=f"config field '{field}'"):
-            sae_train.train_sae(compose("train_sae", ["model=tiny", "logger=none", extra,
-                                                      f"work_dir={tmp_path / 'w'}"]))
+            sae_train.train_sae(
+                compose("train_sae", ["model=tiny", "logger=none", extra, f"work_dir={tmp_path / 'w'}"])
+            )
     from saebasis.validate import SAE_ARCHITECTURES
 
     assert set(SAE_ARCHITECTURES) == set(sae_train.ARCHITECTURES)
@@ -439,7 +500,9 @@ def test_demo_refuses_an_unknown_autocast_up_front(tmp_path, no_model_load):
     from saebasis.experiments.demo import demo
 
     cfg = compose("demo", ["autocast=float8", f"out_dir={tmp_path / 'demo'}"])
-    with pytest.raises(ValueError, match=r"autocast must be null \(full precision\) or one of \['bfloat16', 'float16'\]"):
+    with pytest.raises(
+        ValueError, match=r"autocast must be null \(full precision\) or one of \['bfloat16', 'float16'\]"
+    ):
         demo(cfg)
 
 
@@ -451,7 +514,10 @@ def test_concept_paths_with_grammar_characters_reach_train_and_fit_verbatim(tmp_
     out = tmp_path / "out (1)"
     cfg = {"data": str(concept), "stack_overrides": [], "autocast": None}
     for kind in ("train", "fit"):
-        spec = {"kind": kind, "overrides": ["intervention=diffmean" if kind == "fit" else "intervention=residual_vector"]}
+        spec = {
+            "kind": kind,
+            "overrides": ["intervention=diffmean" if kind == "fit" else "intervention=residual_vector"],
+        }
         made = method_config("m", spec, cfg, out, 0)
         assert made["data"] == str(concept) and made["run_dir"].startswith(str(out / "runs"))
     assert compose("train", [override("data", "/x/${oops}")])["data"] == "/x/${oops}"
@@ -461,8 +527,17 @@ def test_compare_refuses_a_read_only_out_dir_before_work(tmp_path, monkeypatch, 
     from saebasis.experiments.compare import compare
 
     locked = read_only_dir(tmp_path / "ro", monkeypatch)
-    cfg = compose("compare", ["model=tiny", "sae=none", "hook=blocks.1.hook_resid_post", "logger=none",
-                              f"data={write_concept(tmp_path / 'c')}", f"out_dir={locked}"])
+    cfg = compose(
+        "compare",
+        [
+            "model=tiny",
+            "sae=none",
+            "hook=blocks.1.hook_resid_post",
+            "logger=none",
+            f"data={write_concept(tmp_path / 'c')}",
+            f"out_dir={locked}",
+        ],
+    )
     with pytest.raises(PermissionError, match=r"Cannot write to .*ro .*pick a writable out_dir before any work"):
         compare(cfg)
 
@@ -525,8 +600,11 @@ def test_an_overwrite_killed_midway_resumes_from_its_own_checkpoint(tmp_path, mo
     monkeypatch.setattr(module.SteeringModule, "step", real_step)
     assert load_run(tmp_path / "rB").metrics["steps"] == 4  # the finished run survived the killed overwrite
     assert sorted(p.name for p in (tmp_path / "rB.ckpt").glob("*.ckpt")) == ["last.ckpt"]  # no last-v1 collision
-    cfg = resolve_run_dir(to_dict(compose("train", t_overrides(tmp_path, "rB", "resume=true", "trainer.max_epochs=4",
-                                                              "ckpt_every_n_steps=1"))))
+    cfg = resolve_run_dir(
+        to_dict(
+            compose("train", t_overrides(tmp_path, "rB", "resume=true", "trainer.max_epochs=4", "ckpt_every_n_steps=1"))
+        )
+    )
     plan = runs.plan_training(cfg)
     assert plan.mode == "resume" and torch.load(plan.resume_from, weights_only=True)["global_step"] == 6
     resumed = train_t(tmp_path, "resume=true", "trainer.max_epochs=4", "ckpt_every_n_steps=1", run="rB")
@@ -534,8 +612,11 @@ def test_an_overwrite_killed_midway_resumes_from_its_own_checkpoint(tmp_path, mo
     assert not (tmp_path / "rB.lock").exists()
 
 
-@pytest.mark.parametrize("extra", [["lr=1e11"], ["intervention=residual_adaptor", "intervention.init_std=1e6"]],
-                         ids=["lr-1e11", "init_std-1e6"])
+@pytest.mark.parametrize(
+    "extra",
+    [["lr=1e11"], ["intervention=residual_adaptor", "intervention.init_std=1e6"]],
+    ids=["lr-1e11", "init_std-1e6"],
+)
 def test_a_diverged_but_finite_training_is_not_saved(tmp_path, extra):
     with pytest.raises(ValueError, match=r"moves the residual stream by .*x its own norm.*diverged.*Nothing was saved"):
         train_t(tmp_path, *extra)

@@ -48,7 +48,7 @@ def test_unknown_method_and_field(sae):
 def test_resave_replaces_atomically_and_failed_save_keeps_old(sae, tmp_path, monkeypatch):
     iv = _trained_bias(sae)
     save_run(tmp_path / "run", iv, {"sae": None}, {"v": 1})
-    import saebasis.runs as runs
+    from saebasis import runs
 
     def crash(*_a, **_k):
         raise OSError("disk full")

@@ -7,7 +7,8 @@ hook for dataset text. Each example yields a [T, d_model] tensor of the chosen p
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -22,7 +23,9 @@ PositionsSpec = Literal["completion", "all", "last"]
 def chat_prefix(tokenizer, prompt: str) -> str:
     """The prompt as the model sees it before its reply (chat template when the tokenizer has one)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
     return prompt + "\n"
 
 
@@ -78,8 +81,15 @@ def _select(h: Tensor, batch: dict[str, Tensor], i: int, positions: PositionsSpe
 
 @torch.no_grad()
 def collect(
-    model, tokenizer, hook: str, prompts: Sequence[str], completions: Sequence[str] | None = None,
-    positions: PositionsSpec = "completion", batch_size: int = 8, max_len: int = 128, desc: str = "activations",
+    model,
+    tokenizer,
+    hook: str,
+    prompts: Sequence[str],
+    completions: Sequence[str] | None = None,
+    positions: PositionsSpec = "completion",
+    batch_size: int = 8,
+    max_len: int = 128,
+    desc: str = "activations",
 ) -> list[Float[Tensor, "T d_model"]]:
     """Residual at `hook` for each example, at the chosen positions (a list: lengths differ)."""
     completions = list(completions) if completions is not None else [""] * len(prompts)
@@ -88,9 +98,16 @@ def collect(
     device = next(model.parameters()).device
     out: list[Tensor] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=len(prompts) <= batch_size):
-        batch = encode_pairs(tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len)
-        h = hooks.run_to_hook(model, hook, input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                              position_ids=position_ids(batch["attention_mask"]).to(device))
+        batch = encode_pairs(
+            tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len
+        )
+        h = hooks.run_to_hook(
+            model,
+            hook,
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            position_ids=position_ids(batch["attention_mask"]).to(device),
+        )
         out += [_select(h.float().cpu(), batch, i, positions) for i in range(h.shape[0])]  # each [T_i, d_model]
     return out
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +35,9 @@ def context_length(model) -> int | None:
 
 def check_max_new_tokens(max_new_tokens) -> int:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}. Use e.g. max_new_tokens=64.")
+        raise ValueError(
+            f"max_new_tokens must be a positive integer, got {max_new_tokens!r}. Use e.g. max_new_tokens=64."
+        )
     return max_new_tokens
 
 
@@ -50,17 +53,30 @@ def _fit_to_context(model, batch: dict, max_new_tokens: int) -> tuple[dict, int]
         batch = {k: v[:, -keep:] for k, v in batch.items()}
         width = keep
     if width + max_new_tokens > context:
-        warnings.warn(f"max_new_tokens={max_new_tokens} does not fit the context ({context}) after a {width}-token prompt; "
-                      f"clipped to {context - width}.")
+        warnings.warn(
+            f"max_new_tokens={max_new_tokens} does not fit the context ({context}) after a {width}-token prompt; "
+            f"clipped to {context - width}."
+        )
         max_new_tokens = context - width
     return batch, max_new_tokens
 
 
 @torch.no_grad()
 def generate_timed(
-    model, tokenizer, prompts: Sequence[str], intervention=None, hook: str | None = None, max_new_tokens: int = 48,
-    batch_size: int = 16, system_prefix: str = "", do_sample: bool = False, temperature: float = 1.0,
-    top_p: float = 1.0, seed: int = 0, desc: str | None = None, strength: float | Sequence[float] | torch.Tensor = 1.0,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    intervention=None,
+    hook: str | None = None,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    system_prefix: str = "",
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    desc: str | None = None,
+    strength: float | Sequence[float] | torch.Tensor = 1.0,
 ) -> Generation:
     """Responses for each prompt. `strength`: one number, or one per prompt (rows steered independently).
     `system_prefix` is prepended to each user message (the prompting reference method). Sampling is seeded
@@ -71,7 +87,9 @@ def generate_timed(
     if per_row:
         strength = torch.as_tensor(strength, dtype=torch.float32)
         if strength.shape != (len(prompts),):
-            raise ValueError(f"strength has {tuple(strength.shape)} entries for {len(prompts)} prompts; give one per prompt or one number.")
+            raise ValueError(
+                f"strength has {tuple(strength.shape)} entries for {len(prompts)} prompts; give one per prompt or one number."
+            )
     if intervention is not None and intervention.max_batch is not None:
         batch_size = min(batch_size, intervention.max_batch)
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else dict(do_sample=False)
@@ -98,14 +116,30 @@ def generate_timed(
 
 
 def generate_grid(
-    model, tokenizer, prompts: Sequence[str], intervention, hook: str, strengths: Sequence[float], max_new_tokens: int = 48,
-    batch_size: int = 16, **kw,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    intervention,
+    hook: str,
+    strengths: Sequence[float],
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    **kw,
 ) -> tuple[dict[float, list[str]], float]:
     """Responses for every (strength, prompt) in one batched pass ({strength: responses}, seconds). Greedy
     decoding gives the same text as one strength at a time (up to float noise of a different padding width)."""
     rows = [(float(s), p) for s in strengths for p in prompts]
-    gen = generate_timed(model, tokenizer, [p for _, p in rows], intervention, hook, max_new_tokens, batch_size,
-                         strength=[s for s, _ in rows], **kw)
+    gen = generate_timed(
+        model,
+        tokenizer,
+        [p for _, p in rows],
+        intervention,
+        hook,
+        max_new_tokens,
+        batch_size,
+        strength=[s for s, _ in rows],
+        **kw,
+    )
     out: dict[float, list[str]] = {float(s): [] for s in strengths}
     for (s, _), response in zip(rows, gen.responses):
         out[s].append(response)
@@ -113,9 +147,18 @@ def generate_grid(
 
 
 def generate(
-    model, tokenizer, prompts: Sequence[str], intervention=None, hook: str | None = None, max_new_tokens: int = 48,
-    batch_size: int = 16, system_prefix: str = "", **sampling,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    intervention=None,
+    hook: str | None = None,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    system_prefix: str = "",
+    **sampling,
 ) -> tuple[list[str], float]:
     """Responses for each prompt and the wall time in seconds (greedy unless do_sample=True is given)."""
-    gen = generate_timed(model, tokenizer, prompts, intervention, hook, max_new_tokens, batch_size, system_prefix, **sampling)
+    gen = generate_timed(
+        model, tokenizer, prompts, intervention, hook, max_new_tokens, batch_size, system_prefix, **sampling
+    )
     return gen.responses, gen.seconds

@@ -11,9 +11,10 @@ training, the plateau sweep).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -137,9 +138,7 @@ def _mask(tracker: _PositionTracker, positions: Positions, seq_len: int, device)
 
 
 @contextmanager
-def attach(
-    model: nn.Module, hook: str, fn: Callable[[Tensor], Tensor], positions: Positions = None
-) -> Iterator[None]:
+def attach(model: nn.Module, hook: str, fn: Callable[[Tensor], Tensor], positions: Positions = None) -> Iterator[None]:
     """Apply `fn` (residual [batch, pos, d_model] -> same) at `hook` inside the `with` block.
 
     positions: None (every position), "last" (the last position of each forward call: the prompt's

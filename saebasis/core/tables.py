@@ -4,12 +4,18 @@ formatted by the caller, notes under it). Used by compare's results, sweep summa
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 
-def write_table(stem: Path, rows: Sequence[dict], columns: Sequence[str], cell: Callable[[dict, str], str] | None = None,
-                csv_columns: Sequence[str] | None = None, notes: Sequence[str] = ()) -> dict[str, str]:
+def write_table(
+    stem: Path,
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    cell: Callable[[dict, str], str] | None = None,
+    csv_columns: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, str]:
     cell = cell or (lambda row, key: _default(row.get(key, "")))
     csv_columns = list(csv_columns or columns)
     stem = Path(stem)
@@ -21,8 +27,12 @@ def write_table(stem: Path, rows: Sequence[dict], columns: Sequence[str], cell: 
     return {"csv": str(stem.with_suffix(".csv")), "md": str(stem.with_suffix(".md"))}
 
 
-def markdown_table(rows: Sequence[dict], columns: Sequence[str], cell: Callable[[dict, str], str] | None = None,
-                   notes: Sequence[str] = ()) -> str:
+def markdown_table(
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    cell: Callable[[dict, str], str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
     """The Markdown table (and notes under it) that write_table writes, as a string."""
     cell = cell or (lambda row, key: _default(row.get(key, "")))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

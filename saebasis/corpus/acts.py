@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from safetensors import safe_open
@@ -57,7 +57,10 @@ def template_prefix(tokenizer) -> list[int]:
     common prefix of two chats that differ only in the user's text. Empty without a chat template."""
     if not getattr(tokenizer, "chat_template", None):
         return []
-    a, b = (tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False) for text in ("Alpha", "Omega"))
+    a, b = (
+        tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+        for text in ("Alpha", "Omega")
+    )
     ids_a, ids_b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (a, b))
     n = 0
     while n < min(len(ids_a), len(ids_b)) and ids_a[n] == ids_b[n]:
@@ -91,10 +94,15 @@ def acts_path(directory: Path, index: int) -> Path:
 def save_acts(path: Path, acts: dict[str, Tensor], token_ids: Tensor, rows: list[dict]) -> None:
     for name, a in acts.items():
         if not torch.isfinite(a).all():
-            raise ValueError(f"non-finite activations at {name} for {path.name}: the model overflowed; cache in float32.")
+            raise ValueError(
+                f"non-finite activations at {name} for {path.name}: the model overflowed; cache in float32."
+            )
     tmp = path.with_suffix(".tmp")
-    save_file({**{k: v.contiguous() for k, v in acts.items()}, "token_ids": token_ids.to(torch.int32).contiguous()}, str(tmp),
-              metadata={"digest": rows_digest(rows), "n_docs": str(len(rows))})
+    save_file(
+        {**{k: v.contiguous() for k, v in acts.items()}, "token_ids": token_ids.to(torch.int32).contiguous()},
+        str(tmp),
+        metadata={"digest": rows_digest(rows), "n_docs": str(len(rows))},
+    )
     tmp.replace(path)
 
 
@@ -135,6 +143,7 @@ class GenerationCapture:
         def grab(h: Tensor) -> Tensor:
             self.steps[layer].append(h.detach().to(torch.float16))
             return h
+
         return grab
 
     def take(self, out: Tensor, doc_ids: Sequence[int], attention_mask: Tensor) -> None:
@@ -156,19 +165,26 @@ class GenerationCapture:
         cache only means the process stopped in between; `build_cache` then recomputes it)."""
         if not is_heldout(index):
             self.directory.mkdir(parents=True, exist_ok=True)
-            save_acts(acts_path(self.directory, index), {k: torch.cat(v) for k, v in self.parts.items()},
-                      torch.cat(self.tokens), rows)
+            save_acts(
+                acts_path(self.directory, index),
+                {k: torch.cat(v) for k, v in self.parts.items()},
+                torch.cat(self.tokens),
+                rows,
+            )
         self.parts, self.tokens = {}, []
 
 
 @torch.no_grad()
-def shard_activations(model, tokenizer, rows: list[dict], layers: Sequence[int], batch_size: int = 16,
-                      max_len: int = 512) -> tuple[dict[str, Tensor], Tensor]:
+def shard_activations(
+    model, tokenizer, rows: list[dict], layers: Sequence[int], batch_size: int = 16, max_len: int = 512
+) -> tuple[dict[str, Tensor], Tensor]:
     """One forward pass per batch of documents (right-padded, stopped after the deepest layer): the kept
     activations of every document at every layer, in document order."""
     prefix, special = template_prefix(tokenizer), special_ids(tokenizer)
     deepest = max(layers)
-    docs = [tokenizer(r["text"], add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"] for r in rows]
+    docs = [
+        tokenizer(r["text"], add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"] for r in rows
+    ]
     device = next(model.parameters()).device
     parts: dict[str, list[Tensor]] = {hook_name(layer): [] for layer in layers}
     tokens = []
@@ -176,7 +192,10 @@ def shard_activations(model, tokenizer, rows: list[dict], layers: Sequence[int],
         chunk = docs[start : start + batch_size]
         ids, mask = right_padded(chunk, tokenizer.pad_token_id)
         with ExitStack() as stack:
-            grabbed = {layer: stack.enter_context(hooks.record(model, hook_name(layer), stop=layer == deepest)) for layer in layers}
+            grabbed = {
+                layer: stack.enter_context(hooks.record(model, hook_name(layer), stop=layer == deepest))
+                for layer in layers
+            }
             try:
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
             except hooks.StopForward:
@@ -186,12 +205,21 @@ def shard_activations(model, tokenizer, rows: list[dict], layers: Sequence[int],
             keep = keep_mask(doc_ids, prefix, special, rows[start + row]["id"] % PREFIX_EVERY == 0)
             tokens.append(doc_ids[keep])
             for layer in layers:
-                parts[hook_name(layer)].append(grabbed[layer][0][row, : len(d)][keep.to(device)].to(torch.float16).cpu())
+                parts[hook_name(layer)].append(
+                    grabbed[layer][0][row, : len(d)][keep.to(device)].to(torch.float16).cpu()
+                )
     return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(tokens)
 
 
-def build_cache(model, tokenizer, corpus_dir: Path, cache_dir: Path, layers: Sequence[int], n_shards: int | None = None,
-                batch_size: int = 16) -> list[Path]:
+def build_cache(
+    model,
+    tokenizer,
+    corpus_dir: Path,
+    cache_dir: Path,
+    layers: Sequence[int],
+    n_shards: int | None = None,
+    batch_size: int = 16,
+) -> list[Path]:
     """Cache every training shard of `corpus_dir` that has no valid cache yet (resumable; held-out shards are
     skipped); returns the cache files of all training shards."""
     names = [hook_name(layer) for layer in layers]
@@ -215,8 +243,10 @@ class CachedActivations:
         for path in files:
             with safe_open(str(path), "pt") as f:
                 if hook not in f.keys():
-                    raise ValueError(f"{path} has no activations for {hook}: rebuild the cache with that layer "
-                                     f"(corpus.cache_layers) or delete {Path(path).parent}.")
+                    raise ValueError(
+                        f"{path} has no activations for {hook}: rebuild the cache with that layer "
+                        f"(corpus.cache_layers) or delete {Path(path).parent}."
+                    )
                 parts.append(f.get_tensor(hook))
         if not parts:
             raise ValueError("no cached activations: the corpus has no training shard.")
@@ -241,4 +271,6 @@ class CachedActivations:
 
     def save_to_checkpoint(self, checkpoint_path) -> None:
         Path(checkpoint_path).mkdir(parents=True, exist_ok=True)
-        (Path(checkpoint_path) / "cached_activations.json").write_text(json.dumps({"passes": self.passes, "at": self._at}))
+        (Path(checkpoint_path) / "cached_activations.json").write_text(
+            json.dumps({"passes": self.passes, "at": self._at})
+        )

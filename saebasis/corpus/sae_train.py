@@ -20,21 +20,35 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from safetensors.torch import load_file, save_file
 from sae_lens import (
-    BatchTopKTrainingSAEConfig, GatedTrainingSAEConfig, JumpReLUTrainingSAEConfig, LanguageModelSAERunnerConfig,
-    LanguageModelSAETrainingRunner, LoggingConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig,
+    BatchTopKTrainingSAEConfig,
+    GatedTrainingSAEConfig,
+    JumpReLUTrainingSAEConfig,
+    LanguageModelSAERunnerConfig,
+    LanguageModelSAETrainingRunner,
+    LoggingConfig,
+    StandardTrainingSAEConfig,
+    TopKTrainingSAEConfig,
 )
 from sae_lens.load_model import HookedProxyLM
+from safetensors.torch import load_file, save_file
 
-from saebasis.core import hooks
 from saebasis.config import setup_env, to_dict
+from saebasis.core import hooks
+from saebasis.core.models import load_model
+from saebasis.core.sae import SAEBasis, check_compat
 from saebasis.corpus.acts import CachedActivations, build_cache
 from saebasis.corpus.acts import default_dir as default_acts_dir
-from saebasis.corpus.build import HELDOUT_EVERY, build_corpus, corpus_texts, default_corpus_dir, heldout_texts, read_shards, shard_indices
-from saebasis.core.models import load_model
+from saebasis.corpus.build import (
+    HELDOUT_EVERY,
+    build_corpus,
+    corpus_texts,
+    default_corpus_dir,
+    heldout_texts,
+    read_shards,
+    shard_indices,
+)
 from saebasis.runs import atomic_dir
-from saebasis.core.sae import SAEBasis, check_compat
 from saebasis.validate import check_sae_training
 
 ARCHITECTURES = {
@@ -53,7 +67,9 @@ class StopAtHookProxyLM(HookedProxyLM):
     the layer, so it would run every layer after the hook for nothing (2-3x slower at mid-depth).
     """
 
-    def forward(self, tokens, return_type="logits", loss_per_token=False, stop_at_layer=None, _names_filter=None, **kwargs):
+    def forward(
+        self, tokens, return_type="logits", loss_per_token=False, stop_at_layer=None, _names_filter=None, **kwargs
+    ):
         if stop_at_layer is None and _names_filter and return_type == "logits":
             stop_at_layer = -1  # any value: sae-lens' StopManager raises once every named hook has fired
         return super().forward(tokens, return_type, loss_per_token, stop_at_layer, _names_filter, **kwargs)
@@ -78,20 +94,40 @@ def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageMode
         )
     return LanguageModelSAERunnerConfig(
         sae=sae_config(cfg["architecture"], d_in, cfg["d_sae"], cfg.get("sae_kwargs") or {}),
-        model_name=cfg["model"]["name"], model_class_name="AutoModelForCausalLM", hook_name=hf_hook,
-        dataset_path="saebasis-corpus", is_dataset_tokenized=False, streaming=False, context_size=cfg["context_size"],
-        prepend_bos=False, training_tokens=cfg["training_tokens"], train_batch_size_tokens=cfg["train_batch_size_tokens"],
-        store_batch_size_prompts=cfg["store_batch_size_prompts"], n_batches_in_buffer=cfg["n_batches_in_buffer"],
-        lr=cfg["lr"], lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0),
+        model_name=cfg["model"]["name"],
+        model_class_name="AutoModelForCausalLM",
+        hook_name=hf_hook,
+        dataset_path="saebasis-corpus",
+        is_dataset_tokenized=False,
+        streaming=False,
+        context_size=cfg["context_size"],
+        prepend_bos=False,
+        training_tokens=cfg["training_tokens"],
+        train_batch_size_tokens=cfg["train_batch_size_tokens"],
+        store_batch_size_prompts=cfg["store_batch_size_prompts"],
+        n_batches_in_buffer=cfg["n_batches_in_buffer"],
+        lr=cfg["lr"],
+        lr_warm_up_steps=cfg.get("lr_warm_up_steps", 0),
         lr_end=cfg["lr"],  # sae-lens' decay phase starts at lr_end: with the constant schedule, from lr down to 0
-        lr_decay_steps=int(cfg.get("lr_decay_fraction", 0) * cfg["training_tokens"] // cfg["train_batch_size_tokens"]), device=cfg["model"].get("device", "cpu"),
-        seed=cfg["seed"], seqpos_slice=(cfg.get("skip_first", 1), None), exclude_special_tokens=cfg.get("exclude_special_tokens", True),
-        n_eval_batches=2, eval_batch_size_prompts=4, n_batches_for_norm_estimate=10,
-        checkpoint_path=str(out / "checkpoints"), output_path=str(out / "sae-lens-output"),
-        dead_feature_window=cfg.get("dead_feature_window", 50), feature_sampling_window=cfg.get("dead_feature_window", 50),
+        lr_decay_steps=int(cfg.get("lr_decay_fraction", 0) * cfg["training_tokens"] // cfg["train_batch_size_tokens"]),
+        device=cfg["model"].get("device", "cpu"),
+        seed=cfg["seed"],
+        seqpos_slice=(cfg.get("skip_first", 1), None),
+        exclude_special_tokens=cfg.get("exclude_special_tokens", True),
+        n_eval_batches=2,
+        eval_batch_size_prompts=4,
+        n_batches_for_norm_estimate=10,
+        checkpoint_path=str(out / "checkpoints"),
+        output_path=str(out / "sae-lens-output"),
+        dead_feature_window=cfg.get("dead_feature_window", 50),
+        feature_sampling_window=cfg.get("dead_feature_window", 50),
         logger=LoggingConfig(
-            log_to_wandb=log.get("mode") != "disabled", wandb_project=log.get("project", "saebasis"),
-            wandb_entity=log.get("entity"), run_name=out.name, wandb_log_frequency=10, eval_every_n_wandb_logs=20,
+            log_to_wandb=log.get("mode") != "disabled",
+            wandb_project=log.get("project", "saebasis"),
+            wandb_entity=log.get("entity"),
+            run_name=out.name,
+            wandb_log_frequency=10,
+            eval_every_n_wandb_logs=20,
             log_weights_to_wandb=False,
         ),
     )
@@ -129,10 +165,16 @@ def train_sae(cfg) -> dict:
     trained.cfg.metadata.hook_name = hook
     basis = SAEBasis.load(str(out / "sae-lens-output"), hook=hook)
     quality = check_compat(basis, model, tok, heldout, max_len=cfg.get("eval_max_len", 512), progress=True)._asdict()
-    quality.update(train_time_s=round(train_time, 1), cache_time_s=round(cache_time, 1), training_tokens=cfg["training_tokens"],
-                   cached_tokens=len(cached) if cached is not None else None,
-                   passes=round(cfg["training_tokens"] / len(cached), 2) if cached is not None else None,
-                   heldout_docs=len(heldout), corpus_docs=len(train_texts), eval_source="held-out corpus shards (never trained on)")
+    quality.update(
+        train_time_s=round(train_time, 1),
+        cache_time_s=round(cache_time, 1),
+        training_tokens=cfg["training_tokens"],
+        cached_tokens=len(cached) if cached is not None else None,
+        passes=round(cfg["training_tokens"] / len(cached), 2) if cached is not None else None,
+        heldout_docs=len(heldout),
+        corpus_docs=len(train_texts),
+        eval_source="held-out corpus shards (never trained on)",
+    )
     target = _save_shipped(out / "sae-lens-output", Path(cfg["out_dir"]), hook, cfg, quality)
     print(json.dumps(quality, indent=2))
     print(f"[saebasis] SAE saved to {target}")
@@ -147,7 +189,9 @@ def cached_activations(cfg: dict, model, tok, hook: str) -> CachedActivations:
     layers = sorted(set(c.get("cache_layers") or []) | {cfg["layer"]})
     acts_dir = Path(c["acts_dir"]) if c.get("acts_dir") else default_acts_dir(directory, cfg["model"]["name"])
     files = build_cache(model, tok, directory, acts_dir, layers, n_shards=c["n_shards"])
-    return CachedActivations(files, hook, cfg["train_batch_size_tokens"], seed=cfg["seed"], device=cfg["model"].get("device", "cpu"))
+    return CachedActivations(
+        files, hook, cfg["train_batch_size_tokens"], seed=cfg["seed"], device=cfg["model"].get("device", "cpu")
+    )
 
 
 def _corpus_dir(c: dict) -> Path:
@@ -163,8 +207,10 @@ def corpus_split(cfg: dict, model, tok) -> tuple[list[str], list[str]]:
     if len([i for i in shard_indices(directory) if i < c["n_shards"]]) < c["n_shards"]:
         build_corpus(model, tok, directory, c["n_shards"], c["shard_size"], c["max_new_tokens"], c["batch_size"])
     if not any(i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in shard_indices(directory)):
-        raise ValueError(f"{directory} has no held-out shard (index {HELDOUT_EVERY - 1}, {2 * HELDOUT_EVERY - 1}, ...): "
-                         f"set corpus.n_shards >= {HELDOUT_EVERY} so quality is measured on text the SAE never saw.")
+        raise ValueError(
+            f"{directory} has no held-out shard (index {HELDOUT_EVERY - 1}, {2 * HELDOUT_EVERY - 1}, ...): "
+            f"set corpus.n_shards >= {HELDOUT_EVERY} so quality is measured on text the SAE never saw."
+        )
     return corpus_texts(read_shards(directory, "train")), heldout_texts(directory, tok, c.get("eval_tokens"))
 
 

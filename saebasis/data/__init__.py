@@ -128,7 +128,7 @@ def hf_concept_dir(spec: str) -> Path:
     patterns = [f"{sub}/*" if sub else "*"]
     try:
         root = Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns))
-    except Exception as err:  # noqa: BLE001 -- offline, missing repo, auth: one clear message
+    except Exception as err:
         raise FileNotFoundError(
             f"Could not fetch the concept dataset hf:{spec} ({type(err).__name__}: {err}). It needs the network once "
             "(unset HF_HUB_OFFLINE) and a dataset repo holding concept.yaml + the JSONL files; or download the folder "
@@ -140,7 +140,9 @@ def hf_concept_dir(spec: str) -> Path:
 def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) -> list:
     """Rows of a JSONL file, each checked to have non-empty string `fields` ((line, row) with `with_lines`)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing. A concept folder needs {sorted(REQUIRED)} (see saebasis/data/__init__.py).")
+        raise FileNotFoundError(
+            f"{path} is missing. A concept folder needs {sorted(REQUIRED)} (see saebasis/data/__init__.py)."
+        )
     rows = []
     for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
@@ -150,13 +152,15 @@ def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) ->
         except json.JSONDecodeError as err:
             raise ValueError(
                 f"{path}:{n} is not valid JSON ({err.msg}). Fix: each line must be one JSON object, "
-                f'e.g. {json.dumps({k: "..." for k in fields})}.'
+                f"e.g. {json.dumps({k: '...' for k in fields})}."
             ) from err
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{n} must be a JSON object with fields {list(fields)}, got {type(row).__name__}.")
         for key in fields:
             if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ValueError(f"{path}:{n}: field '{key}' is missing or empty. Fix: give each row {list(fields)} as non-empty strings.")
+                raise ValueError(
+                    f"{path}:{n}: field '{key}' is missing or empty. Fix: give each row {list(fields)} as non-empty strings."
+                )
         rows.append((n, row) if with_lines else row)
     if not rows:
         raise ValueError(f"{path} is empty. Fix: add at least one line, a JSON object with fields {list(fields)}.")
@@ -166,11 +170,15 @@ def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) ->
 def read_meta(root: Path) -> dict:
     path = root / "concept.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: it names the concept, its description and judge ({' | '.join(judge_names('concept'))}).")
+        raise FileNotFoundError(
+            f"{path} is missing: it names the concept, its description and judge ({' | '.join(judge_names('concept'))})."
+        )
     try:
         meta = yaml.safe_load(_read_text(path)) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML ({err}). Fix: write `name: ...`, `description: ...`, `judge: ...` lines.") from err
+        raise ValueError(
+            f"{path} is not valid YAML ({err}). Fix: write `name: ...`, `description: ...`, `judge: ...` lines."
+        ) from err
     if not isinstance(meta, dict):
         raise ValueError(f"{path} must be a YAML mapping with name, description and judge.")
     for key in ("name", "description", "judge"):
@@ -179,12 +187,16 @@ def read_meta(root: Path) -> dict:
     for key in ("judge", "second_judge"):
         check_judge(path, key, meta.get(key))
     if meta.get("second_judge") == meta["judge"]:
-        raise ValueError(f"{path}:{yaml_line(path, 'second_judge')}: second_judge is the same as judge ('{meta['judge']}'). "
-                         "Fix: name a different, independent judge, or remove the line.")
+        raise ValueError(
+            f"{path}:{yaml_line(path, 'second_judge')}: second_judge is the same as judge ('{meta['judge']}'). "
+            "Fix: name a different, independent judge, or remove the line."
+        )
     family = meta.setdefault("family", "other")
     if not isinstance(family, str) or not family.strip() or not family.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"{path}:{yaml_line(path, 'family')}: family must be one word (e.g. topic), got {family!r}. "
-                         "Fix: write e.g. `family: behaviour`, or remove the line.")
+        raise ValueError(
+            f"{path}:{yaml_line(path, 'family')}: family must be one word (e.g. topic), got {family!r}. "
+            "Fix: write e.g. `family: behaviour`, or remove the line."
+        )
     check_prompt(path, meta)
     return meta
 
@@ -193,12 +205,16 @@ def check_prompt(path: Path, meta: dict) -> None:
     """`prompt` (optional) is non-empty text; `select_by` (optional) is one of SELECT_BY."""
     prompt = meta.get("prompt")
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
-        raise ValueError(f"{path}:{yaml_line(path, 'prompt')}: prompt must be the text put before each instruction "
-                         f'(e.g. prompt: "Mention the ocean in your answer. "), got {prompt!r}. Fix it, or remove the line.')
+        raise ValueError(
+            f"{path}:{yaml_line(path, 'prompt')}: prompt must be the text put before each instruction "
+            f'(e.g. prompt: "Mention the ocean in your answer. "), got {prompt!r}. Fix it, or remove the line.'
+        )
     select_by = meta.setdefault("select_by", "score")
     if select_by not in SELECT_BY:
-        raise ValueError(f"{path}:{yaml_line(path, 'select_by')}: select_by must be one of {list(SELECT_BY)}, got "
-                         f"{select_by!r}. Fix: write `select_by: ab` (A/B items) or remove the line (text score).")
+        raise ValueError(
+            f"{path}:{yaml_line(path, 'select_by')}: select_by must be one of {list(SELECT_BY)}, got "
+            f"{select_by!r}. Fix: write `select_by: ab` (A/B items) or remove the line (text score)."
+        )
 
 
 def concept_family(name_or_path: str) -> str:
@@ -219,8 +235,10 @@ def check_judge(path: Path, key: str, name) -> None:
     if name is None and key == "second_judge":
         return
     if name not in judge_names("concept"):
-        raise ValueError(f"{path}:{yaml_line(path, key)}: {key} must be one of {judge_names('concept')}, got '{name}'. "
-                         f"Fix: name a registered concept judge, or register yours with @register_judge in saebasis/judges/.")
+        raise ValueError(
+            f"{path}:{yaml_line(path, key)}: {key} must be one of {judge_names('concept')}, got '{name}'. "
+            f"Fix: name a registered concept judge, or register yours with @register_judge in saebasis/judges/."
+        )
 
 
 def read_instructions(path: Path, pair_prompts: set[str]) -> dict[str, list[str]]:
@@ -229,8 +247,10 @@ def read_instructions(path: Path, pair_prompts: set[str]) -> dict[str, list[str]
         if row["split"] not in instructions:
             raise ValueError(f"{path}:{n}: split must be 'val' or 'test', got '{row['split']}'.")
         if row["instruction"] in pair_prompts:
-            raise ValueError(f"{path}:{n}: '{row['instruction']}' is also a prompt in pairs.jsonl. "
-                             "Fix: held-out instructions must differ from training prompts; reword or remove it.")
+            raise ValueError(
+                f"{path}:{n}: '{row['instruction']}' is also a prompt in pairs.jsonl. "
+                "Fix: held-out instructions must differ from training prompts; reword or remove it."
+            )
         instructions[row["split"]].append(row["instruction"])
     return instructions
 
@@ -241,13 +261,17 @@ def read_ab(path: Path, pair_prompts: set[str]) -> list[ABItem]:
         item = ABItem(row["question"], row["matching"], row["not_matching"], row.get("split", "test"))
         letters = {item.matching.strip("() "), item.not_matching.strip("() ")}
         if letters != {"A", "B"}:
-            raise ValueError(f"{path}:{n}: matching / not_matching must be '(A)' and '(B)' (one each), "
-                             f"got '{item.matching}' / '{item.not_matching}'.")
+            raise ValueError(
+                f"{path}:{n}: matching / not_matching must be '(A)' and '(B)' (one each), "
+                f"got '{item.matching}' / '{item.not_matching}'."
+            )
         if item.split not in AB_SPLITS:
             raise ValueError(f"{path}:{n}: split must be one of {list(AB_SPLITS)}, got '{item.split}'.")
         if item.split != "train" and item.question in pair_prompts:
-            raise ValueError(f"{path}:{n} is a '{item.split}' item but its question is also in pairs.jsonl. "
-                             "Fix: build pairs only from \"split\": \"train\" items.")
+            raise ValueError(
+                f"{path}:{n} is a '{item.split}' item but its question is also in pairs.jsonl. "
+                'Fix: build pairs only from "split": "train" items.'
+            )
         items.append(item)
     return items
 
@@ -255,19 +279,37 @@ def read_ab(path: Path, pair_prompts: set[str]) -> list[ABItem]:
 def load_concept(name_or_path: str) -> Concept:
     root = concept_dir(name_or_path)
     meta = read_meta(root)
-    pairs = [Pair(r["prompt"], r["positive"], r["negative"]) for r in read_jsonl(root / "pairs.jsonl", REQUIRED["pairs.jsonl"])]
+    pairs = [
+        Pair(r["prompt"], r["positive"], r["negative"])
+        for r in read_jsonl(root / "pairs.jsonl", REQUIRED["pairs.jsonl"])
+    ]
     prompts = {p.prompt for p in pairs}
     neutral = [r["prompt"] for r in read_jsonl(root / "neutral.jsonl", REQUIRED["neutral.jsonl"])]
     instructions = read_instructions(root / "instructions.jsonl", prompts)
     ab_path = root / "ab.jsonl"
     if meta["judge"] == "ab" and not ab_path.exists():
-        raise FileNotFoundError(f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])}).")
+        raise FileNotFoundError(
+            f"{ab_path} is missing: judge 'ab' scores the A/B items in it (fields {list(OPTIONAL['ab.jsonl'])})."
+        )
     ab = read_ab(ab_path, prompts) if ab_path.exists() else []
     if meta["select_by"] == "ab" and not ({i.split for i in ab} >= {"val", "test"}):
-        raise ValueError(f"{root / 'concept.yaml'}: select_by: ab chooses strength on A/B items, but {ab_path} has no "
-                         f"\"split\": \"val\" and \"test\" items. Fix: add them, or remove the select_by line.")
-    return Concept(meta["name"], meta["description"], meta["judge"], pairs, neutral, instructions, ab,
-                   meta.get("second_judge"), meta["family"], meta.get("prompt") or "", meta["select_by"])
+        raise ValueError(
+            f"{root / 'concept.yaml'}: select_by: ab chooses strength on A/B items, but {ab_path} has no "
+            f'"split": "val" and "test" items. Fix: add them, or remove the select_by line.'
+        )
+    return Concept(
+        meta["name"],
+        meta["description"],
+        meta["judge"],
+        pairs,
+        neutral,
+        instructions,
+        ab,
+        meta.get("second_judge"),
+        meta["family"],
+        meta.get("prompt") or "",
+        meta["select_by"],
+    )
 
 
 BUILTIN = "builtin"
@@ -283,19 +325,24 @@ def resolve_concepts(entries: list[str]) -> list[str]:
         entry = str(entry)
         if entry == BUILTIN:
             out += builtin_names()
-        elif entry.startswith("hf:") or any((root / "concept.yaml").exists() for root in (Path(entry), DATA_DIR / entry)):
+        elif entry.startswith("hf:") or any(
+            (root / "concept.yaml").exists() for root in (Path(entry), DATA_DIR / entry)
+        ):
             out.append(entry)
         elif Path(entry).is_dir() and (found := sorted(str(p.parent) for p in Path(entry).glob("*/concept.yaml"))):
             out += found
         else:
             raise FileNotFoundError(
                 f"concepts: '{entry}' is neither a built-in concept ({builtin_names()}), '{BUILTIN}' (all of them), a "
-                "concept folder (with concept.yaml) nor a folder of concept folders. Fix the entry or the path.")
+                "concept folder (with concept.yaml) nor a folder of concept folders. Fix the entry or the path."
+            )
     names = [Path(c).name for c in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"concepts: {twice} appear more than once (each concept's results go to concepts/<name>/). "
-                         "Fix: list each concept once, or rename one of the folders.")
+        raise ValueError(
+            f"concepts: {twice} appear more than once (each concept's results go to concepts/<name>/). "
+            "Fix: list each concept once, or rename one of the folders."
+        )
     return out
 
 
@@ -306,12 +353,15 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: byte {data[err.start:err.start + 1]!r} is not UTF-8 ({err.reason}). "
-                         f"Fix: save the file as UTF-8.") from err
+        raise ValueError(
+            f"{path}:{line}: byte {data[err.start : err.start + 1]!r} is not UTF-8 ({err.reason}). "
+            f"Fix: save the file as UTF-8."
+        ) from err
 
 
-def split_pairs(concept: Concept, val_fraction: float = 0.1, seed: int = 0,
-                max_pairs: int | None = None) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+def split_pairs(
+    concept: Concept, val_fraction: float = 0.1, seed: int = 0, max_pairs: int | None = None
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """The trainer's train / val split of a concept's pairs: the first `max_pairs`, a seeded shuffle, and
     val = the first `val_fraction` (at least one row when there are two or more). Returns (train, val) rows
     of (prompt, positive, negative)."""

@@ -9,6 +9,7 @@ import math
 import random
 from statistics import mean
 
+
 def per_concept_scores(results: dict[str, dict]) -> dict[str, dict[str, float]]:
     """{method: {concept: test score}}."""
     table: dict[str, dict[str, float]] = {}
@@ -72,8 +73,15 @@ def paired_difference(results: dict[str, dict], a: str, b: str, n_boot: int = 10
     if not diffs:
         return None
     low, high = concept_bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-    return {"a": a, "b": b, "diff": mean(mean(d) for d in diffs.values()), "ci_low": low, "ci_high": high,
-            "a_higher": sum(1 for d in diffs.values() if mean(d) > 0), "concepts": len(diffs)}
+    return {
+        "a": a,
+        "b": b,
+        "diff": mean(mean(d) for d in diffs.values()),
+        "ci_low": low,
+        "ci_high": high,
+        "a_higher": sum(1 for d in diffs.values() if mean(d) > 0),
+        "concepts": len(diffs),
+    }
 
 
 def contrasts(results: dict[str, dict], pairs: list | None = None, rows: list[dict] | None = None) -> list[dict]:
@@ -100,14 +108,23 @@ def overall(results: dict[str, dict]) -> list[dict]:
     n_concepts = len(results)
     rows = []
     for method, scores in table.items():
-        examples = {c: [x for xs in results[c]["results"][method].get("test_scores", {}).values() for x in xs] for c in scores}
+        examples = {
+            c: [x for xs in results[c]["results"][method].get("test_scores", {}).values() for x in xs] for c in scores
+        }
         low, high = concept_bootstrap_ci(examples)
-        rows.append({
-            "method": method, "mean_score": mean(scores.values()), "ci_low": low, "ci_high": high,
-            "mean_rank": mean(rank[method].values()), "wins": sum(1 for r in rank[method].values() if r == 1),
-            "concepts": len(scores), "complete": len(scores) == n_concepts,
-            "edges": sum(1 for c in scores if results[c]["results"][method]["row"].get("on_edge")),
-        })
+        rows.append(
+            {
+                "method": method,
+                "mean_score": mean(scores.values()),
+                "ci_low": low,
+                "ci_high": high,
+                "mean_rank": mean(rank[method].values()),
+                "wins": sum(1 for r in rank[method].values() if r == 1),
+                "concepts": len(scores),
+                "complete": len(scores) == n_concepts,
+                "edges": sum(1 for c in scores if results[c]["results"][method]["row"].get("on_edge")),
+            }
+        )
     return sorted(rows, key=lambda r: (r["mean_rank"], -r["mean_score"]))
 
 
@@ -181,7 +198,9 @@ def judge_notes(results: dict[str, dict]) -> list[str]:
         a = {r["method"]: r["score"] for r in rows if "score2" in r}
         b = {r["method"]: r["score2"] for r in rows if "score2" in r}
         flag = " **the two judges disagree on the winner**" if winner_disagreement(a, b) else " (same winner)"
-        notes.append(f"- {concept}: judge agreement, Spearman over responses (median over methods) {sorted(rhos)[len(rhos) // 2]:.2f}{flag}")
+        notes.append(
+            f"- {concept}: judge agreement, Spearman over responses (median over methods) {sorted(rhos)[len(rhos) // 2]:.2f}{flag}"
+        )
     return notes
 
 
@@ -189,8 +208,15 @@ def tradeoff_points(results: dict[str, dict], rows: list[dict] | None = None) ->
     """Per method: mean test score, SAE latents changed per token and KL on neutral prompts (means over concepts,
     at the chosen strength; None where a method has none): what the SAE basis trades against score."""
     cost = costs(results)
-    return [{"method": r["method"], "score": r["mean_score"], "latents": cost.get(r["method"], {}).get("latent_l0"),
-             "kl": cost.get(r["method"], {}).get("kl_neutral")} for r in (overall(results) if rows is None else rows)]
+    return [
+        {
+            "method": r["method"],
+            "score": r["mean_score"],
+            "latents": cost.get(r["method"], {}).get("latent_l0"),
+            "kl": cost.get(r["method"], {}).get("kl_neutral"),
+        }
+        for r in (overall(results) if rows is None else rows)
+    ]
 
 
 def board_agreement(a: dict, b: dict) -> dict:
@@ -204,7 +230,11 @@ def board_agreement(a: dict, b: dict) -> dict:
     methods = [m for m in a["per_concept"] if m in b["per_concept"]]
     if len(methods) < 2:
         raise ValueError(f"the two boards share {len(methods)} method(s) ({methods}); agreement needs at least 2.")
-    concepts = [c for c in a["per_concept"][methods[0]] if all(c in board["per_concept"][m] for board in (a, b) for m in methods)]
+    concepts = [
+        c
+        for c in a["per_concept"][methods[0]]
+        if all(c in board["per_concept"][m] for board in (a, b) for m in methods)
+    ]
     if not concepts:
         raise ValueError("the two boards share no concept that every shared method ran.")
     tables = [{m: {c: board["per_concept"][m][c] for c in concepts} for m in methods} for board in (a, b)]
@@ -220,15 +250,30 @@ def board_agreement(a: dict, b: dict) -> dict:
     for c in concepts:
         sa, sb = ({m: t[m][c] for m in methods} for t in tables)
         wa, wb = ({m for m, s in s_.items() if s == max(s_.values())} for s_ in (sa, sb))
-        per_concept[c] = {"rho": judge_agreement([sa[m] for m in methods], [sb[m] for m in methods]),
-                          "winner_a": sorted(wa), "winner_b": sorted(wb), "same_winner": bool(wa & wb)}
+        per_concept[c] = {
+            "rho": judge_agreement([sa[m] for m in methods], [sb[m] for m in methods]),
+            "winner_a": sorted(wa),
+            "winner_b": sorted(wb),
+            "same_winner": bool(wa & wb),
+        }
     return {
-        "methods": [{"method": m, "score_a": score_a[m], "score_b": score_b[m], "rank_a": rank_a[m], "rank_b": rank_b[m],
-                     "place_a": place_a[m], "place_b": place_b[m]} for m in sorted(methods, key=place_a.get)],
+        "methods": [
+            {
+                "method": m,
+                "score_a": score_a[m],
+                "score_b": score_b[m],
+                "rank_a": rank_a[m],
+                "rank_b": rank_b[m],
+                "place_a": place_a[m],
+                "place_b": place_b[m],
+            }
+            for m in sorted(methods, key=place_a.get)
+        ],
         "n_concepts": len(concepts),
         "rho_scores": judge_agreement([score_a[m] for m in methods], [score_b[m] for m in methods]),
         "rho_ranks": judge_agreement([rank_a[m] for m in methods], [rank_b[m] for m in methods]),
-        "concepts": per_concept, "same_winners": sum(v["same_winner"] for v in per_concept.values()),
+        "concepts": per_concept,
+        "same_winners": sum(v["same_winner"] for v in per_concept.values()),
         "median_concept_rho": sorted(v["rho"] for v in per_concept.values())[len(per_concept) // 2],
     }
 
@@ -256,7 +301,11 @@ def contrast_agreement(a: dict[str, dict], b: dict[str, dict], pairs) -> list[di
         db = paired_difference({c: b[c] for c in shared}, x, y)
         if da is None or db is None:
             continue
-        where = {(True, True): "both" if (da["diff"] > 0) == (db["diff"] > 0) else "both, opposite signs",
-                 (True, False): "a only", (False, True): "b only", (False, False): "neither"}[(resolved(da), resolved(db))]
+        where = {
+            (True, True): "both" if (da["diff"] > 0) == (db["diff"] > 0) else "both, opposite signs",
+            (True, False): "a only",
+            (False, True): "b only",
+            (False, False): "neither",
+        }[(resolved(da), resolved(db))]
         rows.append({"a": x, "b": y, "in_a": da, "in_b": db, "resolved": where})
     return rows

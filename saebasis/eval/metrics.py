@@ -6,7 +6,7 @@ confidence-interval logic lives in `protocol.py` (re-exported here for older imp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,16 +28,27 @@ def harmonic_mean(*scores: float) -> float:
 
 
 @torch.no_grad()
-def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str], batch_size: int = 8, max_len: int = 96,
-               strength: float = 1.0) -> float:
+def kl_to_base(
+    model,
+    tokenizer,
+    hook: str,
+    intervention,
+    prompts: Sequence[str],
+    batch_size: int = 8,
+    max_len: int = 96,
+    strength: float = 1.0,
+) -> float:
     """Mean over prompt tokens of KL(steered || base) of the next-token distributions on neutral prompts."""
     total, count = 0.0, 0
     device = next(model.parameters()).device
     batch_size = min(batch_size, intervention.max_batch or batch_size) if intervention is not None else batch_size
     for i in range(0, len(prompts), batch_size):
         batch = encode_pairs(tokenizer, prompts[i : i + batch_size], [""] * len(prompts[i : i + batch_size]), max_len)
-        inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
-                  "position_ids": position_ids(batch["attention_mask"]).to(device)}
+        inputs = {
+            "input_ids": batch["input_ids"].to(device),
+            "attention_mask": batch["attention_mask"].to(device),
+            "position_ids": position_ids(batch["attention_mask"]).to(device),
+        }
         base = model(**inputs).logits.float().log_softmax(-1)  # [batch, pos, vocab]
         if intervention is not None:
             intervention.begin_generation(inputs["attention_mask"])
@@ -51,7 +62,9 @@ def kl_to_base(model, tokenizer, hook: str, intervention, prompts: Sequence[str]
 
 
 @torch.no_grad()
-def ab_matching_prob(model, tokenizer, hook: str | None, intervention, items, system_prefix: str = "", strength: float = 1.0) -> float:
+def ab_matching_prob(
+    model, tokenizer, hook: str | None, intervention, items, system_prefix: str = "", strength: float = 1.0
+) -> float:
     """CAA-style A/B behaviour score: mean over items of p(matching letter) / (p(A) + p(B)) for the first
     answer token after the question (chat template, then "("), with the intervention attached."""
     letters = [tokenizer(x, add_special_tokens=False)["input_ids"][-1] for x in ("(A", "(B")]
@@ -77,17 +90,25 @@ def n_params(intervention) -> int:
         return 0
     stored = sum(p.numel() for p in intervention.parameters())
     for module in intervention.modules():
-        stored += sum(b.numel() for name, b in module._buffers.items() if b is not None and name not in module._non_persistent_buffers_set)
+        stored += sum(
+            b.numel()
+            for name, b in module._buffers.items()
+            if b is not None and name not in module._non_persistent_buffers_set
+        )
     return stored
 
 
-def latent_change(intervention, sae, h: Float[Tensor, "T d_model"], strength: float = 1.0) -> tuple[Float[Tensor, "T d_sae"], str]:
+def latent_change(
+    intervention, sae, h: Float[Tensor, "T d_model"], strength: float = 1.0
+) -> tuple[Float[Tensor, "T d_sae"], str]:
     """z' - z per token and how it was obtained (the intervention's own `latent_change`, see its contract)."""
     return intervention.latent_change(h, sae, strength)
 
 
 @torch.no_grad()
-def latent_l0(model, tokenizer, sae, hook: str, intervention, prompts: Sequence[str], strength: float = 1.0) -> tuple[float, str]:
+def latent_l0(
+    model, tokenizer, sae, hook: str, intervention, prompts: Sequence[str], strength: float = 1.0
+) -> tuple[float, str]:
     """Mean number of SAE latents changed (|dz| > L0_TOL) per token of the neutral prompts (attention-sink
     token dropped), and the basis of the measurement; NaN when there is no SAE at the method's point."""
     if intervention is None or strength == 0:

@@ -7,8 +7,23 @@ from pathlib import Path
 
 from saebasis.core.tables import markdown_table, write_table
 
-COLUMNS = ["method", "strength", "score", "ci_low", "ci_high", "concept", "instruction", "fluency",
-           "kl_neutral", "params", "latent_l0", "fit_time_s", "gen_overhead", "n_test", "n_seeds"]
+COLUMNS = [
+    "method",
+    "strength",
+    "score",
+    "ci_low",
+    "ci_high",
+    "concept",
+    "instruction",
+    "fluency",
+    "kl_neutral",
+    "params",
+    "latent_l0",
+    "fit_time_s",
+    "gen_overhead",
+    "n_test",
+    "n_seeds",
+]
 """Column meanings (README / docs): score = mean harmonic mean of concept, instruction, fluency on the test split
 at the val-chosen strength, with its 95% bootstrap CI; kl_neutral = per-token KL(steered || base) on neutral
 prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token (blank for prompting, as KL); gen_overhead =
@@ -39,14 +54,18 @@ def footnotes(rows: list[dict]) -> list[str]:
     """Flags under the table: strengths still on an edge; judges that crown different winners."""
     notes = []
     if any(r.get("on_edge") for r in rows):
-        notes.append(f"{EDGE_MARK} chosen strength still on an edge of the searched grid (the search cap stopped it): "
-                     "its optimum may lie further out.")
+        notes.append(
+            f"{EDGE_MARK} chosen strength still on an edge of the searched grid (the search cap stopped it): "
+            "its optimum may lie further out."
+        )
     if any("score2" in r for r in rows):
         from saebasis.judges import winner_disagreement
 
         a, b = ({r["method"]: r[k] for r in rows if k in r} for k in ("score", "score2"))
         if winner_disagreement(a, b):
-            notes.append(f"The two concept judges disagree on the winner: {max(a, key=a.get)} by score, {max(b, key=b.get)} by score2.")
+            notes.append(
+                f"The two concept judges disagree on the winner: {max(a, key=a.get)} by score, {max(b, key=b.get)} by score2."
+            )
     return notes
 
 
@@ -81,8 +100,14 @@ def plot_results(out: Path, results: dict) -> dict:
         if res.get("steered", True):
             ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", label=name)
         else:  # unsteered / prompting: no strength, a reference level
-            ax.axhline(curve[0][1], linestyle="--", linewidth=1, color="grey" if name == "unsteered" else "black", label=name)
-    title = "A/B matching probability vs strength" if metric == "ab_matching" else "Score vs strength (harmonic mean of concept, instruction, fluency)"
+            ax.axhline(
+                curve[0][1], linestyle="--", linewidth=1, color="grey" if name == "unsteered" else "black", label=name
+            )
+    title = (
+        "A/B matching probability vs strength"
+        if metric == "ab_matching"
+        else "Score vs strength (harmonic mean of concept, instruction, fluency)"
+    )
     ax.set(xlabel="steering strength (log scale)", ylabel=f"mean {metric} (val)", title=title)
     if all(float(s) > 0 for res in results.values() if res.get("steered", True) for s in res["val_curve"]):
         ax.set_xscale("log", base=2)  # grids are geometric (0.25 .. 8): equal spacing per doubling
@@ -94,8 +119,14 @@ def plot_results(out: Path, results: dict) -> dict:
     markers = "osD^v<>pPX*h"
     for i, (name, res) in enumerate(results.items()):  # a legend, not labels: the best methods sit close together
         r = res["row"]
-        ax.errorbar(r["fluency"], r["score"], yerr=[[r["score"] - r["ci_low"]], [r["ci_high"] - r["score"]]],
-                    fmt=markers[i % len(markers)], capsize=3, label=name)
+        ax.errorbar(
+            r["fluency"],
+            r["score"],
+            yerr=[[r["score"] - r["ci_low"]], [r["ci_high"] - r["score"]]],
+            fmt=markers[i % len(markers)],
+            capsize=3,
+            label=name,
+        )
     ax.set(xlabel="fluency (test)", ylabel="score (test, 95% CI)", title="Score vs fluency at the chosen strength")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -112,11 +143,23 @@ def log_wandb(cfg: dict, out: Path, rows: list[dict], paths: dict) -> None:
     try:
         import wandb
 
-        run = wandb.init(project=logger.get("project", "saebasis"), entity=logger.get("entity"), mode=logger.get("mode") or os.environ.get("WANDB_MODE"),
-                         dir=str(out), job_type="compare", config=cfg, reinit=True)
+        run = wandb.init(
+            project=logger.get("project", "saebasis"),
+            entity=logger.get("entity"),
+            mode=logger.get("mode") or os.environ.get("WANDB_MODE"),
+            dir=str(out),
+            job_type="compare",
+            config=cfg,
+            reinit=True,
+        )
         columns = COLUMNS + [k for k in OPTIONAL + ("on_edge",) if any(k in r for r in rows)]
-        run.log({"results": wandb.Table(columns=columns, data=[[r.get(k) for k in columns] for r in rows]),
-                 "score_vs_strength": wandb.Image(paths["plot_strength"]), "score_vs_fluency": wandb.Image(paths["plot_fluency"])})
+        run.log(
+            {
+                "results": wandb.Table(columns=columns, data=[[r.get(k) for k in columns] for r in rows]),
+                "score_vs_strength": wandb.Image(paths["plot_strength"]),
+                "score_vs_fluency": wandb.Image(paths["plot_fluency"]),
+            }
+        )
         run.finish()
     except Exception as err:  # noqa: BLE001 -- logging must never lose the results already written
         print(f"[saebasis] wandb logging skipped ({err}); results are in {out}")

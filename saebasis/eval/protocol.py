@@ -15,11 +15,14 @@ and then examples within each drawn seed (several seeds), so seed-to-seed varian
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping, Sequence
 from statistics import mean
-from typing import Callable, Mapping, NamedTuple, Sequence, Union
+from typing import NamedTuple, Union
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean over examples."""
     return hierarchical_bootstrap_ci([list(values)], n_boot, alpha, seed)
 
@@ -64,7 +67,9 @@ def select_strength(val: Mapping[int, Mapping[float, Sequence[float]]]) -> Selec
     strengths = list(next(iter(val.values())))
     for seed, per_strength in val.items():
         if list(per_strength) != strengths:
-            raise ValueError(f"seed {seed} was swept over {list(per_strength)}, others over {strengths}: sweep every seed alike.")
+            raise ValueError(
+                f"seed {seed} was swept over {list(per_strength)}, others over {strengths}: sweep every seed alike."
+            )
     curve = {s: mean(mean(val[seed][s]) for seed in val) for s in strengths}
     return Selection(choose_strength(curve), curve)
 
@@ -88,8 +93,14 @@ def _outward(s: float, up: bool, factor: float) -> float | None:
     return s * factor if grows else s / factor
 
 
-def search_strength(score_at: Callable[[float], Scores], start_grid: Sequence[float], factor: float = 2.0, max_steps: int = 4,
-                    cap: float = 64.0, min_strength: float = 1 / 64) -> Selection:
+def search_strength(
+    score_at: Callable[[float], Scores],
+    start_grid: Sequence[float],
+    factor: float = 2.0,
+    max_steps: int = 4,
+    cap: float = 64.0,
+    min_strength: float = 1 / 64,
+) -> Selection:
     """Evaluate `start_grid`; while the chosen strength (select_strength's rule) is the top (bottom) of the
     evaluated grid and strictly better than every other strength evaluated, evaluate one step further out,
     s * factor above / s / factor below (for positive s), at most `max_steps` per side and only within
@@ -102,7 +113,9 @@ def search_strength(score_at: Callable[[float], Scores], start_grid: Sequence[fl
         raise ValueError("No validation scores to choose a strength from; give a non-empty strength grid.")
     if factor <= 1:
         raise ValueError(f"factor must be > 1 (each step multiplies or divides the edge strength by it), got {factor}.")
-    val: dict[float, dict[int, list[float]]] = {float(s): _per_seed(score_at(float(s))) for s in dict.fromkeys(start_grid)}
+    val: dict[float, dict[int, list[float]]] = {
+        float(s): _per_seed(score_at(float(s))) for s in dict.fromkeys(start_grid)
+    }
     steps = {True: 0, False: 0}
     while True:
         chosen = select_strength(_by_seed(val))

@@ -9,8 +9,17 @@ import math
 import os
 from pathlib import Path
 
-from saebasis.eval.board import (ab_matching, contrasts, costs, families, judge_notes, overall, per_concept_scores, resolved,
-                                 tradeoff_points)
+from saebasis.eval.board import (
+    ab_matching,
+    contrasts,
+    costs,
+    families,
+    judge_notes,
+    overall,
+    per_concept_scores,
+    resolved,
+    tradeoff_points,
+)
 from saebasis.interpret.readability import concept_table
 
 
@@ -18,35 +27,61 @@ def _f(x) -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
 
-def markdown(results: dict[str, dict], seconds: float, readable: dict | None = None, pairs: list | None = None,
-             paired: list[dict] | None = None, rows: list[dict] | None = None) -> str:
+def markdown(
+    results: dict[str, dict],
+    seconds: float,
+    readable: dict | None = None,
+    pairs: list | None = None,
+    paired: list[dict] | None = None,
+    rows: list[dict] | None = None,
+) -> str:
     """leaderboard.md; `paired` = contrasts(results, pairs) when the caller has it already (a bootstrap each)."""
     if not results:  # make_only: runs made and read, nothing generated or judged
-        lines = [f"# saebasis leaderboard: runs made, nothing judged yet (make_only, {seconds / 60:.1f} min)", "",
-                 "Rerun without make_only=true (same out_dir) to generate and judge; it reuses these runs."]
+        lines = [
+            f"# saebasis leaderboard: runs made, nothing judged yet (make_only, {seconds / 60:.1f} min)",
+            "",
+            "Rerun without make_only=true (same out_dir) to generate and judge; it reuses these runs.",
+        ]
         return "\n".join(lines + readability_section(readable)) + "\n"
     rows = overall(results) if rows is None else rows
     concepts = list(results)
-    lines = [f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)", "",
-             "| method | mean score | 95% CI (concepts, then instructions) | mean rank | wins | strength on an edge |",
-             "|---|---:|---|---:|---:|---:|"]
+    lines = [
+        f"# saebasis leaderboard ({len(concepts)} concepts, {seconds / 60:.1f} min)",
+        "",
+        "| method | mean score | 95% CI (concepts, then instructions) | mean rank | wins | strength on an edge |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         partial = "" if r["complete"] else f" (only {r['concepts']} concepts)"
-        lines.append(f"| {r['method']} | {_f(r['mean_score'])} | {_f(r['ci_low'])}-{_f(r['ci_high'])} | {r['mean_rank']:.2f} | "
-                     f"{r['wins']} | {r['edges']}{partial} |")
-    lines += ["", "## Per concept (test score at the val-chosen strength; \u2020 = still on a grid edge)", "",
-              "| method | " + " | ".join(concepts) + " |", "|---|" + "---:|" * len(concepts)]
+        lines.append(
+            f"| {r['method']} | {_f(r['mean_score'])} | {_f(r['ci_low'])}-{_f(r['ci_high'])} | {r['mean_rank']:.2f} | "
+            f"{r['wins']} | {r['edges']}{partial} |"
+        )
+    lines += [
+        "",
+        "## Per concept (test score at the val-chosen strength; \u2020 = still on a grid edge)",
+        "",
+        "| method | " + " | ".join(concepts) + " |",
+        "|---|" + "---:|" * len(concepts),
+    ]
     for r in rows:
         cells = []
         for c in concepts:
             res = results[c]["results"].get(r["method"])
-            cells.append("–" if res is None else _f(res["row"]["score"]) + ("\u2020" if res["row"].get("on_edge") else ""))
+            cells.append(
+                "–" if res is None else _f(res["row"]["score"]) + ("\u2020" if res["row"].get("on_edge") else "")
+            )
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     fams = families(results)
     if len(fams) > 1:
         names = list(fams)
-        lines += ["", "## By concept family (mean test score over the family's concepts; **bold** = best in the family)", "",
-                  "| method | " + " | ".join(f"{f} ({len(fams[f]['concepts'])})" for f in names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [
+            "",
+            "## By concept family (mean test score over the family's concepts; **bold** = best in the family)",
+            "",
+            "| method | " + " | ".join(f"{f} ({len(fams[f]['concepts'])})" for f in names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         best = {f: max(fams[f]["scores"].values()) for f in names if fams[f]["scores"]}
         for r in rows:
             cells = []
@@ -56,41 +91,65 @@ def markdown(results: dict[str, dict], seconds: float, readable: dict | None = N
             lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     cost = costs(results)
     if cost:
-        lines += ["", "## What the score is made of, and what each method changes (means over concepts, chosen strength)", "",
-                  "concept / instruction / fluency: the three judges the score is the harmonic mean of; KL: per-token "
-                  "KL(steered || base) on neutral prompts (– for prompting: its prompt differs); latents: SAE latents "
-                  "changed per token at the hook (– for prompting too); params: trainable / fitted numbers.", "",
-                  "| method | concept | instruction | fluency | KL on neutral | latents changed / token | params |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## What the score is made of, and what each method changes (means over concepts, chosen strength)",
+            "",
+            "concept / instruction / fluency: the three judges the score is the harmonic mean of; KL: per-token "
+            "KL(steered || base) on neutral prompts (– for prompting: its prompt differs); latents: SAE latents "
+            "changed per token at the hook (– for prompting too); params: trainable / fitted numbers.",
+            "",
+            "| method | concept | instruction | fluency | KL on neutral | latents changed / token | params |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             c = cost.get(r["method"], {})
             params, l0 = c.get("params"), c.get("latent_l0")
-            lines.append(f"| {r['method']} | {_f(c.get('concept'))} | {_f(c.get('instruction'))} | {_f(c.get('fluency'))} | "
-                         f"{_f(c.get('kl_neutral'))} | {'–' if l0 is None else format(l0, '.1f')} | "
-                         f"{'–' if params is None else format(params, ',.0f')} |")
+            lines.append(
+                f"| {r['method']} | {_f(c.get('concept'))} | {_f(c.get('instruction'))} | {_f(c.get('fluency'))} | "
+                f"{_f(c.get('kl_neutral'))} | {'–' if l0 is None else format(l0, '.1f')} | "
+                f"{'–' if params is None else format(params, ',.0f')} |"
+            )
     paired = contrasts(results, pairs) if paired is None else paired
     if paired:
-        lines += ["", "## Paired differences (is an ordering resolved?)", "",
-                  "a minus b, paired by test instruction on the concepts both ran: mean over concepts, 95% CI by a bootstrap "
-                  "over concepts then instructions (**bold** = the CI excludes 0), and on how many concepts a scored higher. "
-                  "First the leader against every other method, then the configured contrasts. Each CI is 95% on its own "
-                  "and the leader is picked on the same data: with this many comparisons about one in twenty may exclude 0 "
-                  "by chance.", "",
-                  "| a | b | a - b | 95% CI | a higher on |", "|---|---|---:|---|---:|"]
+        lines += [
+            "",
+            "## Paired differences (is an ordering resolved?)",
+            "",
+            "a minus b, paired by test instruction on the concepts both ran: mean over concepts, 95% CI by a bootstrap "
+            "over concepts then instructions (**bold** = the CI excludes 0), and on how many concepts a scored higher. "
+            "First the leader against every other method, then the configured contrasts. Each CI is 95% on its own "
+            "and the leader is picked on the same data: with this many comparisons about one in twenty may exclude 0 "
+            "by chance.",
+            "",
+            "| a | b | a - b | 95% CI | a higher on |",
+            "|---|---|---:|---|---:|",
+        ]
         for d in paired:
             diff = f"{d['diff']:+.3f}"
-            lines.append(f"| {d['a']} | {d['b']} | {f'**{diff}**' if resolved(d) else diff} | "
-                         f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f} | {d['a_higher']}/{d['concepts']} |")
+            lines.append(
+                f"| {d['a']} | {d['b']} | {f'**{diff}**' if resolved(d) else diff} | "
+                f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f} | {d['a_higher']}/{d['concepts']} |"
+            )
     skipped = sorted({m for blob in results.values() for m in (blob.get("config") or {}).get("skipped", {})})
     if skipped:
-        lines += ["", f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}."]
+        lines += [
+            "",
+            f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}.",
+        ]
     ab = ab_matching(results)
     if ab:
         names = list(ab)
-        lines += ["", "## A/B matching (concepts with A/B items: the behaviour measured directly)", "",
-                  "Probability of the concept's option on the test A/B items, at the strength chosen for the score "
-                  "(select_by=ab would choose by this instead); the unsteered row is the baseline.", "",
-                  "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [
+            "",
+            "## A/B matching (concepts with A/B items: the behaviour measured directly)",
+            "",
+            "Probability of the concept's option on the test A/B items, at the strength chosen for the score "
+            "(select_by=ab would choose by this instead); the unsteered row is the baseline.",
+            "",
+            "| method | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for r in rows:
             lines.append(f"| {r['method']} | " + " | ".join(_f(ab[c].get(r["method"])) for c in names) + " |")
     notes = judge_notes(results)
@@ -103,29 +162,62 @@ def readability_section(readable: dict | None) -> list[str]:
     table = concept_table(readable or {})
     if not table:
         return []
-    return ["", "## Can the SAE-basis methods be read? (seed-0 runs, held-out corpus)", "",
-            "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
-            "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
-            "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.", "", table]
+    return [
+        "",
+        "## Can the SAE-basis methods be read? (seed-0 runs, held-out corpus)",
+        "",
+        "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
+        "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
+        "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.",
+        "",
+        table,
+    ]
 
 
-def write(out: Path, results: dict[str, dict], seconds: float, final: bool = False, readable: dict | None = None,
-          pairs: list | None = None, complete: bool | None = None) -> dict:
+def write(
+    out: Path,
+    results: dict[str, dict],
+    seconds: float,
+    final: bool = False,
+    readable: dict | None = None,
+    pairs: list | None = None,
+    complete: bool | None = None,
+) -> dict:
     """The board's pages (each file replaced in one rename); final: the plots too. `complete` (default: final) is
     recorded in leaderboard.json: every concept of the board is in it."""
     rows = overall(results)  # one bootstrap per method, shared by the page, the JSON and the plots
     paired = contrasts(results, pairs, rows=rows)
     text = markdown(results, seconds, readable, paired=paired, rows=rows)
     _replace(out / "leaderboard.md", text)
-    blob = {"overall": rows, "per_concept": per_concept_scores(results), "families": families(results),
-            "costs": costs(results), "ab_matching": ab_matching(results), "contrasts": paired, "readability": readable or {},
-            "seconds": seconds, "complete": final if complete is None else complete}
+    blob = {
+        "overall": rows,
+        "per_concept": per_concept_scores(results),
+        "families": families(results),
+        "costs": costs(results),
+        "ab_matching": ab_matching(results),
+        "contrasts": paired,
+        "readability": readable or {},
+        "seconds": seconds,
+        "complete": final if complete is None else complete,
+    }
     _replace(out / "leaderboard.json", json.dumps(blob, indent=2, default=str))
-    _replace(out / "leaderboard.html",
-             "<!doctype html><meta charset='utf-8'><title>saebasis leaderboard</title><body><pre>" + html.escape(text) + "</pre>"
-             + ("<img src='heatmap.png' alt='heat map'><img src='tradeoff.png' alt='score vs latents changed'>" if final else "")
-             + "</body>")
-    paths = {"md": str(out / "leaderboard.md"), "json": str(out / "leaderboard.json"), "html": str(out / "leaderboard.html")}
+    _replace(
+        out / "leaderboard.html",
+        "<!doctype html><meta charset='utf-8'><title>saebasis leaderboard</title><body><pre>"
+        + html.escape(text)
+        + "</pre>"
+        + (
+            "<img src='heatmap.png' alt='heat map'><img src='tradeoff.png' alt='score vs latents changed'>"
+            if final
+            else ""
+        )
+        + "</body>",
+    )
+    paths = {
+        "md": str(out / "leaderboard.md"),
+        "json": str(out / "leaderboard.json"),
+        "html": str(out / "leaderboard.html"),
+    }
     if final and results:
         paths["heatmap"] = heatmap(out, results, rows)
         paths["tradeoff"] = tradeoff(out, results, rows) or None
@@ -168,11 +260,26 @@ def tradeoff(out: Path, results: dict[str, dict], rows: list[dict] | None = None
     if not points:
         return ""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sc = ax.scatter([p["latents"] for p in points], [p["score"] for p in points], c=[p["kl"] for p in points],
-                    cmap="magma_r", s=60, edgecolors="black", linewidths=0.5, vmin=0)
+    sc = ax.scatter(
+        [p["latents"] for p in points],
+        [p["score"] for p in points],
+        c=[p["kl"] for p in points],
+        cmap="magma_r",
+        s=60,
+        edgecolors="black",
+        linewidths=0.5,
+        vmin=0,
+    )
     placed: list[tuple[float, float, str]] = []
     for p in points:
-        same = next((q for q in placed if math.isclose(q[0], p["latents"], rel_tol=1e-3) and math.isclose(q[1], p["score"], abs_tol=1e-3)), None)
+        same = next(
+            (
+                q
+                for q in placed
+                if math.isclose(q[0], p["latents"], rel_tol=1e-3) and math.isclose(q[1], p["score"], abs_tol=1e-3)
+            ),
+            None,
+        )
         if same:
             placed[placed.index(same)] = (same[0], same[1], f"{same[2]} = {p['method']}")
             continue

@@ -101,8 +101,10 @@ def check_archive(members: list[tarfile.TarInfo], board: str, parent: Path) -> N
             problems.append(f"{m.name}: resolves outside {root / board} through a link already on disk")
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise UnsafeArchive(f"Refusing to unpack: {len(problems)} unsafe member(s); nothing was written.\n  {shown}\n"
-                            f"Fix: unpack only archives made by `scripts/board_state.sh pack`, or re-pack this board.")
+        raise UnsafeArchive(
+            f"Refusing to unpack: {len(problems)} unsafe member(s); nothing was written.\n  {shown}\n"
+            f"Fix: unpack only archives made by `scripts/board_state.sh pack`, or re-pack this board."
+        )
 
 
 def unpack(out: Path, state_dir: Path) -> Path:
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"packed {out} -> {archive} ({archive.stat().st_size / 2**20:.1f} MB)")
         else:
             unpack(out, state_dir)
-            print(f"unpacked {archive_path(out, state_dir)} -> {out}: rerun the same leaderboard command (resume is automatic)")
+            print(
+                f"unpacked {archive_path(out, state_dir)} -> {out}: rerun the same leaderboard command (resume is automatic)"
+            )
     except (FileNotFoundError, UnsafeArchive, tarfile.TarError) as err:
         print(f"board_state: {err}", file=sys.stderr)
         return 1

@@ -15,9 +15,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from saebasis.runs import run_guard
 
@@ -67,8 +67,18 @@ def merge_lock(path: Path, poll_s: float = 0.2, wait_s: float = 600.0) -> Iterat
 
 def log_computation(out: Path, method: str, worker=0) -> None:
     """Append one line to cells/computed.jsonl: this process starts computing `method` (O_APPEND: lines never mix)."""
-    line = json.dumps({"method": method, "pid": os.getpid(), "host": socket.gethostname(), "worker": worker,
-                       "started": time.time()}) + "\n"
+    line = (
+        json.dumps(
+            {
+                "method": method,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "worker": worker,
+                "started": time.time(),
+            }
+        )
+        + "\n"
+    )
     path = Path(out) / CELLS / LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

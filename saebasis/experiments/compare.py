@@ -37,13 +37,13 @@ import torch
 
 from saebasis import judges
 from saebasis.config import compose, override, setup_env, to_dict
+from saebasis.core.generation import generate_timed
+from saebasis.core.stack import load_stack, stack_for
 from saebasis.data import load_concept
 from saebasis.eval import plots, protocol
-from saebasis.experiments import cells
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
-from saebasis.core.generation import generate_timed
+from saebasis.experiments import cells
 from saebasis.runs import check_writable, load_run
-from saebasis.core.stack import load_stack, stack_for
 from saebasis.training.fit import fit_baseline
 from saebasis.training.train import train
 
@@ -66,18 +66,30 @@ def check_methods(cfg: dict, concept) -> None:
         if kind not in KINDS:
             raise ValueError(f"methods.{name}: kind must be one of {list(KINDS)}, got {kind!r}.")
         if kind == "prompt" and not (isinstance(spec.get("prefix"), str) and spec["prefix"].strip()):
-            raise ValueError(f"methods.{name}: kind prompt needs a prefix (the text asking for the concept), got "
-                             f"{spec.get('prefix')!r}; or no prefix: the concept's own (its concept.yaml `prompt`).")
+            raise ValueError(
+                f"methods.{name}: kind prompt needs a prefix (the text asking for the concept), got "
+                f"{spec.get('prefix')!r}; or no prefix: the concept's own (its concept.yaml `prompt`)."
+            )
         if kind == "run" and not (spec.get("run_dir") or spec.get("run")):
-            raise ValueError(f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> (or run=<Run> from Python).")
+            raise ValueError(
+                f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> (or run=<Run> from Python)."
+            )
         grid = spec.get("strengths")
-        if kind in ("train", "fit", "run") and grid is not None and (not grid or not all(isinstance(s, (int, float)) for s in grid)):
+        if (
+            kind in ("train", "fit", "run")
+            and grid is not None
+            and (not grid or not all(isinstance(s, (int, float)) for s in grid))
+        ):
             raise ValueError(f"methods.{name}: strengths must be a non-empty list of numbers, got {grid!r}.")
     for split in ("val", "test"):
         if not concept.instructions[split]:
-            raise ValueError(f"Concept '{concept.name}' has no '{split}' instructions: compare chooses strength on val and reports test.")
+            raise ValueError(
+                f"Concept '{concept.name}' has no '{split}' instructions: compare chooses strength on val and reports test."
+            )
     if cfg.get("select_by", "score") == "ab" and not (concept.ab_items("val") and concept.ab_items("test")):
-        raise ValueError(f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none).")
+        raise ValueError(
+            f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none)."
+        )
 
 
 def for_concept(cfg: dict, concept) -> dict:
@@ -98,11 +110,22 @@ def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dic
     if kind not in ("train", "fit"):
         return None
     run_dir = out / "runs" / (f"{name}-seed{seed}" if kind == "train" else name)
-    shared = list(cfg.get("stack_overrides") or []) + [override("data", cfg["data"]), override("run_dir", run_dir), f"seed={seed}",
-                                                       "overwrite=true"]  # paths quoted: `(`, `<`, spaces
+    shared = list(cfg.get("stack_overrides") or []) + [
+        override("data", cfg["data"]),
+        override("run_dir", run_dir),
+        f"seed={seed}",
+        "overwrite=true",
+    ]  # paths quoted: `(`, `<`, spaces
     if kind == "train":
-        return to_dict(compose("train", shared + ["logger=none", "n_samples=0"] + list(spec.get("overrides") or [])
-                               + mixed_precision(cfg.get("autocast"))))  # trained as it is judged
+        return to_dict(
+            compose(
+                "train",
+                shared
+                + ["logger=none", "n_samples=0"]
+                + list(spec.get("overrides") or [])
+                + mixed_precision(cfg.get("autocast")),
+            )
+        )  # trained as it is judged
     return to_dict(compose("fit_baseline", shared + list(spec.get("overrides") or [])))
 
 
@@ -113,6 +136,7 @@ MIXED = {"bfloat16": "bf16-mixed", "float16": "16-mixed"}
 def mixed_precision(autocast: str | None) -> list[str]:
     """The train-config override that trains in the precision `autocast` judges in ([] for full precision)."""
     return [f"trainer.precision={MIXED[autocast]}"] if autocast else []
+
 
 PLACE_KEYS = ("run_dir", "ckpt_dir", "overwrite", "resume", "logger", "n_samples", "ckpt_every_n_steps")
 """Where and how a run is saved or logged, not what it is: left out of its resume key."""
@@ -137,7 +161,11 @@ def obtain(name: str, spec: dict, cfg: dict, out: Path, stack, concept, seed: in
         return method_of(spec.get("run") or load_shared(spec["run_dir"], stack), stack)
     method_cfg = method_config(name, spec, cfg, out, seed)
     run_dir = Path(method_cfg["run_dir"])
-    if cfg.get("resume") and (run_dir / "intervention.safetensors").exists() and saved_key(run_dir) == config_key(method_cfg):
+    if (
+        cfg.get("resume")
+        and (run_dir / "intervention.safetensors").exists()
+        and saved_key(run_dir) == config_key(method_cfg)
+    ):
         return method_of(load_shared(run_dir, stack), stack)  # a cell finished before a restart, same config
     if kind == "train":
         result = train(method_cfg, stack=stack, concept=concept)
@@ -176,7 +204,10 @@ class Evaluator:
 
     def __init__(self, stack, concept, cfg: dict) -> None:
         self.stack, self.concept, self.cfg = stack, concept, cfg
-        self.splits = {"val": concept.instructions["val"][: cfg["n_val"]], "test": concept.instructions["test"][: cfg["n_test"]]}
+        self.splits = {
+            "val": concept.instructions["val"][: cfg["n_val"]],
+            "test": concept.instructions["test"][: cfg["n_test"]],
+        }
         self._cache: dict[tuple, dict] = {}
         self.prompt_reuse = judges.PromptReuse()  # the fluency judge runs each instruction's prompt once per concept
 
@@ -185,7 +216,9 @@ class Evaluator:
         On a CPU with AVX512-BF16 ~1.6x faster here, and greedy text changes (scripts/bench/bench_precision.py)."""
         if not self.cfg.get("autocast"):
             return contextlib.nullcontext()
-        return torch.autocast(next(self.stack.model.parameters()).device.type, dtype=getattr(torch, self.cfg["autocast"]))
+        return torch.autocast(
+            next(self.stack.model.parameters()).device.type, dtype=getattr(torch, self.cfg["autocast"])
+        )
 
     def generate(self, method: Method, split: str, strength: float, seed: int) -> dict:
         return self.generate_many(method, split, [strength], seed)[float(strength)]
@@ -205,21 +238,43 @@ class Evaluator:
         rows = [p for _ in strengths for p in prompts]
         per_row = [s for s in strengths for _ in prompts]
         with self.precision():
-            gen = generate_timed(self.stack.model, self.stack.tokenizer, rows, method.intervention, method.hook, cfg["max_new_tokens"],
-                                 cfg["batch_size"], method.prefix, do_sample=cfg["do_sample"], temperature=cfg["temperature"],
-                                 top_p=cfg["top_p"], seed=seed, desc=f"{split} x{len(strengths)} strengths",
-                                 strength=per_row if method.intervention is not None else 1.0)
+            gen = generate_timed(
+                self.stack.model,
+                self.stack.tokenizer,
+                rows,
+                method.intervention,
+                method.hook,
+                cfg["max_new_tokens"],
+                cfg["batch_size"],
+                method.prefix,
+                do_sample=cfg["do_sample"],
+                temperature=cfg["temperature"],
+                top_p=cfg["top_p"],
+                seed=seed,
+                desc=f"{split} x{len(strengths)} strengths",
+                strength=per_row if method.intervention is not None else 1.0,
+            )
             out = {}
             for j, s in enumerate(strengths):
                 responses = gen.responses[j * len(prompts) : (j + 1) * len(prompts)]
-                out[s] = {**self.judge(prompts, responses), "responses": responses,
-                          "seconds_per_token": gen.seconds / max(1, gen.token_slots)}
+                out[s] = {
+                    **self.judge(prompts, responses),
+                    "responses": responses,
+                    "seconds_per_token": gen.seconds / max(1, gen.token_slots),
+                }
         return out
 
     def judge(self, instructions: list[str], responses: list[str]) -> dict[str, list[float]]:
-        given = dict(description=self.concept.description, instructions=instructions, model=self.stack.model, tokenizer=self.stack.tokenizer)
+        given = dict(
+            description=self.concept.description,
+            instructions=instructions,
+            model=self.stack.model,
+            tokenizer=self.stack.tokenizer,
+        )
         with self.prompt_reuse.active():
-            c, i, f = (judges.score(name, responses, **given) for name in (self.concept.judge, "instruction", "fluency"))
+            c, i, f = (
+                judges.score(name, responses, **given) for name in (self.concept.judge, "instruction", "fluency")
+            )
         out = {"concept": c, "instruction": i, "fluency": f, "score": [harmonic_mean(*x) for x in zip(c, i, f)]}
         if self.concept.second_judge:  # an independent judge of the same concept, reported beside the first
             out["concept2"] = judges.score(self.concept.second_judge, responses, **given)
@@ -228,8 +283,15 @@ class Evaluator:
 
     def ab(self, method: Method, split: str, strength: float) -> float:
         with self.precision():
-            return ab_matching_prob(self.stack.model, self.stack.tokenizer, method.hook, method.intervention,
-                                    self.concept.ab_items(split), method.prefix, strength=float(strength))
+            return ab_matching_prob(
+                self.stack.model,
+                self.stack.tokenizer,
+                method.hook,
+                method.intervention,
+                self.concept.ab_items(split),
+                method.prefix,
+                strength=float(strength),
+            )
 
 
 def seeds_for(spec: dict, cfg: dict) -> list[int]:
@@ -252,7 +314,10 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
 
     def score_at(s: float) -> dict[int, list[float]]:  # validation values per seed at one strength
         if s not in val_cache:
-            val_cache[s] = {seed: [ev.ab(m, "val", s)] if by_ab else ev.generate(m, "val", s, seed)["score"] for seed, m in methods.items()}
+            val_cache[s] = {
+                seed: [ev.ab(m, "val", s)] if by_ab else ev.generate(m, "val", s, seed)["score"]
+                for seed, m in methods.items()
+            }
         return val_cache[s]
 
     chosen = protocol.search_strength(score_at, grid, **cfg["strength_search"])
@@ -263,25 +328,46 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
     sae = (iv.sae if iv is not None else None) or ev.stack.sae
     with ev.precision():
         l0, l0_basis = latent_l0(ev.stack.model, ev.stack.tokenizer, sae, first.hook, iv, neutral, chosen.strength)
-        kl = [kl_to_base(ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral, strength=chosen.strength)
-              for m in methods.values()] if steered else None
+        kl = (
+            [
+                kl_to_base(
+                    ev.stack.model, ev.stack.tokenizer, m.hook, m.intervention, neutral, strength=chosen.strength
+                )
+                for m in methods.values()
+            ]
+            if steered
+            else None
+        )
     row = {
-        "method": name, "strength": chosen.strength, "score": rep.mean, "ci_low": rep.ci_low, "ci_high": rep.ci_high,
+        "method": name,
+        "strength": chosen.strength,
+        "score": rep.mean,
+        "ci_low": rep.ci_low,
+        "ci_high": rep.ci_high,
         **{k: mean(x for t in test.values() for x in t[k]) for k in ("concept", "instruction", "fluency")},
         "kl_neutral": mean(kl) if steered else (None if first.prefix else 0.0),
-        "params": n_params(iv), "latent_l0": None if first.prefix else l0,  # a prompt's change is not at the hook (as KL)
+        "params": n_params(iv),
+        "latent_l0": None if first.prefix else l0,  # a prompt's change is not at the hook (as KL)
         "fit_time_s": mean(m.fit_time_s for m in methods.values()),
         "gen_overhead": mean(t["seconds_per_token"] for t in test.values()) / base_spt if base_spt else math.nan,
-        "n_test": rep.n_examples, "n_seeds": rep.n_seeds, "on_edge": chosen.on_edge,
+        "n_test": rep.n_examples,
+        "n_seeds": rep.n_seeds,
+        "on_edge": chosen.on_edge,
     }
     if ev.concept.second_judge:
         row.update({k: mean(x for t in test.values() for x in t[k]) for k in ("concept2", "score2")})
-        row["judge_rho"] = judges.judge_agreement(*([x for t in test.values() for x in t[k]] for k in ("concept", "concept2")))
+        row["judge_rho"] = judges.judge_agreement(
+            *([x for t in test.values() for x in t[k]] for k in ("concept", "concept2"))
+        )
     if ev.concept.ab:
         row["ab_matching"] = mean(ev.ab(m, "test", chosen.strength) for m in methods.values())
     return {
-        "row": row, "steered": steered, "val_curve": {str(s): v for s, v in chosen.curve.items()}, "val_metric": "ab_matching" if by_ab else "score",
-        "l0_basis": l0_basis, "test_scores": {str(s): t["score"] for s, t in test.items()},
+        "row": row,
+        "steered": steered,
+        "val_curve": {str(s): v for s, v in chosen.curve.items()},
+        "val_metric": "ab_matching" if by_ab else "score",
+        "l0_basis": l0_basis,
+        "test_scores": {str(s): t["score"] for s, t in test.items()},
         "test_responses": {str(s): list(zip(ev.splits["test"], t["responses"])) for s, t in test.items()},
         "eval_time_s": time.time() - start,
         "config_keys": expected_keys(name, spec, cfg, out),
@@ -290,14 +376,22 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
 
 def normalise(cfg: dict) -> dict:
     """Checks (defaults live in configs/compare.yaml only); seeds: a list (default [seed])."""
-    missing = [k for k in ("select_by", "strength_search", "do_sample", "temperature", "top_p", "n_val", "n_test") if k not in cfg]
+    missing = [
+        k
+        for k in ("select_by", "strength_search", "do_sample", "temperature", "top_p", "n_val", "n_test")
+        if k not in cfg
+    ]
     if missing:
-        raise ValueError(f"compare config lacks {missing}: compose it from configs/compare.yaml (saebasis.config.compose('compare', ...)).")
+        raise ValueError(
+            f"compare config lacks {missing}: compose it from configs/compare.yaml (saebasis.config.compose('compare', ...))."
+        )
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
     cfg["methods"] = {k: v for k, v in (cfg.get("methods") or {}).items() if v is not None}  # null drops a method
     if cfg["select_by"] not in (None, "score", "ab"):
-        raise ValueError(f"select_by must be null (the concept's), 'score' (harmonic-mean text score) or 'ab' "
-                         f"(A/B matching probability), got {cfg['select_by']!r}.")
+        raise ValueError(
+            f"select_by must be null (the concept's), 'score' (harmonic-mean text score) or 'ab' "
+            f"(A/B matching probability), got {cfg['select_by']!r}."
+        )
     if cfg.get("autocast") not in (None, *MIXED):
         raise ValueError(f"autocast must be null (full precision) or one of {list(MIXED)}, got {cfg['autocast']!r}.")
     return cfg
@@ -323,8 +417,10 @@ def _compare(cfg, stack, concept, runs: dict | None) -> dict:
     check_methods(cfg, concept)
     out = Path(cfg["out_dir"]) if cfg.get("out_dir") else None  # None (the Python API): nothing is written
     if out is None and any(spec.get("kind") in ("train", "fit") for spec in cfg["methods"].values()):
-        raise ValueError("compare with out_dir=None takes only in-memory runs (kind run), none and prompt methods: "
-                         "train / fit methods save run folders, so give them an out_dir.")
+        raise ValueError(
+            "compare with out_dir=None takes only in-memory runs (kind run), none and prompt methods: "
+            "train / fit methods save run folders, so give them an out_dir."
+        )
     if out is not None:
         check_writable(out, "out_dir")  # a read-only out_dir is found before any model is loaded
     start = time.time()
@@ -361,19 +457,36 @@ def _compare(cfg, stack, concept, runs: dict | None) -> dict:
                 print(f"[saebasis compare] {name}: SKIPPED, its environment is missing ({err})", flush=True)
                 continue
             if shared:
-                cells.write_cell(out, name, {**results[name], "cell": cell_key(name, cfg) | {"record": cells.record(
-                    cfg.get("worker", 0))}})
+                cells.write_cell(
+                    out,
+                    name,
+                    {**results[name], "cell": cell_key(name, cfg) | {"record": cells.record(cfg.get("worker", 0))}},
+                )
         row = results[name]["row"]
-        print(f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
-              f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)", flush=True)
+        print(
+            f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
+            f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)",
+            flush=True,
+        )
         if out is not None:
             merge(out, results, cfg, time.time() - start, shared)  # after every method: a crash loses no earlier result
-    results, paths = merge(out, results, cfg, time.time() - start, shared, final=True) if out is not None else (results, {})
+    results, paths = (
+        merge(out, results, cfg, time.time() - start, shared, final=True) if out is not None else (results, {})
+    )
     rows = [r["row"] for r in results.values()]
     print(plots.results_markdown(rows))
-    print(f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min" + (f" -> {out}" if out else ""))
-    return {"out_dir": None if out is None else str(out), **paths, "rows": rows, "results": results,
-            "total_time_s": time.time() - start, "complete": paths.get("complete", True)}
+    print(
+        f"[saebasis compare] {len(results)} methods in {(time.time() - start) / 60:.1f} min"
+        + (f" -> {out}" if out else "")
+    )
+    return {
+        "out_dir": None if out is None else str(out),
+        **paths,
+        "rows": rows,
+        "results": results,
+        "total_time_s": time.time() - start,
+        "complete": paths.get("complete", True),
+    }
 
 
 def evaluator(stack, concept, cfg: dict) -> list:
@@ -400,8 +513,15 @@ def warm_up(ev: Evaluator) -> None:
     """One short untimed generation, so the unsteered reference for gen_overhead is timed warm."""
     prompts = ev.splits["val"][: ev.cfg["batch_size"]] or ev.splits["test"][: ev.cfg["batch_size"]]
     with ev.precision():  # warm the kernels the timed calls will use
-        generate_timed(ev.stack.model, ev.stack.tokenizer, prompts, None, ev.stack.hook, min(8, ev.cfg["max_new_tokens"]),
-                       ev.cfg["batch_size"])
+        generate_timed(
+            ev.stack.model,
+            ev.stack.tokenizer,
+            prompts,
+            None,
+            ev.stack.hook,
+            min(8, ev.cfg["max_new_tokens"]),
+            ev.cfg["batch_size"],
+        )
 
 
 def finite(x):
@@ -420,8 +540,9 @@ def write(out: Path, results: dict, cfg: dict, seconds: float, final: bool = Fal
     paths = plots.write_tables(out, rows)
     if cfg.get("skipped"):  # optional peers whose environment is missing: said, not silently dropped
         with open(out / "results.md", "a") as f:
-            f.writelines(f"\nSkipped {name}: its environment is missing ({why}).\n"
-                         for name, why in cfg["skipped"].items())
+            f.writelines(
+                f"\nSkipped {name}: its environment is missing ({why}).\n" for name, why in cfg["skipped"].items()
+            )
     blob = {"config": _plain(cfg), "total_time_s": seconds, "complete": final, "results": results}
     tmp = out / f".results.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(finite(blob), indent=2, default=str))
@@ -439,8 +560,12 @@ _KEYS: dict[str, list] | None = None
 
 def expected_keys(name: str, spec: dict, cfg: dict, out: Path) -> list[str | None]:
     """The resume keys of a method's composed configs, one per seed (None for kinds not made here)."""
-    memo = json.dumps([name, _plain({"methods": {name: spec}})["methods"][name], str(out)] + [cfg.get(k) for k in (
-        "stack_overrides", "data", "autocast", "seeds", "do_sample")], sort_keys=True, default=str)
+    memo = json.dumps(
+        [name, _plain({"methods": {name: spec}})["methods"][name], str(out)]
+        + [cfg.get(k) for k in ("stack_overrides", "data", "autocast", "seeds", "do_sample")],
+        sort_keys=True,
+        default=str,
+    )
     if _KEYS is not None and memo in _KEYS:
         return _KEYS[memo]
     keys = [config_key(method_config(name, spec, cfg, out, seed)) for seed in seeds_for(spec, cfg)]
@@ -473,14 +598,30 @@ def finished_methods(out: Path, cfg: dict) -> dict[str, dict]:
         return found  # judged in another precision: greedy text differs, nothing carries over
     specs = _plain(cfg)["methods"]
     old = (blob.get("config") or {}).get("methods") or {}
-    legacy = {name: res for name, res in (blob.get("results") or {}).items()  # results.json written before cells
-              if name in specs and name not in found and old.get(name) == specs[name]
-              and recorded_keys(name, res, cfg, out) == expected_keys(name, cfg["methods"][name], cfg, out)}
+    legacy = {
+        name: res
+        for name, res in (blob.get("results") or {}).items()  # results.json written before cells
+        if name in specs
+        and name not in found
+        and old.get(name) == specs[name]
+        and recorded_keys(name, res, cfg, out) == expected_keys(name, cfg["methods"][name], cfg, out)
+    }
     return {**legacy, **found}
 
 
-EVAL_KEYS = ("seeds", "n_val", "n_test", "n_neutral", "max_new_tokens", "select_by", "strength_search", "do_sample",
-             "temperature", "top_p", "autocast")
+EVAL_KEYS = (
+    "seeds",
+    "n_val",
+    "n_test",
+    "n_neutral",
+    "max_new_tokens",
+    "select_by",
+    "strength_search",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "autocast",
+)
 """What a cell's judged result depends on besides its method (its spec and composed configs)."""
 
 
@@ -516,5 +657,8 @@ def recorded_keys(name: str, res: dict, cfg: dict, out: Path) -> list[str | None
 
 def _plain(cfg: dict) -> dict:
     """The config as JSON can hold it (in-memory runs replaced by their folder)."""
-    methods = {name: {k: (str(v.path) if k == "run" else v) for k, v in (spec or {}).items()} for name, spec in cfg.get("methods", {}).items()}
+    methods = {
+        name: {k: (str(v.path) if k == "run" else v) for k, v in (spec or {}).items()}
+        for name, spec in cfg.get("methods", {}).items()
+    }
     return {**cfg, "methods": methods}

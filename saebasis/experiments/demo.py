@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from saebasis.config import compose, override, setup_env, to_dict
-from saebasis.interpret.readability import read_runs, readability, readability_table
 from saebasis.core.sae import resolve_builtin
+from saebasis.interpret.readability import read_runs, readability, readability_table
 
 
 def _overrides(cfg: dict) -> list[str]:
@@ -50,19 +50,31 @@ def demo_compare_cfg(cfg: dict, out: Path) -> dict:
     if keep:
         unknown = sorted(set(keep) - set(compare_cfg["methods"]))
         if unknown:
-            raise ValueError(f"demo methods {unknown} are not in the compare method set "
-                             f"({sorted(compare_cfg['methods'])}). Fix the demo's methods list (configs/demo.yaml).")
+            raise ValueError(
+                f"demo methods {unknown} are not in the compare method set "
+                f"({sorted(compare_cfg['methods'])}). Fix the demo's methods list (configs/demo.yaml)."
+            )
         compare_cfg["methods"] = {k: v for k, v in compare_cfg["methods"].items() if k in keep}
     grid = (compare_cfg["methods"].get("sae_bias") or {}).get("strengths") or [0.5, 1, 2, 4]
-    compare_cfg["methods"]["sae_bias"] = {"kind": "run", "strengths": grid}  # the bias trained first, seed 0 (in memory)
+    compare_cfg["methods"]["sae_bias"] = {
+        "kind": "run",
+        "strengths": grid,
+    }  # the bias trained first, seed 0 (in memory)
     return compare_cfg
 
 
 def top_latents(report_json: str | Path, k: int = 5) -> list[dict]:
     """The report's k latents the bias changed most: index, change, and what the per-latent table says they mean."""
     blob = json.loads(Path(report_json).read_text())
-    return [{"latent": d["latent"], "change": d["change"], "explanation": d.get("explanation") or "",
-             "context": (d.get("contexts") or [{}])[0]} for d in blob.get("latents", [])[:k]]
+    return [
+        {
+            "latent": d["latent"],
+            "change": d["change"],
+            "explanation": d.get("explanation") or "",
+            "context": (d.get("contexts") or [{}])[0],
+        }
+        for d in blob.get("latents", [])[:k]
+    ]
 
 
 def _context_text(context: dict) -> str:
@@ -90,18 +102,33 @@ def demo(cfg) -> dict:
     compare_cfg = demo_compare_cfg(cfg, out)  # composed (and checked) before any heavy work
     path = str(cfg["sae"]["path"])
     quality = json.loads((resolve_builtin(path) / "quality.json").read_text()) if path.startswith("builtin:") else {}
-    print(f"[demo 1/4] SAE {path} quality: "
-          + ", ".join(f"{k}={quality[k]:.3g}" for k in ("explained_variance", "l0", "ce_loss_recovered") if k in quality))
+    print(
+        f"[demo 1/4] SAE {path} quality: "
+        + ", ".join(f"{k}={quality[k]:.3g}" for k in ("explained_variance", "l0", "ce_loss_recovered") if k in quality)
+    )
     stack = load_stack(cfg)  # the model and SAE, loaded once for every step
     concept = load_concept(cfg["data"])
     steps = {"load model, SAE and concept": time.time() - start}
     print("[demo 2/4] training the SAE-basis steering bias on", cfg["data"])
     mark = time.time()
-    bias = train(compose("train", ["experiment=sae_bias", override("run_dir", out / "runs" / "sae_bias"), *_overrides(cfg),
-                                   *_precision(cfg, "train")]), stack=stack, concept=concept)
+    bias = train(
+        compose(
+            "train",
+            [
+                "experiment=sae_bias",
+                override("run_dir", out / "runs" / "sae_bias"),
+                *_overrides(cfg),
+                *_precision(cfg, "train"),
+            ],
+        ),
+        stack=stack,
+        concept=concept,
+    )
     steps["train the SAE bias"] = time.time() - mark
-    print(f"[demo 3/4] comparing {len(compare_cfg['methods'])} methods (strength chosen on val, test score): "
-          + ", ".join(compare_cfg["methods"]))
+    print(
+        f"[demo 3/4] comparing {len(compare_cfg['methods'])} methods (strength chosen on val, test score): "
+        + ", ".join(compare_cfg["methods"])
+    )
     mark = time.time()
     comparison = compare(compare_cfg, stack=stack, concept=concept, runs={"sae_bias": bias["run"]})
     steps["compare (train / fit, generate, judge)"] = time.time() - mark
@@ -113,14 +140,30 @@ def demo(cfg) -> dict:
         readable.update(read_runs(out / "compare" / "runs", out))
     top = top_latents(report["json"])
     for d in top:
-        print(f"  latent {d['latent']:>5}  change {d['change']:.3f}  {d['explanation'][:60]}  | {_context_text(d['context'])}")
+        print(
+            f"  latent {d['latent']:>5}  change {d['change']:.3f}  {d['explanation'][:60]}  | {_context_text(d['context'])}"
+        )
     steps["interpret (report + coverage / alignment)"] = time.time() - mark
-    summary = write_report(out, quality, bias, comparison, report, time.time() - start, readable, steps,
-                           precision=f"{cfg['autocast']} autocast" if cfg.get("autocast") else "float32",
-                           concept=cfg["data"], top=top)
+    summary = write_report(
+        out,
+        quality,
+        bias,
+        comparison,
+        report,
+        time.time() - start,
+        readable,
+        steps,
+        precision=f"{cfg['autocast']} autocast" if cfg.get("autocast") else "float32",
+        concept=cfg["data"],
+        top=top,
+    )
     print(f"[demo] done in {time.time() - start:.0f} s -> {summary}")
-    return {"report": str(summary), "compare": comparison, "interpret": report,
-            "train": {k: v for k, v in bias.items() if k != "run"}}
+    return {
+        "report": str(summary),
+        "compare": comparison,
+        "interpret": report,
+        "train": {k: v for k, v in bias.items() if k != "run"},
+    }
 
 
 def timing_table(steps: dict[str, float], comparison: dict) -> str:
@@ -129,41 +172,59 @@ def timing_table(steps: dict[str, float], comparison: dict) -> str:
     blob = json.loads(Path(comparison["json"]).read_text()) if comparison.get("json") else {}
     for name, res in (blob.get("results") or {}).items():
         fit = res["row"].get("fit_time_s") or 0.0
-        lines.append(f"| compare: {name} | {res.get('eval_time_s', 0):.0f} (train / fit {fit * res['row'].get('n_seeds', 1):.0f}) |")
+        lines.append(
+            f"| compare: {name} | {res.get('eval_time_s', 0):.0f} (train / fit {fit * res['row'].get('n_seeds', 1):.0f}) |"
+        )
     return "\n".join(lines)
 
 
 def latents_table(top: list[dict]) -> str:
-    lines = ["| latent | change (mean abs, corpus) | top tokens (per-latent table) | a max-activating context |",
-             "|---:|---:|---|---|"]
-    lines += [f"| {d['latent']} | {d['change']:.3f} | {d['explanation'][:80]} | {_context_text(d['context'])} |"
-              for d in top]
+    lines = [
+        "| latent | change (mean abs, corpus) | top tokens (per-latent table) | a max-activating context |",
+        "|---:|---:|---|---|",
+    ]
+    lines += [
+        f"| {d['latent']} | {d['change']:.3f} | {d['explanation'][:80]} | {_context_text(d['context'])} |" for d in top
+    ]
     return "\n".join(lines)
 
 
-def write_report(out: Path, quality: dict, bias: dict, comparison: dict, report: dict, seconds: float,
-                 readable: dict | None = None, steps: dict[str, float] | None = None, precision: str = "float32",
-                 concept: str = "sentiment", top: list[dict] | None = None) -> Path:
+def write_report(
+    out: Path,
+    quality: dict,
+    bias: dict,
+    comparison: dict,
+    report: dict,
+    seconds: float,
+    readable: dict | None = None,
+    steps: dict[str, float] | None = None,
+    precision: str = "float32",
+    concept: str = "sentiment",
+    top: list[dict] | None = None,
+) -> Path:
     rows = sorted(comparison["rows"], key=lambda r: -r["score"])
-    samples = "\n".join(f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}" for s in bias.get("samples", []))
+    samples = "\n".join(
+        f"- **{s['prompt']}**\n  - unsteered: {s['unsteered']}\n  - steered: {s['steered']}"
+        for s in bias.get("samples", [])
+    )
     text = f"""# saebasis demo report
 
 Total time: {seconds / 60:.1f} min ({precision}). Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
 
 ## 1. SAE-basis steering bias ({Path(concept).name})
-Trained in {bias['train_time_s']:.0f} s ({bias['steps']} steps). Run: `{bias['run_dir']}`.
+Trained in {bias["train_time_s"]:.0f} s ({bias["steps"]} steps). Run: `{bias["run_dir"]}`.
 
 {samples}
 
-## 2. Comparison (test split, strength chosen on validation; best first: **{rows[0]['method']}**)
-{Path(comparison['md']).read_text()}
+## 2. Comparison (test split, strength chosen on validation; best first: **{rows[0]["method"]}**)
+{Path(comparison["md"]).read_text()}
 ![score vs strength](compare/score_vs_strength.png)
 ![score vs fluency](compare/score_vs_fluency.png)
 
 ## 3. Interpretation of the trained bias: the latents it changed most
 {latents_table(top or [])}
 
-Full report: [report.html](interpret/report.html) ({Path(report['json']).name} beside it).
+Full report: [report.html](interpret/report.html) ({Path(report["json"]).name} beside it).
 
 ## 4. Can the SAE-basis methods be read? (coverage and concept alignment, seed-0 runs, held-out corpus)
 Coverage: of the 10 latents each method changed most (measured on the corpus), how many have >= 5 max-activating

@@ -15,7 +15,9 @@ def generate(cfg) -> dict:
 
     check_max_new_tokens(cfg.get("max_new_tokens"))
     if not cfg.get("run"):
-        raise ValueError("Give the run folder: saebasis generate run=<dir> prompt='...' (a folder written by train / fit-baseline).")
+        raise ValueError(
+            "Give the run folder: saebasis generate run=<dir> prompt='...' (a folder written by train / fit-baseline)."
+        )
     run = load_run(cfg["run"])
     model_cfg = run.cfg.get("model") or {"name": "smollm2"}
     loaded = load_model(model_cfg["name"], cfg.get("device") or model_cfg.get("device", "cpu"))

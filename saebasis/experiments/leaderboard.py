@@ -41,8 +41,21 @@ from saebasis.experiments.board_render import markdown, write  # noqa: F401 -- t
 from saebasis.interpret.readability import read_runs
 from saebasis.runs import check_writable
 
-PASSED = ("model", "sae", "hook", "stack_overrides", "seeds", "n_val", "n_test", "n_neutral", "max_new_tokens",
-          "batch_size", "strength_search", "autocast", "worker")
+PASSED = (
+    "model",
+    "sae",
+    "hook",
+    "stack_overrides",
+    "seeds",
+    "n_val",
+    "n_test",
+    "n_neutral",
+    "max_new_tokens",
+    "batch_size",
+    "strength_search",
+    "autocast",
+    "worker",
+)
 """Board settings every concept's compare takes."""
 
 
@@ -52,8 +65,15 @@ def concept_cfg(cfg: dict, concept: str) -> dict:
     base = to_dict(compose("compare", []))
     methods = {k: dict(v) for k, v in cfg["methods"].items() if v is not None}  # a preset drops a method with null
     keep = {k: cfg[k] for k in PASSED if cfg.get(k) is not None}
-    return {**base, **keep, "methods": methods, "data": concept, "out_dir": str(concept_out(cfg, concept)),
-            "logger": {"mode": "disabled"}, "resume": True}
+    return {
+        **base,
+        **keep,
+        "methods": methods,
+        "data": concept,
+        "out_dir": str(concept_out(cfg, concept)),
+        "logger": {"mode": "disabled"},
+        "resume": True,
+    }
 
 
 def concept_out(cfg: dict, concept: str) -> Path:
@@ -71,12 +91,19 @@ def leaderboard(cfg) -> dict:
     loaded = {name: load_concept(name) for name in concepts}  # every concept loads (and validates) before heavy work
     unknown = sorted({m for pair in cfg.get("contrasts") or [] for m in pair} - set(cfg["methods"]))
     if unknown:  # a typo loses a table row, not results: said up front, the board runs
-        print(f"[saebasis leaderboard] contrasts name methods this board does not have: {unknown} (known: "
-              f"{sorted(cfg['methods'])}); those pairs are left out -- fix the names in contrasts", flush=True)
+        print(
+            f"[saebasis leaderboard] contrasts name methods this board does not have: {unknown} (known: "
+            f"{sorted(cfg['methods'])}); those pairs are left out -- fix the names in contrasts",
+            flush=True,
+        )
     stack = load_stack(cfg)  # the leaderboard's model and SAE, shared by every concept and method
     start = time.time()
-    bar = tqdm(concepts, desc="leaderboard concepts", unit="concept",
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    bar = tqdm(
+        concepts,
+        desc="leaderboard concepts",
+        unit="concept",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+    )
     worked: list[float] = []  # wall seconds of the concepts this run computed (a resumed, finished one takes seconds)
     pending = [not judged(out, c) for c in concepts]  # read once: only the concept being run changes during the run
     for i, name in enumerate(bar):
@@ -92,15 +119,23 @@ def leaderboard(cfg) -> dict:
         merge(out, cfg, concepts, time.time() - start)
         if pending[i]:
             worked.append(time.time() - t0)
-        print(f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); "
-              f"{time_left(worked, sum(pending[i + 1 :]))}", flush=True)
+        print(
+            f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); "
+            f"{time_left(worked, sum(pending[i + 1 :]))}",
+            flush=True,
+        )
     paths, left = merge(out, cfg, concepts, time.time() - start, final=True)
     print((out / "leaderboard.md").read_text())
     if left:
-        print(f"[saebasis leaderboard] not finished yet (another worker holds cells of): {', '.join(left)}; the last "
-              "worker to finish merges them", flush=True)
-    print(f"[saebasis leaderboard] {len(concepts) - len(left)} of {len(concepts)} concepts in "
-          f"{(time.time() - start) / 60:.1f} min -> {out}")
+        print(
+            f"[saebasis leaderboard] not finished yet (another worker holds cells of): {', '.join(left)}; the last "
+            "worker to finish merges them",
+            flush=True,
+        )
+    print(
+        f"[saebasis leaderboard] {len(concepts) - len(left)} of {len(concepts)} concepts in "
+        f"{(time.time() - start) / 60:.1f} min -> {out}"
+    )
     return {"out_dir": str(out), **paths, "pending": left}
 
 
@@ -121,8 +156,11 @@ def merge(out: Path, cfg: dict, concepts: list[str], seconds: float, final: bool
     def read(done: dict, have: dict) -> dict:  # readability of the finished concepts not read yet (each run once)
         if not cfg["readability"]:
             return {}
-        found = {Path(c).name: read_concept(cfg, c) for c in concepts if Path(c).name not in have
-                 and (cfg.get("make_only") or Path(c).name in done)}
+        found = {
+            Path(c).name: read_concept(cfg, c)
+            for c in concepts
+            if Path(c).name not in have and (cfg.get("make_only") or Path(c).name in done)
+        }
         return {**have, **{n: r for n, r in found.items() if r or n in done}}
 
     readable = read(finished_concepts(out, names)[0], {})  # the slow part (interpreting runs) outside the board lock
@@ -131,8 +169,15 @@ def merge(out: Path, cfg: dict, concepts: list[str], seconds: float, final: bool
         results = {} if cfg.get("make_only") else {n: done[n] for n in names if n in done}
         readable = read(done, readable)  # a concept finished meanwhile
         left = [n for n in names if n not in done]
-        paths = write(out, results, seconds, final=final, readable=readable, pairs=cfg.get("contrasts"),
-                      complete=final and not left and not cfg.get("make_only"))
+        paths = write(
+            out,
+            results,
+            seconds,
+            final=final,
+            readable=readable,
+            pairs=cfg.get("contrasts"),
+            complete=final and not left and not cfg.get("make_only"),
+        )
     return paths, left
 
 
@@ -194,5 +239,3 @@ def make_cells(ccfg: dict, stack, concept) -> None:
                         raise
                     print(f"[saebasis leaderboard] {method}: SKIPPED, its environment is missing ({err})", flush=True)
                     break
-
-

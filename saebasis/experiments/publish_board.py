@@ -28,8 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("board", type=Path, help="the leaderboard's out_dir")
     parser.add_argument("name", help="suffix of the published files (leaderboard_<name>.md ...)")
-    parser.add_argument("--preset", default=None, help="the preset it ran with (default: <name>): its concept order and contrasts")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs", help="where results/ and img/ are (default: the repo's docs/)")
+    parser.add_argument(
+        "--preset", default=None, help="the preset it ran with (default: <name>): its concept order and contrasts"
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=REPO / "docs", help="where results/ and img/ are (default: the repo's docs/)"
+    )
     args = parser.parse_args(argv)
     cfg = to_dict(compose("leaderboard", [f"preset={args.preset or args.name}"]))
     prev_path = args.board / "leaderboard.json"
@@ -47,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no finished concept in {args.board}/concepts: nothing to publish")
     seconds = sum(res.get("eval_time_s", 0.0) for blob in results.values() for res in blob["results"].values())
     write(args.board, results, seconds, final=True, readable=prev.get("readability"), pairs=cfg.get("contrasts"))
-    out = {args.board / "leaderboard.md": args.docs / "results" / f"leaderboard_{args.name}.md",
-           args.board / "leaderboard.json": args.docs / "results" / f"leaderboard_{args.name}.json",
-           args.board / "heatmap.png": args.docs / "img" / f"leaderboard_{args.name}.png",
-           args.board / "tradeoff.png": args.docs / "img" / f"leaderboard_{args.name}_tradeoff.png"}
+    out = {
+        args.board / "leaderboard.md": args.docs / "results" / f"leaderboard_{args.name}.md",
+        args.board / "leaderboard.json": args.docs / "results" / f"leaderboard_{args.name}.json",
+        args.board / "heatmap.png": args.docs / "img" / f"leaderboard_{args.name}.png",
+        args.board / "tradeoff.png": args.docs / "img" / f"leaderboard_{args.name}_tradeoff.png",
+    }
     for src, dst in out.items():
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -53,16 +53,31 @@ def load_rows(root: Path, metric: str) -> list[dict]:
         if family is None or metric not in r:
             continue
         size = r.get("latents_written") if family == "sae_bias" else r.get("n_params")
-        data = r.get("data") or json.loads((root / r["run"] / "cfg.json").read_text()).get("data", "default")  # one concept: not swept
-        out.append({"family": family, "budget": budget[len(family) + 1 :], "concept": Path(str(data)).name, "data": str(data),
-                    "seed": r.get("seed", 0), "size": size, metric: r[metric], "latents_read": r.get("latents_read", ""),
-                    "latents_written": r.get("latents_written", ""), "train_time_s": r.get("train_time_s", ""), "run": r["run"]})
+        data = r.get("data") or json.loads((root / r["run"] / "cfg.json").read_text()).get(
+            "data", "default"
+        )  # one concept: not swept
+        out.append(
+            {
+                "family": family,
+                "budget": budget[len(family) + 1 :],
+                "concept": Path(str(data)).name,
+                "data": str(data),
+                "seed": r.get("seed", 0),
+                "size": size,
+                metric: r[metric],
+                "latents_read": r.get("latents_read", ""),
+                "latents_written": r.get("latents_written", ""),
+                "train_time_s": r.get("train_time_s", ""),
+                "run": r["run"],
+            }
+        )
     return out
 
 
 def paired(rows: list[dict], a: str, b: str, metric: str) -> dict[str, list[float]]:
     """concept -> differences at each budget both families ran (seeds averaged), signed so that positive means
     b is better: metric(a) - metric(b) for a loss, metric(b) - metric(a) for a score."""
+
     def mean_at(fam, concept, budget):
         vals = [r[metric] for r in rows if (r["family"], r["concept"], r["budget"]) == (fam, concept, budget)]
         return statistics.fmean(vals) if vals else None
@@ -117,12 +132,20 @@ def plot(path: Path, rows: list[dict], metrics: list[str]) -> None:
     for row_axes, metric in zip(axes, metrics):
         for ax, concept in zip(row_axes, concepts):
             for i, fam in enumerate(FAMILIES):
-                pts = sorted((r["size"], r[metric]) for r in rows
-                             if r["family"] == fam and r["concept"] == concept and r["size"] and r.get(metric) is not None)
+                pts = sorted(
+                    (r["size"], r[metric])
+                    for r in rows
+                    if r["family"] == fam and r["concept"] == concept and r["size"] and r.get(metric) is not None
+                )
                 if pts:
                     ax.plot(*zip(*pts), "o-", color=f"C{i}", label=fam)
             better = "higher" if metric in HIGHER_IS_BETTER else "lower"
-            ax.set(xscale="log", xlabel="parameters (sae_bias: latents written)", ylabel=f"{metric} ({better} is better)", title=concept)
+            ax.set(
+                xscale="log",
+                xlabel="parameters (sae_bias: latents written)",
+                ylabel=f"{metric} ({better} is better)",
+                title=concept,
+            )
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -133,19 +156,28 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
     """Score every run with compare's protocol (one compare per concept, the runs as saved methods); adds
     row["score"] (test score at the val-chosen strength) and row["strength"]. `overrides`: compare overrides
     (e.g. the model / SAE the runs were trained with when not the embedded default)."""
-    from saebasis.experiments.compare import compare
     from saebasis.config import compose, to_dict
-    from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
+    from saebasis.data import load_concept
+    from saebasis.experiments.compare import compare
 
     stack = None
     for data in sorted({r["data"] for r in rows}):
         concept = Path(data).name
         out = root / "judged" / concept
-        cfg = to_dict(compose("compare", [f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]))
+        cfg = to_dict(
+            compose(
+                "compare", [f"data={data}", f"out_dir={out}", "logger=none", "resume=true", "seeds=[0]", *overrides]
+            )
+        )
         mine = [r for r in rows if r["data"] == data]
-        cfg["methods"] = {"unsteered": {"kind": "none"},
-                          **{f"{r['family']}_{r['budget']}": {"kind": "run", "run_dir": str(root / r["run"]), "strengths": STRENGTHS} for r in mine}}
+        cfg["methods"] = {
+            "unsteered": {"kind": "none"},
+            **{
+                f"{r['family']}_{r['budget']}": {"kind": "run", "run_dir": str(root / r["run"]), "strengths": STRENGTHS}
+                for r in mine
+            },
+        }
         stack = stack or load_stack(cfg)
         result = compare(cfg, stack=stack, concept=load_concept(data))
         by_name = {row["method"]: row for row in result["rows"]}
@@ -157,28 +189,48 @@ def judge(root: Path, rows: list[dict], overrides: list[str] = ()) -> None:
 def summarize(root: Path, metric: str = "val/loss", judged: bool = False, overrides: list[str] = ()) -> dict:
     rows = load_rows(root, "val/loss")
     if not rows:
-        raise SystemExit(f"No rank_vs_sparsity runs with 'val/loss' under {root} (expected +budget=<family>_<budget> overrides).")
+        raise SystemExit(
+            f"No rank_vs_sparsity runs with 'val/loss' under {root} (expected +budget=<family>_<budget> overrides)."
+        )
     if metric not in ("val/loss", "score") or (metric == "score" and not judged):
         raise SystemExit(f"--metric {metric}: use val/loss, or score together with --judge.")
     if judged:
         judge(root, rows, overrides)
     metrics = ["val/loss", "score"] if judged else ["val/loss"]
-    cols = ["family", "budget", "concept", "seed", "size", *metrics, *(["strength"] if judged else []),
-            "latents_read", "latents_written", "train_time_s", "run"]
+    cols = [
+        "family",
+        "budget",
+        "concept",
+        "seed",
+        "size",
+        *metrics,
+        *(["strength"] if judged else []),
+        "latents_read",
+        "latents_written",
+        "train_time_s",
+        "run",
+    ]
     rows.sort(key=lambda r: (r["concept"], r["family"], r["size"] or 0))
     with open(root / "rank_vs_sparsity.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(cols[:-1]) + " |", "|" + "---|" * (len(cols) - 1)]
-    lines += ["| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols[:-1]) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols[:-1]) + " |"
+        for r in rows
+    ]
     n_concepts = len({r["concept"] for r in rows})
     ci_by: dict[str, dict] = {}
     for m in metrics:
         ci = {name: bootstrap(paired(rows, a, b, m)) for name, (a, b) in COMPARISONS.items()}
         ci_by[m] = ci
-        lines += ["", f"Paired differences of {m} (positive: the second family is better), 95% bootstrap CI over "
-                  + ("concepts, then budgets" if n_concepts > 1 else "budgets only (one concept)") + ":"]
+        lines += [
+            "",
+            f"Paired differences of {m} (positive: the second family is better), 95% bootstrap CI over "
+            + ("concepts, then budgets" if n_concepts > 1 else "budgets only (one concept)")
+            + ":",
+        ]
         lines += [f"- {name}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}] ({k} pairs)" for name, (d, lo, hi, k) in ci.items()]
         lines += [f"Verdict on {m}: {verdict(ci)}."]
     lines += ["", f"Verdict ({metric}): {verdict(ci_by[metric])}."]
@@ -193,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--metric", default="val/loss", help="the verdict's metric: val/loss, or score (needs --judge)")
     parser.add_argument("--judge", action="store_true", help="score every run with compare's protocol (resumable)")
-    parser.add_argument("--override", action="append", default=[], help="a compare override for --judge (repeatable), e.g. model=gpt2")
+    parser.add_argument(
+        "--override", action="append", default=[], help="a compare override for --judge (repeatable), e.g. model=gpt2"
+    )
     args = parser.parse_args(argv)
     result = summarize(args.root, args.metric, args.judge, args.override)
     print(json.dumps({k: list(v) for k, v in result["ci"].items()}))

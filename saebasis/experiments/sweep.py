@@ -55,11 +55,15 @@ def validate_sweep(cfg: Any) -> None:
         problems.append(f"run_cap must be a positive integer, got {cap!r}")
     command = [str(c) for c in cfg.get("command") or []]
     if "${args_no_hyphens}" not in command or not all(c in command for c in ENTRY):
-        problems.append('command must run the Hydra entry point with the parameters as overrides: '
-                        '["${env}", "${interpreter}", "-m", "saebasis.cli", "train", "${args_no_hyphens}"]')
+        problems.append(
+            "command must run the Hydra entry point with the parameters as overrides: "
+            '["${env}", "${interpreter}", "-m", "saebasis.cli", "train", "${args_no_hyphens}"]'
+        )
     for name, spec in (cfg.get("parameters") or {}).items():
         if isinstance(spec, dict) and "parameters" in spec:
-            problems.append(f"parameter '{name}' is nested: use dotted names ({name}.<key>) so each is a Hydra override")
+            problems.append(
+                f"parameter '{name}' is nested: use dotted names ({name}.<key>) so each is a Hydra override"
+            )
         elif cfg.get("method") == "grid" and isinstance(spec, dict) and not {"value", "values"} & set(spec):
             problems.append(f"parameter '{name}': grid search needs value or values (not a distribution)")
     if cfg.get("method") == "bayes" and not (cfg.get("metric") or {}).get("name"):
@@ -124,7 +128,9 @@ def check_overrides(cfg: dict) -> None:
     try:
         compose("train", overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ValueError(f"Sweep parameters are not valid `saebasis train` overrides ({' '.join(overrides)}): {err}") from err
+        raise ValueError(
+            f"Sweep parameters are not valid `saebasis train` overrides ({' '.join(overrides)}): {err}"
+        ) from err
 
 
 def _optuna_value(name: str, spec: dict) -> str:
@@ -137,10 +143,15 @@ def _optuna_value(name: str, spec: dict) -> str:
         import math
 
         dist, lo, hi = "log_uniform_values", math.exp(lo), math.exp(hi)
-    forms = {"uniform": f"interval({lo},{hi})", "log_uniform_values": f"tag(log,interval({lo},{hi}))",
-             "int_uniform": f"int(interval({lo},{hi}))"}
+    forms = {
+        "uniform": f"interval({lo},{hi})",
+        "log_uniform_values": f"tag(log,interval({lo},{hi}))",
+        "int_uniform": f"int(interval({lo},{hi}))",
+    }
     if dist not in forms:
-        raise ValueError(f"parameter '{name}': distribution '{dist}' has no Optuna sweeper form; use one of {sorted(forms)}.")
+        raise ValueError(
+            f"parameter '{name}': distribution '{dist}' has no Optuna sweeper form; use one of {sorted(forms)}."
+        )
     return f"{name}={forms[dist]}"
 
 
@@ -154,9 +165,13 @@ def hydra_equivalent(cfg: dict) -> str:
             parts.append(f"{name}={','.join(str(v) for v in values)}")
         return shlex.join(parts)
     metric = cfg.get("metric") or {}
-    parts += ["hydra/sweeper=optuna", f"hydra/sweeper/sampler={'random' if cfg['method'] == 'random' else 'tpe'}",
-              f"hydra.sweeper.n_trials={cfg.get('run_cap', 10)}", f"hydra.callbacks.sweep.metric={metric.get('name', 'val/loss')}",
-              f"hydra.sweeper.direction={metric.get('goal', 'minimize')}"]
+    parts += [
+        "hydra/sweeper=optuna",
+        f"hydra/sweeper/sampler={'random' if cfg['method'] == 'random' else 'tpe'}",
+        f"hydra.sweeper.n_trials={cfg.get('run_cap', 10)}",
+        f"hydra.callbacks.sweep.metric={metric.get('name', 'val/loss')}",
+        f"hydra.sweeper.direction={metric.get('goal', 'minimize')}",
+    ]
     parts += [_optuna_value(name, spec) for name, spec in cfg["parameters"].items()]
     return shlex.join(parts)
 
@@ -178,13 +193,17 @@ def offline_reason() -> str | None:
 
 def _fail_offline(reason: str, cfg: dict | None) -> None:
     hint = hydra_equivalent(cfg) if cfg else "saebasis train -m hydra/callbacks=sweep key=a,b other=c,d"
-    print(f"saebasis sweep: cannot reach wandb: {reason}.\nRun the same sweep locally with Hydra multirun:\n  {hint}",
-          file=sys.stderr)
+    print(
+        f"saebasis sweep: cannot reach wandb: {reason}.\nRun the same sweep locally with Hydra multirun:\n  {hint}",
+        file=sys.stderr,
+    )
     sys.exit(3)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saebasis sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="saebasis sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="register a wandb sweep from a YAML definition")
     c.add_argument("yaml")

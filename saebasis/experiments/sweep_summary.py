@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+
 from saebasis.core.tables import write_table
 
 FIXED_COLS = ("run", "method", "hook")
@@ -51,7 +52,9 @@ def collect_runs(root: Path) -> tuple[list[dict], list[str]]:
         cfg = json.loads(cfg_path.read_text())
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        rows.append({"run": str(run.relative_to(root)), "method": cfg.get("method"), "hook": cfg.get("hook"), **numeric})
+        rows.append(
+            {"run": str(run.relative_to(root)), "method": cfg.get("method"), "hook": cfg.get("hook"), **numeric}
+        )
         overrides.append(_overrides(run))
     keys = sorted({k for o in overrides for k in o})
     swept = [k for k in keys if len({o.get(k) for o in overrides}) > 1 and k not in ("run_dir", "ckpt_dir")]
@@ -73,7 +76,9 @@ def summarize(root: Path, metric: str = "val/loss") -> dict:
     """Table + plot of `metric` over every run under `root`; returns the paths and the rows."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder. Pass the multirun folder: saebasis sweep summarize dir=multirun/<date>")
+        raise FileNotFoundError(
+            f"{root} is not a folder. Pass the multirun folder: saebasis sweep summarize dir=multirun/<date>"
+        )
     rows, swept = collect_runs(root)
     if not rows:
         raise ValueError(f"No saebasis run folders (cfg.json + intervention.safetensors) under {root}.")
@@ -88,8 +93,14 @@ def summarize(root: Path, metric: str = "val/loss") -> dict:
         best = min(scored, key=lambda r: r[metric])
         print(f"lowest {metric}: {best[metric]:.4g} ({best['run']})")
     plot = plot_summary(root / "summary.png", rows, swept, metric)
-    return {"csv": str(root / "summary.csv"), "md": str(root / "summary.md"), "plot": plot, "rows": rows, "swept": swept,
-            "metric": metric}
+    return {
+        "csv": str(root / "summary.csv"),
+        "md": str(root / "summary.md"),
+        "plot": plot,
+        "rows": rows,
+        "swept": swept,
+        "metric": metric,
+    }
 
 
 def _logged_metric(rows: list[dict], metric: str) -> str:
@@ -109,8 +120,12 @@ def plot_keys(rows: list[dict], swept: list[str]) -> tuple[list[str], list[str]]
     keys = [k for k in ("method", "hook") if len({r[k] for r in rows}) > 1]
     named = ("hook", "intervention", "experiment") if "method" in keys else ("hook",)
     keys += [k for k in swept if k not in named]
-    many = [k for k in keys if all(isinstance(r[k], (int, float)) for r in rows)
-            and (len({r[k] for r in rows}) > MANY or any(isinstance(r[k], float) for r in rows))]
+    many = [
+        k
+        for k in keys
+        if all(isinstance(r[k], (int, float)) for r in rows)
+        and (len({r[k] for r in rows}) > MANY or any(isinstance(r[k], float) for r in rows))
+    ]
     return [k for k in keys if k not in many], many
 
 
@@ -164,8 +179,16 @@ def _heatmap(fig, ax, rows: list[dict], keys: tuple[str, str], metric: str) -> N
     im = ax.imshow(grid, cmap="viridis_r" if "loss" in metric else "viridis", aspect="auto")
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
-            ax.text(j, i, "" if math.isnan(v) else f"{v:.4g}", ha="center", va="center", color="w", fontsize=9,
-                    path_effects=[patheffects.withStroke(linewidth=2, foreground="k")])
+            ax.text(
+                j,
+                i,
+                "" if math.isnan(v) else f"{v:.4g}",
+                ha="center",
+                va="center",
+                color="w",
+                fontsize=9,
+                path_effects=[patheffects.withStroke(linewidth=2, foreground="k")],
+            )
     ax.set_xticks(range(len(xs)), [_label(x) for x in xs], fontsize=8)
     ax.set_yticks(range(len(ys)), [_label(y) for y in ys], fontsize=8)
     ax.set(xlabel=keys[1], ylabel=keys[0], title=f"mean {metric}")
@@ -211,7 +234,9 @@ class SweepCallback(Callback):
             job_return.return_value = float(value)
         else:
             numeric = sorted(k for k, v in job_return._return_value.items() if isinstance(v, (int, float)))
-            print(f"[saebasis] metric '{self.metric}' is {value!r} in this job; set hydra.callbacks.sweep.metric to one of {numeric}.")
+            print(
+                f"[saebasis] metric '{self.metric}' is {value!r} in this job; set hydra.callbacks.sweep.metric to one of {numeric}."
+            )
 
     def on_multirun_end(self, config, **kwargs) -> None:
         root = Path(config.hydra.sweep.dir)

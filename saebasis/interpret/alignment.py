@@ -72,29 +72,50 @@ def _per_latent(score, concept, texts: dict[int, list[str]]) -> dict[int, float]
     return out
 
 
-def concept_alignment(concept, table, tokenizer, top: list[int], n_random: int = 10, seed: int = 0, n_boot: int = 1000) -> dict:
+def concept_alignment(
+    concept, table, tokenizer, top: list[int], n_random: int = 10, seed: int = 0, n_boot: int = 1000
+) -> dict:
     """The alignment numbers (see the module docstring); latents without contexts are left out of both groups."""
     rand = random_alive(table, top, n_random, seed)
     texts = {i: table.context_texts(i, tokenizer) for i in dict.fromkeys(top + rand)}
     texts = {i: t for i, t in texts.items() if t}
     scores = _per_latent(judge_texts, concept, texts)
     a, b = [scores[i] for i in top if i in scores], [scores[i] for i in rand if i in scores]
-    out = {"judge": concept.judge, "concept": concept.name, "top": {str(i): scores.get(i) for i in top},
-           "random": {str(i): scores.get(i) for i in rand}, "n_top": len(a), "n_random": len(b), "seed": seed,
-           "top_mean": None, "random_mean": None, "diff": None, "ci95": None, "positive_share": None}
+    out = {
+        "judge": concept.judge,
+        "concept": concept.name,
+        "top": {str(i): scores.get(i) for i in top},
+        "random": {str(i): scores.get(i) for i in rand},
+        "n_top": len(a),
+        "n_random": len(b),
+        "seed": seed,
+        "top_mean": None,
+        "random_mean": None,
+        "diff": None,
+        "ci95": None,
+        "positive_share": None,
+    }
     if not a or not b:
         return out
-    out.update(top_mean=sum(a) / len(a), random_mean=sum(b) / len(b), diff=sum(a) / len(a) - sum(b) / len(b),
-               ci95=list(bootstrap_diff(a, b, n_boot, seed)))
+    out.update(
+        top_mean=sum(a) / len(a),
+        random_mean=sum(b) / len(b),
+        diff=sum(a) / len(a) - sum(b) / len(b),
+        ci95=list(bootstrap_diff(a, b, n_boot, seed)),
+    )
     polarity = _per_latent(polarity_texts, concept, texts)
     if polarity is not None:
-        lean = lambda group: sum(polarity[i] > LEANS_POSITIVE for i in group if i in polarity) / max(1, sum(i in polarity for i in group))
+        lean = lambda group: (
+            sum(polarity[i] > LEANS_POSITIVE for i in group if i in polarity)
+            / max(1, sum(i in polarity for i in group))
+        )
         out["positive_share"] = {"top": lean(top), "random": lean(rand), "threshold": LEANS_POSITIVE}
     return out
 
 
-def lens_alignment(concept, lens_tokens: dict[int, list[str]], top: list[int], rand: list[int], seed: int = 0,
-                   n_boot: int = 1000) -> dict:
+def lens_alignment(
+    concept, lens_tokens: dict[int, list[str]], top: list[int], rand: list[int], seed: int = 0, n_boot: int = 1000
+) -> dict:
     """The alignment difference with each latent judged on its logit-lens tokens (its promoted tokens joined by
     spaces, one text a latent) instead of its contexts: same groups, same judge, same bootstrap as
     `concept_alignment`, so the two can be compared cell by cell."""
@@ -104,8 +125,14 @@ def lens_alignment(concept, lens_tokens: dict[int, list[str]], top: list[int], r
     if not a or not b:
         return {"judge": concept.judge, "diff": None, "ci95": None, "n_top": len(a), "n_random": len(b)}
     diff = sum(a) / len(a) - sum(b) / len(b)
-    return {"judge": concept.judge, "diff": diff, "ci95": list(bootstrap_diff(a, b, n_boot, seed)), "n_top": len(a),
-            "n_random": len(b), "texts": {str(i): t[0] for i, t in texts.items()}}
+    return {
+        "judge": concept.judge,
+        "diff": diff,
+        "ci95": list(bootstrap_diff(a, b, n_boot, seed)),
+        "n_top": len(a),
+        "n_random": len(b),
+        "texts": {str(i): t[0] for i, t in texts.items()},
+    }
 
 
 def board_lens_alignment(board: str | Path, model, tokenizer, sae, seed: int = 0) -> dict:
@@ -121,8 +148,9 @@ def board_lens_alignment(board: str | Path, model, tokenizer, sae, seed: int = 0
         for i in top + rand:
             if i not in lens:
                 lens[i] = logit_lens(model, tokenizer, sae.W_dec[i], k=8)["promoted"]
-        cell = {"contexts": {"diff": al["diff"], "ci95": al["ci95"]},
-                "lens": lens_alignment(concept, lens, top, rand, al["seed"])}
+        cell = {
+            "contexts": {"diff": al["diff"], "ci95": al["ci95"]},
+            "lens": lens_alignment(concept, lens, top, rand, al["seed"]),
+        }
         out.setdefault(concept.name, {})[report.parents[1].name.removesuffix(f"-seed{seed}")] = cell  # run name
     return out
-

@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from saebasis.core import hooks
 from saebasis.core.activations import right_padded
-from saebasis.corpus.acts import special_ids, template_prefix
 from saebasis.core.models import cache_root
+from saebasis.corpus.acts import special_ids, template_prefix
 
 FORMAT = 1
 FILE = "latents.safetensors"
@@ -140,7 +140,9 @@ def encode_corpus(
     for start in tqdm(range(0, len(order), batch_size), desc="SAE latents over the corpus", unit="batch", leave=False):
         ids = order[start : start + batch_size]
         batch, mask = right_padded([docs[d] for d in ids], pad_id)  # [batch, pos]
-        h = hooks.run_to_hook(model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device))  # [batch, pos, d_model]
+        h = hooks.run_to_hook(
+            model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device)
+        )  # [batch, pos, d_model]
         flat = torch.cat([doc_ptr[d] + torch.arange(len(docs[d])) for d in ids])  # [tokens] flat corpus index
         keep = valid[flat]
         rows = torch.cat([h[row, : len(docs[d])] for row, d in enumerate(ids)])[keep.to(h.device)]  # [kept, d_model]
@@ -172,13 +174,23 @@ def _to_csc(input_ids, doc_ptr, valid, tok, lat, val, d_sae: int, exact: bool) -
 
 
 def latent_cache(
-    model, tokenizer, sae, texts: list[str], max_len: int = 128, skip_first: int = 1, skip_special: bool = True,
-    batch_size: int = 8, max_per_token: int | None = None, cache_dir: str | Path | None = None,
+    model,
+    tokenizer,
+    sae,
+    texts: list[str],
+    max_len: int = 128,
+    skip_first: int = 1,
+    skip_special: bool = True,
+    batch_size: int = 8,
+    max_per_token: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[LatentCache, bool]:
     """The cached activations for this (model, SAE, corpus, settings), computing and saving them on a miss.
     Returns (cache, hit): hit is True when nothing was recomputed."""
     if skip_first < 0 or max_len < 1 or batch_size < 1:
-        raise ValueError(f"need skip_first >= 0, max_len >= 1, batch_size >= 1; got {skip_first}, {max_len}, {batch_size}.")
+        raise ValueError(
+            f"need skip_first >= 0, max_len >= 1, batch_size >= 1; got {skip_first}, {max_len}, {batch_size}."
+        )
     docs = tokenize(tokenizer, texts, max_len)
     settings = {"skip_first": skip_first, "skip_special": skip_special, "max_per_token": max_per_token}
     folder = Path(cache_dir or cache_root() / "latents") / cache_key(model, sae, docs, settings)
@@ -190,14 +202,24 @@ def latent_cache(
     valid = valid_mask(tokenizer, docs, skip_first, skip_special)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cache = encode_corpus(model, sae, docs, valid, pad, batch_size, max_per_token)
-    _save(folder, cache, {"sae": sae.source, "hook": sae.hook, "model": getattr(model.config, "_name_or_path", ""), **settings})
+    _save(
+        folder,
+        cache,
+        {"sae": sae.source, "hook": sae.hook, "model": getattr(model.config, "_name_or_path", ""), **settings},
+    )
     return cache, False
 
 
 def _save(folder: Path, cache: LatentCache, info: dict) -> None:
     """Write the file under a temporary name, then rename: a crash never leaves a half-written cache."""
     folder.mkdir(parents=True, exist_ok=True)
-    info = {**info, "exact": cache.exact, "n_docs": cache.n_docs, "n_tokens": cache.n_tokens, "nnz": cache.values.numel()}
+    info = {
+        **info,
+        "exact": cache.exact,
+        "n_docs": cache.n_docs,
+        "n_tokens": cache.n_tokens,
+        "nnz": cache.values.numel(),
+    }
     tmp = folder / f".{FILE}.{os.getpid()}.tmp"
     save_file(cache.tensors(), tmp)
     (folder / "info.json").write_text(json.dumps(info, indent=2))

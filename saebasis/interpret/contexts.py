@@ -59,7 +59,9 @@ def _first_occurrence(x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
-def max_contexts(cache: LatentCache, tokenizer, latent: int, n: int = 5, before: int = 16, after: int = 4) -> list[Context]:
+def max_contexts(
+    cache: LatentCache, tokenizer, latent: int, n: int = 5, before: int = 16, after: int = 4
+) -> list[Context]:
     """The n strongest distinct contexts of `latent` (see the module docstring)."""
     if n < 1 or before < 0 or after < 0:
         raise ValueError(f"need n_contexts >= 1 and a non-negative window; got n={n}, before={before}, after={after}.")
@@ -77,6 +79,15 @@ def max_contexts(cache: LatentCache, tokenizer, latent: int, n: int = 5, before:
         if len(out) == n:
             continue  # keep counting duplicates of the shown contexts
         index[key] = len(out)
-        out.append(Context(doc, peak - start, value, token_texts(tokenizer, cache.input_ids[lo:hi].tolist()), column[lo:hi].tolist(),
-                           (~cache.valid[lo:hi]).tolist(), 1))
+        out.append(
+            Context(
+                doc,
+                peak - start,
+                value,
+                token_texts(tokenizer, cache.input_ids[lo:hi].tolist()),
+                column[lo:hi].tolist(),
+                (~cache.valid[lo:hi]).tolist(),
+                1,
+            )
+        )
     return out

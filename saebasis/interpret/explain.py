@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import re
 
-from saebasis.interpret.contexts import Context
 from saebasis.core.models import EMBEDDED_NAMES
+from saebasis.interpret.contexts import Context
 
 EMBEDDED_LABEL = "SmolLM2-135M"
 PROMPT = "Words: {words}.\nWhat do these words have in common? Give one short label for this group of words."

@@ -25,7 +25,9 @@ from torch import Tensor
 from saebasis.interpret.threads import one_thread
 
 
-def pattern_matrix(doc_peak: Float[Tensor, "n_docs d_sae"], latents: list[int], normalize: bool = True) -> tuple[Float[Tensor, "n n_latents"], list[int]]:
+def pattern_matrix(
+    doc_peak: Float[Tensor, "n_docs d_sae"], latents: list[int], normalize: bool = True
+) -> tuple[Float[Tensor, "n n_latents"], list[int]]:
     """(X, the corpus document of each row): peak activation of each latent in each document (measure.py)."""
     x = doc_peak[:, latents].float().clamp_min(0)  # [n_docs, n_latents]
     rows = (x > 0).any(1).nonzero()[:, 0]
@@ -121,10 +123,15 @@ def compare_bases(x: Float[Tensor, "n m"], target: float = 0.9, top: int = 3, it
     return {"target": target, "top": top, **out}
 
 
-def component_examples(docs: list[list[int]], peak_pos: Tensor, tokenizer, result: dict, n: int = 3, before: int = 10, after: int = 3) -> list[dict]:
+def component_examples(
+    docs: list[list[int]], peak_pos: Tensor, tokenizer, result: dict, n: int = 3, before: int = 10, after: int = 3
+) -> list[dict]:
     """For each NMF part: its main latent (the one whose weight lies most in this part) and the contexts that
     load on the part most (text around that latent's peak in each)."""
-    weights, parts = torch.tensor(result["nmf_weights"]), torch.tensor(result["nmf_parts"])  # [n_ctx, k], [k, n_latents]
+    weights, parts = (
+        torch.tensor(result["nmf_weights"]),
+        torch.tensor(result["nmf_parts"]),
+    )  # [n_ctx, k], [k, n_latents]
     specific = parts / parts.sum(0, keepdim=True).clamp_min(1e-12)  # share of each latent's weight in each part
     out = []
     for c in range(parts.shape[0]):

@@ -37,7 +37,9 @@ class Measured(NamedTuple):
 
 
 @torch.no_grad()
-def measure(model, sae, intervention, docs: list[list[int]], valid: Tensor, pad_id: int, batch_size: int = 8) -> Measured:
+def measure(
+    model, sae, intervention, docs: list[list[int]], valid: Tensor, pad_id: int, batch_size: int = 8
+) -> Measured:
     """One pass of the model over `docs` (right-padded batches): latent change and per-document peaks."""
     device = next(model.parameters()).device
     lengths = torch.tensor([len(d) for d in docs])
@@ -46,10 +48,14 @@ def measure(model, sae, intervention, docs: list[list[int]], valid: Tensor, pad_
     peak = torch.zeros(len(docs), sae.d_sae)
     peak_pos = torch.zeros(len(docs), sae.d_sae, dtype=torch.long)
     n, basis = 0, "none"
-    for lo in tqdm(range(0, len(docs), batch_size), desc="measuring the run's latent change", unit="batch", leave=False):
+    for lo in tqdm(
+        range(0, len(docs), batch_size), desc="measuring the run's latent change", unit="batch", leave=False
+    ):
         ids = list(range(lo, min(lo + batch_size, len(docs))))
         batch, mask = right_padded([docs[d] for d in ids], pad_id)  # [batch, pos]
-        h = hooks.run_to_hook(model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device))  # [batch, pos, d_model]
+        h = hooks.run_to_hook(
+            model, sae.hook, input_ids=batch.to(device), attention_mask=mask.to(device)
+        )  # [batch, pos, d_model]
         for row, d in enumerate(ids):
             keep = valid[starts[d] : starts[d + 1]].to(h.device)  # [T]
             if not bool(keep.any()):
@@ -98,11 +104,28 @@ def kendall(a: Tensor, b: Tensor) -> float | None:
 
 def agreement(a: Float[Tensor, " d_sae"], b: Float[Tensor, " d_sae"], k: int = 10) -> dict:
     """How two rankings of the latents agree (see the module docstring); the top-k of each, strongest first."""
-    top_a = [i for i in torch.sort(a, descending=True, stable=True).indices[:k].tolist() if a[i] > 0]  # zero scores: not ranked
+    top_a = [
+        i for i in torch.sort(a, descending=True, stable=True).indices[:k].tolist() if a[i] > 0
+    ]  # zero scores: not ranked
     top_b = [i for i in torch.sort(b, descending=True, stable=True).indices[:k].tolist() if b[i] > 0]
     union = sorted(set(top_a) | set(top_b))
     if len(union) < 2:
-        return {"top_a": top_a, "top_b": top_b, "overlap": len(set(top_a) & set(top_b)), "k": k, "union": union, "spearman": None, "kendall": None}
+        return {
+            "top_a": top_a,
+            "top_b": top_b,
+            "overlap": len(set(top_a) & set(top_b)),
+            "k": k,
+            "union": union,
+            "spearman": None,
+            "kendall": None,
+        }
     idx = torch.tensor(union)
-    return {"top_a": top_a, "top_b": top_b, "overlap": len(set(top_a) & set(top_b)), "k": k, "union": union,
-            "spearman": spearman(a[idx], b[idx]), "kendall": kendall(a[idx], b[idx])}
+    return {
+        "top_a": top_a,
+        "top_b": top_b,
+        "overlap": len(set(top_a) & set(top_b)),
+        "k": k,
+        "union": union,
+        "spearman": spearman(a[idx], b[idx]),
+        "kendall": kendall(a[idx], b[idx]),
+    }

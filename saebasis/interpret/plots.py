@@ -8,8 +8,8 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def to_data_uri(fig) -> str:
@@ -22,19 +22,30 @@ def to_data_uri(fig) -> str:
 def overview(data: dict) -> str:
     """Scores of the top latents (left) and the norm-explained curves over k (right)."""
     latents = data["latents"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.6, 0.3 * len(latents))), layout="constrained",
-                                      gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(13, max(3.6, 0.3 * len(latents))), layout="constrained", gridspec_kw={"width_ratios": [1.2, 1]}
+    )
     names = [f"{l['latent']}: {l['short']}" if l.get("short") else f"latent {l['latent']}" for l in latents][::-1]
     left.barh(names, [l["score"] for l in latents][::-1], color="#4477aa")
-    left.set(title="Top latents (label: the tokens each fires on most, by lift)",
-             xlabel=f"score: {data['ranking']['source']}")
+    left.set(
+        title="Top latents (label: the tokens each fires on most, by lift)",
+        xlabel=f"score: {data['ranking']['source']}",
+    )
     left.tick_params(axis="y", labelsize=8)
     curve = data["norm_explained"]
     right.plot(curve["k"], curve["weight_share"], color="#cc6677", label="share of ||score||² in top-k")
     if curve["residual_share"] is not None:
-        right.plot(curve["k"], curve["residual_share"], color="#228833", label="share of ||Δh||² in span of top-k W_dec rows")
+        right.plot(
+            curve["k"], curve["residual_share"], color="#228833", label="share of ||Δh||² in span of top-k W_dec rows"
+        )
     right.axvline(len(latents), color="#999999", ls="--", lw=1, label=f"k = {len(latents)} (shown)")
-    right.set(xscale="log", ylim=(0, 1.02), xlabel="k (latents in ranking order)", ylabel="fraction", title="How much the top-k latents explain")
+    right.set(
+        xscale="log",
+        ylim=(0, 1.02),
+        xlabel="k (latents in ranking order)",
+        ylabel="fraction",
+        title="How much the top-k latents explain",
+    )
     right.legend(fontsize=8, loc="lower right")
     return to_data_uri(fig)
 
@@ -53,7 +64,13 @@ def patterns(p: dict) -> str:
         (parts, f"NMF parts (relative error {p['nmf_rel_error']:.2f})", "viridis", (0, 1), "part"),
     )
     for ax, (mat, title, cmap, lims, ylabel) in zip(axes, panels):
-        im = ax.imshow(mat, aspect="auto", cmap=cmap, interpolation="nearest", **({} if lims is None else {"vmin": lims[0], "vmax": lims[1]}))
+        im = ax.imshow(
+            mat,
+            aspect="auto",
+            cmap=cmap,
+            interpolation="nearest",
+            **({} if lims is None else {"vmin": lims[0], "vmax": lims[1]}),
+        )
         ax.set(title=title, xlabel="latent", ylabel=ylabel, xticks=range(len(names)), xticklabels=names)
         ax.title.set_fontsize(9)
         ax.tick_params(axis="x", rotation=60, labelsize=7)

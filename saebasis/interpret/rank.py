@@ -48,9 +48,13 @@ def scores_of(intervention, sae) -> tuple[Float[Tensor, " d_sae"], str]:
         source = FALLBACK
     scores = scores.detach().float().cpu()
     if scores.shape != (sae.d_sae,):
-        raise ValueError(f"latent_scores() of '{intervention.method}' has shape {tuple(scores.shape)}; expected ({sae.d_sae},) = [d_sae].")
+        raise ValueError(
+            f"latent_scores() of '{intervention.method}' has shape {tuple(scores.shape)}; expected ({sae.d_sae},) = [d_sae]."
+        )
     if not torch.isfinite(scores).all():
-        raise ValueError(f"latent_scores() of '{intervention.method}' has NaN/inf entries; the run's weights are broken. Re-train it.")
+        raise ValueError(
+            f"latent_scores() of '{intervention.method}' has NaN/inf entries; the run's weights are broken. Re-train it."
+        )
     return scores, source
 
 

@@ -31,9 +31,16 @@ def readability(report_json: str | Path, out: Path) -> dict:
     data = json.loads(Path(report_json).read_text())
     cov, al = data["coverage"], data.get("alignment") or {}
     share = al.get("positive_share") or {}
-    return {"coverage": f"{cov['covered']}/{cov['of']}", "min_contexts": cov["min_contexts"], "diff": al.get("diff"),
-            "ci95": al.get("ci95"), "positive_share": share.get("top"), "random_share": share.get("random"),
-            "judge": al.get("judge"), "report": os.path.relpath(Path(report_json).parent / "report.html", out)}
+    return {
+        "coverage": f"{cov['covered']}/{cov['of']}",
+        "min_contexts": cov["min_contexts"],
+        "diff": al.get("diff"),
+        "ci95": al.get("ci95"),
+        "positive_share": share.get("top"),
+        "random_share": share.get("random"),
+        "judge": al.get("judge"),
+        "report": os.path.relpath(Path(report_json).parent / "report.html", out),
+    }
 
 
 def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> dict[str, dict]:
@@ -47,9 +54,12 @@ def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> d
             continue
         report = run_dir / "interpret" / "report.json"
         weights = run_dir / "intervention.safetensors"
-        if not report.exists() or report.stat().st_mtime < weights.stat().st_mtime:  # none yet, or the run was retrained
-            interpret(compose("interpret", [override("run", run_dir), override("out_dir", run_dir / "interpret"),
-                                            *overrides]))  # quoted: a concept folder may hold `(`, `<`, spaces
+        if (
+            not report.exists() or report.stat().st_mtime < weights.stat().st_mtime
+        ):  # none yet, or the run was retrained
+            interpret(
+                compose("interpret", [override("run", run_dir), override("out_dir", run_dir / "interpret"), *overrides])
+            )  # quoted: a concept folder may hold `(`, `<`, spaces
         found[run_dir.name.removesuffix("-seed0")] = readability(report, out)
     return found
 
@@ -60,8 +70,10 @@ def signed(x) -> str:
 
 def readability_table(readable: dict) -> str:
     """Markdown: one row per method (demo REPORT.md)."""
-    lines = ["| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | leaning positive: top-10 / random | report |",
-             "|---|---:|---:|---:|---|"]
+    lines = [
+        "| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | leaning positive: top-10 / random | report |",
+        "|---|---:|---:|---:|---|",
+    ]
     for name, r in readable.items():
         ci = f" [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]" if r.get("ci95") else ""
         share = "-" if r["positive_share"] is None else f"{r['positive_share']:.0%} / {r['random_share']:.0%}"

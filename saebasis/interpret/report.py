@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
-from saebasis.core import hooks
 from saebasis.config import to_dict
+from saebasis.core import hooks
+from saebasis.core.models import EMBEDDED_NAMES, load_model
+from saebasis.core.sae import SAEBasis
 from saebasis.interpret import explain as explainer
 from saebasis.interpret.alignment import concept_alignment, coverage
 from saebasis.interpret.cache import tokenize, valid_mask
@@ -30,12 +31,12 @@ from saebasis.interpret.rank import Ranking, norm_explained, order_of, scores_of
 from saebasis.interpret.render import render
 from saebasis.interpret.table import LatentTable, TableSettings, effect_of, latent_table
 from saebasis.interpret.texts import load_corpus
-from saebasis.core.models import EMBEDDED_NAMES, load_model
 from saebasis.runs import check_writable, load_run
-from saebasis.core.sae import SAEBasis
 
-READ_SIDE_NOTE = ("read side: the adaptor reads h W_in = z W_dec W_in + b_dec W_in + err(h) W_in; latents are ranked by "
-                  "||(W_dec W_in)[i]||, and the SAE-error term err(h) W_in is dropped (it is not attributable to any latent).")
+READ_SIDE_NOTE = (
+    "read side: the adaptor reads h W_in = z W_dec W_in + b_dec W_in + err(h) W_in; latents are ranked by "
+    "||(W_dec W_in)[i]||, and the SAE-error term err(h) W_in is dropped (it is not attributable to any latent)."
+)
 
 
 def load_for_interpret(cfg: dict):
@@ -51,11 +52,15 @@ def load_for_interpret(cfg: dict):
             f"read_sae=<SAE folder or builtin:NAME> (an SAE at the run's hook {run.cfg.get('hook')})."
         )
     if run.cfg.get("hook") and not hooks.same_residual(run.cfg["hook"], sae.hook):
-        raise ValueError(f"The run steers {run.cfg['hook']} but the SAE reads {sae.hook}; pick an SAE at the run's hook.")
+        raise ValueError(
+            f"The run steers {run.cfg['hook']} but the SAE reads {sae.hook}; pick an SAE at the run's hook."
+        )
     model_cfg = run.cfg.get("model") or {}
     if not model_cfg.get("name"):
         raise ValueError(f"{run.path}/cfg.json has no model.name; it was not written by saebasis train / fit-baseline.")
-    loaded = load_model(model_cfg["name"], cfg.get("device") or model_cfg.get("device", "cpu"), model_cfg.get("dtype", "float32"))
+    loaded = load_model(
+        model_cfg["name"], cfg.get("device") or model_cfg.get("device", "cpu"), model_cfg.get("dtype", "float32")
+    )
     sae.check_width(loaded.model.config.hidden_size)
     device = next(loaded.model.parameters()).device
     run.intervention.to(device)
@@ -64,8 +69,16 @@ def load_for_interpret(cfg: dict):
 
 def table_settings(cfg: dict) -> TableSettings:
     """The table's settings from the interpret config (scripts/build_latent_tables.py uses the same)."""
-    return TableSettings(cfg["max_len"], cfg["skip_first"], cfg["skip_special"], cfg["table_contexts"], cfg["context_before"],
-                         cfg["context_after"], cfg["table_tokens"], cfg["table_lens"])
+    return TableSettings(
+        cfg["max_len"],
+        cfg["skip_first"],
+        cfg["skip_special"],
+        cfg["table_contexts"],
+        cfg["context_before"],
+        cfg["context_after"],
+        cfg["table_tokens"],
+        cfg["table_lens"],
+    )
 
 
 def rankings(cfg: dict, run, sae, measured: Measured) -> tuple[Ranking, dict]:
@@ -77,14 +90,35 @@ def rankings(cfg: dict, run, sae, measured: Measured) -> tuple[Ranking, dict]:
     primary = both[cfg["rank_by"]]
     k = min(cfg["top_k"], sae.d_sae)
     order = order_of(primary)[:k]
-    order = order[primary[order] > 0] if bool((primary[order] > 0).any()) else order  # latents the method never touches are left out
-    ranking = Ranking(order, primary, f"{cfg['rank_by']}: " + (
-        f"measured mean |enc(h') - enc(h)| x ||W_dec[i]|| ({measured.basis})" if cfg["rank_by"] == "change" else f"{source} (residual units)"))
+    order = (
+        order[primary[order] > 0] if bool((primary[order] > 0).any()) else order
+    )  # latents the method never touches are left out
+    ranking = Ranking(
+        order,
+        primary,
+        f"{cfg['rank_by']}: "
+        + (
+            f"measured mean |enc(h') - enc(h)| x ||W_dec[i]|| ({measured.basis})"
+            if cfg["rank_by"] == "change"
+            else f"{source} (residual units)"
+        ),
+    )
     agree = agreement(change, weights, k)
-    info = {"by": cfg["rank_by"], "source": ranking.source, "top": ranking.indices.tolist(), "weights_source": source,
-            "change_basis": measured.basis, "change_tokens": measured.n_tokens,
-            "top_change": agree["top_a"], "top_weights": agree["top_b"], "overlap": agree["overlap"], "k": k,
-            "union": agree["union"], "spearman": agree["spearman"], "kendall": agree["kendall"]}
+    info = {
+        "by": cfg["rank_by"],
+        "source": ranking.source,
+        "top": ranking.indices.tolist(),
+        "weights_source": source,
+        "change_basis": measured.basis,
+        "change_tokens": measured.n_tokens,
+        "top_change": agree["top_a"],
+        "top_weights": agree["top_b"],
+        "overlap": agree["overlap"],
+        "k": k,
+        "union": agree["union"],
+        "spearman": agree["spearman"],
+        "kendall": agree["kendall"],
+    }
     return ranking, {**info, "_scores": both}
 
 
@@ -99,17 +133,36 @@ def describe_latents(cfg: dict, run, sae, loaded, table: LatentTable, top: list[
         contexts = table.contexts(i, tok, cfg["n_contexts"])
         stats = table.token_stats(i, tok)
         k = cfg["logit_k"]
-        lens = {"promoted": [t for t, _ in stats["promotes"][:k]], "promoted_logits": [v for _, v in stats["promotes"][:k]],
-                "suppressed": [t for t, _ in stats["suppresses"][:k]], "suppressed_logits": [v for _, v in stats["suppresses"][:k]]}
-        text, words = explainer.explain(*explain_with, contexts, cfg["explain_max_new_tokens"]) if explain_with else (None, [])
-        out.append({
-            "latent": i, "rank": rank, "score": float(scores[cfg["rank_by"]][i]), "change": float(scores["change"][i]),
-            "weight": float(scores["weights"][i]), "cos_folded": None if cos is None else float(cos[i]),
-            "density": table.density(i), "n_contexts": table.n_contexts(i), "tokens": stats,
-            "explanation": explainer.token_explanation(stats), "short": explainer.short_explanation(stats),
-            "effect": effects[i], "logit_lens": lens, "contexts": [c.to_json() for c in contexts],
-            "model_explanation": text, "explanation_words": words, "neuronpedia": sae.neuronpedia_url(i),
-        })
+        lens = {
+            "promoted": [t for t, _ in stats["promotes"][:k]],
+            "promoted_logits": [v for _, v in stats["promotes"][:k]],
+            "suppressed": [t for t, _ in stats["suppresses"][:k]],
+            "suppressed_logits": [v for _, v in stats["suppresses"][:k]],
+        }
+        text, words = (
+            explainer.explain(*explain_with, contexts, cfg["explain_max_new_tokens"]) if explain_with else (None, [])
+        )
+        out.append(
+            {
+                "latent": i,
+                "rank": rank,
+                "score": float(scores[cfg["rank_by"]][i]),
+                "change": float(scores["change"][i]),
+                "weight": float(scores["weights"][i]),
+                "cos_folded": None if cos is None else float(cos[i]),
+                "density": table.density(i),
+                "n_contexts": table.n_contexts(i),
+                "tokens": stats,
+                "explanation": explainer.token_explanation(stats),
+                "short": explainer.short_explanation(stats),
+                "effect": effects[i],
+                "logit_lens": lens,
+                "contexts": [c.to_json() for c in contexts],
+                "model_explanation": text,
+                "explanation_words": words,
+                "neuronpedia": sae.neuronpedia_url(i),
+            }
+        )
     return out
 
 
@@ -127,7 +180,13 @@ def patterns(cfg: dict, measured: Measured, docs: list[list[int]], tokenizer, to
     x, rows = pattern_matrix(measured.doc_peak, top, cfg["normalize_pattern"])
     if x.shape[0] < 2:
         return None  # fewer than two contexts: nothing to factorise
-    result = {"latents": top, "docs": rows, "matrix": x.tolist(), "normalized": cfg["normalize_pattern"], **factorize(x, cfg["n_factors"])}
+    result = {
+        "latents": top,
+        "docs": rows,
+        "matrix": x.tolist(),
+        "normalized": cfg["normalize_pattern"],
+        **factorize(x, cfg["n_factors"]),
+    }
     result["component_examples"] = component_examples(docs, measured.doc_peak_pos, tokenizer, result)
     result["bases"] = compare_bases(x)
     return result
@@ -143,11 +202,17 @@ def pullback(intervention, sae, k: int = 5) -> dict | None:
     rows = []
     for j in range(pb.directions.shape[0]):
         code, cos = pb.write_codes[j].detach().cpu(), pb.write_cosine[j].detach().cpu()
-        rows.append({
-            "direction": j, "norm": float(pb.directions[j].norm()),
-            "code": [[int(i), float(code[i]), float(code[i] / norms[i].clamp_min(1e-12))] for i in code.abs().topk(k).indices],
-            "cosine": [[int(i), float(cos[i])] for i in cos.abs().topk(k).indices],
-        })
+        rows.append(
+            {
+                "direction": j,
+                "norm": float(pb.directions[j].norm()),
+                "code": [
+                    [int(i), float(code[i]), float(code[i] / norms[i].clamp_min(1e-12))]
+                    for i in code.abs().topk(k).indices
+                ],
+                "cosine": [[int(i), float(cos[i])] for i in cos.abs().topk(k).indices],
+            }
+        )
     read = None
     if pb.read_weights is not None:
         strength = pb.read_weights.detach().float().norm(dim=-1).cpu()  # [d_sae]
@@ -170,18 +235,32 @@ def interpret(cfg) -> dict:
     for key in ("n_docs", "top_k", "max_len", "batch_size"):  # counts: 0 or negative would fail deep inside (torch.cat)
         value = cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"interpret: {key} must be a positive integer, got {value!r}. Fix: e.g. {key}=64 (see "
-                             f"configs/interpret.yaml).")
+            raise ValueError(
+                f"interpret: {key} must be a positive integer, got {value!r}. Fix: e.g. {key}=64 (see "
+                f"configs/interpret.yaml)."
+            )
     if not cfg.get("run") or not Path(cfg["run"]).is_dir():
-        raise FileNotFoundError(f"interpret: run={cfg.get('run')} is not a run folder. Fix: run=<a folder written by "
-                                f"`saebasis train` / `fit-baseline`>.")
+        raise FileNotFoundError(
+            f"interpret: run={cfg.get('run')} is not a run folder. Fix: run=<a folder written by "
+            f"`saebasis train` / `fit-baseline`>."
+        )
     out = Path(cfg.get("out_dir") or Path(cfg["run"]) / "interpret")
     check_writable(out, "out_dir")  # before loading the model or measuring anything
     run, sae, loaded = load_for_interpret(cfg)
     tok = loaded.tokenizer
     corpus = load_corpus(cfg["corpus"], cfg["table_docs"])
     settings = table_settings(cfg)
-    table, where = latent_table(loaded.model, tok, sae, corpus.texts, corpus.ids, corpus.source, settings, cfg.get("cache_dir"), cfg["batch_size"])
+    table, where = latent_table(
+        loaded.model,
+        tok,
+        sae,
+        corpus.texts,
+        corpus.ids,
+        corpus.source,
+        settings,
+        cfg.get("cache_dir"),
+        cfg["batch_size"],
+    )
     docs = tokenize(tok, corpus.texts[: cfg["n_docs"]], settings.max_len)
     valid = valid_mask(tok, docs, settings.skip_first, settings.skip_special)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -191,16 +270,32 @@ def interpret(cfg) -> dict:
     top = ranking.indices.tolist()
     concept = _concept(cfg, run)
     data = {
-        "run": str(run.path), "method": run.cfg["method"], "model": loaded.name, "sae": sae.source, "hook": sae.hook,
+        "run": str(run.path),
+        "method": run.cfg["method"],
+        "model": loaded.name,
+        "sae": sae.source,
+        "hook": sae.hook,
         "ranking": rank_info,
-        "corpus": {"source": corpus.source, "n_docs": table.info["n_docs"], "n_tokens": table.info["n_tokens"],
-                   "n_encoded": table.info["n_encoded"], "cache_hit": where != "built", "shipped_table": where == "shipped",
-                   "measured_docs": len(docs), "skip_first": settings.skip_first, "skip_special": settings.skip_special},
+        "corpus": {
+            "source": corpus.source,
+            "n_docs": table.info["n_docs"],
+            "n_tokens": table.info["n_tokens"],
+            "n_encoded": table.info["n_encoded"],
+            "cache_hit": where != "built",
+            "shipped_table": where == "shipped",
+            "measured_docs": len(docs),
+            "skip_first": settings.skip_first,
+            "skip_special": settings.skip_special,
+        },
         "logit_lens_note": norm_note(loaded.model),
         "explainer": explainer.label(cfg["explainer"]) if cfg.get("explainer") else None,
         "latents": describe_latents(cfg, run, sae, loaded, table, top, scores),
         "coverage": coverage(table, top, cfg["coverage_min_contexts"]),
-        "alignment": concept_alignment(concept, table, tok, top, cfg["n_random_latents"], cfg["seed"], cfg["n_bootstrap"]) if concept else None,
+        "alignment": concept_alignment(
+            concept, table, tok, top, cfg["n_random_latents"], cfg["seed"], cfg["n_bootstrap"]
+        )
+        if concept
+        else None,
         "norm_explained": norm_explained(run.intervention, sae, ranking, cfg["curve_max_k"]),
         "patterns": patterns(cfg, measured, docs, tok, top),
         "pullback": pullback(run.intervention, sae),

@@ -48,12 +48,12 @@ from safetensors.torch import save as save_bytes
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saebasis.core.models import cache_root
+from saebasis.core.sae import resolve_builtin
 from saebasis.interpret.cache import LatentCache, cache_key, encode_corpus, tokenize, valid_mask
 from saebasis.interpret.contexts import Context, token_texts
 from saebasis.interpret.lens import through_norm
 from saebasis.interventions.latent_effect import SCORES, EffectSettings, effect_scores, fingerprint, input_scores
-from saebasis.core.models import cache_root
-from saebasis.core.sae import resolve_builtin
 
 FORMAT = 2  # 2: the chat template's shared opening is not encoded (cache.valid_mask)
 MIN_COUNT = 3  # firing tokens seen fewer times are not ranked by lift (one sighting gives a huge, noisy lift)
@@ -81,7 +81,10 @@ class TableSettings:
     """Logit-lens tokens kept per latent (each side)."""
 
     def __post_init__(self) -> None:
-        if min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens) < 1 or min(self.skip_first, self.before, self.after) < 0:
+        if (
+            min(self.max_len, self.n_contexts, self.k_tokens, self.k_lens) < 1
+            or min(self.skip_first, self.before, self.after) < 0
+        ):
             raise ValueError(f"table settings out of range: {self}. Counts must be >= 1, offsets >= 0.")
 
 
@@ -110,9 +113,17 @@ class LatentTable:
         for r in range(lo, hi if n is None else min(hi, lo + n)):
             keep = self.t["ctx_tokens"][r] >= 0
             ids = self.t["ctx_tokens"][r][keep].tolist()
-            out.append(Context(int(self.t["ctx_doc"][r]), int(self.t["ctx_pos"][r]), float(self.t["ctx_max"][r]),
-                               token_texts(tokenizer, ids), self.t["ctx_acts"][r][keep].float().tolist(),
-                               self.t["ctx_skipped"][r][keep].tolist(), int(self.t["ctx_count"][r])))
+            out.append(
+                Context(
+                    int(self.t["ctx_doc"][r]),
+                    int(self.t["ctx_pos"][r]),
+                    float(self.t["ctx_max"][r]),
+                    token_texts(tokenizer, ids),
+                    self.t["ctx_acts"][r][keep].float().tolist(),
+                    self.t["ctx_skipped"][r][keep].tolist(),
+                    int(self.t["ctx_count"][r]),
+                )
+            )
         return out
 
     def context_texts(self, i: int, tokenizer) -> list[str]:
@@ -124,6 +135,7 @@ class LatentTable:
     def token_stats(self, i: int, tokenizer) -> dict:
         """{fires_on, before, promotes, suppresses, fires_on_lift, before_lift}: lists of [token, count, share]
         (lens: [token, logit]; *_lift: [token, count, share, lift], empty in a table without lift columns)."""
+
         def counted(ids: str, counts: str, total: int) -> list:
             pairs = [(a, c) for a, c in zip(self.t[ids][i].tolist(), self.t[counts][i].tolist()) if a >= 0]
             return [[tokenizer.decode([a]), c, c / max(1, total)] for a, c in pairs]
@@ -136,13 +148,19 @@ class LatentTable:
             return [[tokenizer.decode([a]), c, c / max(1, total), float(x)] for a, c, x in rows if a >= 0]
 
         def lens(ids: str, logits: str) -> list:
-            return [[tokenizer.decode([a]), float(v)] for a, v in zip(self.t[ids][i].tolist(), self.t[logits][i].tolist())]
+            return [
+                [tokenizer.decode([a]), float(v)] for a, v in zip(self.t[ids][i].tolist(), self.t[logits][i].tolist())
+            ]
 
-        return {"n_fire": int(self.t["n_fire"][i]), "fires_on": counted("top_ids", "top_counts", int(self.t["n_fire"][i])),
-                "before": counted("prev_ids", "prev_counts", int(self.t["n_prev"][i])),
-                "promotes": lens("lens_up_ids", "lens_up"), "suppresses": lens("lens_down_ids", "lens_down"),
-                "fires_on_lift": lifted("lift", int(self.t["n_fire"][i])),
-                "before_lift": lifted("prev_lift", int(self.t["n_prev"][i]))}
+        return {
+            "n_fire": int(self.t["n_fire"][i]),
+            "fires_on": counted("top_ids", "top_counts", int(self.t["n_fire"][i])),
+            "before": counted("prev_ids", "prev_counts", int(self.t["n_prev"][i])),
+            "promotes": lens("lens_up_ids", "lens_up"),
+            "suppresses": lens("lens_down_ids", "lens_down"),
+            "fires_on_lift": lifted("lift", int(self.t["n_fire"][i])),
+            "before_lift": lifted("prev_lift", int(self.t["n_prev"][i])),
+        }
 
     def effect(self, i: int) -> dict | None:
         """{output_score, input_score, delta_conf} of latent i (None where not computed; NaN input score -> None)."""
@@ -191,7 +209,7 @@ def _contexts(cache: LatentCache, tok: Tensor, val: Tensor, s: TableSettings) ->
     d, t, v = d[first], t[first], v[first]
     order = v.argsort(descending=True, stable=True)
     d, t, v = d[order], t[order], v[order]
-    starts, ends = cache.doc_ptr[d][:, None], cache.doc_ptr[d + 1][:, None]
+    starts = cache.doc_ptr[d][:, None]  # [n, 1]
     prefix_pos = t[:, None] + torch.arange(-s.before, 1)  # [n, before + 1]
     prefix = torch.where(prefix_pos >= starts, cache.input_ids[prefix_pos.clamp_min(0)], -1)
     _, inverse, counts = torch.unique(prefix, dim=0, return_inverse=True, return_counts=True)
@@ -203,9 +221,15 @@ def _contexts(cache: LatentCache, tok: Tensor, val: Tensor, s: TableSettings) ->
     safe = pos.clamp(0, cache.n_tokens - 1)
     at = torch.searchsorted(tok, safe).clamp(max=tok.numel() - 1)
     acts = torch.where(inside & (tok[at] == safe), val[at], 0.0)
-    return {"ctx_doc": d.int(), "ctx_pos": (t - cache.doc_ptr[d]).int(), "ctx_max": v.float(),
-            "ctx_count": counts[inverse[chosen]].int(), "ctx_tokens": torch.where(inside, cache.input_ids[safe], -1).int(),
-            "ctx_acts": acts.half(), "ctx_skipped": inside & ~cache.valid[safe]}
+    return {
+        "ctx_doc": d.int(),
+        "ctx_pos": (t - cache.doc_ptr[d]).int(),
+        "ctx_max": v.float(),
+        "ctx_count": counts[inverse[chosen]].int(),
+        "ctx_tokens": torch.where(inside, cache.input_ids[safe], -1).int(),
+        "ctx_acts": acts.half(),
+        "ctx_skipped": inside & ~cache.valid[safe],
+    }
 
 
 @torch.no_grad()
@@ -215,7 +239,9 @@ def lens_table(model, W_dec: Tensor, k: int, chunk: int = 256) -> dict[str, Tens
     k = min(k, W_U.shape[0])
     parts: dict[str, list[Tensor]] = {"lens_up_ids": [], "lens_up": [], "lens_down_ids": [], "lens_down": []}
     for start in range(0, W_dec.shape[0], chunk):
-        logits = through_norm(model, W_dec[start : start + chunk].detach().float().to(W_U.device)) @ W_U.T  # [chunk, vocab]
+        logits = (
+            through_norm(model, W_dec[start : start + chunk].detach().float().to(W_U.device)) @ W_U.T
+        )  # [chunk, vocab]
         up, down = logits.topk(k, dim=-1), (-logits).topk(k, dim=-1)
         parts["lens_up_ids"].append(up.indices.int().cpu())
         parts["lens_up"].append(up.values.cpu())
@@ -235,8 +261,10 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
     ctx_parts: list[dict[str, Tensor]] = []
     ctx_ptr = torch.zeros(cache.d_sae + 1, dtype=torch.long)
     vocab = int(cache.input_ids.max()) + 1 if cache.n_tokens else 1
-    base = (torch.bincount(cache.input_ids[cache.valid], minlength=vocab),  # encoded tokens: the rate of what fires
-            torch.bincount(cache.input_ids, minlength=vocab))  # every token: the rate of the tokens before
+    base = (
+        torch.bincount(cache.input_ids[cache.valid], minlength=vocab),  # encoded tokens: the rate of what fires
+        torch.bincount(cache.input_ids, minlength=vocab),
+    )  # every token: the rate of the tokens before
     lift_ids = torch.full((2, cache.d_sae, s.k_tokens), -1, dtype=torch.int32)
     lift_counts = torch.zeros(2, cache.d_sae, s.k_tokens, dtype=torch.int32)
     lift = torch.zeros(2, cache.d_sae, s.k_tokens)
@@ -251,21 +279,42 @@ def build_table(cache: LatentCache, model, W_dec: Tensor, s: TableSettings, prog
             top[1, i], counts[1, i] = _top_counts(prev, s.k_tokens)
             fired = cache.input_ids[tok]
             lift_ids[0, i], lift_counts[0, i], lift[0, i] = _lift_top(fired, base[0], n_valid, s.k_tokens, MIN_COUNT)
-            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(prev, base[1], cache.n_tokens, s.k_tokens,
-                                                                      MIN_COUNT)
+            lift_ids[1, i], lift_counts[1, i], lift[1, i] = _lift_top(
+                prev, base[1], cache.n_tokens, s.k_tokens, MIN_COUNT
+            )
             n_docs[i] = cache.doc_of(tok).unique_consecutive().numel()
             ctx_parts.append(_contexts(cache, tok, val, s))
         ctx_ptr[i + 1] = ctx_ptr[i] + (ctx_parts[-1]["ctx_doc"].numel() if tok.numel() else 0)
     width = s.before + 1 + s.after
-    empty = {"ctx_doc": torch.zeros(0, dtype=torch.int32), "ctx_pos": torch.zeros(0, dtype=torch.int32), "ctx_max": torch.zeros(0),
-             "ctx_count": torch.zeros(0, dtype=torch.int32), "ctx_tokens": torch.zeros(0, width, dtype=torch.int32),
-             "ctx_acts": torch.zeros(0, width, dtype=torch.float16), "ctx_skipped": torch.zeros(0, width, dtype=torch.bool)}
+    empty = {
+        "ctx_doc": torch.zeros(0, dtype=torch.int32),
+        "ctx_pos": torch.zeros(0, dtype=torch.int32),
+        "ctx_max": torch.zeros(0),
+        "ctx_count": torch.zeros(0, dtype=torch.int32),
+        "ctx_tokens": torch.zeros(0, width, dtype=torch.int32),
+        "ctx_acts": torch.zeros(0, width, dtype=torch.float16),
+        "ctx_skipped": torch.zeros(0, width, dtype=torch.bool),
+    }
     ctx = {name: torch.cat([p[name] for p in ctx_parts] or [empty[name]]) for name in empty}
-    return {"density": n_fire.float() / n_valid, "n_fire": n_fire, "n_docs_fire": n_docs, "n_prev": n_prev, "ctx_ptr": ctx_ptr, **ctx,
-            "top_ids": top[0], "top_counts": counts[0], "prev_ids": top[1], "prev_counts": counts[1],
-            "lift_ids": lift_ids[0], "lift_counts": lift_counts[0], "lift": lift[0],
-            "prev_lift_ids": lift_ids[1], "prev_lift_counts": lift_counts[1], "prev_lift": lift[1],
-            **lens_table(model, W_dec, s.k_lens)}
+    return {
+        "density": n_fire.float() / n_valid,
+        "n_fire": n_fire,
+        "n_docs_fire": n_docs,
+        "n_prev": n_prev,
+        "ctx_ptr": ctx_ptr,
+        **ctx,
+        "top_ids": top[0],
+        "top_counts": counts[0],
+        "prev_ids": top[1],
+        "prev_counts": counts[1],
+        "lift_ids": lift_ids[0],
+        "lift_counts": lift_counts[0],
+        "lift": lift[0],
+        "prev_lift_ids": lift_ids[1],
+        "prev_lift_counts": lift_counts[1],
+        "prev_lift": lift[1],
+        **lens_table(model, W_dec, s.k_lens),
+    }
 
 
 def base_rates(tokenizer, texts: list[str], s: TableSettings) -> tuple[Tensor, int, Tensor, int]:
@@ -288,8 +337,11 @@ def _relift(ids: Tensor, counts: Tensor, total: Tensor, base: Tensor, base_total
     keep = known & (c >= floor[:, None])
     order = torch.where(keep, lift, torch.tensor(float("-inf"))).sort(dim=1, descending=True, stable=True).indices
     kept = keep.gather(1, order)
-    return (torch.where(kept, ids.gather(1, order), -1).int(), torch.where(kept, counts.gather(1, order), 0).int(),
-            torch.where(kept, lift.gather(1, order), 0.0).float())
+    return (
+        torch.where(kept, ids.gather(1, order), -1).int(),
+        torch.where(kept, counts.gather(1, order), 0).int(),
+        torch.where(kept, lift.gather(1, order), 0.0).float(),
+    )
 
 
 def add_lift(table: LatentTable, tokenizer, texts: list[str]) -> None:
@@ -298,10 +350,12 @@ def add_lift(table: LatentTable, tokenizer, texts: list[str]) -> None:
     s = TableSettings(**{k: v for k, v in table.info["settings"].items() if k in fields})
     base_valid, n_valid, base_all, n_all = base_rates(tokenizer, texts, s)
     t = table.t
-    t["lift_ids"], t["lift_counts"], t["lift"] = _relift(t["top_ids"], t["top_counts"], t["n_fire"], base_valid,
-                                                         n_valid)
-    t["prev_lift_ids"], t["prev_lift_counts"], t["prev_lift"] = _relift(t["prev_ids"], t["prev_counts"], t["n_prev"],
-                                                                        base_all, n_all)
+    t["lift_ids"], t["lift_counts"], t["lift"] = _relift(
+        t["top_ids"], t["top_counts"], t["n_fire"], base_valid, n_valid
+    )
+    t["prev_lift_ids"], t["prev_lift_counts"], t["prev_lift"] = _relift(
+        t["prev_ids"], t["prev_counts"], t["n_prev"], base_all, n_all
+    )
     table.info["lift"] = {"ranked": f"the {s.k_tokens} most frequent firing tokens (top_ids)", "min_count": MIN_COUNT}
 
 
@@ -314,11 +368,20 @@ def add_effect(
     scores = effect_scores(model, tokenizer, sae, None, s, progress)
     ctx = table.t["ctx_tokens"]
     peaks = ctx[:, table.info["settings"]["before"]] if ctx.numel() else torch.zeros(0, dtype=torch.int32)
-    table.t.update({"output_score": scores["output_score"], "delta_conf": scores["delta_conf"],
-                    "input_score": input_scores(table.t["ctx_ptr"], peaks, scores["lens_ids"])})
+    table.t.update(
+        {
+            "output_score": scores["output_score"],
+            "delta_conf": scores["delta_conf"],
+            "input_score": input_scores(table.t["ctx_ptr"], peaks, scores["lens_ids"]),
+        }
+    )
     seconds = round(time.perf_counter() - start, 1)
-    table.info["effect"] = {**dataclasses.asdict(s), "fingerprint": fingerprint(model, sae, s), "seconds": seconds,
-                            "scores": list(SCORES)}
+    table.info["effect"] = {
+        **dataclasses.asdict(s),
+        "fingerprint": fingerprint(model, sae, s),
+        "seconds": seconds,
+        "scores": list(SCORES),
+    }
     return seconds
 
 
@@ -341,8 +404,11 @@ def effect_of(
         lo, hi = int(table.t["ctx_ptr"][i]), int(table.t["ctx_ptr"][i + 1])
         peaks = table.t["ctx_tokens"][lo:hi, table.info["settings"]["before"]].long()
         hit = torch.isin(peaks, scores["lens_ids"][j].long()).float()
-        out[i] = {"output_score": float(scores["output_score"][j]), "delta_conf": float(scores["delta_conf"][j]),
-                  "input_score": float(hit.mean()) if hi > lo else None}
+        out[i] = {
+            "output_score": float(scores["output_score"][j]),
+            "delta_conf": float(scores["delta_conf"][j]),
+            "input_score": float(hit.mean()) if hi > lo else None,
+        }
     return out
 
 
@@ -357,7 +423,9 @@ def save_table(folder: Path, table: LatentTable) -> None:
     """gzip(safetensors) + JSON, each written under a temporary name then renamed."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{TENSORS}.{os.getpid()}.tmp"
-    tmp.write_bytes(gzip.compress(save_bytes({k: v.contiguous() for k, v in table.t.items()}), compresslevel=6, mtime=0))
+    tmp.write_bytes(
+        gzip.compress(save_bytes({k: v.contiguous() for k, v in table.t.items()}), compresslevel=6, mtime=0)
+    )
     (folder / f".{INFO}.tmp").write_text(json.dumps(table.info, indent=1))
     os.replace(tmp, folder / TENSORS)
     os.replace(folder / f".{INFO}.tmp", folder / INFO)
@@ -366,7 +434,9 @@ def save_table(folder: Path, table: LatentTable) -> None:
 def load_table(folder: Path) -> LatentTable | None:
     if not (folder / TENSORS).exists() or not (folder / INFO).exists():
         return None
-    return LatentTable(load_bytes(gzip.decompress((folder / TENSORS).read_bytes())), json.loads((folder / INFO).read_text()))
+    return LatentTable(
+        load_bytes(gzip.decompress((folder / TENSORS).read_bytes())), json.loads((folder / INFO).read_text())
+    )
 
 
 def shipped_folder(sae) -> Path | None:
@@ -381,8 +451,17 @@ def table_key(model, tokenizer, sae, texts: list[str], s: TableSettings) -> tupl
 
 
 def latent_table(
-    model, tokenizer, sae, texts: list[str], ids: list[str], source: str, s: TableSettings = TableSettings(),
-    cache_dir: str | Path | None = None, batch_size: int = 8, write_to: Path | None = None, progress: bool = True,
+    model,
+    tokenizer,
+    sae,
+    texts: list[str],
+    ids: list[str],
+    source: str,
+    s: TableSettings = TableSettings(),
+    cache_dir: str | Path | None = None,
+    batch_size: int = 8,
+    write_to: Path | None = None,
+    progress: bool = True,
     effect: bool = False,
 ) -> tuple[LatentTable, str]:
     """The table for this (model, SAE, corpus, settings) and where it came from: "shipped" (the SAE's own
@@ -400,10 +479,21 @@ def latent_table(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sparse = encode_corpus(model, sae, docs, valid, pad, batch_size)
     tensors = build_table(sparse, model, sae.W_dec, s, progress)
-    info = {"format": FORMAT, "key": key, "sae": sae.source, "hook": sae.hook, "model": getattr(model.config, "_name_or_path", ""),
-            "corpus": source, "doc_ids": ids, "n_docs": sparse.n_docs, "n_tokens": sparse.n_tokens, "n_encoded": int(valid.sum()),
-            "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - start, 1),
-            "lift": {"ranked": "every firing token", "min_count": MIN_COUNT}}
+    info = {
+        "format": FORMAT,
+        "key": key,
+        "sae": sae.source,
+        "hook": sae.hook,
+        "model": getattr(model.config, "_name_or_path", ""),
+        "corpus": source,
+        "doc_ids": ids,
+        "n_docs": sparse.n_docs,
+        "n_tokens": sparse.n_tokens,
+        "n_encoded": int(valid.sum()),
+        "settings": dataclasses.asdict(s),
+        "seconds": round(time.perf_counter() - start, 1),
+        "lift": {"ranked": "every firing token", "min_count": MIN_COUNT},
+    }
     table = LatentTable(tensors, info)
     if effect:
         try:

@@ -13,10 +13,19 @@ Each document keeps an id (the row's "id", else its index) so contexts can be tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
-from saebasis.corpus.build import corpus_path, corpus_texts, default_corpus_dir, is_heldout, read_corpus, read_shards, shard_indices
+from saebasis.corpus.build import (
+    corpus_path,
+    corpus_texts,
+    default_corpus_dir,
+    is_heldout,
+    read_corpus,
+    read_shards,
+    shard_indices,
+)
 from saebasis.data import DATA_DIR, read_jsonl
 
 FALLBACK = "built-in concept datasets (saebasis/data/*; no model-written corpus found)"
@@ -70,8 +79,10 @@ def load_corpus(corpus: str | Sequence[str] | None, n_docs: int | None = None) -
         elif path.is_file():
             out = _rows(read_jsonl(path, ("text",)), str(path))
         else:
-            raise FileNotFoundError(f"corpus={corpus}: no such file or shard folder. Give a JSONL file with a 'text' field per row, "
-                                    f"a folder of shard-*.jsonl.gz, a list of texts, or corpus=auto.")
+            raise FileNotFoundError(
+                f"corpus={corpus}: no such file or shard folder. Give a JSONL file with a 'text' field per row, "
+                f"a folder of shard-*.jsonl.gz, a list of texts, or corpus=auto."
+            )
     else:
         texts = [str(t) for t in corpus]
         if not texts or not all(t.strip() for t in texts):

@@ -8,8 +8,8 @@ runnable processes than cores, 0.1 s on one thread.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

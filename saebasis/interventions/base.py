@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from saebasis.core import hooks
 from saebasis.core.sae import SAEBasis
 
-REGISTRY: dict[str, type["Intervention"]] = {}
+REGISTRY: dict[str, type[Intervention]] = {}
 
 Strength = float | Tensor
 """A number (every row) or a 1-D tensor [batch] (one strength per row)."""
@@ -61,11 +61,15 @@ def check_strength(strength: Any, field: str = "strength") -> float | Tensor:
     """The one rule: a finite real number (not a bool), or a 1-D float tensor of finite values."""
     if isinstance(strength, Tensor):
         if strength.ndim != 1 or not strength.is_floating_point() or not bool(torch.isfinite(strength).all()):
-            raise ValueError(f"{field} as a tensor must be 1-D [batch], floating point and finite; got {strength.dtype} "
-                             f"{tuple(strength.shape)}. Use a number for every row or one finite value per row.")
+            raise ValueError(
+                f"{field} as a tensor must be 1-D [batch], floating point and finite; got {strength.dtype} "
+                f"{tuple(strength.shape)}. Use a number for every row or one finite value per row."
+            )
         return strength
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
-        raise ValueError(f"{field} must be a finite number, got {strength!r}. Use e.g. {field}=1.0 (0 disables steering).")
+        raise ValueError(
+            f"{field} must be a finite number, got {strength!r}. Use e.g. {field}=1.0 (0 disables steering)."
+        )
     return float(strength)
 
 
@@ -132,7 +136,9 @@ class Intervention(nn.Module, ABC):
         """The largest batch the method supports (None: any)."""
         return None
 
-    def forward(self, h: Float[Tensor, "batch pos d_model"], strength: Strength = 1.0) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, h: Float[Tensor, "batch pos d_model"], strength: Strength = 1.0
+    ) -> Float[Tensor, "batch pos d_model"]:
         strength = check_strength(strength)
         if is_zero(strength):
             return h
@@ -160,7 +166,7 @@ class Intervention(nn.Module, ABC):
         """Data-dependent set-up before training or a closed-form fit (e.g. alive latents, a covariance, or the
         model for a peer that reads activations itself). Nothing by default."""
 
-    def fit(self, data: FitData) -> "Intervention":
+    def fit(self, data: FitData) -> Intervention:
         raise ValueError(f"'{self.method}' is not fitted in closed form (its kind is '{self.kind}').")
 
     def begin_generation(self, attention_mask: Tensor | None) -> None:
@@ -202,7 +208,7 @@ class Intervention(nn.Module, ABC):
     def pullback(self, sae: SAEBasis | None = None):
         """Residual methods: their read weights (W_dec W_in) and written directions read through `sae`'s
         decoder (a `residual.Pullback`). None (default): the method has no such reading."""
-        return None
+        return
 
     def latent_change(
         self, h: Float[Tensor, "T d_model"], sae: SAEBasis, strength: float = 1.0
@@ -239,8 +245,10 @@ class Intervention(nn.Module, ABC):
 
     def unfolded_reason(self) -> str:
         """Why `folded_shift` is None: what `saebasis export` says when it refuses the method."""
-        return (f"'{self.method}' changes the residual by an amount that depends on the residual itself (a function of h), "
-                "not by one constant vector at one layer, so no control vector can carry it.")
+        return (
+            f"'{self.method}' changes the residual by an amount that depends on the residual itself (a function of h), "
+            "not by one constant vector at one layer, so no control vector can carry it."
+        )
 
     def peft_adapter(self, hook: str, strength: float, blocks_path: str) -> tuple[dict, dict[str, Tensor]] | None:
         """(adapter_config, tensors) of a peft LoRA adapter folder that applies the method at `strength` when the

@@ -7,8 +7,8 @@ transformers<5, but imports nothing from transformers except a tokenizer type, a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,10 @@ def require_steering_vectors():
     try:
         import steering_vectors
     except ImportError as err:
-        raise ImportError("intervention=caa needs steering-vectors: bash scripts/setup_peers.sh "
-                          "(pip install --no-deps steering-vectors==0.12.2 scikit-learn).") from err
+        raise ImportError(
+            "intervention=caa needs steering-vectors: bash scripts/setup_peers.sh "
+            "(pip install --no-deps steering-vectors==0.12.2 scikit-learn)."
+        ) from err
     return steering_vectors
 
 
@@ -40,7 +42,9 @@ class CAAConfig(InterventionConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.batch_size < 1 or self.min_token_index < 0:
-            raise ValueError(f"batch_size must be >= 1 and min_token_index >= 0, got {self.batch_size}, {self.min_token_index}.")
+            raise ValueError(
+                f"batch_size must be >= 1 and min_token_index >= 0, got {self.batch_size}, {self.min_token_index}."
+            )
 
 
 def block_output_layer(model: nn.Module, hook: str) -> int:
@@ -48,7 +52,9 @@ def block_output_layer(model: nn.Module, hook: str) -> int:
     point = hooks.parse_hook(hook)
     layer = point.layer if point.kind == "post" else point.layer - 1
     if layer < 0:
-        raise ValueError(f"CAA reads and writes a decoder block's output; '{hook}' is the embeddings. Use a later hook.")
+        raise ValueError(
+            f"CAA reads and writes a decoder block's output; '{hook}' is the embeddings. Use a later hook."
+        )
     hooks.resolve(model, f"blocks.{layer}.hook_resid_post")
     return layer
 
@@ -79,16 +85,28 @@ class CAA(FittedVector):
     def prepare(self, stack, concept, max_len: int) -> None:
         self.__dict__["_stack"] = (stack, concept)
 
-    def fit(self, data: FitData) -> "CAA":
+    def fit(self, data: FitData) -> CAA:
         if self._stack is None:
-            raise ValueError("CAA reads activations through steering-vectors and needs the model: call prepare(stack, concept, max_len) before fit.")
+            raise ValueError(
+                "CAA reads activations through steering-vectors and needs the model: call prepare(stack, concept, max_len) before fit."
+            )
         sv_lib = require_steering_vectors()
         stack, concept = self._stack
         pairs = concept.pairs[: len(data.positive)]
-        texts = [(chat_prefix(stack.tokenizer, p.prompt) + p.positive, chat_prefix(stack.tokenizer, p.prompt) + p.negative) for p in pairs]
+        texts = [
+            (chat_prefix(stack.tokenizer, p.prompt) + p.positive, chat_prefix(stack.tokenizer, p.prompt) + p.negative)
+            for p in pairs
+        ]
         layer = block_output_layer(stack.model, stack.hook)
-        vector = sv_lib.train_steering_vector(stack.model, stack.tokenizer, texts, layers=[layer], layer_type="decoder_block",
-                                              read_token_index=self.cfg.read_token_index, batch_size=self.cfg.batch_size)
+        vector = sv_lib.train_steering_vector(
+            stack.model,
+            stack.tokenizer,
+            texts,
+            layers=[layer],
+            layer_type="decoder_block",
+            read_token_index=self.cfg.read_token_index,
+            batch_size=self.cfg.batch_size,
+        )
         self.v.copy_(vector.layer_activations[layer].to(self.v))
         if self.cfg.read_token_index == -1:
             own = example_means(data.positive).mean(0) - example_means(data.negative).mean(0)  # [d_model]
@@ -101,8 +119,10 @@ class CAA(FittedVector):
         through its `operator`, so each row gets its own multiplier)."""
         strength = check_strength(strength)
         if positions is not None:
-            raise ValueError("CAA is applied by steering-vectors from min_token_index on; positions= is not supported "
-                             "(set intervention.min_token_index instead).")
+            raise ValueError(
+                "CAA is applied by steering-vectors from min_token_index on; positions= is not supported "
+                "(set intervention.min_token_index instead)."
+            )
         layer = block_output_layer(model, hook)
         if is_zero(strength):
             yield
@@ -118,8 +138,10 @@ class CAA(FittedVector):
         return super().folded_shift(strength) if self.cfg.min_token_index == 0 else None
 
     def unfolded_reason(self) -> str:
-        return (f"caa with min_token_index={self.cfg.min_token_index} adds v only from that token on, which a "
-                "control vector (added at every token) cannot express; export a run fitted with min_token_index=0.")
+        return (
+            f"caa with min_token_index={self.cfg.min_token_index} adds v only from that token on, which a "
+            "control vector (added at every token) cannot express; export a run fitted with min_token_index=0."
+        )
 
     def describe(self) -> dict:
         out = super().describe()
@@ -129,7 +151,9 @@ class CAA(FittedVector):
 def _per_row(strength: Tensor):
     def operator(original: Tensor, vector: Tensor) -> Tensor:  # original [batch, pos, d_model], vector [1, 1, d_model]
         if strength.shape[0] != original.shape[0]:
-            raise ValueError(f"per-row strength has {strength.shape[0]} entries for a batch of {original.shape[0]} rows.")
+            raise ValueError(
+                f"per-row strength has {strength.shape[0]} entries for a batch of {original.shape[0]} rows."
+            )
         return strength.to(device=original.device, dtype=original.dtype)[:, None, None] * vector.to(original.dtype)
 
     return operator

@@ -9,8 +9,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis.interventions.base import Intervention, InterventionConfig, register
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import Intervention, InterventionConfig, register
 
 
 @dataclasses.dataclass
@@ -25,7 +25,9 @@ class ClampConfig(InterventionConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.latents) != len(self.values):
-            raise ValueError(f"latents ({len(self.latents)}) and values ({len(self.values)}) must have the same length.")
+            raise ValueError(
+                f"latents ({len(self.latents)}) and values ({len(self.values)}) must have the same length."
+            )
         if self.mode not in ("clamp", "add"):
             raise ValueError(f"mode must be 'clamp' or 'add', got '{self.mode}'.")
 
@@ -64,7 +66,11 @@ class Clamp(Intervention):
         return dz, "intervention"
 
     def describe(self) -> dict:
-        return {**super().describe(), "latents_written": len(self.cfg.latents), "latents_read": len(self.cfg.latents) if self.cfg.mode == "clamp" else 0}
+        return {
+            **super().describe(),
+            "latents_written": len(self.cfg.latents),
+            "latents_read": len(self.cfg.latents) if self.cfg.mode == "clamp" else 0,
+        }
 
     def folded(self) -> Float[Tensor, " d_model"] | None:
         if self.cfg.mode != "add":
@@ -72,8 +78,10 @@ class Clamp(Intervention):
         return self.val @ self.sae.W_dec[self.idx]  # [d_model]
 
     def unfolded_reason(self) -> str:
-        return ("clamp with mode=clamp sets the chosen latents to values, a change that depends on their current activation "
-                "(on h), so it is no constant vector; mode=add folds to sum_i v_i W_dec[i] and exports.")
+        return (
+            "clamp with mode=clamp sets the chosen latents to values, a change that depends on their current activation "
+            "(on h), so it is no constant vector; mode=add folds to sum_i v_i W_dec[i] and exports."
+        )
 
     def latent_score_scale(self, sae: SAEBasis) -> Tensor:
         """latent_scores() are in latent units: x ||W_dec[i]|| gives the residual change along each row."""

@@ -10,8 +10,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from saebasis.core.activations import example_means
-from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 
 
 @dataclasses.dataclass
@@ -42,11 +42,11 @@ class FittedVector(Intervention):
     def fit_positions(self) -> str:
         return self.cfg.positions
 
-    def fit(self, data: FitData) -> "FittedVector":
+    def fit(self, data: FitData) -> FittedVector:
         """Fit v from the mean activation of each positive / negative example (at `cfg.positions`)."""
         return self.fit_means(example_means(data.positive), example_means(data.negative))
 
-    def fit_means(self, pos_means: Tensor, neg_means: Tensor) -> "FittedVector":
+    def fit_means(self, pos_means: Tensor, neg_means: Tensor) -> FittedVector:
         raise NotImplementedError
 
     def folded(self) -> Float[Tensor, " d_model"]:
@@ -63,6 +63,6 @@ class FittedVector(Intervention):
 class DiffMean(FittedVector):
     """h' = h + s v,  v = mean_i(h_pos_i) - mean_i(h_neg_i)  (CAA / ActAdd; means over the chosen positions)."""
 
-    def fit_means(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> "DiffMean":
+    def fit_means(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> DiffMean:
         self.v.copy_(pos_means.mean(0) - neg_means.mean(0))
         return self

@@ -44,8 +44,13 @@ from saebasis.interventions.sae_support import SupportCache, write_rows
 
 NEUTRAL_PROMPT = "From my experience,"
 SCORES = ("output_score", "input_score", "delta_conf")
-FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_layernorm",
-               "model.decoder.final_layer_norm")
+FINAL_NORMS = (
+    "model.norm",
+    "transformer.ln_f",
+    "gpt_neox.final_layer_norm",
+    "model.final_layernorm",
+    "model.decoder.final_layer_norm",
+)
 
 
 @dataclasses.dataclass
@@ -61,8 +66,9 @@ class EffectSettings:
 
     def __post_init__(self) -> None:
         if not self.prompt or self.factor <= 0 or self.k < 1 or self.batch_size < 1:
-            raise ValueError(f"effect settings out of range: {self}. "
-                             "Need a prompt, factor > 0, k >= 1, batch_size >= 1.")
+            raise ValueError(
+                f"effect settings out of range: {self}. Need a prompt, factor > 0, k >= 1, batch_size >= 1."
+            )
 
 
 # -- logit lens ------------------------------------------------------------------------------------
@@ -131,15 +137,19 @@ def _amplified_logits(model, hook: str, ids: Tensor, h0: Tensor, shift: Tensor, 
             return _last_logits(model, ids.expand(b, -1))
     cache = copy.deepcopy(past)
     cache.batch_repeat_interleave(b)
-    h = (h0[:, -1:].expand(b, -1, -1) + shift[:, None].to(h0.dtype))  # [b, 1, d_model]
+    h = h0[:, -1:].expand(b, -1, -1) + shift[:, None].to(h0.dtype)  # [b, 1, d_model]
     with hooks.skip_to_hook(model, hook, h):
         return _last_logits(model, ids[:, -1:].expand(b, -1), cache)
 
 
 @torch.no_grad()
 def effect_scores(
-    model: nn.Module, tokenizer, sae: SAEBasis, latents: Int[Tensor, " n"] | None = None,
-    s: EffectSettings = EffectSettings(), progress: bool = False,
+    model: nn.Module,
+    tokenizer,
+    sae: SAEBasis,
+    latents: Int[Tensor, " n"] | None = None,
+    s: EffectSettings = EffectSettings(),
+    progress: bool = False,
 ) -> dict[str, Tensor]:
     """{output_score, delta_conf, lens_ids} of `latents` (default: every latent); see the module docstring."""
     device = next(model.parameters()).device
@@ -150,9 +160,11 @@ def effect_scores(
     h0 = hooks.run_to_hook(model, sae.hook, input_ids=ids)  # [1, P, d_model]
     amount = s.factor * float(sae.encode(h0[0, -1:].to(sae.W_dec.device)).max())
     if amount <= 0:
-        raise ValueError(f"No SAE latent is active at the last position of the neutral prompt {s.prompt!r}, so the "
-                         "amount added (factor x the largest activation there) would be 0. Give another prompt "
-                         "(EffectSettings.prompt).")
+        raise ValueError(
+            f"No SAE latent is active at the last position of the neutral prompt {s.prompt!r}, so the "
+            "amount added (factor x the largest activation there) would be 0. Give another prompt "
+            "(EffectSettings.prompt)."
+        )
     p0 = torch.softmax(_last_logits(model, ids)[0], -1)  # [vocab]
     rows_all = write_rows(sae, idx.to(sae.W_dec.device), SupportCache()).float()  # [n, d_model]
     lens = lens_top(model, rows_all, s.k).cpu()  # [n, k]

@@ -6,16 +6,16 @@ Optional: needs `peft` (`pip install -e '.[peers]'` or `bash scripts/setup_peers
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from saebasis.core import hooks
-from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
 
 ADAPTER = "default"
 
@@ -24,7 +24,9 @@ def require_peft():
     try:
         import peft  # noqa: F401
     except ImportError as err:
-        raise ImportError("intervention=lora needs peft: `pip install -e '.[peers]'` (or bash scripts/setup_peers.sh).") from err
+        raise ImportError(
+            "intervention=lora needs peft: `pip install -e '.[peers]'` (or bash scripts/setup_peers.sh)."
+        ) from err
     from peft import LoraConfig
     from peft.tuners.lora import Linear
 
@@ -56,8 +58,10 @@ def block_after(model: nn.Module, hook: str) -> nn.Module:
     layer = point.layer if point.kind == "pre" else point.layer + 1
     layers = hooks.blocks(model)
     if layer >= len(layers):
-        raise ValueError(f"LoRA at '{hook}' would live in block {layer}, but the model has {len(layers)} blocks: "
-                         f"use a hook before the last block (e.g. blocks.{len(layers) - 1}.hook_resid_pre).")
+        raise ValueError(
+            f"LoRA at '{hook}' would live in block {layer}, but the model has {len(layers)} blocks: "
+            f"use a hook before the last block (e.g. blocks.{len(layers) - 1}.hook_resid_pre)."
+        )
     return layers[layer]
 
 
@@ -92,10 +96,16 @@ class LoRA(Intervention):
         """The block's linear maps this config adapts: {relative name: module}."""
         linears = {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
         if self.cfg.target_modules != ["all-linear"]:
-            linears = {n: m for n, m in linears.items() if n.split(".")[-1] in self.cfg.target_modules or n in self.cfg.target_modules}
+            linears = {
+                n: m
+                for n, m in linears.items()
+                if n.split(".")[-1] in self.cfg.target_modules or n in self.cfg.target_modules
+            }
         if not linears:
-            raise ValueError(f"No linear map of the block matches target_modules={self.cfg.target_modules}; "
-                             f"its linear maps are {[n for n, m in block.named_modules() if isinstance(m, nn.Linear)]}.")
+            raise ValueError(
+                f"No linear map of the block matches target_modules={self.cfg.target_modules}; "
+                f"its linear maps are {[n for n, m in block.named_modules() if isinstance(m, nn.Linear)]}."
+            )
         return linears
 
     def wrapper(self, name: str, base: nn.Linear) -> nn.Module:
@@ -105,7 +115,9 @@ class LoRA(Intervention):
         cached = self._wrappers.get(id(base))
         if cached is not None and cached.base_layer is base:
             return cached
-        config = LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.alpha, lora_dropout=0.0, target_modules=[name.split(".")[-1]])
+        config = LoraConfig(
+            r=self.cfg.rank, lora_alpha=self.cfg.alpha, lora_dropout=0.0, target_modules=[name.split(".")[-1]]
+        )
         with torch.random.fork_rng(devices=[]):  # a wrapper for saved adapters must not move the RNG
             if key in self.adapters:
                 torch.manual_seed(0)
@@ -114,8 +126,10 @@ class LoRA(Intervention):
             self.adapters[key] = nn.ModuleDict({"lora_A": layer.lora_A[ADAPTER], "lora_B": layer.lora_B[ADAPTER]})
         mine = self.adapters[key]
         if (mine.lora_A.in_features, mine.lora_B.out_features) != (base.in_features, base.out_features):
-            raise ValueError(f"Saved LoRA adapter '{name}' maps {mine.lora_A.in_features} -> {mine.lora_B.out_features}, "
-                             f"but this model's {name} maps {base.in_features} -> {base.out_features}: another model.")
+            raise ValueError(
+                f"Saved LoRA adapter '{name}' maps {mine.lora_A.in_features} -> {mine.lora_B.out_features}, "
+                f"but this model's {name} maps {base.in_features} -> {base.out_features}: another model."
+            )
         layer.lora_A[ADAPTER], layer.lora_B[ADAPTER] = mine.lora_A, mine.lora_B
         self._wrappers[id(base)] = layer
         return layer
@@ -135,11 +149,15 @@ class LoRA(Intervention):
         """Saved adapters are created from their tensors' shapes (no model needed to load a run)."""
         for key, tensor in state_dict.items():
             if key.startswith(prefix + "adapters.") and key.endswith("lora_A.weight"):
-                name = key[len(prefix + "adapters."):-len(".lora_A.weight")]
+                name = key[len(prefix + "adapters.") : -len(".lora_A.weight")]
                 out = state_dict[key.replace("lora_A", "lora_B")].shape[0]
                 if name not in self.adapters:
-                    self.adapters[name] = nn.ModuleDict({"lora_A": nn.Linear(tensor.shape[1], tensor.shape[0], bias=False),
-                                                         "lora_B": nn.Linear(tensor.shape[0], out, bias=False)})
+                    self.adapters[name] = nn.ModuleDict(
+                        {
+                            "lora_A": nn.Linear(tensor.shape[1], tensor.shape[0], bias=False),
+                            "lora_B": nn.Linear(tensor.shape[0], out, bias=False),
+                        }
+                    )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- applying -----------------------------------------------------------------------------------
@@ -181,8 +199,10 @@ class LoRA(Intervention):
 
     def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         if self._where is None:
-            raise ValueError("LoRA acts inside a block: its residual form needs the model. Call prepare(stack, ...) or "
-                             "use it through attach_to(model, hook, ...) first.")
+            raise ValueError(
+                "LoRA acts inside a block: its residual form needs the model. Call prepare(stack, ...) or "
+                "use it through attach_to(model, hook, ...) first."
+            )
         model, hook = self._where
         block = block_after(model, hook)
         kwargs = _block_kwargs(model, h)
@@ -197,18 +217,35 @@ class LoRA(Intervention):
         point = hooks.parse_hook(hook)
         block = point.layer if point.kind == "pre" else point.layer + 1
         modules = {key: f"{blocks_path}.{block}.{key.replace('-', '.')}" for key in self.adapters}
-        tensors = {f"base_model.model.{name}.lora_{part}.weight": getattr(self.adapters[key], f"lora_{part}").weight
-                   .detach().cpu().contiguous() for key, name in modules.items() for part in "AB"}
-        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.cfg.rank,
-                  "lora_alpha": self.cfg.alpha * float(strength), "lora_dropout": 0.0, "bias": "none",
-                  "target_modules": sorted(modules.values()), "fan_in_fan_out": False, "inference_mode": True,
-                  "use_rslora": False, "base_model_name_or_path": None}
+        tensors = {
+            f"base_model.model.{name}.lora_{part}.weight": getattr(self.adapters[key], f"lora_{part}")
+            .weight.detach()
+            .cpu()
+            .contiguous()
+            for key, name in modules.items()
+            for part in "AB"
+        }
+        config = {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": self.cfg.rank,
+            "lora_alpha": self.cfg.alpha * float(strength),
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "target_modules": sorted(modules.values()),
+            "fan_in_fan_out": False,
+            "inference_mode": True,
+            "use_rslora": False,
+            "base_model_name_or_path": None,
+        }
         return config, tensors
 
     def unfolded_reason(self) -> str:
-        return ("lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the "
-                "residual depends on the input and is no single vector; export it as a peft adapter folder instead "
-                "(saebasis export format=peft).")
+        return (
+            "lora changes weights inside a block (low-rank adapters on its linear maps), so its change to the "
+            "residual depends on the input and is no single vector; export it as a peft adapter folder instead "
+            "(saebasis export format=peft)."
+        )
 
     def describe(self) -> dict:
         return {**super().describe(), "adapted": sorted(k.replace("-", ".") for k in self.adapters)}

@@ -22,16 +22,16 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import Intervention, InterventionConfig, Strength, check_strength, is_zero, register
 
 SETUP = "bash scripts/setup_pyreft.sh"
 WORKER = Path(__file__).with_name("loreft_worker.py")
@@ -48,9 +48,11 @@ def require_pyreft() -> Path:
     """pyreft's python, or an ImportError naming the set-up command (compare / leaderboard skip an optional peer on it)."""
     python = pyreft_python()
     if not python.exists():
-        raise ImportError(f"intervention=loreft trains through pyreft in its own venv (pyreft pins transformers 4.45), "
-                                f"and {python} does not exist. Build it once with: {SETUP} (or set SAEBASIS_PYREFT_PYTHON "
-                                f"to a python with pyreft). A trained loreft run loads and steers without it.")
+        raise ImportError(
+            f"intervention=loreft trains through pyreft in its own venv (pyreft pins transformers 4.45), "
+            f"and {python} does not exist. Build it once with: {SETUP} (or set SAEBASIS_PYREFT_PYTHON "
+            f"to a python with pyreft). A trained loreft run loads and steers without it."
+        )
     return python
 
 
@@ -108,7 +110,9 @@ class LoReFT(Intervention):
     def __init__(self, cfg: LoReFTConfig, d_model: int, sae: SAEBasis | None = None) -> None:
         super().__init__(cfg, d_model, sae)
         if cfg.rank > d_model:
-            raise ValueError(f"LoReFT rank {cfg.rank} exceeds d_model {d_model}: R cannot have that many orthonormal rows.")
+            raise ValueError(
+                f"LoReFT rank {cfg.rank} exceeds d_model {d_model}: R cannot have that many orthonormal rows."
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             R = nn.init.orthogonal_(torch.empty(cfg.rank, d_model))  # [rank, d_model], orthonormal rows
@@ -121,8 +125,10 @@ class LoReFT(Intervention):
     def check_can_train(cls, cfg: dict) -> None:
         require_pyreft()
         if cfg.get("objective", "sft") != "sft" or (cfg.get("kl_coef") or 0) != 0:
-            raise ValueError(f"loreft trains in pyreft on the SFT objective only (prompt -> positive), got objective="
-                             f"{cfg.get('objective')} kl_coef={cfg.get('kl_coef')}: use objective=sft kl_coef=0.")
+            raise ValueError(
+                f"loreft trains in pyreft on the SFT objective only (prompt -> positive), got objective="
+                f"{cfg.get('objective')} kl_coef={cfg.get('kl_coef')}: use objective=sft kl_coef=0."
+            )
 
     # -- applying -----------------------------------------------------------------------------------
     def edit(self, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
@@ -162,7 +168,9 @@ class LoReFT(Intervention):
         """The residual hook (every token for "all"); prompt-only spans forget the prompt when the context exits."""
         strength = check_strength(strength)
         if self.span is not None and positions is not None:
-            raise ValueError(f"loreft with positions={self.cfg.positions} picks its own tokens; positions= is not supported.")
+            raise ValueError(
+                f"loreft with positions={self.cfg.positions} picks its own tokens; positions= is not supported."
+            )
         try:
             if is_zero(strength):
                 yield
@@ -175,8 +183,12 @@ class LoReFT(Intervention):
     def describe(self) -> dict:
         gram = self.R.detach() @ self.R.detach().T  # [rank, rank]
         eye = torch.eye(self.cfg.rank, device=gram.device)
-        return {**super().describe(), "rank": self.cfg.rank, "positions": self.cfg.positions,
-                "orthonormality_error": float((gram - eye).abs().max())}
+        return {
+            **super().describe(),
+            "rank": self.cfg.rank,
+            "positions": self.cfg.positions,
+            "orthonormality_error": float((gram - eye).abs().max()),
+        }
 
     # -- training in pyreft -------------------------------------------------------------------------
     def train_own(self, stack, concept, cfg: dict) -> dict:
@@ -184,8 +196,12 @@ class LoReFT(Intervention):
         python = require_pyreft()
         with tempfile.TemporaryDirectory(prefix="saebasis-loreft-") as tmp:
             work = Path(tmp)
-            spec = {**worker_spec(stack, work, self.cfg.rank, cfg), "data": str(work / "data.safetensors"),
-                    "out": str(work / "out"), "all_positions": self.span is None}
+            spec = {
+                **worker_spec(stack, work, self.cfg.rank, cfg),
+                "data": str(work / "data.safetensors"),
+                "out": str(work / "out"),
+                "all_positions": self.span is None,
+            }
             n_steps = write_training_data(work / "data.safetensors", stack, concept, cfg, self.span)
             print(f"[saebasis] training loreft in pyreft ({python}): {n_steps} steps")
             start = time.time()
@@ -193,9 +209,16 @@ class LoReFT(Intervention):
             seconds = time.time() - start
             self.load_exported(work / "out" / "loreft.safetensors")
         losses = report["losses"]
-        return {"train/loss": losses[-1], "train/loss_first": losses[0], **({"val/loss": report["val_loss"]} if report.get("val_loss") is not None else {}),
-                "loss_curve": [round(x, 5) for x in losses], "train_time_s": round(seconds, 2), "pyreft_train_time_s": round(report["seconds"], 2),
-                "steps": report["steps"], "trained_by": report["versions"]}
+        return {
+            "train/loss": losses[-1],
+            "train/loss_first": losses[0],
+            **({"val/loss": report["val_loss"]} if report.get("val_loss") is not None else {}),
+            "loss_curve": [round(x, 5) for x in losses],
+            "train_time_s": round(seconds, 2),
+            "pyreft_train_time_s": round(report["seconds"], 2),
+            "steps": report["steps"],
+            "trained_by": report["versions"],
+        }
 
     def load_exported(self, path: Path) -> None:
         from safetensors.torch import load_file
@@ -231,10 +254,18 @@ def model_folder(stack, work: Path) -> Path:
 def worker_spec(stack, work: Path, rank: int, cfg: dict) -> dict:
     param = next(stack.model.parameters())
     trainer = cfg.get("trainer") or {}
-    return {"model_dir": str(model_folder(stack, work)), "layer": block_layer(stack.model, stack.hook), "rank": rank,
-            "dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device), "seed": cfg["seed"],
-            "lr": cfg["lr"], "weight_decay": cfg.get("weight_decay", 0.0), "batch_size": cfg["batch_size"],
-            "grad_clip": trainer.get("gradient_clip_val")}
+    return {
+        "model_dir": str(model_folder(stack, work)),
+        "layer": block_layer(stack.model, stack.hook),
+        "rank": rank,
+        "dtype": str(param.dtype).removeprefix("torch."),
+        "device": str(param.device),
+        "seed": cfg["seed"],
+        "lr": cfg["lr"],
+        "weight_decay": cfg.get("weight_decay", 0.0),
+        "batch_size": cfg["batch_size"],
+        "grad_clip": trainer.get("gradient_clip_val"),
+    }
 
 
 def training_batches(n: int, cfg: dict) -> list[list[int]]:
@@ -244,7 +275,11 @@ def training_batches(n: int, cfg: dict) -> list[list[int]]:
     size = cfg["batch_size"]
     per_epoch = max(1, math.ceil(n / size))
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
-    limits = [s for s in ((steps if steps and steps > 0 else None), (epochs * per_epoch if epochs and epochs > 0 else None)) if s]
+    limits = [
+        s
+        for s in ((steps if steps and steps > 0 else None), (epochs * per_epoch if epochs and epochs > 0 else None))
+        if s
+    ]
     if trainer.get("fast_dev_run"):
         limits.append(1)
     if not limits:
@@ -268,10 +303,14 @@ def write_training_data(path: Path, stack, concept, cfg: dict, span: tuple[int, 
     rows = train_rows + val_rows
     enc = encode_pairs(stack.tokenizer, [r[0] for r in rows], [r[1] for r in rows], cfg["max_len"])  # [n, pos] each
     batches = training_batches(len(train_rows), cfg)
-    tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": completion_labels(enc),
-               "order": torch.tensor([i for b in batches for i in b]),
-               "bounds": torch.tensor([0, *torch.tensor([len(b) for b in batches]).cumsum(0).tolist()]),
-               "val_rows": torch.arange(len(train_rows), len(rows))}
+    tensors = {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "labels": completion_labels(enc),
+        "order": torch.tensor([i for b in batches for i in b]),
+        "bounds": torch.tensor([0, *torch.tensor([len(b) for b in batches]).cumsum(0).tolist()]),
+        "val_rows": torch.arange(len(train_rows), len(rows)),
+    }
     if not val_rows:
         tensors.pop("val_rows")
     if span is not None:
@@ -295,7 +334,11 @@ def run_worker(python: Path, command: str, spec: dict, work: Path) -> dict:
     (work / f"{command}.json").write_text(json.dumps(spec))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)  # saebasis' own path must not shadow the worker venv's packages
-    done = subprocess.run([str(python), str(WORKER), command, str(work / f"{command}.json")], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [str(python), str(WORKER), command, str(work / f"{command}.json")], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"the pyreft worker ({command}) failed with exit code {done.returncode}:\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"the pyreft worker ({command}) failed with exit code {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -35,10 +35,17 @@ def reft_model(model, spec: dict):
     import torch
 
     torch.manual_seed(spec["seed"])
-    intervention = pyreft.LoreftIntervention(embed_dim=model.config.hidden_size, low_rank_dimension=spec["rank"],
-                                             dtype=getattr(torch, spec["dtype"]))
-    cfg = pyreft.ReftConfig(representations={"layer": spec["layer"], "component": "block_output",
-                                             "low_rank_dimension": spec["rank"], "intervention": intervention})
+    intervention = pyreft.LoreftIntervention(
+        embed_dim=model.config.hidden_size, low_rank_dimension=spec["rank"], dtype=getattr(torch, spec["dtype"])
+    )
+    cfg = pyreft.ReftConfig(
+        representations={
+            "layer": spec["layer"],
+            "component": "block_output",
+            "low_rank_dimension": spec["rank"],
+            "intervention": intervention,
+        }
+    )
     reft = pyreft.get_reft_model(model, cfg, set_device=False)
     reft.set_device(spec["device"])
     return reft, intervention
@@ -64,9 +71,11 @@ def batch_inputs(data: dict, rows, spec: dict):
 
 def exported(intervention) -> dict:
     """R [r, d] (rows orthonormal: the transpose of pyreft's rotate_layer.weight [d, r]), W [r, d], b [r]."""
-    return {"R": intervention.rotate_layer.weight.detach().T.contiguous().float().cpu(),
-            "W": intervention.learned_source.weight.detach().contiguous().float().cpu(),
-            "b": intervention.learned_source.bias.detach().contiguous().float().cpu()}
+    return {
+        "R": intervention.rotate_layer.weight.detach().T.contiguous().float().cpu(),
+        "W": intervention.learned_source.weight.detach().contiguous().float().cpu(),
+        "b": intervention.learned_source.bias.detach().contiguous().float().cpu(),
+    }
 
 
 def train(spec: dict) -> dict:
@@ -83,7 +92,7 @@ def train(spec: dict) -> dict:
     losses, start = [], time.time()
     reft.train()
     for step in range(len(bounds) - 1):
-        base, where, labels = batch_inputs(data, order[bounds[step]:bounds[step + 1]], spec)
+        base, where, labels = batch_inputs(data, order[bounds[step] : bounds[step + 1]], spec)
         _, out = reft(base=base, unit_locations=where, labels=labels)
         out.loss.backward()
         if spec.get("grad_clip"):
@@ -135,8 +144,10 @@ def logits(spec: dict) -> dict:
     with torch.no_grad():
         plain = model(**base).logits
         steered = reft(base=base, unit_locations=where)[1].logits
-    save_file({"base": plain.float().cpu().contiguous(), "steered": steered.float().cpu().contiguous()},
-              Path(spec["out"]) / "logits.safetensors")
+    save_file(
+        {"base": plain.float().cpu().contiguous(), "steered": steered.float().cpu().contiguous()},
+        Path(spec["out"]) / "logits.safetensors",
+    )
     return {"rope_theta": getattr(model.config, "rope_theta", None), "versions": versions()}
 
 
@@ -145,23 +156,34 @@ def encode(spec: dict) -> dict:
     from transformers import AutoConfig, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])
-    chats = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-             for p in spec["prompts"]]
+    chats = [
+        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in spec["prompts"]
+    ]
     ids = [tok(c, add_special_tokens=False)["input_ids"] for c in chats]
-    out = {"tokenizer_class": type(tok).__name__, "ids": ids, "rope_theta": AutoConfig.from_pretrained(spec["model_dir"]).rope_theta,
-           "versions": versions()}
+    out = {
+        "tokenizer_class": type(tok).__name__,
+        "ids": ids,
+        "rope_theta": AutoConfig.from_pretrained(spec["model_dir"]).rope_theta,
+        "versions": versions(),
+    }
     (Path(spec["out"]) / "encode.json").write_text(json.dumps(out))
     return out
 
 
 def versions() -> dict:
+    from importlib.metadata import version
+
     import pyreft  # noqa: F401
     import torch
     import transformers
-    from importlib.metadata import version
 
-    return {"pyreft": version("pyreft"), "pyvene": version("pyvene"), "transformers": transformers.__version__,
-            "torch": torch.__version__}
+    return {
+        "pyreft": version("pyreft"),
+        "pyvene": version("pyvene"),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def main() -> None:

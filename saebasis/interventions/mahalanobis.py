@@ -36,7 +36,7 @@ class Whitener(nn.Module):
         self.coef, self.max_norm, self.shrinkage = coef, max_norm, shrinkage
         self.register_buffer("W", torch.eye(d_model))  # [d_model, d_model]
 
-    def fit(self, acts: Float[Tensor, "n d_model"]) -> "Whitener":
+    def fit(self, acts: Float[Tensor, "n d_model"]) -> Whitener:
         self.W.copy_(inverse_sqrt_cov(acts, self.shrinkage).float())
         return self
 
@@ -113,8 +113,15 @@ class Mahalanobis:
         super().prepare(stack, concept, max_len)
         if self.whitener is None:
             return
-        acts = collect(stack.model, stack.tokenizer, stack.hook, list(concept.neutral) + [p.prompt for p in concept.pairs],
-                       positions="all", max_len=max_len, desc="covariance")
+        acts = collect(
+            stack.model,
+            stack.tokenizer,
+            stack.hook,
+            list(concept.neutral) + [p.prompt for p in concept.pairs],
+            positions="all",
+            max_len=max_len,
+            desc="covariance",
+        )
         self.whitener.fit(torch.cat([a[1:] for a in acts if len(a) > 1]))
 
     def folded_shift(self, strength: float = 1.0) -> Tensor | None:
@@ -128,4 +135,3 @@ class Mahalanobis:
         if self.whitener is None:
             return {}
         return {"resid_change_mahalanobis": self.whitener.norm(delta).mean()}
-

@@ -21,7 +21,7 @@ class PCADiff(FittedVector):
     average pair differs.
     """
 
-    def fit_means(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> "PCADiff":
+    def fit_means(self, pos_means: Float[Tensor, "n d_model"], neg_means: Float[Tensor, "n d_model"]) -> PCADiff:
         diffs = (pos_means - neg_means).float()  # [n, d_model]
         _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
         u = vh[0]  # [d_model]

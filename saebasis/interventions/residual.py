@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.interventions.sae_adaptor import ACTIVATIONS
-from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass

@@ -16,10 +16,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
 from saebasis.interventions.sae_support import RULES, SupportCache, affine, read_latents, write_rows
-from saebasis.core.sae import SAEBasis
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -67,7 +67,9 @@ class SAEAdaptorConfig(AdditiveConfig):
         if self.l1_coef < 0 or self.topk_entries < 0 or self.init_std < 0 or self.group_l1 < 0:
             raise ValueError("l1_coef, topk_entries, init_std and group_l1 must be >= 0.")
         if (self.k_in is not None and self.k_in < 0) or (self.k_out is not None and self.k_out < 1):
-            raise ValueError(f"k_in must be >= 0 and k_out >= 1 (or null: every latent); got k_in={self.k_in}, k_out={self.k_out}.")
+            raise ValueError(
+                f"k_in must be >= 0 and k_out >= 1 (or null: every latent); got k_in={self.k_in}, k_out={self.k_out}."
+            )
         for name in ("read_rule", "write_rule"):
             if getattr(self, name) not in RULES:
                 raise ValueError(f"{name} must be one of {sorted(RULES)}, got {getattr(self, name)!r}.")
@@ -106,7 +108,9 @@ class SAEAdaptor(Mahalanobis, Intervention):
         d_sae = sae.d_sae
         n_in, n_out = (d_sae if k is None else k for k in (cfg.k_in, cfg.k_out))
         if n_in > d_sae or n_out > d_sae:
-            raise ValueError(f"k_in={cfg.k_in} / k_out={cfg.k_out} exceed the SAE's d_sae={d_sae}; use null for every latent.")
+            raise ValueError(
+                f"k_in={cfg.k_in} / k_out={cfg.k_out} exceed the SAE's d_sae={d_sae}; use null for every latent."
+            )
         self.A = nn.Parameter(torch.randn(n_in, cfg.rank) * cfg.init_std)  # [k_in, r]
         self.a = nn.Parameter(torch.zeros(cfg.rank))  # [r]
         self.B = nn.Parameter(torch.zeros(cfg.rank, n_out))  # [r, k_out]
@@ -158,7 +162,9 @@ class SAEAdaptor(Mahalanobis, Intervention):
             delta = self.sae.decode(z + self.scatter(dz)) - self.sae.decode(z)
         return h + self._whiten(delta).to(h.dtype)
 
-    def dense_steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
+    def dense_steer(
+        self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor
+    ) -> Float[Tensor, "batch pos d_model"]:
         """The reference path: full encode, h' = dec(z + s f(z)) + err(h) (the dense adaptor's own path)."""
         z = self.sae.encode(h)  # [batch, pos, d_sae]
         if self.whitener is None:
@@ -197,15 +203,19 @@ class SAEAdaptor(Mahalanobis, Intervention):
     def prepare(self, stack, concept, max_len: int) -> None:
         """Choose the read and write sets (k_in / k_out set), then the Mahalanobis fit."""
         scores: dict[str, Tensor] = {}  # one pass per rule when both sides use the same one
-        for idx, k, rule, side in ((self.read_idx, self.cfg.k_in, self.cfg.read_rule, "reads"),
-                                   (self.write_idx, self.cfg.k_out, self.cfg.write_rule, "writes")):
+        for idx, k, rule, side in (
+            (self.read_idx, self.cfg.k_in, self.cfg.read_rule, "reads"),
+            (self.write_idx, self.cfg.k_out, self.cfg.write_rule, "writes"),
+        ):
             if idx is not None and k:
                 if rule not in scores:
                     scores[rule] = RULES[rule](stack, concept, max_len)  # [d_sae]
                 chosen = scores[rule].topk(k).indices.sort().values
                 with torch.no_grad():
                     idx.copy_(chosen.to(idx.device))
-                print(f"[saebasis] sae_adaptor {side} {k} latents ({rule}): {idx[:12].tolist()}{' ...' if k > 12 else ''}")
+                print(
+                    f"[saebasis] sae_adaptor {side} {k} latents ({rule}): {idx[:12].tolist()}{' ...' if k > 12 else ''}"
+                )
         super().prepare(stack, concept, max_len)
 
     @torch.no_grad()

@@ -10,9 +10,9 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from saebasis.core.activations import collect
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
-from saebasis.core.sae import SAEBasis
 
 
 @dataclasses.dataclass
@@ -64,7 +64,9 @@ class SAEBias(Mahalanobis, Intervention):
     def restrict_to(self, allowed: Bool[Tensor, " d_sae"]) -> None:
         """Train b only on these latents: the others are held at exactly 0 after every optimizer step."""
         if allowed.shape != self.b.shape or allowed.dtype != torch.bool:
-            raise ValueError(f"restrict_to needs a bool mask of shape {tuple(self.b.shape)}, got {allowed.dtype} {tuple(allowed.shape)}.")
+            raise ValueError(
+                f"restrict_to needs a bool mask of shape {tuple(self.b.shape)}, got {allowed.dtype} {tuple(allowed.shape)}."
+            )
         self.allowed = allowed.to(self.b.device)
         with torch.no_grad():
             self.b.masked_fill_(~self.allowed, 0.0)
@@ -113,8 +115,10 @@ class SAEBias(Mahalanobis, Intervention):
         """alive_only: restrict b to the latents that fire on the concept's texts; then the Mahalanobis fit."""
         if self.cfg.alive_only:
             alive = alive_latents(stack, concept, max_len)
-            print(f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents fire on the concept's texts; "
-                  f"the bias is trained on those only")
+            print(
+                f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents fire on the concept's texts; "
+                f"the bias is trained on those only"
+            )
             self.restrict_to(alive)
         super().prepare(stack, concept, max_len)
 
@@ -148,9 +152,19 @@ def alive_latents(stack, concept, max_len: int) -> Tensor:
     """[d_sae] bool: latents active on at least one token of the concept's pairs (prompt + either
     completion) or neutral prompts, each text's first token (the attention sink) left out."""
     prompts = [p.prompt for p in concept.pairs] * 2 + list(concept.neutral)
-    completions = [p.positive for p in concept.pairs] + [p.negative for p in concept.pairs] + [""] * len(concept.neutral)
-    acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions="all", max_len=max_len,
-                   desc="alive latents")
+    completions = (
+        [p.positive for p in concept.pairs] + [p.negative for p in concept.pairs] + [""] * len(concept.neutral)
+    )
+    acts = collect(
+        stack.model,
+        stack.tokenizer,
+        stack.hook,
+        prompts,
+        completions,
+        positions="all",
+        max_len=max_len,
+        desc="alive latents",
+    )
     alive = torch.zeros(stack.sae.d_sae, dtype=torch.bool, device=stack.sae.W_dec.device)
     for a in acts:  # one text at a time: memory stays [T, d_sae] whatever the SAE's width
         alive |= (stack.sae.encode(a[1:].to(alive.device)) > 0).any(0)

@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import FitData, register
 from saebasis.interventions.diffmean import FittedVector, VectorConfig
 from saebasis.interventions.latent_effect import effect_scores, stored_scores
-from saebasis.core.sae import SAEBasis
 
 SELECT = ("contrast", "output", "delta_conf")
 SCORE_OF = {"output": "output_score", "delta_conf": "delta_conf"}
@@ -49,13 +49,17 @@ class SAELatentConfig(VectorConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.k < 1 or self.chunk < 1 or self.candidates < 1:
-            raise ValueError(f"k and chunk must be >= 1, and candidates too; got k={self.k}, chunk={self.chunk}, "
-                             f"candidates={self.candidates}.")
+            raise ValueError(
+                f"k and chunk must be >= 1, and candidates too; got k={self.k}, chunk={self.chunk}, "
+                f"candidates={self.candidates}."
+            )
         if self.select not in SELECT:
             raise ValueError(f"select must be one of {' | '.join(SELECT)}, got '{self.select}'.")
         if self.select != "contrast" and self.candidates < self.k:
-            raise ValueError(f"select={self.select} chooses k={self.k} latents among candidates={self.candidates}; "
-                             "set candidates >= k.")
+            raise ValueError(
+                f"select={self.select} chooses k={self.k} latents among candidates={self.candidates}; "
+                "set candidates >= k."
+            )
 
 
 @register("sae_latent")
@@ -83,22 +87,28 @@ class SAELatent(FittedVector):
         super().prepare(stack, concept, max_len)
         object.__setattr__(self, "_lm", (stack.model, stack.tokenizer))
 
-    def fit(self, data: FitData) -> "SAELatent":
+    def fit(self, data: FitData) -> SAELatent:
         diff = self._mean_code(data.positive) - self._mean_code(data.negative)  # [d_sae]
         k, select = self.cfg.k, self.cfg.select
         rises, cand = diff.topk(k if select == "contrast" else min(self.cfg.candidates, diff.numel()))
         cand = cand[rises > 0]
         if cand.numel() < k:
-            raise ValueError(f"sae_latent: only {int((diff > 0).sum())} SAE latents are more active on the positive "
-                             f"completions than on the negative ones, k={k}. Use a smaller k, or check the pairs "
-                             "(positive and negative swapped?) and that the SAE reads this hook.")
+            raise ValueError(
+                f"sae_latent: only {int((diff > 0).sum())} SAE latents are more active on the positive "
+                f"completions than on the negative ones, k={k}. Use a smaller k, or check the pairs "
+                "(positive and negative swapped?) and that the SAE reads this hook."
+            )
         idx = cand
         if select != "contrast":
             scores, source = self._effect(cand, select)  # [n_cand]
             order = scores.argsort(descending=True, stable=True)[:k]
             idx = cand[order]
-            self.selection = {"select": select, "score_source": source, "candidates": int(cand.numel()),
-                              "scores": [round(float(x), 6) for x in scores[order]]}
+            self.selection = {
+                "select": select,
+                "score_source": source,
+                "candidates": int(cand.numel()),
+                "scores": [round(float(x), 6) for x in scores[order]],
+            }
         gains = diff[idx]
         self.latents.copy_(idx)
         self.gains.copy_(gains)
@@ -108,8 +118,10 @@ class SAELatent(FittedVector):
     def _effect(self, cand: Tensor, select: str) -> tuple[Float[Tensor, " n"], str]:
         """(the candidates' scores, where they came from: "table" or "computed")."""
         if self._lm is None:
-            raise ValueError(f"sae_latent select={select} scores latents on the model: fit it through "
-                             "`saebasis fit-baseline` / saebasis.fit, or call prepare(stack, concept, max_len) first.")
+            raise ValueError(
+                f"sae_latent select={select} scores latents on the model: fit it through "
+                "`saebasis fit-baseline` / saebasis.fit, or call prepare(stack, concept, max_len) first."
+            )
         model, tokenizer = self._lm
         stored = stored_scores(self.sae, model)
         if stored is not None and SCORE_OF[select] in stored:
@@ -141,6 +153,12 @@ class SAELatent(FittedVector):
         return change, "intervention"
 
     def describe(self) -> dict:
-        return {**super().describe(), "latents_written": int((self.latents >= 0).sum()), "latents_read": 0,
-                "latents": self.latents.tolist(), "gains": [round(float(g), 4) for g in self.gains],
-                "select": self.cfg.select, **({"selection": self.selection} if self.selection else {})}
+        return {
+            **super().describe(),
+            "latents_written": int((self.latents >= 0).sum()),
+            "latents_read": 0,
+            "latents": self.latents.tolist(),
+            "gains": [round(float(g), 4) for g in self.gains],
+            "select": self.cfg.select,
+            **({"selection": self.selection} if self.selection else {}),
+        }

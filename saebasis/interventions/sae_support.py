@@ -76,8 +76,11 @@ def read_latents(
         return sae.encode(h)[..., idx]
     x = inner.process_sae_in(h)  # [*batch, d_model]: dtype, input hooks, minus b_dec if the SAE does that
     if arch in PER_LATENT:
-        W, b, thr = cache.get("read", _key(sae, idx), lambda: (inner.W_enc[:, idx], inner.b_enc[idx],
-                                                                   getattr(inner, "threshold", inner.b_enc)[idx]))
+        W, b, thr = cache.get(
+            "read",
+            _key(sae, idx),
+            lambda: (inner.W_enc[:, idx], inner.b_enc[idx], getattr(inner, "threshold", inner.b_enc)[idx]),
+        )
         pre = x @ W + b  # [*batch, k]
         z = inner.activation_fn(pre)
         return z * (pre > thr) if arch == "jumprelu" else z
@@ -99,8 +102,16 @@ def _pair_texts(concept) -> tuple[list[str], list[str], list[str]]:
 def _mean_latents(stack, prompts, completions, positions: str, max_len: int) -> Float[Tensor, " d_sae"]:
     from saebasis.core.activations import collect
 
-    acts = collect(stack.model, stack.tokenizer, stack.hook, prompts, completions, positions=positions, max_len=max_len,
-                   desc="support")
+    acts = collect(
+        stack.model,
+        stack.tokenizer,
+        stack.hook,
+        prompts,
+        completions,
+        positions=positions,
+        max_len=max_len,
+        desc="support",
+    )
     skip = 1 if positions == "all" else 0  # the attention sink (first token) is not what SAEs are trained on
     total = torch.zeros(stack.sae.d_sae, device=stack.sae.W_dec.device)
     n = 0
@@ -114,7 +125,10 @@ def _mean_latents(stack, prompts, completions, positions: str, max_len: int) -> 
 def contrast_scores(stack, concept, max_len: int) -> Float[Tensor, " d_sae"]:
     """|mean z over positive completions - mean z over negative completions|: latents that tell the concept apart."""
     prompts, pos, neg = _pair_texts(concept)
-    return (_mean_latents(stack, prompts, pos, "completion", max_len) - _mean_latents(stack, prompts, neg, "completion", max_len)).abs()
+    return (
+        _mean_latents(stack, prompts, pos, "completion", max_len)
+        - _mean_latents(stack, prompts, neg, "completion", max_len)
+    ).abs()
 
 
 def active_scores(stack, concept, max_len: int) -> Float[Tensor, " d_sae"]:
@@ -138,15 +152,24 @@ def gradient_scores(stack, concept, max_len: int, batch_size: int = 8) -> Float[
     prompts, pos, neg = _pair_texts(concept)
     for completions, sign in ((pos, 1.0), (neg, -1.0)):
         for start in range(0, len(prompts), batch_size):
-            batch = encode_pairs(stack.tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len)
+            batch = encode_pairs(
+                stack.tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_len
+            )
             batch = {k: v.to(device) for k, v in batch.items()}
             with hooks.attach(stack.model, stack.hook, lambda h: h + b @ W_eff):
-                logits = stack.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                     position_ids=position_ids(batch["attention_mask"]), use_cache=False).logits
+                logits = stack.model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    position_ids=position_ids(batch["attention_mask"]),
+                    use_cache=False,
+                ).logits
             labels = batch["input_ids"].masked_fill(~batch["completion_mask"], -100)  # [batch, pos]
-            ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                   ignore_index=-100, reduction="sum")
-            grad += torch.autograd.grad(sign * ce / max(1, int(batch["completion_mask"].sum())), b)[0]  # never touches the LM's .grad
+            ce = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+            )
+            grad += torch.autograd.grad(sign * ce / max(1, int(batch["completion_mask"].sum())), b)[
+                0
+            ]  # never touches the LM's .grad
     return grad.abs()
 
 

@@ -44,8 +44,18 @@ from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import FitData, register
 from saebasis.interventions.diffmean import FittedVector, VectorConfig
 
-PROMPTS = ("I think", "Breaking news", "Last night", "For sale", "The weather", "Dear Sir/Madam", "Preheat the oven",
-           "I went up to", "New study suggests", "It's interesting that")
+PROMPTS = (
+    "I think",
+    "Breaking news",
+    "Last night",
+    "For sale",
+    "The weather",
+    "Dear Sir/Madam",
+    "Preheat the oven",
+    "I went up to",
+    "New study suggests",
+    "It's interesting that",
+)
 """SAE-TS's neutral prompts (its ft_effects/utils.py), first `n_prompts` used."""
 HOLDOUT = 0.1
 
@@ -81,8 +91,14 @@ class SAETargetedConfig(VectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive = dict(k=self.k, n_directions=self.n_directions, new_tokens=self.new_tokens, batch_size=self.batch_size,
-                        chunk=self.chunk, n_prompts=self.n_prompts)
+        positive = dict(
+            k=self.k,
+            n_directions=self.n_directions,
+            new_tokens=self.new_tokens,
+            batch_size=self.batch_size,
+            chunk=self.chunk,
+            n_prompts=self.n_prompts,
+        )
         if any(not isinstance(v, int) or v < 1 for v in positive.values()):
             raise ValueError(f"sae_targeted: {positive} must all be positive integers.")
         if self.n_directions % 2 or self.n_directions < 4:
@@ -90,8 +106,10 @@ class SAETargetedConfig(VectorConfig):
         if self.n_prompts > len(PROMPTS):
             raise ValueError(f"n_prompts must be <= {len(PROMPTS)} (the built-in prompt list), got {self.n_prompts}.")
         if not 0 < self.max_density <= 1 or self.radius <= 0 or self.solve_ridge < 0 or self.fit_ridge < 0:
-            raise ValueError("sae_targeted: need 0 < max_density <= 1, radius > 0, solve_ridge >= 0 and fit_ridge >= 0; "
-                             f"got {self.max_density}, {self.radius}, {self.solve_ridge}, {self.fit_ridge}.")
+            raise ValueError(
+                "sae_targeted: need 0 < max_density <= 1, radius > 0, solve_ridge >= 0 and fit_ridge >= 0; "
+                f"got {self.max_density}, {self.radius}, {self.solve_ridge}, {self.fit_ridge}."
+            )
 
 
 @dataclasses.dataclass
@@ -113,8 +131,10 @@ class EffectApproximator:
             return (torch.linalg.pinv(W) @ (target.double() - self.b.double())).float()
         gram = W.T @ W  # [d_model, d_model]
         if float(gram.diagonal().mean()) == 0.0:
-            raise ValueError("sae_targeted: the effect approximator is zero -- none of the random directions changed "
-                             "what the SAE read. Raise radius or new_tokens (or n_directions) and fit again.")
+            raise ValueError(
+                "sae_targeted: the effect approximator is zero -- none of the random directions changed "
+                "what the SAE read. Raise radius or new_tokens (or n_directions) and fit again."
+            )
         lam = ridge * gram.diagonal().mean()
         rhs = W.T @ (target.double() - self.b.double())
         return torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), rhs).float()
@@ -167,13 +187,23 @@ def unsteered(model, tokenizer, sae: SAEBasis, hook: str, cfg: SAETargetedConfig
 
 
 @torch.no_grad()
-def measure_effects(model, tokenizer, sae: SAEBasis, hook: str, V: Float[Tensor, "n d_model"], cfg: SAETargetedConfig,
-                    base: dict[str, Tensor]) -> Float[Tensor, "n d_sae"]:
+def measure_effects(
+    model,
+    tokenizer,
+    sae: SAEBasis,
+    hook: str,
+    V: Float[Tensor, "n d_model"],
+    cfg: SAETargetedConfig,
+    base: dict[str, Tensor],
+) -> Float[Tensor, "n d_sae"]:
     """Mean SAE code of the greedy continuation of each prompt under each steering vector (rows of V), minus the
     unsteered one (`base`, from `unsteered`), averaged over the prompts."""
     total = torch.zeros(len(V), sae.d_sae)
-    jobs = [(ids, code, start) for ids, code in zip(_prompt_ids(model, tokenizer, cfg), base["codes"])
-            for start in range(0, len(V), cfg.batch_size)]
+    jobs = [
+        (ids, code, start)
+        for ids, code in zip(_prompt_ids(model, tokenizer, cfg), base["codes"])
+        for start in range(0, len(V), cfg.batch_size)
+    ]
     for ids, code, start in tqdm(jobs, desc="sae_targeted effects", leave=False, disable=len(jobs) < 4):
         rows = V[start : start + cfg.batch_size]
         total[start : start + len(rows)] += _continuation_codes(model, sae, hook, ids, rows, cfg)[0] - code
@@ -208,7 +238,9 @@ def _continuation_codes(model, sae, hook, ids, V, cfg) -> tuple[Tensor, Tensor, 
     with hooks.attach(model, hook, fn):
         try:
             for _ in range(cfg.new_tokens + 1):
-                nxt = model(input_ids=nxt, use_cache=True, logits_to_keep=1, **kv).logits[:, -1].argmax(-1, keepdim=True)
+                nxt = (
+                    model(input_ids=nxt, use_cache=True, logits_to_keep=1, **kv).logits[:, -1].argmax(-1, keepdim=True)
+                )
         except hooks.StopForward:
             pass
     written = torch.cat(read[1:], 1)  # [rows, new_tokens, d_model]: the tokens written, as the hook read them
@@ -235,20 +267,32 @@ def load_or_fit(model, tokenizer, sae: SAEBasis, hook: str, cfg: SAETargetedConf
     if cfg.cache and (folder / "effects.safetensors").exists() and (folder / "cfg.json").exists():
         t = load_file(folder / "effects.safetensors")
         return EffectApproximator(t["W"], t["b"], t["bos"].bool(), json.loads((folder / "cfg.json").read_text()))
-    print(f"[saebasis] sae_targeted: fitting the effect approximator for {hook} ({cfg.n_directions} directions x "
-          f"{cfg.n_prompts} prompts x {cfg.new_tokens} tokens), once; cached in {folder}")
+    print(
+        f"[saebasis] sae_targeted: fitting the effect approximator for {hook} ({cfg.n_directions} directions x "
+        f"{cfg.n_prompts} prompts x {cfg.new_tokens} tokens), once; cached in {folder}"
+    )
     start = time.time()
     base = unsteered(model, tokenizer, sae, hook, cfg)
     r = cfg.radius * float(base["norm"])
     V = antithetic_directions(cfg.n_directions, sae.d_model, cfg.seed) * r  # [n, d_model]
     W, b, r2 = fit_approximator(lambda x: measure_effects(model, tokenizer, sae, hook, x, cfg, base), V, cfg.fit_ridge)
-    info = {"hook": hook, "radius_norm": r, "approximator_r2": round(r2, 4), "fit_seconds": round(time.time() - start, 1),
-            "tokens_read": cfg.n_directions * cfg.n_prompts * cfg.new_tokens, "n_directions": cfg.n_directions,
-            "n_prompts": cfg.n_prompts, "new_tokens": cfg.new_tokens}
+    info = {
+        "hook": hook,
+        "radius_norm": r,
+        "approximator_r2": round(r2, 4),
+        "fit_seconds": round(time.time() - start, 1),
+        "tokens_read": cfg.n_directions * cfg.n_prompts * cfg.new_tokens,
+        "n_directions": cfg.n_directions,
+        "n_prompts": cfg.n_prompts,
+        "new_tokens": cfg.new_tokens,
+    }
     approx = EffectApproximator(W, b, base["bos"], info)
     if cfg.cache:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"W": W.contiguous(), "b": b.contiguous(), "bos": base["bos"].to(torch.uint8)}, folder / "effects.safetensors")
+        save_file(
+            {"W": W.contiguous(), "b": b.contiguous(), "bos": base["bos"].to(torch.uint8)},
+            folder / "effects.safetensors",
+        )
         (folder / "cfg.json").write_text(json.dumps(info, indent=1))
     return approx
 
@@ -262,9 +306,11 @@ def fgaa_target(contrast: Tensor, density: Tensor, bos: Tensor, cfg: SAETargeted
         filtered[bos] = 0
     values, idx = filtered.topk(cfg.k)
     if not bool((values > 0).all()):
-        raise ValueError(f"sae_targeted: only {int((values > 0).sum())} latents rise from negative to positive completions "
-                         f"after the density (max_density={cfg.max_density}) and BOS filters, k={cfg.k}. Use a smaller k, "
-                         "raise max_density, or check the pairs (positive and negative swapped?).")
+        raise ValueError(
+            f"sae_targeted: only {int((values > 0).sum())} latents rise from negative to positive completions "
+            f"after the density (max_density={cfg.max_density}) and BOS filters, k={cfg.k}. Use a smaller k, "
+            "raise max_density, or check the pairs (positive and negative swapped?)."
+        )
     return idx, values
 
 
@@ -291,19 +337,24 @@ class SAETargeted(FittedVector):
     def prepare(self, stack, concept, max_len: int) -> None:
         self.__dict__["_approx"] = load_or_fit(stack.model, stack.tokenizer, self.sae, stack.hook, self.cfg)
 
-    def use_approximator(self, approx: EffectApproximator) -> "SAETargeted":
+    def use_approximator(self, approx: EffectApproximator) -> SAETargeted:
         """Set the approximator directly (a planted one in tests, or one fitted elsewhere)."""
         self.__dict__["_approx"] = approx
         return self
 
-    def fit(self, data: FitData) -> "SAETargeted":
+    def fit(self, data: FitData) -> SAETargeted:
         if self._approx is None:
-            raise ValueError("sae_targeted needs its effect approximator: call prepare(stack, concept, max_len) before fit "
-                             "(fit-baseline does), or use_approximator(...).")
+            raise ValueError(
+                "sae_targeted needs its effect approximator: call prepare(stack, concept, max_len) before fit "
+                "(fit-baseline does), or use_approximator(...)."
+            )
         contrast = self._mean_code(data.positive) - self._mean_code(data.negative)  # [d_sae]
         neutral = torch.cat(data.neutral).to(self.sae.W_dec.device) if data.neutral else None
-        density = (self.sae.encode_chunked(neutral, self.cfg.chunk) > 0).float().mean(0).cpu() if neutral is not None \
+        density = (
+            (self.sae.encode_chunked(neutral, self.cfg.chunk) > 0).float().mean(0).cpu()
+            if neutral is not None
             else torch.zeros_like(contrast)
+        )
         idx, values = fgaa_target(contrast, density, self._approx.bos.cpu(), self.cfg)
         target = torch.zeros_like(contrast)
         target[idx] = values
@@ -327,5 +378,9 @@ class SAETargeted(FittedVector):
         return scores
 
     def describe(self) -> dict:
-        out = {**super().describe(), "latents": self.latents.tolist(), "targets": [round(float(g), 4) for g in self.gains]}
+        out = {
+            **super().describe(),
+            "latents": self.latents.tolist(),
+            "targets": [round(float(g), 4) for g in self.gains],
+        }
         return out if self._approx is None else {**out, **{k: v for k, v in self._approx.info.items() if k != "hook"}}

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 from saebasis.core.sae import SAEBasis
+from saebasis.interventions.base import FitData, Intervention, InterventionConfig, register
 
 
 @dataclasses.dataclass
@@ -118,12 +118,12 @@ class SARA(Intervention):
     def fit_positions(self) -> str:
         return self.cfg.positions
 
-    def fit(self, data: FitData) -> "SARA":
+    def fit(self, data: FitData) -> SARA:
         """X_a, X_r: the positive / negative examples' histories [T_i, d_model] at `positions`, stacked along
         time; the neutral histories (first token dropped) give Delta_ref and the mean for interpretation."""
         return self.fit_histories(data.positive, data.negative, data.neutral)
 
-    def fit_histories(self, attract: list[Tensor], repel: list[Tensor], neutral: list[Tensor] | None = None) -> "SARA":
+    def fit_histories(self, attract: list[Tensor], repel: list[Tensor], neutral: list[Tensor] | None = None) -> SARA:
         align = self.cfg.mode == "stable"
         for j, (name, hist) in enumerate((("r_attract", attract), ("r_repel", repel))):
             x = torch.cat(hist)  # [sum T, d_model]
@@ -149,7 +149,9 @@ class SARA(Intervention):
     def steer(self, h: Float[Tensor, "batch pos d_model"], s: float | Tensor) -> Float[Tensor, "batch pos d_model"]:
         if self.cfg.mode == "faithful":
             if h.shape[0] != 1:
-                raise ValueError("SARA mode=faithful is batch size 1 with no padding, as published; use mode=stable for batches.")
+                raise ValueError(
+                    "SARA mode=faithful is batch size 1 with no padding, as published; use mode=stable for batches."
+                )
             delta = self._delta_of(self._own_history(h[0]), align=False)[None]  # [1, d_model]
         else:
             if self._delta is None or h.shape[1] > 1 or self._delta.shape[0] != h.shape[0]:

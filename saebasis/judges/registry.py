@@ -15,7 +15,8 @@ instruction-relevance and fluency judges every response gets.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
 
 NEEDS = ("description", "instructions", "model", "tokenizer")
 Role = Literal["concept", "quality"]
@@ -38,11 +39,15 @@ def register_judge(name: str, needs: Sequence[str] = (), role: Role = "concept")
     """Decorator: register `fn` under `name`, declaring the keyword arguments it needs (from NEEDS)."""
     unknown = [n for n in needs if n not in NEEDS]
     if unknown:
-        raise ValueError(f"judge '{name}' needs {unknown}, which no caller provides; needs must come from {list(NEEDS)}.")
+        raise ValueError(
+            f"judge '{name}' needs {unknown}, which no caller provides; needs must come from {list(NEEDS)}."
+        )
 
     def wrap(fn: Callable) -> Callable:
         if name in JUDGES:
-            raise ValueError(f"judge '{name}' is already registered (by {JUDGES[name].fn.__module__}.{JUDGES[name].fn.__name__}).")
+            raise ValueError(
+                f"judge '{name}' is already registered (by {JUDGES[name].fn.__module__}.{JUDGES[name].fn.__name__})."
+            )
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         JUDGES[name] = Judge(name, fn, tuple(needs), role, doc)
         return fn
@@ -57,8 +62,12 @@ def judge_names(role: Role | None = None) -> list[str]:
 
 def get_judge(name: str) -> Judge:
     if name not in JUDGES:
-        raise ValueError(f"Unknown judge '{name}'. Registered judges: {judge_names()} "
-                         "(concept judges: " + ", ".join(judge_names("concept")) + "); add one with @register_judge in saebasis/judges/.")
+        raise ValueError(
+            f"Unknown judge '{name}'. Registered judges: {judge_names()} "
+            "(concept judges: "
+            + ", ".join(judge_names("concept"))
+            + "); add one with @register_judge in saebasis/judges/."
+        )
     return JUDGES[name]
 
 
@@ -67,7 +76,9 @@ def score(name: str, responses: Sequence[str], **available) -> list[float]:
     judge = get_judge(name)
     missing = [n for n in judge.needs if available.get(n) is None]
     if missing:
-        raise ValueError(f"judge '{name}' needs {list(judge.needs)}; missing {missing}. Pass them as keyword arguments to score().")
+        raise ValueError(
+            f"judge '{name}' needs {list(judge.needs)}; missing {missing}. Pass them as keyword arguments to score()."
+        )
     if not responses:
         return []
     return [float(s) for s in judge.fn(list(responses), **{n: available[n] for n in judge.needs})]

@@ -12,7 +12,7 @@ Works for families whose decoder blocks return the hidden-state tensor (every fa
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Float
@@ -20,12 +20,15 @@ from torch import Tensor, nn
 
 from saebasis.core import hooks
 from saebasis.core.activations import position_ids
-from saebasis.core.hooks import skip_to_hook, upstream_blocks  # noqa: F401  (moved to hooks; re-exported)
+from saebasis.core.hooks import skip_to_hook, upstream_blocks
 
 
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-            "position_ids": position_ids(batch["attention_mask"])}
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "position_ids": position_ids(batch["attention_mask"]),
+    }
 
 
 class ActivationCache:
@@ -33,7 +36,9 @@ class ActivationCache:
 
     def __init__(self, model: nn.Module, hook: str) -> None:
         if upstream_blocks(hook) == 0:
-            raise ValueError(f"cache_activations: nothing runs before {hook} (the embeddings); set cache_activations=false.")
+            raise ValueError(
+                f"cache_activations: nothing runs before {hook} (the embeddings); set cache_activations=false."
+            )
         self.model, self.hook = model, hook
         self.acts: dict[tuple[int, ...], Tensor] = {}
         self.memo: dict[tuple[str, tuple[int, ...]], Tensor] = {}

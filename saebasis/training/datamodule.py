@@ -55,8 +55,16 @@ class StepSeededSampler(torch.utils.data.Sampler):
 class ConceptDataModule(L.LightningDataModule):
     """Train / val split of the concept's pairs (a seeded shuffle, val = the first `val_fraction`), plus neutral prompts."""
 
-    def __init__(self, concept: Concept, tokenizer, batch_size: int = 8, max_len: int = 64, val_fraction: float = 0.1,
-                 seed: int = 0, max_pairs: int | None = None) -> None:
+    def __init__(
+        self,
+        concept: Concept,
+        tokenizer,
+        batch_size: int = 8,
+        max_len: int = 64,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        max_pairs: int | None = None,
+    ) -> None:
         super().__init__()
         self.train_rows, self.val_rows = split_pairs(concept, val_fraction, seed, max_pairs)
         self.neutral = list(concept.neutral)
@@ -64,7 +72,7 @@ class ConceptDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
-        step = lambda: self.trainer.global_step if self.trainer else 0  # noqa: E731
+        step = lambda: self.trainer.global_step if self.trainer else 0
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = StepSeededSampler(len(self.train_rows), self.batch_size, self.seed, step, rank, world)
         return DataLoader(self.train_rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)

@@ -31,7 +31,6 @@ from saebasis.training.cache import ActivationCache, model_inputs
 from saebasis.training.datamodule import completion_labels
 from saebasis.validate import TRAIN_CHOICES
 
-
 OBJECTIVES = TRAIN_CHOICES["objective"]
 """The training objectives `cfg.objective` may name (one tuple, in saebasis.validate, which checks configs first)."""
 REPS_STRENGTHS = (0.5, 1.0, 2.0)
@@ -45,10 +44,14 @@ class NonFiniteLoss(RuntimeError):
 def check_objective(cfg: dict) -> None:
     """The objective is one of OBJECTIVES; RePS' factors are positive finite numbers."""
     if cfg.get("objective", "sft") not in OBJECTIVES:
-        raise ValueError(f"objective={cfg.get('objective')!r} is not a training objective. Use one of {list(OBJECTIVES)}.")
+        raise ValueError(
+            f"objective={cfg.get('objective')!r} is not a training objective. Use one of {list(OBJECTIVES)}."
+        )
     factors = cfg.get("reps_strengths") or REPS_STRENGTHS
     if cfg.get("objective") == "reps" and not all(isinstance(a, (int, float)) and 0 < a < math.inf for a in factors):
-        raise ValueError(f"reps_strengths must be positive finite numbers, got {list(factors)}. Use e.g. [0.5, 1.0, 2.0].")
+        raise ValueError(
+            f"reps_strengths must be positive finite numbers, got {list(factors)}. Use e.g. [0.5, 1.0, 2.0]."
+        )
 
 
 def completion_window(batch: dict[str, torch.Tensor]) -> int:
@@ -67,12 +70,18 @@ def sequence_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
 
 def mean_logp(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean log p(completion token) per example, [batch] (the length-normalised log-likelihood of RePS / SimPO)."""
-    count = batch["completion_mask"][:, -logits.shape[1]:][:, 1:].sum(1).clamp_min(1)
+    count = batch["completion_mask"][:, -logits.shape[1] :][:, 1:].sum(1).clamp_min(1)
     return sequence_logp(logits, batch) / count
 
 
-def reps_loss(plus_pos: torch.Tensor, plus_neg: torch.Tensor, minus_pos: torch.Tensor, minus_neg: torch.Tensor,
-              ref_pos: torch.Tensor, ref_neg: torch.Tensor) -> torch.Tensor:
+def reps_loss(
+    plus_pos: torch.Tensor,
+    plus_neg: torch.Tensor,
+    minus_pos: torch.Tensor,
+    minus_neg: torch.Tensor,
+    ref_pos: torch.Tensor,
+    ref_neg: torch.Tensor,
+) -> torch.Tensor:
     """RePS on [batch] values: plus_* / minus_* the mean log-probs of the positive (y_c) / negative (y) completion
     under the positive / negative factor, ref_* the unsteered summed log-probs (weights only: no gradient)."""
     beta_plus = (ref_neg - ref_pos).detach().clamp_min(1.0)
@@ -84,8 +93,10 @@ def reps_loss(plus_pos: torch.Tensor, plus_neg: torch.Tensor, minus_pos: torch.T
 
 def sft_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over completion tokens; logits may cover only the last positions."""
-    labels = completion_labels(batch)[:, -logits.shape[1]:]  # [batch, k]
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    labels = completion_labels(batch)[:, -logits.shape[1] :]  # [batch, k]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+    )
 
 
 class SteeringModule(L.LightningModule):
@@ -122,15 +133,17 @@ class SteeringModule(L.LightningModule):
         """RePS: each completion once under [+a; -a] (the batch twice, one forward per completion)."""
         a = self._factors(len(pos["input_ids"]), stage).to(self.device)
         strength = torch.cat([a, -a])  # [2 batch]
-        twice = lambda b: {k: torch.cat([v, v]) for k, v in b.items()}  # noqa: E731
+        twice = lambda b: {k: torch.cat([v, v]) for k, v in b.items()}
         lp_pos = mean_logp(self._forward(twice(pos), keep=completion_window(pos), strength=strength), twice(pos))
         lp_neg = mean_logp(self._forward(twice(neg), keep=completion_window(neg), strength=strength), twice(neg))
         n = len(a)
-        return reps_loss(lp_pos[:n], lp_neg[:n], lp_pos[n:], lp_neg[n:], self._reference_logp(pos), self._reference_logp(neg))
+        return reps_loss(
+            lp_pos[:n], lp_neg[:n], lp_pos[n:], lp_neg[n:], self._reference_logp(pos), self._reference_logp(neg)
+        )
 
     def _reference_logp(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p_0(completion) under the unsteered model: fixed, so memoised when activations are cached."""
-        compute = lambda b: self._logp(b, steer=False)  # noqa: E731
+        compute = lambda b: self._logp(b, steer=False)
         return compute(batch) if self.cache is None else self.cache.per_example("ref_logp", batch, compute)
 
     def step(self, batch: dict, stage: str) -> torch.Tensor:
@@ -181,7 +194,11 @@ class SteeringModule(L.LightningModule):
     @torch.no_grad()
     def _log_change(self, batch: dict[str, torch.Tensor]) -> None:
         """Norm of the residual change and L0 of the SAE latent change it causes, at the hook."""
-        h = self.cache.hook_acts(batch) if self.cache is not None else hooks.run_to_hook(self.lm, self.hook, **model_inputs(batch))
+        h = (
+            self.cache.hook_acts(batch)
+            if self.cache is not None
+            else hooks.run_to_hook(self.lm, self.hook, **model_inputs(batch))
+        )
         mask = batch["attention_mask"].bool()
         delta = (self.intervention(h) - h)[mask]  # [tokens, d_model]
         self.log("val/resid_change_norm", delta.norm(dim=-1).mean(), batch_size=int(mask.sum()))

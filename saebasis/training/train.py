@@ -17,17 +17,28 @@ from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from saebasis.config import resolve_run_dir, setup_env, to_dict
-from saebasis.data import load_concept
 from saebasis.core.generation import generate
+from saebasis.core.stack import load_stack, stack_for
+from saebasis.data import load_concept
 from saebasis.interventions import build
 from saebasis.interventions.base import Intervention, get
-from saebasis.runs import (MIN_FREE_BYTES, Run, check_finite, check_scale, checkpoint_record, disk_full_explained,
-                           load_run, plan_training, read_record, run_guard, save_run, start_checkpoints)
-from saebasis.core.stack import load_stack, stack_for
+from saebasis.runs import (
+    MIN_FREE_BYTES,
+    Run,
+    check_finite,
+    check_scale,
+    checkpoint_record,
+    disk_full_explained,
+    load_run,
+    plan_training,
+    read_record,
+    run_guard,
+    save_run,
+    start_checkpoints,
+)
 from saebasis.training.datamodule import ConceptDataModule
 from saebasis.training.fit import run_cfg
 from saebasis.training.module import SteeringModule
@@ -42,8 +53,14 @@ def make_logger(cfg: dict, save_dir: Path):
 
     mode = log.get("mode")
     kw = {"mode": mode} if mode else {}
-    return WandbLogger(project=log.get("project", "saebasis"), entity=log.get("entity"), save_dir=str(save_dir),
-                       name=Path(cfg["run_dir"]).name, config=cfg, **kw)
+    return WandbLogger(
+        project=log.get("project", "saebasis"),
+        entity=log.get("entity"),
+        save_dir=str(save_dir),
+        name=Path(cfg["run_dir"]).name,
+        config=cfg,
+        **kw,
+    )
 
 
 def build_intervention(cfg: dict, stack, concept):
@@ -72,8 +89,20 @@ class _LightningNoise:
     """A logging filter dropping Lightning's advice to Lightning users (logger / litlogger tips, which accelerators
     exist, the model summary's hints); what a run does (e.g. DDP's `distributed_backend=gloo`) still prints."""
 
-    NOISE = ("Tip:", "litlogger", "tensorboard", "GPU available", "TPU available", "HPU available", "IPU available",
-             "You are using a CUDA device", "LOCAL_RANK:", "Seed set to", "`Trainer.fit` stopped", "treespec")
+    NOISE = (
+        "Tip:",
+        "litlogger",
+        "tensorboard",
+        "GPU available",
+        "TPU available",
+        "HPU available",
+        "IPU available",
+        "You are using a CUDA device",
+        "LOCAL_RANK:",
+        "Seed set to",
+        "`Trainer.fit` stopped",
+        "treespec",
+    )
 
     def filter(self, record) -> bool:
         message = record.getMessage()
@@ -85,8 +114,12 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+    ):
         log = logging.getLogger(name)
         if not any(isinstance(f, _LightningNoise) for f in log.filters):
             log.addFilter(_LightningNoise())
@@ -101,7 +134,9 @@ def trainer_for(cfg: dict, ckpt_dir: Path | None, logger=False) -> L.Trainer:
     kw = {**cfg["trainer"], "use_distributed_sampler": False, "logger": logger}
     if ckpt_dir is None:
         return L.Trainer(**kw, enable_checkpointing=False, callbacks=[])
-    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"])
+    ckpt = ModelCheckpoint(
+        dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=cfg["ckpt_every_n_steps"]
+    )
     record = RecordConfig(cfg, read_record(ckpt_dir).get("run_id"))
     return L.Trainer(**kw, callbacks=[ckpt, record], default_root_dir=str(ckpt_dir))
 
@@ -114,8 +149,9 @@ class Trained(NamedTuple):
     logger: object | None
 
 
-def train_core(cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_from: Path | None = None,
-               logger=False) -> Trained:
+def train_core(
+    cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_from: Path | None = None, logger=False
+) -> Trained:
     """Train (or set, for manual methods) `cfg`'s intervention on objects in memory: the stack and the concept.
 
     The one training code path: the CLI's `train` wraps it with validation, a run folder, checkpoints and
@@ -129,8 +165,15 @@ def train_core(cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_f
     if own is not None:
         check_finite(iv)
         return Trained(iv, {**own, **iv.describe()}, None)
-    dm = ConceptDataModule(concept, stack.tokenizer, cfg["batch_size"], cfg["max_len"], cfg["val_fraction"], cfg["seed"],
-                           cfg.get("max_pairs"))
+    dm = ConceptDataModule(
+        concept,
+        stack.tokenizer,
+        cfg["batch_size"],
+        cfg["max_len"],
+        cfg["val_fraction"],
+        cfg["seed"],
+        cfg.get("max_pairs"),
+    )
     module = SteeringModule(iv, stack.model, stack.hook, cfg, dm)
     trainer = trainer_for(cfg, ckpt_dir, logger)
     start = time.time()
@@ -138,8 +181,12 @@ def train_core(cfg: dict, stack, concept, ckpt_dir: Path | None = None, resume_f
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(train_time_s=round(time.time() - start, 2), steps=trainer.global_step, **iv.describe())
     if trainer.global_step == 0:
-        raise ConfigError("trainer", "training ran 0 optimizer steps (no training batches: check val_fraction, max_pairs "
-                          "and trainer.max_steps / max_epochs)", "leave at least one batch of pairs for training; nothing was saved")
+        raise ConfigError(
+            "trainer",
+            "training ran 0 optimizer steps (no training batches: check val_fraction, max_pairs "
+            "and trainer.max_steps / max_epochs)",
+            "leave at least one batch of pairs for training; nothing was saved",
+        )
     check_scale(iv, stack, concept.neutral, cfg["max_len"])  # finite, and not far beyond the residual's own norm
     metrics["global_zero"] = trainer.is_global_zero
     return Trained(iv, metrics, trainer.logger)
@@ -176,7 +223,11 @@ def finish(cfg: dict, stack, iv, concept, metrics: dict, logger) -> dict:
     metrics["samples"] = samples(stack, iv, concept, cfg["n_samples"])
     _log_samples(logger, metrics["samples"])
     path = save_run(cfg["run_dir"], iv, run_cfg(cfg, stack), metrics)
-    verb = f"trained {iv.method} in {metrics['train_time_s']:.1f} s ({metrics['steps']} steps)" if iv.kind == "trained" else f"saved {iv.method} (set by hand, nothing to train)"
+    verb = (
+        f"trained {iv.method} in {metrics['train_time_s']:.1f} s ({metrics['steps']} steps)"
+        if iv.kind == "trained"
+        else f"saved {iv.method} (set by hand, nothing to train)"
+    )
     print(f"[saebasis] {verb} -> {path}")
     run = Run(iv, {**run_cfg(cfg, stack), "method": iv.method}, metrics, Path(path))
     return {"run_dir": str(path), **metrics, "run": run}
@@ -194,5 +245,9 @@ def samples(stack, iv, concept, n: int) -> list[dict]:
 
 def _log_samples(logger, rows: list[dict]) -> None:
     if logger and rows and hasattr(logger, "log_text"):
-        logger.log_text(key="samples", columns=["prompt", "unsteered", "steered"], data=[[r["prompt"], r["unsteered"], r["steered"]] for r in rows])
+        logger.log_text(
+            key="samples",
+            columns=["prompt", "unsteered", "steered"],
+            data=[[r["prompt"], r["unsteered"], r["steered"]] for r in rows],
+        )
         logger.experiment.finish()

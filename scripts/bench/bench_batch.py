@@ -13,9 +13,8 @@ responses equal the smallest batch's (greedy).
 
 from __future__ import annotations
 
-import torch
-
 import common
+import torch
 from bench_generation import PROMPTS
 
 
@@ -42,7 +41,10 @@ def main() -> None:
 
     def case(b: int):
         def run():
-            responses[b] = generate_timed(model, tokenizer, rows, iv, hook, args.new_tokens, b, strength=strengths).responses
+            responses[b] = generate_timed(
+                model, tokenizer, rows, iv, hook, args.new_tokens, b, strength=strengths
+            ).responses
+
         return run
 
     cases = {f"batch_{b}": case(b) for b in args.batches}
@@ -51,15 +53,36 @@ def main() -> None:
     results = []
     for b in args.batches:
         t = common.median(times[f"batch_{b}"])
-        same = sum(x == y for x, y in zip(responses[args.batches[0]], responses[b]))  # greedy: batching must not change text
-        results.append({"batch": b, "seconds": t, "seconds_all": times[f"batch_{b}"], "tokens_per_s": args.prompts * args.new_tokens / t,
-                        "speedup": base / t, "responses_equal_to_first_batch": same})
-        print(f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  x{results[-1]['speedup']:.2f}  "
-              f"{same}/{len(rows)} responses equal batch {args.batches[0]}'s")
+        same = sum(
+            x == y for x, y in zip(responses[args.batches[0]], responses[b])
+        )  # greedy: batching must not change text
+        results.append(
+            {
+                "batch": b,
+                "seconds": t,
+                "seconds_all": times[f"batch_{b}"],
+                "tokens_per_s": args.prompts * args.new_tokens / t,
+                "speedup": base / t,
+                "responses_equal_to_first_batch": same,
+            }
+        )
+        print(
+            f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  x{results[-1]['speedup']:.2f}  "
+            f"{same}/{len(rows)} responses equal batch {args.batches[0]}'s"
+        )
     best = max(results, key=lambda r: r["tokens_per_s"])["batch"]
     print(f"fastest here: batch_size={best}")
-    common.write("batch", args, {"prompts": args.prompts, "new_tokens": args.new_tokens, "results": results, "fastest": best,
-                                 "ratios": {f"batch_{r['batch']}": r["speedup"] for r in results}})
+    common.write(
+        "batch",
+        args,
+        {
+            "prompts": args.prompts,
+            "new_tokens": args.new_tokens,
+            "results": results,
+            "fastest": best,
+            "ratios": {f"batch_{r['batch']}": r["speedup"] for r in results},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ between the two paths, and the prompt / response token counts.
 
 from __future__ import annotations
 
-import torch
-
 import common
+import torch
 
 
 def main() -> None:
@@ -39,7 +38,9 @@ def main() -> None:
     if args.quick:
         args.methods, args.n_val, args.n_test = 1, 2, 3
     val, test = concept.instructions["val"][: args.n_val], concept.instructions["test"][: args.n_test]
-    texts = [pair.positive for pair in concept.pairs if pair.positive.strip()]  # answers of compare's length as responses
+    texts = [
+        pair.positive for pair in concept.pairs if pair.positive.strip()
+    ]  # answers of compare's length as responses
     calls: list[tuple[list[str], list[str]]] = []
     k = 0
     for _ in range(args.methods):
@@ -59,17 +60,34 @@ def main() -> None:
     with torch.inference_mode():
         times = common.interleaved({"full": full, "reuse": reuse}, args.reps, args.device)
     gap = max(abs(a - b) / a for a, b in zip(got["full"], got["reuse"]) if a != float("inf"))
-    prompt_tokens = sum(len(tokenizer(chat_prefix(tokenizer, x), add_special_tokens=False)["input_ids"]) for p, _ in calls for x in p)
+    prompt_tokens = sum(
+        len(tokenizer(chat_prefix(tokenizer, x), add_special_tokens=False)["input_ids"]) for p, _ in calls for x in p
+    )
     response_tokens = sum(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for _, r in calls for x in r)
     t_full, t_reuse = common.median(times["full"]), common.median(times["reuse"])
     rows = sum(len(p) for p, _ in calls)
     print(f"{len(calls)} fluency calls, {rows} rows ({prompt_tokens} prompt + {response_tokens} response tokens)")
-    print(f"full forward: {t_full:.2f} s   prompt reuse: {t_reuse:.2f} s   x{t_full / t_reuse:.2f}   "
-          f"largest relative perplexity gap {gap:.1e}")
-    results = [{"path": name, "seconds": common.median(times[name]), "seconds_all": times[name]} for name in ("full", "reuse")]
-    common.write("fluency", args, {"concept": args.concept, "calls": len(calls), "rows": rows, "prompt_tokens": prompt_tokens,
-                                   "response_tokens": response_tokens, "max_relative_ppl_gap": gap, "results": results,
-                                   "ratios": {"reuse_over_full": t_full / t_reuse}})
+    print(
+        f"full forward: {t_full:.2f} s   prompt reuse: {t_reuse:.2f} s   x{t_full / t_reuse:.2f}   "
+        f"largest relative perplexity gap {gap:.1e}"
+    )
+    results = [
+        {"path": name, "seconds": common.median(times[name]), "seconds_all": times[name]} for name in ("full", "reuse")
+    ]
+    common.write(
+        "fluency",
+        args,
+        {
+            "concept": args.concept,
+            "calls": len(calls),
+            "rows": rows,
+            "prompt_tokens": prompt_tokens,
+            "response_tokens": response_tokens,
+            "max_relative_ppl_gap": gap,
+            "results": results,
+            "ratios": {"reuse_over_full": t_full / t_reuse},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,22 @@ from __future__ import annotations
 
 import time
 
+import common
 import torch
 from torch import nn
 
-import common
-
-TARGETS = {"sae_bias": 1.02, "residual_vector": 1.02, "diffmean": 1.02, "pca": 1.02, "sae_adaptor": 1.15,
-           "sae_adaptor_sparse": 1.01, "residual_adaptor": 1.15, "clamp": 1.15, "clamp_add": 1.15, "sara_stable": 1.10}
+TARGETS = {
+    "sae_bias": 1.02,
+    "residual_vector": 1.02,
+    "diffmean": 1.02,
+    "pca": 1.02,
+    "sae_adaptor": 1.15,
+    "sae_adaptor_sparse": 1.01,
+    "residual_adaptor": 1.15,
+    "clamp": 1.15,
+    "clamp_add": 1.15,
+    "sara_stable": 1.10,
+}
 PROMPTS = [
     "Write a short note to a friend about your weekend.",
     "Describe the city you live in.",
@@ -63,7 +72,9 @@ def variants(model, tokenizer, sae, hook, args) -> dict[str, tuple[str, object]]
                 iv = build(method, overrides, d_model, sae)
                 randomise(iv)
                 if method == "sara":  # closed form from activation histories, not random buffers
-                    iv.fit_histories([history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)])
+                    iv.fit_histories(
+                        [history(model, tokenizer, hook, ATTRACT)], [history(model, tokenizer, hook, REPEL)]
+                    )
                 iv.to(args.device)
                 iv(torch.zeros(1, 2, d_model, device=args.device), 1.0)
             except Exception as err:  # noqa: BLE001
@@ -101,8 +112,14 @@ def method_configs(method: str, cls) -> list[tuple[str, dict]]:
 
 def generate_all(model, tokenizer, batches, args) -> None:
     for batch in batches:
-        model.generate(**batch, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                       use_cache=True, pad_token_id=tokenizer.pad_token_id)
+        model.generate(
+            **batch,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
 
 def case(model, tokenizer, batches, args, hook=None, fn=None):
@@ -115,6 +132,7 @@ def case(model, tokenizer, batches, args, hook=None, fn=None):
             else:
                 with hooks.attach(model, hook, fn):
                     generate_all(model, tokenizer, batches, args)
+
     return run
 
 
@@ -138,7 +156,7 @@ def per_call_seconds(fn, kind: str, h_prompt, h_step, calls: int, blocks: int, d
     model = StandIn().to(device)
     block = model.model.layers[0]
     best = float("inf")
-    with torch.no_grad(), (hooks.attach(model, f"blocks.0.hook_resid_{kind}", fn) if fn is not None else nullcontext()):
+    with torch.no_grad(), hooks.attach(model, f"blocks.0.hook_resid_{kind}", fn) if fn is not None else nullcontext():
         block(h_prompt)  # prefill: SARA-stable computes its Delta here
         for _ in range(blocks):
             common.sync(device)
@@ -177,12 +195,21 @@ def main() -> None:
     args.reps = args.reps or (1 if args.quick else 5)
     model, tokenizer, sae, hook, sae_note = common.stack(args)
     prompts = PROMPTS[:2] if args.quick else PROMPTS
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             if tokenizer.chat_template else p for p in prompts]
-    batches = [tokenizer(texts[i : i + args.batch], return_tensors="pt", padding=True).to(args.device)
-               for i in range(0, len(texts), args.batch)]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        if tokenizer.chat_template
+        else p
+        for p in prompts
+    ]
+    batches = [
+        tokenizer(texts[i : i + args.batch], return_tensors="pt", padding=True).to(args.device)
+        for i in range(0, len(texts), args.batch)
+    ]
     all_variants = {"unsteered": (hook, None), **variants(model, tokenizer, sae, hook, args)}
-    cases = {"unsteered": case(model, tokenizer, batches, args), "unsteered_again": case(model, tokenizer, batches, args)}
+    cases = {
+        "unsteered": case(model, tokenizer, batches, args),
+        "unsteered_again": case(model, tokenizer, batches, args),
+    }
     for name, (iv_hook, fn) in all_variants.items():
         if fn is not None and "+folded" not in name:
             cases[name] = case(model, tokenizer, batches, args, iv_hook, fn)
@@ -199,27 +226,53 @@ def main() -> None:
         ts = times.get(name)
         e2e = common.median(ts) / base if ts else None
         isolated = 1.0 + added[name] / per_token if name in added else None
-        row = {"method": name, "ratio": e2e, "ratio_best": min(ts) / min(times["unsteered"]) if ts else None,
-               "hook_us_per_call": added[name] * 1e6 if name in added else None, "isolated_ratio": isolated,
-               "target": target, "met": None if target is None or isolated is None else isolated <= target,
-               "seconds": common.median(ts) if ts else None, "seconds_all": ts}
+        row = {
+            "method": name,
+            "ratio": e2e,
+            "ratio_best": min(ts) / min(times["unsteered"]) if ts else None,
+            "hook_us_per_call": added[name] * 1e6 if name in added else None,
+            "isolated_ratio": isolated,
+            "target": target,
+            "met": None if target is None or isolated is None else isolated <= target,
+            "seconds": common.median(ts) if ts else None,
+            "seconds_all": ts,
+        }
         rows.append(row)
         e2e_text = "-" if e2e is None else f"{e2e:6.3f}x"
         call_text = "-" if isolated is None else f"{added[name] * 1e6:8.1f} us = {isolated:6.4f}x"
-        print(f"[generation] {name:<24} end to end {e2e_text}   per call {call_text}"
-              + (f"  (target <= {target})" if target else ""), flush=True)
+        print(
+            f"[generation] {name:<24} end to end {e2e_text}   per call {call_text}"
+            + (f"  (target <= {target})" if target else ""),
+            flush=True,
+        )
     noise = abs(rows[1]["ratio"] - 1.0)
-    common.write("generation", args, {
-        "setup": {"prompts": len(prompts), "new_tokens": args.new_tokens, "batch": args.batch, "hook": hook, "sae": sae_note,
-                  "decoding": "greedy, KV cache, EOS suppressed (min_new_tokens)",
-                  "unsteered_seconds_per_token": per_token, "aa_noise": noise},
-        "results": rows,
-        "ratios": {r["method"]: r["isolated_ratio"] for r in rows if r["isolated_ratio"] is not None},
-        "ratios_end_to_end": {r["method"]: r["ratio"] for r in rows if r["ratio"] is not None and r["method"] != "unsteered"},
-        "targets": {k: f"<= {v}" for k, v in TARGETS.items()},
-        "notes": ["random non-zero parameters: the cost of applying each method, not a trained one", sae_note,
-                  f"end-to-end noise floor (A/A, unsteered vs unsteered_again): {noise:.1%}; 'met' uses the per-call ratio"],
-    })
+    common.write(
+        "generation",
+        args,
+        {
+            "setup": {
+                "prompts": len(prompts),
+                "new_tokens": args.new_tokens,
+                "batch": args.batch,
+                "hook": hook,
+                "sae": sae_note,
+                "decoding": "greedy, KV cache, EOS suppressed (min_new_tokens)",
+                "unsteered_seconds_per_token": per_token,
+                "aa_noise": noise,
+            },
+            "results": rows,
+            "ratios": {r["method"]: r["isolated_ratio"] for r in rows if r["isolated_ratio"] is not None},
+            "ratios_end_to_end": {
+                r["method"]: r["ratio"] for r in rows if r["ratio"] is not None and r["method"] != "unsteered"
+            },
+            "targets": {k: f"<= {v}" for k, v in TARGETS.items()},
+            "notes": [
+                "random non-zero parameters: the cost of applying each method, not a trained one",
+                sae_note,
+                f"end-to-end noise floor (A/A, unsteered vs unsteered_again): {noise:.1%}; 'met' uses the per-call ratio",
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

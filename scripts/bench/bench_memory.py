@@ -50,8 +50,18 @@ def worker(d_sae: int, path: str, tokens: int, d_model: int, chunk: int, k: int,
         common.sync(device)
         seconds = time.perf_counter() - start
         peak = _peak(device)
-    kept = (out.values.numel() * out.values.element_size() + out.indices.numel() * 8) if path == "topk" else out.numel() * out.element_size()
-    return {"d_sae": d_sae, "path": path, "peak_mib": (peak - base) / 2**20, "output_mib": kept / 2**20, "seconds": seconds}
+    kept = (
+        (out.values.numel() * out.values.element_size() + out.indices.numel() * 8)
+        if path == "topk"
+        else out.numel() * out.element_size()
+    )
+    return {
+        "d_sae": d_sae,
+        "path": path,
+        "peak_mib": (peak - base) / 2**20,
+        "output_mib": kept / 2**20,
+        "seconds": seconds,
+    }
 
 
 def _peak(device: str) -> int:
@@ -92,6 +102,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=64, help="latents kept per token (topk path)")
     args = parser.parse_args()
     import sae_lens  # noqa: F401  (imported once here; every forked case inherits it)
+
     args.d_sae = args.d_sae or ([1024, 4096] if args.quick else [16384, 65536])
     args.tokens = args.tokens or (256 if args.quick else 4096)
     args.reps = args.reps or (1 if args.quick else 3)
@@ -106,16 +117,22 @@ def measure(args) -> list[dict]:
         shift = rep % len(cases)
         for d_sae, path in cases[shift:] + cases[:shift]:
             samples[(d_sae, path)].append(run_case(args, d_sae, path))
-            print(f"[memory] rep {rep} d_sae={d_sae:>6} {path:<8} peak {samples[(d_sae, path)][-1]['peak_mib']:8.1f} MiB", flush=True)
+            print(
+                f"[memory] rep {rep} d_sae={d_sae:>6} {path:<8} peak {samples[(d_sae, path)][-1]['peak_mib']:8.1f} MiB",
+                flush=True,
+            )
     rows = []
     for (d_sae, path), runs in samples.items():
-        rows.append({
-            "d_sae": d_sae, "path": path,
-            "peak_mib": common.median([r["peak_mib"] for r in runs]),
-            "output_mib": runs[0]["output_mib"],
-            "seconds": common.median([r["seconds"] for r in runs]),
-            "peak_mib_all": [r["peak_mib"] for r in runs],
-        })
+        rows.append(
+            {
+                "d_sae": d_sae,
+                "path": path,
+                "peak_mib": common.median([r["peak_mib"] for r in runs]),
+                "output_mib": runs[0]["output_mib"],
+                "seconds": common.median([r["seconds"] for r in runs]),
+                "peak_mib_all": [r["peak_mib"] for r in runs],
+            }
+        )
     return rows
 
 
@@ -123,20 +140,32 @@ def summarise(args, rows: list[dict]) -> dict:
     by = {(r["d_sae"], r["path"]): r for r in rows}
     small, large = min(args.d_sae), max(args.d_sae)
     ratios = {
-        f"dense_over_topk_peak_d{d}": by[(d, "dense")]["peak_mib"] / max(by[(d, "topk")]["peak_mib"], 1e-9) for d in args.d_sae
+        f"dense_over_topk_peak_d{d}": by[(d, "dense")]["peak_mib"] / max(by[(d, "topk")]["peak_mib"], 1e-9)
+        for d in args.d_sae
     }
-    ratios.update({
-        f"{p}_peak_growth_d{small}_to_d{large}": by[(large, p)]["peak_mib"] / max(by[(small, p)]["peak_mib"], 1e-9) for p in PATHS
-    })
+    ratios.update(
+        {
+            f"{p}_peak_growth_d{small}_to_d{large}": by[(large, p)]["peak_mib"] / max(by[(small, p)]["peak_mib"], 1e-9)
+            for p in PATHS
+        }
+    )
     return {
-        "setup": {"tokens": args.tokens, "d_model": args.d_model, "chunk": args.chunk, "k": args.k,
-                  "weights": "random (sae-lens StandardSAE init); memory does not depend on values",
-                  "measure": "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else
-                  "getrusage maxrss after encode minus after set-up, fresh forked process per case"},
+        "setup": {
+            "tokens": args.tokens,
+            "d_model": args.d_model,
+            "chunk": args.chunk,
+            "k": args.k,
+            "weights": "random (sae-lens StandardSAE init); memory does not depend on values",
+            "measure": "torch.cuda.max_memory_allocated"
+            if args.device.startswith("cuda")
+            else "getrusage maxrss after encode minus after set-up, fresh forked process per case",
+        },
         "results": rows,
         "ratios": ratios,
-        "notes": ["topk is exact only when k >= the per-token L0; a random-weight SAE has L0 ~ d_sae/2, so here it "
-                  "only measures memory. A trained SAE (L0 ~ 20-100) with k=64..128 is exact or near it."],
+        "notes": [
+            "topk is exact only when k >= the per-token L0; a random-weight SAE has L0 ~ d_sae/2, so here it "
+            "only measures memory. A trained SAE (L0 ~ 20-100) with k=64..128 is exact or near it."
+        ],
     }
 
 

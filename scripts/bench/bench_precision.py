@@ -19,9 +19,8 @@ import copy
 import tempfile
 from pathlib import Path
 
-import torch
-
 import common
+import torch
 
 PRECISIONS = ("fp32", "autocast_bf16", "bf16_weights")
 
@@ -32,8 +31,11 @@ def generation_cases(model, tokenizer, prompts: list[str], new_tokens: int) -> t
 
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     device = next(model.parameters()).device.type
-    setups = {"fp32": (model, contextlib.nullcontext), "bf16_weights": (bf16, contextlib.nullcontext),
-              "autocast_bf16": (model, lambda: torch.autocast(device, dtype=torch.bfloat16))}
+    setups = {
+        "fp32": (model, contextlib.nullcontext),
+        "bf16_weights": (bf16, contextlib.nullcontext),
+        "autocast_bf16": (model, lambda: torch.autocast(device, dtype=torch.bfloat16)),
+    }
     responses: dict[str, list[str]] = {}
 
     def case(name):
@@ -42,6 +44,7 @@ def generation_cases(model, tokenizer, prompts: list[str], new_tokens: int) -> t
         def run():
             with ctx():
                 responses[name] = generate_timed(m, tokenizer, prompts, None, None, new_tokens, len(prompts)).responses
+
         return run
 
     return {name: case(name) for name in PRECISIONS}, responses
@@ -51,8 +54,18 @@ def train_once(overrides: list[str], trainer: str, out: Path, stack, concept) ->
     from saebasis.config import compose
     from saebasis.training.train import train
 
-    cfg = compose("train", [*overrides, f"trainer={trainer}", "logger=none", "n_samples=0", "overwrite=true",
-                            "trainer.enable_progress_bar=false", f"run_dir={out / trainer}"])
+    cfg = compose(
+        "train",
+        [
+            *overrides,
+            f"trainer={trainer}",
+            "logger=none",
+            "n_samples=0",
+            "overwrite=true",
+            "trainer.enable_progress_bar=false",
+            f"run_dir={out / trainer}",
+        ],
+    )
     result = train(cfg, stack=stack, concept=concept)
     return {"seconds": result["train_time_s"], "steps": result["steps"], "val_loss": result.get("val/loss")}
 
@@ -63,14 +76,16 @@ def main() -> None:
     parser.add_argument("--concept", default="sentiment")
     parser.add_argument("--prompts", type=int, default=32, help="rows generated per repetition (one batch)")
     parser.add_argument("--new-tokens", type=int, default=40)
-    parser.add_argument("--experiment", default="residual_adaptor", help="the trained method timed (a configs/experiment)")
+    parser.add_argument(
+        "--experiment", default="residual_adaptor", help="the trained method timed (a configs/experiment)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.new_tokens = 4, 3
     args.reps = args.reps or 3
 
-    from saebasis.data import load_concept
     from saebasis.core.stack import Stack
+    from saebasis.data import load_concept
 
     model, tokenizer, sae, hook, note = common.stack(args)
     concept = load_concept(args.concept)
@@ -91,18 +106,48 @@ def main() -> None:
                 train_times[trainer].append(train_once(overrides, trainer, Path(tmp), stack, concept))
     train_med = {t: common.median([r["seconds"] for r in runs]) for t, runs in train_times.items()}
 
-    results = [{"what": "generation", "precision": name, "seconds": gen[name], "seconds_all": times[name],
-                "speedup_over_fp32": gen["fp32"] / gen[name], "responses_equal_to_fp32": same[name], "responses": len(prompts)}
-               for name in PRECISIONS]
-    results += [{"what": "training", "precision": {"default": "fp32 (32-true)", "bf16": "bf16-mixed"}[t],
-                 "seconds": train_med[t], "runs": runs, "speedup_over_fp32": train_med["default"] / train_med[t]}
-                for t, runs in train_times.items()]
+    results = [
+        {
+            "what": "generation",
+            "precision": name,
+            "seconds": gen[name],
+            "seconds_all": times[name],
+            "speedup_over_fp32": gen["fp32"] / gen[name],
+            "responses_equal_to_fp32": same[name],
+            "responses": len(prompts),
+        }
+        for name in PRECISIONS
+    ]
+    results += [
+        {
+            "what": "training",
+            "precision": {"default": "fp32 (32-true)", "bf16": "bf16-mixed"}[t],
+            "seconds": train_med[t],
+            "runs": runs,
+            "speedup_over_fp32": train_med["default"] / train_med[t],
+        }
+        for t, runs in train_times.items()
+    ]
     for r in results:
-        extra = f"  {r['responses_equal_to_fp32']}/{r['responses']} greedy responses equal fp32's" if r["what"] == "generation" else ""
+        extra = (
+            f"  {r['responses_equal_to_fp32']}/{r['responses']} greedy responses equal fp32's"
+            if r["what"] == "generation"
+            else ""
+        )
         print(f"{r['what']:10s} {r['precision']:16s} {r['seconds']:7.2f} s  x{r['speedup_over_fp32']:.2f}{extra}")
-    common.write("precision", args, {"stack": note, "results": results, "ratios": {
-        "generation_autocast_bf16": gen["fp32"] / gen["autocast_bf16"], "generation_bf16_weights": gen["fp32"] / gen["bf16_weights"],
-        "training_bf16_mixed": train_med["default"] / train_med["bf16"]}})
+    common.write(
+        "precision",
+        args,
+        {
+            "stack": note,
+            "results": results,
+            "ratios": {
+                "generation_autocast_bf16": gen["fp32"] / gen["autocast_bf16"],
+                "generation_bf16_weights": gen["fp32"] / gen["bf16_weights"],
+                "training_bf16_mixed": train_med["default"] / train_med["bf16"],
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

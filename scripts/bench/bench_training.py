@@ -31,14 +31,12 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import common
+import torch
 
 PYREFT_PY = common.REPO / ".venv-pyreft" / "bin" / "python"
 OURS = ("sae_adaptor", "residual_adaptor", "sae_bias", "residual_vector")
@@ -74,8 +72,10 @@ def ours(model, sae, hook, method: str, rank: int | None):
 def lora(model, layer: int, rank: int, targets: list[str]):
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(
-        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, layers_to_transform=[layer]))
+    peft_model = get_peft_model(
+        copy.deepcopy(model),
+        LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, layers_to_transform=[layer]),
+    )
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
 
@@ -93,11 +93,32 @@ class PyreftWorker:
     """LoReFT steps in the .venv-pyreft subprocess, timed there (see pyreft_worker.py)."""
 
     def __init__(self, args, model_dir: Path, data: Path, rank: int) -> None:
-        cmd = [str(PYREFT_PY), str(Path(__file__).with_name("pyreft_worker.py")), "--model-dir", str(model_dir),
-               "--data", str(data), "--layer", str(args.layer), "--rank", str(rank), "--device", args.device,
-               "--dtype", args.dtype, "--seed", "0"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, env={**common.os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+        cmd = [
+            str(PYREFT_PY),
+            str(Path(__file__).with_name("pyreft_worker.py")),
+            "--model-dir",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--layer",
+            str(args.layer),
+            "--rank",
+            str(rank),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--seed",
+            "0",
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**common.os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+        )
         try:
             self.params = self._reply()["params"]
         except (RuntimeError, json.JSONDecodeError):
@@ -149,6 +170,7 @@ def step_throughput(args, model, sae, hook) -> tuple[list[dict], list[str]]:
             for _ in range(args.steps):
                 fn(ids[counter[name] % args.n_batches])
                 counter[name] += 1
+
         return go
 
     timed = {name: run(name, fn) for name, fn in cases.items()}
@@ -159,8 +181,16 @@ def step_throughput(args, model, sae, hook) -> tuple[list[dict], list[str]]:
     if worker is not None:
         worker.close()
     tokens = args.steps * args.batch * args.seq
-    rows = [{"method": name, "params": params[name], "tokens_per_step": args.batch * args.seq,
-             "tokens_per_s": tokens / common.median(ts), "seconds_all": ts} for name, ts in times.items()]
+    rows = [
+        {
+            "method": name,
+            "params": params[name],
+            "tokens_per_step": args.batch * args.seq,
+            "tokens_per_s": tokens / common.median(ts),
+            "seconds_all": ts,
+        }
+        for name, ts in times.items()
+    ]
     return rows, notes
 
 
@@ -169,7 +199,9 @@ def start_pyreft(args, ids, notes):
         notes.append("loreft: skipped in --quick mode")
         return None
     if args.autocast:
-        notes.append("loreft: not measured under --autocast (the pyreft worker runs without autocast: it would not be the same loop)")
+        notes.append(
+            "loreft: not measured under --autocast (the pyreft worker runs without autocast: it would not be the same loop)"
+        )
         return None
     if not PYREFT_PY.exists():
         notes.append(f"loreft: not measured: {PYREFT_PY} does not exist (create it as in this script's docstring)")
@@ -201,13 +233,16 @@ def interleave_with_worker(timed: dict, args, worker) -> dict[str, list[float]]:
         timed[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(args.reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             common.sync(args.device)
             start = time.perf_counter()
             inner = timed[name]()
             common.sync(args.device)
             times[name].append(inner if name == "loreft" else time.perf_counter() - start)
-            print(f"[training] rep {rep} {name:<17} {args.steps * args.batch * args.seq / times[name][-1]:8.1f} tok/s", flush=True)
+            print(
+                f"[training] rep {rep} {name:<17} {args.steps * args.batch * args.seq / times[name][-1]:8.1f} tok/s",
+                flush=True,
+            )
     return times
 
 
@@ -219,12 +254,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps per timed repetition (default 3)")
     parser.add_argument("--n-batches", type=int, default=4, help="distinct batches cycled through")
     parser.add_argument("--rank", type=int, default=None, help="rank for every method (default: the adaptors' default)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of the activation-cache comparison (default 3)")
-    parser.add_argument("--runs", type=int, default=None, help="full measurements (each: every case, interleaved "
-                        "repetitions, median); ratios are reported as the median and the spread over runs (default 3)")
-    parser.add_argument("--autocast", default=None, choices=["bfloat16"], help="run every method's forward "
-                        "under torch.autocast in this dtype (Lightning's bf16-mixed, which trainer=gpu uses: with --dtype "
-                        "float32 the weights stay fp32; the SAE's and adaptors' matmuls then run in bf16 too)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs of the activation-cache comparison (default 3)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="full measurements (each: every case, interleaved "
+        "repetitions, median); ratios are reported as the median and the spread over runs (default 3)",
+    )
+    parser.add_argument(
+        "--autocast",
+        default=None,
+        choices=["bfloat16"],
+        help="run every method's forward "
+        "under torch.autocast in this dtype (Lightning's bf16-mixed, which trainer=gpu uses: with --dtype "
+        "float32 the weights stay fp32; the SAE's and adaptors' matmuls then run in bf16 too)",
+    )
     args = parser.parse_args()
     common.AUTOCAST = args.autocast
     args.batch = args.batch or (2 if args.quick else 8)
@@ -242,8 +289,11 @@ def main() -> None:
         runs.append((rows, cache_rows, notes + cache_notes))
     head, per_epoch = bound_terms(model, sae)
     bound = cache_bound(model.config.num_hidden_layers, args.layer, args.epochs, head, per_epoch)
-    print(f"[training] cache bound {bound:.3f} (LM head {head:.2f} blocks, SAE {per_epoch:.2f} blocks per epoch; "
-          f"without them {cache_bound(model.config.num_hidden_layers, args.layer, args.epochs):.3f})", flush=True)
+    print(
+        f"[training] cache bound {bound:.3f} (LM head {head:.2f} blocks, SAE {per_epoch:.2f} blocks per epoch; "
+        f"without them {cache_bound(model.config.num_hidden_layers, args.layer, args.epochs):.3f})",
+        flush=True,
+    )
     common.write("training", args, summarise(runs, bound, [sae_note]))
 
 
@@ -291,15 +341,29 @@ def summarise(runs: list[tuple[list[dict], list[dict], list[str]]], bound: float
     if "cache_over_bound" in names:
         targets["cache_over_bound"] = CACHE_TARGET
     met = {k: spread[k][0] >= t for k, t in targets.items()}
-    gaps = [f"{k} = {ratios[k]:.3f} (runs {spread[k][0]:.3f}-{spread[k][1]:.3f}): target >= {targets[k]} in every run not met"
-            for k, ok in met.items() if not ok]
+    gaps = [
+        f"{k} = {ratios[k]:.3f} (runs {spread[k][0]:.3f}-{spread[k][1]:.3f}): target >= {targets[k]} in every run not met"
+        for k, ok in met.items()
+        if not ok
+    ]
     for k in names:
-        print(f"[training] {k:<36} median {ratios[k]:.3f}  runs {spread[k][0]:.3f}-{spread[k][1]:.3f}"
-              + (f"  target >= {targets[k]}: {'met' if met[k] else 'NOT met'}" if k in targets else ""), flush=True)
-    return {"results": [dict(r, run=i) for i, (rows, _, _) in enumerate(runs) for r in rows],
-            "cache_results": [dict(r, run=i) for i, (_, rows, _) in enumerate(runs) for r in rows],
-            "ratios": ratios, "spread": spread, "per_run": per_run, "runs": len(runs), "cache_bound": bound,
-            "targets": targets, "met": met, "notes": gaps + sorted({n for _, _, ns in runs for n in ns}) + notes}
+        print(
+            f"[training] {k:<36} median {ratios[k]:.3f}  runs {spread[k][0]:.3f}-{spread[k][1]:.3f}"
+            + (f"  target >= {targets[k]}: {'met' if met[k] else 'NOT met'}" if k in targets else ""),
+            flush=True,
+        )
+    return {
+        "results": [dict(r, run=i) for i, (rows, _, _) in enumerate(runs) for r in rows],
+        "cache_results": [dict(r, run=i) for i, (_, rows, _) in enumerate(runs) for r in rows],
+        "ratios": ratios,
+        "spread": spread,
+        "per_run": per_run,
+        "runs": len(runs),
+        "cache_bound": bound,
+        "targets": targets,
+        "met": met,
+        "notes": gaps + sorted({n for _, _, ns in runs for n in ns}) + notes,
+    }
 
 
 def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
@@ -331,17 +395,24 @@ def cache_speedup(args, model, sae, hook) -> tuple[list[dict], list[str]]:
                     loss.backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
+
         return go
 
-    times = common.interleaved({False: epochs(False), True: epochs(True)}, max(1, args.reps // 2), args.device, warmup=0)
+    times = common.interleaved(
+        {False: epochs(False), True: epochs(True)}, max(1, args.reps // 2), args.device, warmup=0
+    )
     tokens = args.epochs * ids.numel()
-    rows = [{"cache_activations": k, "epochs": args.epochs, "tokens_per_s": tokens / common.median(v), "seconds_all": v}
-            for k, v in times.items()]
+    rows = [
+        {"cache_activations": k, "epochs": args.epochs, "tokens_per_s": tokens / common.median(v), "seconds_all": v}
+        for k, v in times.items()
+    ]
     for r in rows:
         print(f"[training] cache_activations={r['cache_activations']!s:<5} {r['tokens_per_s']:8.1f} tok/s", flush=True)
-    return rows, [f"cache_activations: saebasis.training.cache.ActivationCache (as train(cfg) with cache_activations=true), "
-                  f"sae_adaptor, {args.epochs} epochs over {args.n_batches} batches, cache filled in the first epoch; "
-                  f"the cached path computes the same logits as the full forward (max |gap| {check:.2e})."]
+    return rows, [
+        f"cache_activations: saebasis.training.cache.ActivationCache (as train(cfg) with cache_activations=true), "
+        f"sae_adaptor, {args.epochs} epochs over {args.n_batches} batches, cache filled in the first epoch; "
+        f"the cached path computes the same logits as the full forward (max |gap| {check:.2e})."
+    ]
 
 
 def next_token_loss(logits, ids):

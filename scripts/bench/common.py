@@ -15,8 +15,9 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +78,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: str = "cpu", warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], Any]], reps: int, device: str = "cpu", warmup: int = 1
+) -> dict[str, list[float]]:
     """Wall seconds of each case, repetitions interleaved with a rotating order."""
     from tqdm.auto import tqdm
 
@@ -90,7 +93,7 @@ def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: str = "c
             bar.update()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             bar.set_postfix_str(f"rep {rep} {name}")
             sync(device)
@@ -127,7 +130,7 @@ def write(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": bool(args.quick),
         "machine": machine(args.device),
         "gpu_measured": args.device.startswith("cuda"),
@@ -141,14 +144,28 @@ def write(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
 
 # -- the model / SAE every benchmark runs on ---------------------------------------------------
 def add_stack_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="smollm2 (embedded, default), tiny-llama (--quick), a folder or HF id")
-    parser.add_argument("--layer", type=int, default=None, help="hook layer (resid_post); default 12, or 1 with --quick")
-    parser.add_argument("--sae", default=None, help="SAE folder / builtin:NAME; default: the built-in SAE for the "
-                        "embedded model when it exists, else a random-weight SAE (plumbing and timing only)")
-    parser.add_argument("--d-sae", type=int, default=None, help="width of the random SAE when one is used (default 2304)")
-    parser.add_argument("--random-weights", action="store_true", help="build --model from its folder's config.json and "
-                        "tokenizer with seeded random weights (same shapes, same time per step; for a machine the "
-                        "weights cannot be copied to). Timings only: every figure is labelled with it")
+    parser.add_argument(
+        "--model", default=None, help="smollm2 (embedded, default), tiny-llama (--quick), a folder or HF id"
+    )
+    parser.add_argument(
+        "--layer", type=int, default=None, help="hook layer (resid_post); default 12, or 1 with --quick"
+    )
+    parser.add_argument(
+        "--sae",
+        default=None,
+        help="SAE folder / builtin:NAME; default: the built-in SAE for the "
+        "embedded model when it exists, else a random-weight SAE (plumbing and timing only)",
+    )
+    parser.add_argument(
+        "--d-sae", type=int, default=None, help="width of the random SAE when one is used (default 2304)"
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build --model from its folder's config.json and "
+        "tokenizer with seeded random weights (same shapes, same time per step; for a machine the "
+        "weights cannot be copied to). Timings only: every figure is labelled with it",
+    )
 
 
 def stack(args: argparse.Namespace):
@@ -161,12 +178,19 @@ def stack(args: argparse.Namespace):
 
     args.model = args.model or ("tiny-llama" if args.quick else "smollm2")
     args.layer = args.layer if args.layer is not None else (1 if args.quick else 12)
-    loaded = random_weights_model(args) if getattr(args, "random_weights", False) else load_model(args.model, args.device, args.dtype)
+    loaded = (
+        random_weights_model(args)
+        if getattr(args, "random_weights", False)
+        else load_model(args.model, args.device, args.dtype)
+    )
     d_model = loaded.model.config.hidden_size
     hook = f"blocks.{args.layer}.hook_resid_post"
     builtin = ASSETS / "sae" / "smollm2-l12"
-    source = args.sae or (f"builtin:{builtin.name}" if args.model == "smollm2" and args.layer == 12
-                          and (builtin / "sae_weights.safetensors").exists() else None)
+    source = args.sae or (
+        f"builtin:{builtin.name}"
+        if args.model == "smollm2" and args.layer == 12 and (builtin / "sae_weights.safetensors").exists()
+        else None
+    )
     args.sae_source = source  # what a config naming this stack's SAE says (None: the random SAE below)
     if source:
         sae = SAEBasis.load(source, hook=hook, device=args.device)

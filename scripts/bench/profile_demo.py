@@ -21,7 +21,6 @@ from pathlib import Path
 
 import common
 
-
 LINEAR = "<built-in method torch._C._nn.linear>"
 """How cProfile names torch.nn.functional.linear (every matmul of the model's linear layers)."""
 
@@ -38,26 +37,41 @@ def seconds_in(stats: pstats.Stats, name: str, path_part: str = "", own: bool = 
 
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--method", default="residual_adaptor", help="a trained method of configs/methods/sentiment_demo.yaml")
-    parser.add_argument("--autocast", default=None, help="bfloat16: train (bf16-mixed) and judge as compare autocast=bfloat16")
+    parser.add_argument(
+        "--method", default="residual_adaptor", help="a trained method of configs/methods/sentiment_demo.yaml"
+    )
+    parser.add_argument(
+        "--autocast", default=None, help="bfloat16: train (bf16-mixed) and judge as compare autocast=bfloat16"
+    )
     args = parser.parse_args()
     if args.device != "cpu" or args.dtype != "float32" or args.reps:
-        raise SystemExit("profile_demo profiles what the demo runs: compare's own stack (configs/model, on the CPU), one pass; "
-                         "--device / --dtype / --reps do not apply (use --autocast bfloat16 for the demo's bf16 mode).")
-    from saebasis.experiments.compare import compare, method_config
+        raise SystemExit(
+            "profile_demo profiles what the demo runs: compare's own stack (configs/model, on the CPU), one pass; "
+            "--device / --dtype / --reps do not apply (use --autocast bfloat16 for the demo's bf16 mode)."
+        )
     from saebasis.config import compose, to_dict
+    from saebasis.experiments.compare import compare, method_config
     from saebasis.training.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        overrides = ["methods=sentiment_demo", "data=sentiment", "seeds=[0,1]", f"out_dir={out}", "resume=true", "logger=none"]
+        overrides = [
+            "methods=sentiment_demo",
+            "data=sentiment",
+            "seeds=[0,1]",
+            f"out_dir={out}",
+            "resume=true",
+            "logger=none",
+        ]
         overrides += [f"autocast={args.autocast}"] if args.autocast else []
         if args.quick:
             overrides += ["n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=4"]
         cfg = to_dict(compose("compare", overrides))
         if (cfg["methods"].get(args.method) or {}).get("kind") != "train":
-            raise SystemExit(f"--method must be a trained method of methods=sentiment_demo, one of "
-                             f"{[k for k, v in cfg['methods'].items() if v and v['kind'] == 'train']}")
+            raise SystemExit(
+                f"--method must be a trained method of methods=sentiment_demo, one of "
+                f"{[k for k, v in cfg['methods'].items() if v and v['kind'] == 'train']}"
+            )
         spec = cfg["methods"][args.method]
         if args.quick:
             spec["overrides"] = list(spec.get("overrides") or []) + ["trainer.max_steps=2"]
@@ -98,8 +112,12 @@ def main() -> None:
     }
     for name, part in (("training run (seed 0)", training), ("evaluation (unsteered + both seeds)", evaluation)):
         total = part["seconds"]
-        print(f"[profile] {name}: {total:.1f} s -- " + ", ".join(
-            f"{k} {v:.1f} s ({v / total:.0%})" for k, v in part.items() if k not in ("seconds", "seconds_per_seed")))
+        print(
+            f"[profile] {name}: {total:.1f} s -- "
+            + ", ".join(
+                f"{k} {v:.1f} s ({v / total:.0%})" for k, v in part.items() if k not in ("seconds", "seconds_per_seed")
+            )
+        )
     common.write("profile_demo", args, {"method": args.method, "training": training, "evaluation": evaluation})
 
 

@@ -41,9 +41,16 @@ def build(model, args):
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
     intervention = pyreft.LoreftIntervention(
-        embed_dim=model.config.hidden_size, low_rank_dimension=args.rank, dtype=dtype)
-    reft_cfg = pyreft.ReftConfig(representations={
-        "layer": args.layer, "component": "block_output", "low_rank_dimension": args.rank, "intervention": intervention})
+        embed_dim=model.config.hidden_size, low_rank_dimension=args.rank, dtype=dtype
+    )
+    reft_cfg = pyreft.ReftConfig(
+        representations={
+            "layer": args.layer,
+            "component": "block_output",
+            "low_rank_dimension": args.rank,
+            "intervention": intervention,
+        }
+    )
     reft = pyreft.get_reft_model(model, reft_cfg)
     reft.set_device(args.device)
     params = [p for p in reft.parameters() if p.requires_grad]
@@ -52,8 +59,15 @@ def build(model, args):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    for name, kind in (("--model-dir", str), ("--data", str), ("--layer", int), ("--rank", int), ("--device", str),
-                       ("--dtype", str), ("--seed", int)):
+    for name, kind in (
+        ("--model-dir", str),
+        ("--data", str),
+        ("--layer", int),
+        ("--rank", int),
+        ("--device", str),
+        ("--dtype", str),
+        ("--seed", int),
+    ):
         parser.add_argument(name, type=kind, required=True)
     args = parser.parse_args()
     model, ids = load(args)
@@ -72,8 +86,11 @@ def main() -> None:
         for _ in range(n):
             x = ids[step % n_batches]  # [batch, pos]
             step += 1
-            _, out = reft(base={"input_ids": x, "attention_mask": x.new_ones(x.shape)},
-                          unit_locations={"sources->base": (None, locations)}, labels=x)
+            _, out = reft(
+                base={"input_ids": x, "attention_mask": x.new_ones(x.shape)},
+                unit_locations={"sources->base": (None, locations)},
+                labels=x,
+            )
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

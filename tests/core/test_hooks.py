@@ -1,7 +1,14 @@
 import pytest
 import torch
 from transformers import (
-    AutoModelForCausalLM, Gemma2Config, GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, Qwen2Config,
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GemmaConfig,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
 )
 
 from saebasis.core import hooks
@@ -11,8 +18,12 @@ FAMILIES = {
     "llama": LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, **SMALL),
     "mistral": MistralConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_key_value_heads=2, **SMALL),
     "qwen2": Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_key_value_heads=2, **SMALL),
-    "gemma": GemmaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, head_dim=8, num_key_value_heads=2, **SMALL),
-    "gemma2": Gemma2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2, head_dim=8, num_key_value_heads=2, **SMALL),
+    "gemma": GemmaConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, head_dim=8, num_key_value_heads=2, **SMALL
+    ),
+    "gemma2": Gemma2Config(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, head_dim=8, num_key_value_heads=2, **SMALL
+    ),
     "gpt2": GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50),
     "gpt_neox": GPTNeoXConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, **SMALL),
 }
@@ -55,7 +66,6 @@ def test_attach_changes_output_and_reads_the_right_residual(family_model):
 
 
 def test_hooks_removed_on_exception(model):
-    ids = torch.randint(0, 20, (1, 4))
     with pytest.raises(RuntimeError, match="boom"):
         with hooks.attach(model, "blocks.0.hook_resid_post", lambda h: h * 2):
             raise RuntimeError("boom")

@@ -27,7 +27,9 @@ def test_missing_model_is_explained(tmp_path, monkeypatch):
 
 
 def test_cli_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "saebasis.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "saebasis.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for cmd in ("demo", "train-sae", "sae-info", "train", "fit-baseline", "generate", "compare", "interpret", "sweep"):
         assert f"  {cmd} " in out
 
@@ -48,7 +50,7 @@ def test_embedded_model_loads_and_hooks():
     base = loaded.model.generate(ids, max_new_tokens=8, do_sample=False)
     with hooks.attach(loaded.model, "blocks.12.hook_resid_post", lambda h: h):
         assert torch.equal(loaded.model.generate(ids, max_new_tokens=8, do_sample=False), base)
-    assert loaded.tokenizer.decode(base[0, ids.shape[1]:]).strip()
+    assert loaded.tokenizer.decode(base[0, ids.shape[1] :]).strip()
 
 
 def test_transformers4_folder_writes_the_rope_theta_dtype_and_tokenizer_4x_reads(tmp_path):
@@ -67,7 +69,9 @@ def test_transformers4_folder_writes_the_rope_theta_dtype_and_tokenizer_4x_reads
     assert config["rope_theta"] == 12345.0 and config["torch_dtype"] == "float32"
     tok = json.loads((out / "tokenizer_config.json").read_text())
     assert tok["tokenizer_class"] == "PreTrainedTokenizerFast" and tok["chat_template"] == "{{ messages }}"
-    assert (out / "model.safetensors").is_symlink() and (out / "model.safetensors").resolve() == (tmp_path / "src" / "model.safetensors").resolve()
+    assert (out / "model.safetensors").is_symlink() and (out / "model.safetensors").resolve() == (
+        tmp_path / "src" / "model.safetensors"
+    ).resolve()
     assert load_model(str(out)).model.config.rope_parameters["rope_theta"] == 12345.0  # still loads under 5.x
     assert transformers4_folder(tmp_path / "src", tmp_path / "tf4") == out  # unchanged source: reused
     (tmp_path / "src" / "chat_template.jinja").write_text("{{ other }}")

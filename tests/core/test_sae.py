@@ -87,7 +87,11 @@ def test_compat_ce_from_the_reused_residual_equals_splicing_with_a_hook(model, t
         batch = tokenizer(texts[start : start + 2], return_tensors="pt", padding=True)
         tokenizer.padding_side = "left"
         kept = list(range(1, batch["input_ids"].shape[1]))
-        for name, fn in (("clean", lambda x: x), ("spliced", lambda x: sae.decode(sae.encode(x))), ("zero", torch.zeros_like)):
+        for name, fn in (
+            ("clean", lambda x: x),
+            ("spliced", lambda x: sae.decode(sae.encode(x))),
+            ("zero", torch.zeros_like),
+        ):
             with torch.no_grad(), hooks.attach(model, sae.hook, fn, positions=kept):
                 total, count = _ce_sum(model, dict(batch))
             sums[name][0] += total

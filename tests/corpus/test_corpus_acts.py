@@ -6,12 +6,20 @@ import torch
 from safetensors.torch import load_file
 
 from saebasis.core import hooks
-from saebasis.corpus.build import build_corpus, read_shards
-from saebasis.corpus.acts import (
-    PREFIX_EVERY, CachedActivations, GenerationCapture, acts_path, build_cache, cached_ok, hook_name, keep_mask,
-    shard_activations, template_prefix,
-)
 from saebasis.core.models import tiny_model
+from saebasis.corpus.acts import (
+    PREFIX_EVERY,
+    CachedActivations,
+    GenerationCapture,
+    acts_path,
+    build_cache,
+    cached_ok,
+    hook_name,
+    keep_mask,
+    shard_activations,
+    template_prefix,
+)
+from saebasis.corpus.build import build_corpus, read_shards
 
 KW = dict(shard_size=4, max_new_tokens=12, batch_size=4)
 
@@ -19,8 +27,24 @@ KW = dict(shard_size=4, max_new_tokens=12, batch_size=4)
 def test_keep_mask_drops_special_tokens_and_the_shared_opening_unless_asked():
     special = torch.tensor([0, 1, 2])
     ids = torch.tensor([1, 7, 8, 2, 9, 10, 0])
-    assert keep_mask(ids, [1, 7, 8], special, keep_prefix=False).tolist() == [False, False, False, False, True, True, False]
-    assert keep_mask(ids, [1, 7, 8], special, keep_prefix=True).tolist() == [False, True, True, False, True, True, False]
+    assert keep_mask(ids, [1, 7, 8], special, keep_prefix=False).tolist() == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert keep_mask(ids, [1, 7, 8], special, keep_prefix=True).tolist() == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
     assert keep_mask(ids, [1, 5], special, keep_prefix=False).tolist() == [False, True, True, False, True, True, False]
 
 
@@ -29,8 +53,10 @@ def test_activations_captured_while_generating_equal_a_forward_pass_over_the_gen
     layers = [0, 2]
     tok = lm.tokenizer
     capture = GenerationCapture(tok, layers, tmp_path / "acts")
-    chats = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in ("hello there", "a much longer prompt here")]
+    chats = [
+        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in ("hello there", "a much longer prompt here")
+    ]
     batch = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded
     torch.manual_seed(0)
     with capture.recording(lm.model):
@@ -43,16 +69,16 @@ def test_activations_captured_while_generating_equal_a_forward_pass_over_the_gen
     assert n > 0 and all(saved[hook_name(L)].shape == (n, 32) for L in layers)
     # a plain forward pass over the generated tokens gives the same residuals at the kept positions
     fed = out[:, :-1]  # the last sampled token is never fed back
-    mask = torch.cat([batch["attention_mask"], (fed[:, batch["input_ids"].shape[1]:] != -1).long()], 1)
+    mask = torch.cat([batch["attention_mask"], (fed[:, batch["input_ids"].shape[1] :] != -1).long()], 1)
     pads = (batch["attention_mask"] == 0).sum(1)
     special = torch.tensor(tok.all_special_ids)
     for L in layers:
         full = hooks.run_to_hook(lm.model, hook_name(L), input_ids=fed, attention_mask=mask)
         want, want_tokens = [], []
         for row in range(2):
-            ids = fed[row, int(pads[row]):]
+            ids = fed[row, int(pads[row]) :]
             keep = keep_mask(ids, template_prefix(tok), special, keep_prefix=row % PREFIX_EVERY == 0)
-            want.append(full[row, int(pads[row]):][keep])
+            want.append(full[row, int(pads[row]) :][keep])
             want_tokens.append(ids[keep])
         torch.testing.assert_close(saved[hook_name(L)].float(), torch.cat(want), atol=2e-3, rtol=2e-3)
         assert torch.equal(saved["token_ids"].long(), torch.cat(want_tokens))
@@ -80,14 +106,18 @@ def test_build_cache_fills_missing_training_shards_skips_held_out_and_rebuilds_s
     assert acts_path(tmp_path / "acts", 3).stat().st_mtime_ns == before  # resumed: nothing recomputed
     acts_path(tmp_path / "acts", 3).write_bytes(b"corrupt")
     build_cache(lm.model, lm.tokenizer, tmp_path / "corpus", tmp_path / "acts", [1])
-    assert cached_ok(tmp_path / "acts", 3, [r for r in read_shards(tmp_path / "corpus") if 12 <= r["id"] < 16], [hook_name(1)])
+    assert cached_ok(
+        tmp_path / "acts", 3, [r for r in read_shards(tmp_path / "corpus") if 12 <= r["id"] < 16], [hook_name(1)]
+    )
 
 
 def test_the_shared_opening_is_kept_in_one_document_of_prefix_every():
     lm = tiny_model()
     prefix = template_prefix(lm.tokenizer)
     assert len(prefix) > 0
-    chat = lm.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    chat = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     doc = {"text": chat + "ok"}
     _, with_prefix = shard_activations(lm.model, lm.tokenizer, [{**doc, "id": 0}], [0])
     _, without = shard_activations(lm.model, lm.tokenizer, [{**doc, "id": 1}], [0])

@@ -5,24 +5,42 @@ import pytest
 import torch
 
 from saebasis.config import compose
-from saebasis.corpus.build import build_corpus, read_shards, shard_path
 from saebasis.core.models import load_model
 from saebasis.core.sae import SAEBasis, resolve_builtin
+from saebasis.corpus.build import build_corpus, read_shards, shard_path
 from saebasis.corpus.sae_train import sae_config, train_sae
 
 
 def _tiny_overrides(tmp_path):
     return [
-        "model=tiny", "logger=none", "layer=1", "architecture=topk", "d_sae=64", "sae_kwargs.k=4", "training_tokens=4096",
-        "train_batch_size_tokens=256", "store_batch_size_prompts=4", "n_batches_in_buffer=16", "context_size=32",
-        "corpus.n_shards=10", "corpus.shard_size=2", "corpus.max_new_tokens=24", "corpus.batch_size=4", "corpus.eval_tokens=null",
-        f"corpus.dir={tmp_path}/corpus", f"corpus.acts_dir={tmp_path}/acts", f"work_dir={tmp_path}/work", f"out_dir={tmp_path}/sae",
+        "model=tiny",
+        "logger=none",
+        "layer=1",
+        "architecture=topk",
+        "d_sae=64",
+        "sae_kwargs.k=4",
+        "training_tokens=4096",
+        "train_batch_size_tokens=256",
+        "store_batch_size_prompts=4",
+        "n_batches_in_buffer=16",
+        "context_size=32",
+        "corpus.n_shards=10",
+        "corpus.shard_size=2",
+        "corpus.max_new_tokens=24",
+        "corpus.batch_size=4",
+        "corpus.eval_tokens=null",
+        f"corpus.dir={tmp_path}/corpus",
+        f"corpus.acts_dir={tmp_path}/acts",
+        f"work_dir={tmp_path}/work",
+        f"out_dir={tmp_path}/sae",
     ]
 
 
 @pytest.mark.parametrize("activations", ["cached", "stream"])
 def test_train_sae_on_tiny_model_writes_a_loadable_sae(tmp_path, activations):
-    result = train_sae(compose("train_sae", _tiny_overrides(tmp_path) + [f"activations={activations}", "corpus.cache_layers=[0,1]"]))
+    result = train_sae(
+        compose("train_sae", _tiny_overrides(tmp_path) + [f"activations={activations}", "corpus.cache_layers=[0,1]"])
+    )
     basis = SAEBasis.load(result["sae_dir"])
     assert basis.hook == "blocks.1.hook_resid_post" and (basis.d_model, basis.d_sae) == (32, 64)
     quality = json.loads((tmp_path / "sae" / "quality.json").read_text())
@@ -46,7 +64,10 @@ def test_corpus_shards_resume_without_regenerating(tmp_path):
     shard_path(tmp_path, 1).unlink()  # an interrupted build: shard 1 missing
     again = build_corpus(loaded.model, loaded.tokenizer, tmp_path, 3, **kw)
     assert again == rows  # the same text: a shard depends only on (seed, index)
-    assert all(shard_path(tmp_path, i).read_bytes() != b"" for i in range(3)) and shard_path(tmp_path, 0).read_bytes() == before[0]
+    assert (
+        all(shard_path(tmp_path, i).read_bytes() != b"" for i in range(3))
+        and shard_path(tmp_path, 0).read_bytes() == before[0]
+    )
     more = build_corpus(loaded.model, loaded.tokenizer, tmp_path, 10, **kw)
     assert len(more) == 20 and len(read_shards(tmp_path, "heldout")) == 2 and len(read_shards(tmp_path, "train")) == 18
     with pytest.raises(ValueError, match="split=.*choose all, train or heldout"):
@@ -66,8 +87,8 @@ def test_every_architecture_builds(arch):
 
 @pytest.mark.slow
 def test_shipped_default_sae_matches_its_quality_file():
-    from saebasis.corpus.build import corpus_prompts
     from saebasis.core.sae import check_compat
+    from saebasis.corpus.build import corpus_prompts
 
     folder = resolve_builtin("builtin:smollm2-l12")
     stored = json.loads((folder / "quality.json").read_text())
@@ -87,8 +108,10 @@ def test_sae_info_measures_on_held_out_shards_up_to_a_token_budget(tmp_path, mon
 
     tok = tiny_tokenizer()
     for index in range(20):  # shards 9 and 19 are held out
-        _write_shard(shard_path(tmp_path, index), [{"id": index * 10 + j, "prompt": "p", "text": f"the movie {index} {j}",
-                                                     "n_tokens": 3} for j in range(3)])
+        _write_shard(
+            shard_path(tmp_path, index),
+            [{"id": index * 10 + j, "prompt": "p", "text": f"the movie {index} {j}", "n_tokens": 3} for j in range(3)],
+        )
     monkeypatch.setattr(info, "default_corpus_dir", lambda: tmp_path)
     texts, source = info.eval_texts({}, n_tokens=10**6, tokenizer=tok)
     assert texts == [f"the movie {i} {j}" for i in (9, 19) for j in range(3)] and "held-out" in source
@@ -119,8 +142,15 @@ def test_shipped_sae_configs_match_their_assets_and_meet_the_targets(config):
     q = json.loads((folder / "quality.json").read_text())
     assert q["n_tokens"] >= 50_000 and q["dead_fraction"] <= 0.05
     assert q["ce_loss_recovered"] >= 0.97
-    row = next(line for line in (Path(__file__).resolve().parents[2] / "docs" / "saes.md").read_text().splitlines()
-               if line.startswith(f"| **{folder.name}**") or line.startswith(f"| {folder.name}"))
-    assert f"{q['explained_variance']:.3f}" in row and f"{q['ce_loss_recovered']:.3f}" in row and f"{q['n_tokens']:,}" in row
+    row = next(
+        line
+        for line in (Path(__file__).resolve().parents[2] / "docs" / "saes.md").read_text().splitlines()
+        if line.startswith(f"| **{folder.name}**") or line.startswith(f"| {folder.name}")
+    )
+    assert (
+        f"{q['explained_variance']:.3f}" in row
+        and f"{q['ce_loss_recovered']:.3f}" in row
+        and f"{q['n_tokens']:,}" in row
+    )
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= 20 * 2**20, f"{folder.name} is {size / 2**20:.1f} MiB"

@@ -41,28 +41,84 @@ def _concept(tmp_path, name, text):
 @pytest.mark.parametrize(
     "name, text, pattern",
     [
-        ("pairs.jsonl", '{"prompt": "a", "positive": "b", "negative": "c"}\n{"prompt": "a", "positive": "b",\n',
-         r"pairs.jsonl:2 is not valid JSON .*Fix: each line must be one JSON object"),
-        ("pairs.jsonl", '{"prompt": "a", "positive": "b"}\n', r"pairs.jsonl:1: field 'negative' is missing or empty\. Fix"),
-        ("neutral.jsonl", '\n\n', r"neutral.jsonl is empty\. Fix: add at least one line"),
+        (
+            "pairs.jsonl",
+            '{"prompt": "a", "positive": "b", "negative": "c"}\n{"prompt": "a", "positive": "b",\n',
+            r"pairs.jsonl:2 is not valid JSON .*Fix: each line must be one JSON object",
+        ),
+        (
+            "pairs.jsonl",
+            '{"prompt": "a", "positive": "b"}\n',
+            r"pairs.jsonl:1: field 'negative' is missing or empty\. Fix",
+        ),
+        ("neutral.jsonl", "\n\n", r"neutral.jsonl is empty\. Fix: add at least one line"),
         ("neutral.jsonl", '["a list"]\n', r"neutral.jsonl:1 must be a JSON object"),
-        ("instructions.jsonl", '{"instruction": "x", "split": "train"}\n', r"instructions.jsonl:1: split must be 'val' or 'test'"),
-        ("instructions.jsonl", '{"instruction": "the movie 0", "split": "val"}\n', r"instructions.jsonl:1: .* also a prompt in pairs"),
-        ("concept.yaml", "name: x\ndescription: y\n", r"concept.yaml: field 'judge' is missing\. Fix: add a `judge: \.\.\.` line"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: gpt4\n",
-         r"concept.yaml:3: judge must be one of \[.*'vader'.*'formality'.*\], got 'gpt4'\. Fix: name a registered concept judge"),
-        ("concept.yaml", "name: x\njudge: vader\nsecond_judge: fluency\ndescription: y\n", r"concept.yaml:3: second_judge must be one of"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nsecond_judge: vader\n", r"concept.yaml:4: second_judge is the same as judge"),
+        (
+            "instructions.jsonl",
+            '{"instruction": "x", "split": "train"}\n',
+            r"instructions.jsonl:1: split must be 'val' or 'test'",
+        ),
+        (
+            "instructions.jsonl",
+            '{"instruction": "the movie 0", "split": "val"}\n',
+            r"instructions.jsonl:1: .* also a prompt in pairs",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\n",
+            r"concept.yaml: field 'judge' is missing\. Fix: add a `judge: \.\.\.` line",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: gpt4\n",
+            r"concept.yaml:3: judge must be one of \[.*'vader'.*'formality'.*\], got 'gpt4'\. Fix: name a registered concept judge",
+        ),
+        (
+            "concept.yaml",
+            "name: x\njudge: vader\nsecond_judge: fluency\ndescription: y\n",
+            r"concept.yaml:3: second_judge must be one of",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: vader\nsecond_judge: vader\n",
+            r"concept.yaml:4: second_judge is the same as judge",
+        ),
         ("concept.yaml", "name: x\ndescription: y\njudge: ab\n", r"ab.jsonl is missing: judge 'ab'"),
-        ("ab.jsonl", '{"question": "q", "matching": "(A)", "not_matching": "(A)"}\n', r"ab.jsonl:1: matching / not_matching"),
-        ("ab.jsonl", '{"question": "q", "matching": "(A)", "not_matching": "(B)", "split": "dev"}\n', r"ab.jsonl:1: split must be one of"),
-        ("ab.jsonl", '{"question": "the movie 1", "matching": "(A)", "not_matching": "(B)", "split": "test"}\n',
-         r"ab.jsonl:1 is a 'test' item but its question is also in pairs"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nprompt: 3\n", r"concept.yaml:4: prompt must be the text"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nprompt: ''\n", r"concept.yaml:4: prompt must be the text"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nselect_by: kl\n",
-         r"concept.yaml:4: select_by must be one of \['score', 'ab'\], got 'kl'"),
-        ("concept.yaml", "name: x\ndescription: y\njudge: vader\nselect_by: ab\n", r"select_by: ab chooses strength on A/B items"),
+        (
+            "ab.jsonl",
+            '{"question": "q", "matching": "(A)", "not_matching": "(A)"}\n',
+            r"ab.jsonl:1: matching / not_matching",
+        ),
+        (
+            "ab.jsonl",
+            '{"question": "q", "matching": "(A)", "not_matching": "(B)", "split": "dev"}\n',
+            r"ab.jsonl:1: split must be one of",
+        ),
+        (
+            "ab.jsonl",
+            '{"question": "the movie 1", "matching": "(A)", "not_matching": "(B)", "split": "test"}\n',
+            r"ab.jsonl:1 is a 'test' item but its question is also in pairs",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: vader\nprompt: 3\n",
+            r"concept.yaml:4: prompt must be the text",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: vader\nprompt: ''\n",
+            r"concept.yaml:4: prompt must be the text",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: vader\nselect_by: kl\n",
+            r"concept.yaml:4: select_by must be one of \['score', 'ab'\], got 'kl'",
+        ),
+        (
+            "concept.yaml",
+            "name: x\ndescription: y\njudge: vader\nselect_by: ab\n",
+            r"select_by: ab chooses strength on A/B items",
+        ),
     ],
 )
 def test_validation_errors_name_file_line_and_fix(tmp_path, name, text, pattern):
@@ -90,8 +146,12 @@ def test_blank_lines_skipped_and_line_numbers_count_them(tmp_path):
 
 def test_hf_source_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import: patch it too (no network in tests)
-    with pytest.raises(FileNotFoundError, match=r"Could not fetch the concept dataset hf:someone/no-such-concept.*data="):
+    monkeypatch.setattr(
+        "huggingface_hub.constants.HF_HUB_OFFLINE", True
+    )  # read at import: patch it too (no network in tests)
+    with pytest.raises(
+        FileNotFoundError, match=r"Could not fetch the concept dataset hf:someone/no-such-concept.*data="
+    ):
         load_concept("hf:someone/no-such-concept")
     with pytest.raises(ValueError, match=r"hf:<owner>/<repo>"):
         load_concept("hf:justaname")
@@ -115,7 +175,9 @@ def test_hf_source_loads_from_the_hub_cache_offline(tmp_path, monkeypatch, sub):
 
 def test_a_concept_folder_carries_its_prompt_and_selection_rule(tmp_path):
     root = write_concept(tmp_path / "c")
-    assert load_concept(str(root)).prompt == f"In your answer, show {load_concept(str(root)).description}. "  # the default
+    assert (
+        load_concept(str(root)).prompt == f"In your answer, show {load_concept(str(root)).description}. "
+    )  # the default
     assert load_concept(str(root)).select_by == "score"
     (root / "concept.yaml").write_text((root / "concept.yaml").read_text() + 'prompt: "Be happy. "\n')
     assert load_concept(str(root)).prompt == "Be happy. "
@@ -129,8 +191,14 @@ def test_resolve_concepts_expands_builtin_folders_and_folders_of_folders(tmp_pat
     write_concept(tmp_path / "mine" / "beta")
     assert resolve_concepts(["builtin"]) == builtin_names()
     assert resolve_concepts(["ocean", str(one)]) == ["ocean", str(one)]
-    assert resolve_concepts(["sentiment", str(tmp_path / "mine")]) == ["sentiment", str(one), str(tmp_path / "mine" / "beta")]
-    with pytest.raises(FileNotFoundError, match=r"'nowhere' is neither a built-in concept .* folder of concept folders"):
+    assert resolve_concepts(["sentiment", str(tmp_path / "mine")]) == [
+        "sentiment",
+        str(one),
+        str(tmp_path / "mine" / "beta"),
+    ]
+    with pytest.raises(
+        FileNotFoundError, match=r"'nowhere' is neither a built-in concept .* folder of concept folders"
+    ):
         resolve_concepts(["nowhere"])
     write_concept(tmp_path / "other" / "ocean")
     with pytest.raises(ValueError, match=r"\['ocean'\] appear more than once"):

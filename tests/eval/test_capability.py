@@ -9,8 +9,17 @@ import torch
 
 from saebasis.core import hooks
 from saebasis.core.models import tiny_model
-from saebasis.eval.capability import (CATEGORIES, ITEMS, Item, bootstrap_ratio, capability_kept, choice_logliks,
-                                      context, correct, load_items)
+from saebasis.eval.capability import (
+    CATEGORIES,
+    ITEMS,
+    Item,
+    bootstrap_ratio,
+    capability_kept,
+    choice_logliks,
+    context,
+    correct,
+    load_items,
+)
 from saebasis.interventions import build
 
 
@@ -58,8 +67,9 @@ def test_batched_right_padded_scores_equal_one_forward_per_choice(tiny, steering
     kw = dict(intervention=steering_vector, hook="blocks.1.hook_resid_post", strength=1.0) if steered else {}
     got = choice_logliks(model, tok, items, batch_size=7, **kw)
     for item, scores in zip(items, got):
-        want = torch.tensor([direct_loglik(model, tok, item, c, kw.get("intervention"), kw.get("hook"))
-                             for c in item.choices])
+        want = torch.tensor(
+            [direct_loglik(model, tok, item, c, kw.get("intervention"), kw.get("hook")) for c in item.choices]
+        )
         torch.testing.assert_close(scores, want, rtol=0, atol=1e-4)
 
 
@@ -80,7 +90,7 @@ def test_bootstrap_ratio_ci_is_tight_for_identical_and_wide_for_disagreeing_answ
     assert bootstrap_ratio(same, same) == (1.0, 1.0)
     half = torch.tensor([True, False, False, False] * 25)  # a quarter right
     low, high = bootstrap_ratio(half, same)
-    assert low < 0.5 < high and high < 1.0  # steered 0.25 / unsteered 0.5
+    assert low < 0.5 < high < 1.0  # steered 0.25 / unsteered 0.5
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval absent: bash scripts/setup_lmeval.sh")

@@ -7,10 +7,17 @@ import torch
 
 from saebasis.config import compose, to_dict
 from saebasis.data import ABItem
-from saebasis.judges import fluency_from_ppl, sentiment_scores, similarity_scores
 from saebasis.eval.metrics import L0_TOL, ab_matching_prob, harmonic_mean, kl_to_base, latent_l0
-from saebasis.eval.protocol import bootstrap_ci, choose_strength, hierarchical_bootstrap_ci, report, search_strength, select_strength
+from saebasis.eval.protocol import (
+    bootstrap_ci,
+    choose_strength,
+    hierarchical_bootstrap_ci,
+    report,
+    search_strength,
+    select_strength,
+)
 from saebasis.interventions import build
+from saebasis.judges import fluency_from_ppl, sentiment_scores, similarity_scores
 from saebasis.runs import load_run, save_run
 from tests.conftest import tiny_stack_overrides
 
@@ -52,15 +59,23 @@ def _counted(curve):
 
 
 def test_search_strength_extends_until_the_optimum_is_interior():
-    peak16 = lambda s: -abs(math.log2(s) - 4)  # noqa: E731  (peak at 16 = 2^4)
+    peak16 = lambda s: -abs(math.log2(s) - 4)
     score_at, calls = _counted(peak16)
     chosen = search_strength(score_at, [0.5, 1, 2])
     assert chosen.strength == 16.0 and not chosen.on_edge
     assert calls == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0] and list(chosen.curve) == calls  # 32 shows 16 is interior
     score_at, calls = _counted(peak16)
-    assert search_strength(score_at, [8, 16, 32]) == (16.0, {8.0: -1.0, 16.0: 0.0, 32.0: -1.0}, False) and calls == [8, 16, 32]
+    assert search_strength(score_at, [8, 16, 32]) == (16.0, {8.0: -1.0, 16.0: 0.0, 32.0: -1.0}, False) and calls == [
+        8,
+        16,
+        32,
+    ]
     score_at, calls = _counted(lambda s: -abs(math.log2(s) + 3))  # peak at 1/8: extended downward
-    assert search_strength(score_at, [0.5, 1]) == (0.125, {0.0625: -1.0, 0.125: 0.0, 0.25: -1.0, 0.5: -2.0, 1.0: -3.0}, False)
+    assert search_strength(score_at, [0.5, 1]) == (
+        0.125,
+        {0.0625: -1.0, 0.125: 0.0, 0.25: -1.0, 0.5: -2.0, 1.0: -3.0},
+        False,
+    )
 
 
 def test_search_strength_flags_an_optimum_the_cap_keeps_on_an_edge():
@@ -79,9 +94,15 @@ def test_search_strength_averages_seeds_and_breaks_ties_gently():
     # seed 0 prefers 1, seed 1 prefers 2 more strongly: mean over seeds 1 -> 0.5, 2 -> 0.55, 4 -> 0.2 (interior)
     per_seed = {1.0: {0: [0.8, 0.6], 1: [0.3, 0.3]}, 2.0: {0: [0.3, 0.5], 1: [0.7, 0.7]}, 4.0: {0: [0.2], 1: [0.2]}}
     chosen = search_strength(per_seed.__getitem__, [1, 2, 4])
-    assert chosen.strength == 2.0 and chosen.curve == pytest.approx({1.0: 0.5, 2.0: 0.55, 4.0: 0.2}) and not chosen.on_edge
+    assert (
+        chosen.strength == 2.0 and chosen.curve == pytest.approx({1.0: 0.5, 2.0: 0.55, 4.0: 0.2}) and not chosen.on_edge
+    )
     plateau = {0.5: 0.4, 1.0: 0.4, 2.0: 0.4, 4.0: 0.3}  # tie between 1 and 2 -> the smaller |strength|; the plateau
-    assert search_strength(plateau.__getitem__, [1, 2, 4]) == (1.0, {1.0: 0.4, 2.0: 0.4, 4.0: 0.3}, False)  # reaches inside: not extended
+    assert search_strength(plateau.__getitem__, [1, 2, 4]) == (
+        1.0,
+        {1.0: 0.4, 2.0: 0.4, 4.0: 0.3},
+        False,
+    )  # reaches inside: not extended
     flat = {0.5: 0.3, 1.0: 0.4, 2.0: 0.4, 4.0: 0.3}
     with pytest.raises(ValueError, match="non-empty strength grid"):
         search_strength(flat.__getitem__, [])
@@ -107,7 +128,9 @@ def test_bootstrap_ci_contains_mean_and_seeds_widen_it():
 def test_judges_order_clear_cases():
     pos, neg = sentiment_scores(["What a wonderful, happy, lovely day!", "This is awful, horrible and sad."])
     assert pos > 0.5 and neg == 0.0
-    on, off = similarity_scores(["The sea waves crash on the sandy beach.", "Tax forms are due in April."], ["the ocean"] * 2)
+    on, off = similarity_scores(
+        ["The sea waves crash on the sandy beach.", "Tax forms are due in April."], ["the ocean"] * 2
+    )
     assert on > off
     assert fluency_from_ppl(2.0) == 1.0 and fluency_from_ppl(1000.0) == 0.0 and fluency_from_ppl(float("inf")) == 0.0
     assert fluency_from_ppl(10.0) > fluency_from_ppl(100.0)
@@ -116,8 +139,8 @@ def test_judges_order_clear_cases():
 
 @pytest.mark.slow
 def test_fluency_prefers_fluent_text_under_the_embedded_model():
-    from saebasis.judges import fluency_scores
     from saebasis.core.models import load_model
+    from saebasis.judges import fluency_scores
 
     loaded = load_model("smollm2")
     fluent = "The weather was warm, so we walked to the park and had lunch under a tree."
@@ -172,14 +195,32 @@ def test_seeded_sampling_is_reproducible_and_greedy_ignores_seed(model, tokenize
     a = generate_timed(model, tokenizer, prompts, do_sample=True, seed=3, **kw)
     b = generate_timed(model, tokenizer, prompts, do_sample=True, seed=3, **kw)
     assert a.responses == b.responses and a.token_slots == 3 * 6
-    assert generate_timed(model, tokenizer, prompts, seed=1, **kw).responses == generate_timed(model, tokenizer, prompts, seed=2, **kw).responses
+    assert (
+        generate_timed(model, tokenizer, prompts, seed=1, **kw).responses
+        == generate_timed(model, tokenizer, prompts, seed=2, **kw).responses
+    )
 
 
 # -- compare end to end on the tiny model ---------------------------------------------------------
 def _compare_cfg(tmp_path, sae, data, methods: dict, *extra: str) -> dict:
     stack = tiny_stack_overrides(tmp_path, sae)
-    cfg = to_dict(compose("compare", [*stack, "logger=none", f"data={data}", f"out_dir={tmp_path / 'out'}", "n_val=2", "n_test=2",
-                                      "n_neutral=2", "max_new_tokens=4", "batch_size=2", *extra]))
+    cfg = to_dict(
+        compose(
+            "compare",
+            [
+                *stack,
+                "logger=none",
+                f"data={data}",
+                f"out_dir={tmp_path / 'out'}",
+                "n_val=2",
+                "n_test=2",
+                "n_neutral=2",
+                "max_new_tokens=4",
+                "batch_size=2",
+                *extra,
+            ],
+        )
+    )
     cfg["stack_overrides"] = stack
     cfg["methods"].update(methods)
     return cfg
@@ -189,17 +230,32 @@ def _bias_run(tmp_path, sae):
     iv = build("sae_bias", {}, 32, sae)
     with torch.no_grad():
         iv.b.normal_()
-    save_run(tmp_path / "bias_run", iv, {"sae": {"path": str(tmp_path / "sae"), "hook": HOOK}, "hook": HOOK, "model": {"name": "tiny-llama"}})
+    save_run(
+        tmp_path / "bias_run",
+        iv,
+        {"sae": {"path": str(tmp_path / "sae"), "hook": HOOK}, "hook": HOOK, "model": {"name": "tiny-llama"}},
+    )
     return {"kind": "run", "run_dir": str(tmp_path / "bias_run"), "strengths": [0.5, 1]}
 
 
 def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     from saebasis.experiments.compare import compare
 
-    train = {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", "debug=fast", "batch_size=2", "max_len=24",
-                                                              "trainer.enable_progress_bar=false"]}
+    train = {
+        "kind": "train",
+        "strengths": [1],
+        "overrides": [
+            "experiment=sae_bias",
+            "debug=fast",
+            "batch_size=2",
+            "max_len=24",
+            "trainer.enable_progress_bar=false",
+        ],
+    }
     methods = {"prompting": {"kind": "prompt", "prefix": "Be happy. "}, "trained": train}
-    (concept_dir / "concept.yaml").write_text("name: tiny\ndescription: positive sentiment\njudge: vader\nsecond_judge: textblob\n")
+    (concept_dir / "concept.yaml").write_text(
+        "name: tiny\ndescription: positive sentiment\njudge: vader\nsecond_judge: textblob\n"
+    )
     cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "seeds=[0,1]")
     cfg["methods"]["bias"] = _bias_run(tmp_path, sae)  # after _compare_cfg saved the SAE the run points to
     result = compare(cfg)
@@ -211,13 +267,17 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     assert rows["unsteered"]["kl_neutral"] == 0.0 and rows["unsteered"]["gen_overhead"] == 1.0
     assert rows["prompting"]["kl_neutral"] is None
     b = load_run(tmp_path / "bias_run").intervention.bias  # L0 counts |strength * b_i| > L0_TOL at the chosen strength
-    assert rows["diffmean"]["params"] == 32 and rows["bias"]["latent_l0"] == int(((rows["bias"]["strength"] * b).abs() > L0_TOL).sum())
+    assert rows["diffmean"]["params"] == 32 and rows["bias"]["latent_l0"] == int(
+        ((rows["bias"]["strength"] * b).abs() > L0_TOL).sum()
+    )
     assert rows["trained"]["n_seeds"] == 2 and rows["diffmean"]["n_seeds"] == 1  # greedy closed form: one replicate
     assert (tmp_path / "out" / "runs" / "trained-seed1").is_dir()
     for r in rows.values():
         assert r["ci_low"] <= r["score"] <= r["ci_high"] and 0.0 <= r["score"] <= 1.0
     data = json.loads((out / "results.json").read_text())
-    curve = data["results"]["bias"]["val_curve"]  # the start grid [0.5, 1], extended x2 / /2 while the optimum sat on an edge
+    curve = data["results"]["bias"][
+        "val_curve"
+    ]  # the start grid [0.5, 1], extended x2 / /2 while the optimum sat on an edge
     assert data["complete"] and {"0.5", "1.0"} <= set(curve) and str(rows["bias"]["strength"]) in curve
     assert all(isinstance(r["on_edge"], bool) for r in rows.values()) and not rows["unsteered"]["on_edge"]
     assert len(data["results"]["bias"]["test_responses"]["0"]) == 2
@@ -232,42 +292,61 @@ def test_results_table_flags_edge_strengths_and_judges_that_disagree(tmp_path):
     from saebasis.eval.plots import write_tables
 
     base = {k: 0.5 for k in ("score", "ci_low", "ci_high", "concept", "instruction", "fluency", "concept2")}
-    rows = [{**base, "method": "bias", "strength": 64.0, "score": 0.8, "score2": 0.6, "on_edge": True},
-            {**base, "method": "adaptor", "strength": 1.0, "score": 0.7, "score2": 0.7, "on_edge": False}]
+    rows = [
+        {**base, "method": "bias", "strength": 64.0, "score": 0.8, "score2": 0.6, "on_edge": True},
+        {**base, "method": "adaptor", "strength": 1.0, "score": 0.7, "score2": 0.7, "on_edge": False},
+    ]
     write_tables(tmp_path, rows)
     md = (tmp_path / "results.md").read_text()
-    assert "| bias | 64.000\u2020 |" in md and "| adaptor | 1.000 |" in md and "\u2020 chosen strength still on an edge" in md
+    assert (
+        "| bias | 64.000\u2020 |" in md
+        and "| adaptor | 1.000 |" in md
+        and "\u2020 chosen strength still on an edge" in md
+    )
     assert "disagree on the winner: bias by score, adaptor by score2" in md
     assert (tmp_path / "results.csv").read_text().splitlines()[0].endswith(",on_edge")
     write_tables(tmp_path, [{**rows[1], "score2": 0.7}, {**rows[0], "on_edge": False, "score2": 0.9}])
-    assert "\u2020" not in (tmp_path / "results.md").read_text() and "disagree" not in (tmp_path / "results.md").read_text()
+    assert (
+        "\u2020" not in (tmp_path / "results.md").read_text()
+        and "disagree" not in (tmp_path / "results.md").read_text()
+    )
 
 
 def test_compare_ab_concept_selects_on_ab(tmp_path, concept_dir, sae):
     from saebasis.experiments.compare import compare
 
     (concept_dir / "concept.yaml").write_text("name: agree\ndescription: agreeing with the user\njudge: ab\n")
-    items = [{"question": f"is {x} good?\n(A) yes\n(B) no", "matching": "(A)", "not_matching": "(B)", "split": s}
-             for x, s in [("tea", "val"), ("rain", "val"), ("mud", "test"), ("ice", "test")]]
+    items = [
+        {"question": f"is {x} good?\n(A) yes\n(B) no", "matching": "(A)", "not_matching": "(B)", "split": s}
+        for x, s in [("tea", "val"), ("rain", "val"), ("mud", "test"), ("ice", "test")]
+    ]
     (concept_dir / "ab.jsonl").write_text("\n".join(json.dumps(i) for i in items))
     cfg = _compare_cfg(tmp_path, sae, concept_dir, {}, "select_by=ab", "methods.diffmean.strengths=[1,4]")
     result = compare(cfg)
     rows = {r["method"]: r for r in result["rows"]}
     assert all(0.0 <= r["ab_matching"] <= 1.0 for r in rows.values())
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert data["results"]["diffmean"]["val_metric"] == "ab_matching" and {"1.0", "4.0"} <= set(data["results"]["diffmean"]["val_curve"])
+    assert data["results"]["diffmean"]["val_metric"] == "ab_matching" and {"1.0", "4.0"} <= set(
+        data["results"]["diffmean"]["val_curve"]
+    )
     assert "ab_matching" in (tmp_path / "out" / "results.md").read_text()
 
 
 @pytest.mark.parametrize(
     "methods, pattern",
-    [({"x": {"kind": "magic"}}, r"methods.x: kind must be one of"), ({"p": {"kind": "prompt", "prefix": 3}}, r"methods.p: kind prompt needs a prefix"),
-     ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"), ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list")],
+    [
+        ({"x": {"kind": "magic"}}, r"methods.x: kind must be one of"),
+        ({"p": {"kind": "prompt", "prefix": 3}}, r"methods.p: kind prompt needs a prefix"),
+        ({"r": {"kind": "run"}}, r"methods.r: kind run needs run_dir"),
+        ({"f": {"kind": "fit", "strengths": []}}, r"strengths must be a non-empty list"),
+    ],
 )
 def test_compare_rejects_bad_method_specs_before_heavy_work(tmp_path, concept_dir, sae, methods, pattern, monkeypatch):
     from saebasis.experiments import compare as compare_mod
 
-    monkeypatch.setattr(compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods"))
+    monkeypatch.setattr(
+        compare_mod, "load_stack", lambda *_a, **_k: pytest.fail("loaded the model before validating methods")
+    )
     with pytest.raises(ValueError, match=pattern):
         compare_mod.compare(_compare_cfg(tmp_path, sae, concept_dir, methods))
 
@@ -280,9 +359,11 @@ def test_compare_loads_the_model_once_for_every_method(concept_dir, tmp_path, sa
     real = saebasis.core.stack.load_model
     monkeypatch.setattr(saebasis.core.stack, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
     fast = ["debug=fast", "batch_size=2", "max_len=24", "trainer.enable_progress_bar=false"]
-    methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
-               "vector": {"kind": "train", "strengths": [1], "overrides": ["experiment=residual_vector", *fast]},
-               "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]}}
+    methods = {
+        "bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
+        "vector": {"kind": "train", "strengths": [1], "overrides": ["experiment=residual_vector", *fast]},
+        "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]},
+    }
     result = compare(_compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0"))
     assert {r["method"] for r in result["rows"]} >= {"bias", "vector", "dm"}
     assert len(loads) == 1, f"{len(loads)} model loads for {len(methods) + 1} methods: the stack must be shared"
@@ -295,8 +376,10 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     from saebasis.experiments.compare import compare, config_key, method_config, saved_key
 
     fast = ["debug=fast", "batch_size=2", "trainer.enable_progress_bar=false"]
-    methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
-               "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]}}
+    methods = {
+        "bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]},
+        "dm": {"kind": "fit", "strengths": [1], "overrides": ["intervention=diffmean"]},
+    }
     cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
     cfg["stack_overrides"] = [*cfg["stack_overrides"], "max_len=24"]
     compare(cfg)
@@ -306,7 +389,9 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     made = []
     for fn in ("train", "fit_baseline"):
         real = getattr(compare_mod, fn)
-        monkeypatch.setattr(compare_mod, fn, lambda c, _real=real, **kw: made.append(Path(c["run_dir"]).name) or _real(c, **kw))
+        monkeypatch.setattr(
+            compare_mod, fn, lambda c, _real=real, **kw: made.append(Path(c["run_dir"]).name) or _real(c, **kw)
+        )
     again = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true")
     again["stack_overrides"] = [*again["stack_overrides"], "max_len=24"]
     compare(again)
@@ -327,7 +412,9 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
     assert saved_key(run_dir) == config_key(method_config("bias", methods["bias"], changed, out, 0))
 
 
-def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_across_precisions(concept_dir, tmp_path, sae, monkeypatch):
+def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_across_precisions(
+    concept_dir, tmp_path, sae, monkeypatch
+):
     """autocast=bfloat16: every generate and judge call runs under torch.autocast(bf16), trained methods are trained with
     Lightning's bf16-mixed (so their resume key differs), and a board judged in fp32 is not reused in bf16 (or back)."""
     import saebasis.experiments.compare as compare_mod
@@ -335,14 +422,23 @@ def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_
 
     seen = []
     real_generate = compare_mod.generate_timed
-    monkeypatch.setattr(compare_mod, "generate_timed", lambda *a, **k: seen.append(
-        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or real_generate(*a, **k))
+    monkeypatch.setattr(
+        compare_mod,
+        "generate_timed",
+        lambda *a, **k: (
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or real_generate(*a, **k)
+        ),
+    )
     fast = ["debug=fast", "batch_size=2", "max_len=24", "trainer.enable_progress_bar=false"]
     methods = {"bias": {"kind": "train", "strengths": [1], "overrides": ["experiment=sae_bias", *fast]}}
-    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true", "autocast=bfloat16")
+    cfg = _compare_cfg(
+        tmp_path, sae, concept_dir, methods, "strength_search.max_steps=0", "resume=true", "autocast=bfloat16"
+    )
     out = tmp_path / "out"
     assert method_config("bias", methods["bias"], cfg, out, 0)["trainer"]["precision"] == "bf16-mixed"
-    assert method_config("bias", methods["bias"], {**cfg, "autocast": None}, out, 0)["trainer"]["precision"] == "32-true"
+    assert (
+        method_config("bias", methods["bias"], {**cfg, "autocast": None}, out, 0)["trainer"]["precision"] == "32-true"
+    )
     first = compare(cfg)
     assert len(seen) > 2 and all(on and dtype == torch.bfloat16 for on, dtype in seen)
     assert all(math.isfinite(r["score"]) for r in first["rows"])
@@ -357,7 +453,9 @@ def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_
         compare(_compare_cfg(tmp_path, sae, concept_dir, methods, "autocast=int8"))
 
 
-@pytest.mark.parametrize("method, cfg", [("sae_bias", {}), ("sae_adaptor", {"k_in": 8, "k_out": 4, "rank": 2}), ("diffmean", {})])
+@pytest.mark.parametrize(
+    "method, cfg", [("sae_bias", {}), ("sae_adaptor", {"k_in": 8, "k_out": 4, "rank": 2}), ("diffmean", {})]
+)
 def test_params_count_exactly_what_the_run_folder_stores(method, cfg, sae, tmp_path):
     """n_params == the numbers in intervention.safetensors: a working mask (alive_only's support) is not a parameter."""
     from safetensors.torch import load_file

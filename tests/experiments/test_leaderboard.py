@@ -9,8 +9,19 @@ from statistics import mean
 import pytest
 
 from saebasis.config import compose
-from saebasis.eval.board import (ab_matching, board_agreement, concept_bootstrap_ci, contrast_agreement, contrasts, costs, families, overall, paired_difference, ranks,
-                                 tradeoff_points)
+from saebasis.eval.board import (
+    ab_matching,
+    board_agreement,
+    concept_bootstrap_ci,
+    contrast_agreement,
+    contrasts,
+    costs,
+    families,
+    overall,
+    paired_difference,
+    ranks,
+    tradeoff_points,
+)
 from saebasis.experiments.board_render import markdown
 from saebasis.experiments.leaderboard import leaderboard, time_left
 from tests.conftest import write_concept
@@ -24,8 +35,13 @@ def load_script(name: str):
 
 
 def _blob(scores: dict[str, float], edges=()) -> dict:
-    return {"config": {}, "results": {m: {"row": {"method": m, "score": s, "on_edge": m in edges}, "test_scores": {"0": [s, s]}}
-                                      for m, s in scores.items()}}
+    return {
+        "config": {},
+        "results": {
+            m: {"row": {"method": m, "score": s, "on_edge": m in edges}, "test_scores": {"0": [s, s]}}
+            for m, s in scores.items()
+        },
+    }
 
 
 def _board(per_concept: dict[str, dict[str, float]]) -> dict:
@@ -38,26 +54,54 @@ def _board(per_concept: dict[str, dict[str, float]]) -> dict:
 def test_board_agreement_is_exact_on_hand_made_boards(tmp_path):
     a = _board({"c1": {"x": 0.9, "y": 0.5, "z": 0.1}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2}})
     same = board_agreement(a, a)
-    assert same["rho_scores"] == pytest.approx(1.0) and same["rho_ranks"] == pytest.approx(1.0) and same["same_winners"] == 2
+    assert (
+        same["rho_scores"] == pytest.approx(1.0)
+        and same["rho_ranks"] == pytest.approx(1.0)
+        and same["same_winners"] == 2
+    )
     assert [r["place_a"] for r in same["methods"]] == [1, 2, 3] == [r["place_b"] for r in same["methods"]]
     # b: c1 reversed (x last), c2 the same; an extra method only b ran is left out
     b = _board({"c1": {"x": 0.1, "y": 0.5, "z": 0.9, "w": 1.0}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2, "w": 0.0}})
     agree = board_agreement(a, b)
     assert {r["method"] for r in agree["methods"]} == {"x", "y", "z"}
-    assert agree["concepts"]["c1"] == {"rho": pytest.approx(-1.0), "winner_a": ["x"], "winner_b": ["z"], "same_winner": False}
+    assert agree["concepts"]["c1"] == {
+        "rho": pytest.approx(-1.0),
+        "winner_a": ["x"],
+        "winner_b": ["z"],
+        "same_winner": False,
+    }
     assert agree["concepts"]["c2"]["rho"] == pytest.approx(1.0) and agree["concepts"]["c2"]["same_winner"]
     assert agree["same_winners"] == 1
     # mean scores: a x 0.85, y 0.55, z 0.15; b x 0.45, y 0.55, z 0.55 -> ranks [3, 2, 1] vs [1, 2.5, 2.5] (ties averaged)
     assert agree["rho_scores"] == pytest.approx(-math.sqrt(3) / 2)
     # a third concept only b ran changes nothing: every figure is on the shared concepts
-    c3 = _board({"c1": {"x": 0.1, "y": 0.5, "z": 0.9}, "c2": {"x": 0.8, "y": 0.6, "z": 0.2}, "c3": {"x": 0.0, "y": 0.0, "z": 1.0}})
-    assert board_agreement(a, c3)["rho_scores"] == pytest.approx(-math.sqrt(3) / 2) and board_agreement(a, c3)["n_concepts"] == 2
+    c3 = _board(
+        {
+            "c1": {"x": 0.1, "y": 0.5, "z": 0.9},
+            "c2": {"x": 0.8, "y": 0.6, "z": 0.2},
+            "c3": {"x": 0.0, "y": 0.0, "z": 1.0},
+        }
+    )
+    assert (
+        board_agreement(a, c3)["rho_scores"] == pytest.approx(-math.sqrt(3) / 2)
+        and board_agreement(a, c3)["n_concepts"] == 2
+    )
     with pytest.raises(ValueError, match="share 1 method"):
         board_agreement(a, _board({"c1": {"x": 0.1, "q": 0.2}, "c2": {"x": 0.3, "q": 0.4}}))
     script = load_script("compare_boards")
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
-    script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--names", "fp32", "bf16", "--out", str(tmp_path / "ab.md")])
+    script.main(
+        [
+            str(tmp_path / "a.json"),
+            str(tmp_path / "b.json"),
+            "--names",
+            "fp32",
+            "bf16",
+            "--out",
+            str(tmp_path / "ab.md"),
+        ]
+    )
     page = (tmp_path / "ab.md").read_text()
     assert "the same winner on 1 of 2 concepts" in page and "| c1 | -1.00 | x | z | no |" in page
     assert json.loads((tmp_path / "ab.json").read_text())["names"] == ["fp32", "bf16"]
@@ -67,14 +111,23 @@ def test_contrast_agreement_says_which_orderings_each_board_resolves(tmp_path):
     # board a: x beats y by exactly 0.4 on every concept and instruction (CI [0.4, 0.4]: resolved); z ties x.
     # board b: x - y is +0.8, -0.8, 0 on the three concepts (CI spans 0: not resolved); z - x is +0.2 everywhere.
     a = {c: _blob({"x": 0.6, "y": 0.2, "z": 0.6}) for c in ("c1", "c2", "c3")}
-    b = {"c1": _blob({"x": 0.9, "y": 0.1, "z": 1.0}), "c2": _blob({"x": 0.1, "y": 0.9, "z": 0.3}), "c3": _blob({"x": 0.5, "y": 0.5, "z": 0.7})}
-    rows = contrast_agreement(a, b, [("x", "y"), ("z", "x"), ("y", "x"), ("x", "w")])  # (y, x) is (x, y) again; w is on neither
+    b = {
+        "c1": _blob({"x": 0.9, "y": 0.1, "z": 1.0}),
+        "c2": _blob({"x": 0.1, "y": 0.9, "z": 0.3}),
+        "c3": _blob({"x": 0.5, "y": 0.5, "z": 0.7}),
+    }
+    rows = contrast_agreement(
+        a, b, [("x", "y"), ("z", "x"), ("y", "x"), ("x", "w")]
+    )  # (y, x) is (x, y) again; w is on neither
     assert [(r["a"], r["b"]) for r in rows] == [("x", "y"), ("z", "x")]
     xy, zx = rows
     assert xy["in_a"]["diff"] == pytest.approx(0.4) and xy["in_a"]["ci_low"] == pytest.approx(0.4)
     assert xy["in_b"]["diff"] == pytest.approx(0.0) and xy["in_b"]["ci_low"] < 0 < xy["in_b"]["ci_high"]
     assert xy["resolved"] == "a only" and zx["resolved"] == "b only"
-    assert contrast_agreement(a, {c: _blob({"x": 0.1, "y": 0.5}) for c in a}, [("x", "y")])[0]["resolved"] == "both, opposite signs"
+    assert (
+        contrast_agreement(a, {c: _blob({"x": 0.1, "y": 0.5}) for c in a}, [("x", "y")])[0]["resolved"]
+        == "both, opposite signs"
+    )
     with pytest.raises(ValueError, match="share no concept"):
         contrast_agreement(a, {"c9": b["c1"]}, [("x", "y")])
     # the script: published pages list the pairs, the out_dirs hold the per-instruction scores
@@ -86,17 +139,34 @@ def test_contrast_agreement_says_which_orderings_each_board_resolves(tmp_path):
         page["contrasts"] = [{"a": "x", "b": "y"}] if name == "a" else [{"a": "z", "b": "x"}]
         (tmp_path / f"{name}.json").write_text(json.dumps(page))
     script = load_script("compare_boards")
-    script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--names", "fp32", "bf16", "--out", str(tmp_path / "ab.md"),
-                 "--results", str(tmp_path / "a"), str(tmp_path / "b")])
+    script.main(
+        [
+            str(tmp_path / "a.json"),
+            str(tmp_path / "b.json"),
+            "--names",
+            "fp32",
+            "bf16",
+            "--out",
+            str(tmp_path / "ab.md"),
+            "--results",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+        ]
+    )
     text = (tmp_path / "ab.md").read_text()
     assert "Of 2: resolved on both 0, with opposite signs 0, on fp32 only 1, on bf16 only 1, on neither 0." in text
     assert "| x | y | **+0.400 [+0.400, +0.400]** |" in text and "| fp32 only |" in text
     with pytest.raises(SystemExit, match="no concepts/"):
-        script.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--results", str(tmp_path), str(tmp_path / "b")])
+        script.main(
+            [str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--results", str(tmp_path), str(tmp_path / "b")]
+        )
 
 
 def test_time_left_counts_only_concepts_computed_in_this_run():
-    assert time_left([600.0, 1200.0], 4) == "~1.0 h left (4 concept(s) at 15.0 min, the mean of the 2 computed in this run)"
+    assert (
+        time_left([600.0, 1200.0], 4)
+        == "~1.0 h left (4 concept(s) at 15.0 min, the mean of the 2 computed in this run)"
+    )
     assert time_left([], 3) == "3 concept(s) to compute, no estimate until one has run here"
     assert time_left([5.0], 0) == "nothing left to compute"
 
@@ -122,21 +192,37 @@ def test_concept_bootstrap_resamples_concepts_first():
 def test_family_means_and_costs_are_exact():
     """Families come from each concept's concept.yaml (built-ins: sentiment / topic / behaviour); a folder that is
     gone counts as "other"; costs average what each method changes, leaving out what a method never has."""
-    results = {"sentiment": _blob({"x": 0.9, "y": 0.3}), "ocean": _blob({"x": 0.2, "y": 0.6}),
-               "cooking": _blob({"x": 0.4, "y": 0.8}), "gone": {**_blob({"x": 0.5}), "config": {"data": "/no/such/folder"}}}
+    results = {
+        "sentiment": _blob({"x": 0.9, "y": 0.3}),
+        "ocean": _blob({"x": 0.2, "y": 0.6}),
+        "cooking": _blob({"x": 0.4, "y": 0.8}),
+        "gone": {**_blob({"x": 0.5}), "config": {"data": "/no/such/folder"}},
+    }
     for concept, kl in (("sentiment", 0.1), ("ocean", 0.3), ("cooking", float("nan"))):
         results[concept]["results"]["x"]["row"].update(kl_neutral=kl, params=10, latent_l0=4.0)
     fams = families(results)
-    assert {f: v["concepts"] for f, v in fams.items()} == {"sentiment": ["sentiment"], "topic": ["ocean", "cooking"], "other": ["gone"]}
+    assert {f: v["concepts"] for f, v in fams.items()} == {
+        "sentiment": ["sentiment"],
+        "topic": ["ocean", "cooking"],
+        "other": ["gone"],
+    }
     assert math.isclose(fams["topic"]["scores"]["x"], 0.3) and math.isclose(fams["topic"]["scores"]["y"], 0.7)
     assert "y" not in fams["other"]["scores"]
     cost = costs(results)
-    assert math.isclose(cost["x"]["kl_neutral"], 0.2) and cost["x"]["params"] == 10 and cost["x"]["latent_l0"] == 4.0  # NaN left out
+    assert (
+        math.isclose(cost["x"]["kl_neutral"], 0.2) and cost["x"]["params"] == 10 and cost["x"]["latent_l0"] == 4.0
+    )  # NaN left out
     assert "kl_neutral" not in cost.get("y", {})
     points = {p["method"]: p for p in tradeoff_points(results)}
-    assert points["x"]["latents"] == 4.0 and math.isclose(points["x"]["kl"], 0.2) and math.isclose(points["x"]["score"], 0.5)
+    assert (
+        points["x"]["latents"] == 4.0
+        and math.isclose(points["x"]["kl"], 0.2)
+        and math.isclose(points["x"]["score"], 0.5)
+    )
     assert points["y"]["latents"] is None and points["y"]["kl"] is None  # plotted only where it changes latents
-    results["ocean"]["results"]["y"]["row"].update(kl_neutral=None, latent_l0=0.0)  # a prompt: no KL, so no latents either
+    results["ocean"]["results"]["y"]["row"].update(
+        kl_neutral=None, latent_l0=0.0
+    )  # a prompt: no KL, so no latents either
     results["cooking"]["results"]["y"]["row"].update(kl_neutral=0.5, latent_l0=2.0)
     assert costs(results)["y"]["latent_l0"] == 2.0  # the prompt's 0.0 is left out, not averaged in
     text = markdown(results, 60.0)
@@ -159,10 +245,14 @@ def test_paired_differences_pair_by_instruction_average_seeds_and_flag_only_reso
     def cell(**seeds):
         return {"row": {"score": 0.0}, "test_scores": {k.strip("s"): v for k, v in seeds.items()}}
 
-    results = {"c1": {"results": {"a": cell(s0=[1.0, 0.0], s1=[0.0, 1.0]), "b": cell(s0=[0.0, 0.0]), "z": cell(s0=[1.0])}},
-               "c2": {"results": {"a": cell(s0=[0.5, 0.5]), "b": cell(s0=[0.5, 0.5])}}}
+    results = {
+        "c1": {"results": {"a": cell(s0=[1.0, 0.0], s1=[0.0, 1.0]), "b": cell(s0=[0.0, 0.0]), "z": cell(s0=[1.0])}},
+        "c2": {"results": {"a": cell(s0=[0.5, 0.5]), "b": cell(s0=[0.5, 0.5])}},
+    }
     d = paired_difference(results, "a", "b")
-    assert math.isclose(d["diff"], 0.25) and d["a_higher"] == 1 and d["concepts"] == 2  # seeds averaged per instruction first
+    assert (
+        math.isclose(d["diff"], 0.25) and d["a_higher"] == 1 and d["concepts"] == 2
+    )  # seeds averaged per instruction first
     assert d["ci_low"] == 0.0 and math.isclose(d["ci_high"], 0.5)  # two concepts: the CI spans both
     assert paired_difference(results, "a", "z") is None  # different instructions (lengths): never paired
     assert paired_difference(results, "a", "missing") is None
@@ -185,15 +275,28 @@ def tiny_board(tmp_path, tiny_stack):
     stack = tiny_stack
     concepts = [str(write_concept(tmp_path / name)) for name in ("alpha", "beta")]
     quoted = ",".join(f"'{o}'" for o in [*stack, "batch_size=2", "max_len=24"])
-    overrides = [*stack, f"stack_overrides=[{quoted}]",
-                 "seeds=[0]", "n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=3", "batch_size=4",
-                 "strength_search.max_steps=1", "readability_overrides=['n_docs=8','top_k=3']", f"out_dir={tmp_path / 'board'}"]
+    overrides = [
+        *stack,
+        f"stack_overrides=[{quoted}]",
+        "seeds=[0]",
+        "n_val=2",
+        "n_test=2",
+        "n_neutral=2",
+        "max_new_tokens=3",
+        "batch_size=4",
+        "strength_search.max_steps=1",
+        "readability_overrides=['n_docs=8','top_k=3']",
+        f"out_dir={tmp_path / 'board'}",
+    ]
     return tmp_path, concepts, overrides
 
 
-METHODS = {"unsteered": {"kind": "none"}, "bias": {"kind": "train", "overrides": ["experiment=sae_bias", "trainer.max_epochs=1"], "strengths": [1]},
-           "dm": {"kind": "fit", "overrides": ["experiment=diffmean"], "strengths": [1]},
-           "ghost": {"kind": "fit", "overrides": ["intervention=diffmean"], "strengths": [1], "optional": True}}
+METHODS = {
+    "unsteered": {"kind": "none"},
+    "bias": {"kind": "train", "overrides": ["experiment=sae_bias", "trainer.max_epochs=1"], "strengths": [1]},
+    "dm": {"kind": "fit", "overrides": ["experiment=diffmean"], "strengths": [1]},
+    "ghost": {"kind": "fit", "overrides": ["intervention=diffmean"], "strengths": [1], "optional": True},
+}
 
 
 def board_cfg(overrides: list[str]) -> dict:
@@ -224,10 +327,14 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     assert "ghost" in (board / "leaderboard.md").read_text() and "Skipped" in (board / "leaderboard.md").read_text()
     read = json.loads((board / "leaderboard.json").read_text())["readability"]["alpha"]
     assert set(read) == {"bias"}, read  # the SAE-basis run is read; the residual DiffMean (no SAE) is not
-    assert read["bias"]["coverage"].endswith("/3") and "| bias | " in (board / "leaderboard.md").read_text().split("be read?")[1]
+    assert (
+        read["bias"]["coverage"].endswith("/3")
+        and "| bias | " in (board / "leaderboard.md").read_text().split("be read?")[1]
+    )
     report = board / "concepts" / "alpha" / "runs" / "bias-seed0" / "interpret" / "report.json"
     stamp = report.stat().st_mtime_ns
     calls = []
+
     def no_training(cfg, **kw):
         calls.append(str(cfg["run_dir"]))
         raise RuntimeError(f"trained {cfg['run_dir']}")
@@ -241,7 +348,10 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     monkeypatch.setattr(compare_mod, "fit_baseline", fit_or_missing)
     second = leaderboard(board_cfg([*overrides, f"concepts=[{concepts[0]},{concepts[1]}]"]))
     log = capsys.readouterr().out  # alpha was finished before: no estimate from its seconds-long resume
-    assert "[saebasis leaderboard] alpha: " in log and "(1/2); 1 concept(s) to compute, no estimate until one has run here" in log
+    assert (
+        "[saebasis leaderboard] alpha: " in log
+        and "(1/2); 1 concept(s) to compute, no estimate until one has run here" in log
+    )
     assert "[saebasis leaderboard] beta: " in log and "(2/2); nothing left to compute" in log
     table = json.loads((board / "leaderboard.json").read_text())
     assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
@@ -254,7 +364,9 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     publish.main([str(board), "tiny", "--preset", "quick", "--docs", str(tmp_path / "docs")])
     page = (tmp_path / "docs" / "results" / "leaderboard_tiny.md").read_text()
     assert page.startswith("# saebasis leaderboard (2 concepts,") and "| method | alpha | beta |" in page
-    assert (tmp_path / "docs" / "img" / "leaderboard_tiny.png").exists() and (tmp_path / "docs" / "img" / "leaderboard_tiny_tradeoff.png").exists()
+    assert (tmp_path / "docs" / "img" / "leaderboard_tiny.png").exists() and (
+        tmp_path / "docs" / "img" / "leaderboard_tiny_tradeoff.png"
+    ).exists()
     assert "not finished, left out: gamma" in capsys.readouterr().out
 
 
@@ -268,15 +380,22 @@ def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_run
     leaderboard(cfg)
     board = tmp_path / "board"
     runs = board / "concepts" / "alpha" / "runs"
-    assert (runs / "bias-seed0" / "intervention.safetensors").exists() and (runs / "dm" / "intervention.safetensors").exists()
+    assert (runs / "bias-seed0" / "intervention.safetensors").exists() and (
+        runs / "dm" / "intervention.safetensors"
+    ).exists()
     assert not (board / "concepts" / "alpha" / "results.json").exists()  # nothing judged
     read = json.loads((board / "leaderboard.json").read_text())["readability"]["alpha"]
     assert set(read) == {"bias"} and read["bias"]["coverage"].endswith("/3")
-    assert "nothing judged yet" in (board / "leaderboard.md").read_text() and "| bias |" in (board / "leaderboard.md").read_text()
+    assert (
+        "nothing judged yet" in (board / "leaderboard.md").read_text()
+        and "| bias |" in (board / "leaderboard.md").read_text()
+    )
     monkeypatch.undo()
     made = []
     for fn in ("train", "fit_baseline"):
-        monkeypatch.setattr(compare_mod, fn, lambda c, **kw: made.append(c["run_dir"]) or pytest.fail(f"remade {c['run_dir']}"))
+        monkeypatch.setattr(
+            compare_mod, fn, lambda c, **kw: made.append(c["run_dir"]) or pytest.fail(f"remade {c['run_dir']}")
+        )
     leaderboard({**cfg, "make_only": False})
     assert made == [] and json.loads((board / "concepts" / "alpha" / "results.json").read_text())["complete"]
 
@@ -296,13 +415,18 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
         (board / "concepts" / "x" / "runs" / run_name).mkdir(exist_ok=True)
         (board / "concepts" / "x" / "runs" / run_name / "cfg.json").write_text("{}")
     env = {"BOARD_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
-    run = lambda *a: subprocess.run(["bash", str(root / "scripts" / "board_state.sh"), *a], env=env, capture_output=True, text=True, cwd=root)
+    run = lambda *a: subprocess.run(
+        ["bash", str(root / "scripts" / "board_state.sh"), *a], env=env, capture_output=True, text=True, cwd=root
+    )
     assert run("pack", str(board)).returncode == 0 and (tmp_path / "state" / "full.tar.gz").exists()
     back = tmp_path / "b" / "full"
     assert run("unpack", str(back)).returncode == 0
     assert (back / "concepts" / "x" / "results.json").read_text() == results
     kept = {p.name for p in (back / "concepts" / "x" / "runs").iterdir()}
-    assert kept == {"bias-seed0", "lr-seed1"}  # finished cells keep only their seed-0 run (readability); unfinished keep all
+    assert kept == {
+        "bias-seed0",
+        "lr-seed1",
+    }  # finished cells keep only their seed-0 run (readability); unfinished keep all
     assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
     missing = run("unpack", str(tmp_path / "c" / "other"))
@@ -334,21 +458,43 @@ def test_two_workers_build_one_board_and_compute_every_cell_once(tmp_path, tiny_
     (confs / "tiny.yaml").write_text(
         "unsteered: {kind: none}\nprompting: {kind: prompt}\n"
         "bias: {kind: train, overrides: [experiment=sae_bias, trainer.max_epochs=1], strengths: [1]}\n"
-        "dm: {kind: fit, overrides: [experiment=diffmean], strengths: [1]}\n")
+        "dm: {kind: fit, overrides: [experiment=diffmean], strengths: [1]}\n"
+    )
     quoted = ",".join(f"'{o}'" for o in [*tiny_stack, "batch_size=2", "max_len=24"])
     board = tmp_path / "board"
     cli = Path(sys.executable).with_name("saebasis")
-    args = [str(cli), "leaderboard", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "worker=0,1",
-            f"hydra.searchpath=[file://{tmp_path / 'confs'}]", f"hydra.sweep.dir={tmp_path / 'hydra'}", "methods=tiny",
-            *tiny_stack, f"stack_overrides=[{quoted}]", f"concepts=[{mine}]", "seeds=[0]", "n_val=2", "n_test=2",
-            "n_neutral=2", "max_new_tokens=3", "batch_size=4", "strength_search.max_steps=1", "readability=false",
-            "contrasts=[]", f"out_dir={board}"]
+    args = [
+        str(cli),
+        "leaderboard",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "worker=0,1",
+        f"hydra.searchpath=[file://{tmp_path / 'confs'}]",
+        f"hydra.sweep.dir={tmp_path / 'hydra'}",
+        "methods=tiny",
+        *tiny_stack,
+        f"stack_overrides=[{quoted}]",
+        f"concepts=[{mine}]",
+        "seeds=[0]",
+        "n_val=2",
+        "n_test=2",
+        "n_neutral=2",
+        "max_new_tokens=3",
+        "batch_size=4",
+        "strength_search.max_steps=1",
+        "readability=false",
+        "contrasts=[]",
+        f"out_dir={board}",
+    ]
     run = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     from saebasis.experiments.cells import computations
 
     computed = {c: [r["method"] for r in computations(board / "concepts" / c)] for c in ("alpha", "beta")}
-    assert {c: sorted(m) for c, m in computed.items()} == {c: ["bias", "dm", "prompting", "unsteered"] for c in computed}
+    assert {c: sorted(m) for c, m in computed.items()} == {
+        c: ["bias", "dm", "prompting", "unsteered"] for c in computed
+    }
     workers = {r["worker"] for c in computed for r in computations(board / "concepts" / c)}
     assert workers <= {0, 1}
     table = json.loads((board / "leaderboard.json").read_text())
@@ -373,7 +519,9 @@ def test_a_cell_another_worker_holds_is_left_to_it_then_computed_once(tiny_board
     cells.mkdir(parents=True)
     (cells / "dm.lock").write_text(str(os.getpid()))  # a live process holds dm
     first = leaderboard(cfg)
-    assert first["pending"] == ["alpha"] and "dm: being computed by another worker, left to it" in capsys.readouterr().out
+    assert (
+        first["pending"] == ["alpha"] and "dm: being computed by another worker, left to it" in capsys.readouterr().out
+    )
     blob = json.loads((cells.parent / "results.json").read_text())
     assert not blob["complete"] and set(blob["results"]) == {"unsteered"}
     assert not json.loads((tmp_path / "board" / "leaderboard.json").read_text())["complete"]

@@ -48,9 +48,11 @@ def test_edge_of_piecewise_power_law_is_exact():
 def test_edge_of_a_sigmoid_within_interpolation_tolerance():
     """A smooth plateau-then-cliff curve: on a fine grid the interpolated edge is within one grid step's error."""
     edge_true = 5.0
-    kl = lambda e: 2.0 / (1 + math.exp(-6 * (math.log(e) - math.log(edge_true)))) - 2.0 / (1 + math.exp(6 * math.log(20)))
+    kl = lambda e: (
+        2.0 / (1 + math.exp(-6 * (math.log(e) - math.log(edge_true)))) - 2.0 / (1 + math.exp(6 * math.log(20)))
+    )
     target = kl(edge_true)  # the threshold placed at the known point
-    sizes = size_grid(0.1, 100.0, 2 ** 0.125)
+    sizes = size_grid(0.1, 100.0, 2**0.125)
     edge = plateau_edge(sizes, [kl(s) for s in sizes], target)
     assert edge.status == "crossed" and edge.size == pytest.approx(edge_true, rel=2e-3)
     assert edge.sharpness > 1
@@ -86,8 +88,13 @@ def test_families_have_the_requested_norm(sae, norm):
     g = torch.Generator().manual_seed(0)
     acts = planted_acts(d=sae.d_model)
     rows, _ = alive_rows(sae, alive_latents(sae, acts), 16, norm, g)
-    for u in (isotropic(16, sae.d_model, norm, g), covariance_matched(acts, 16, norm, g), rows,
-              covariance_mixture(acts, 16, norm, g), real_mixture(acts, 16, norm, g)):
+    for u in (
+        isotropic(16, sae.d_model, norm, g),
+        covariance_matched(acts, 16, norm, g),
+        rows,
+        covariance_mixture(acts, 16, norm, g),
+        real_mixture(acts, 16, norm, g),
+    ):
         assert u.shape == (16, sae.d_model)
         torch.testing.assert_close(u.norm(dim=-1), torch.full((16,), norm), rtol=1e-6, atol=1e-6)
 
@@ -203,7 +210,9 @@ def test_method_sweep_of_a_constant_method_agrees_with_the_kl_sweep(model, token
     curve = method_sweep(model, HOOK, prompts, iv, [0.5, 2.0], batch_size=8)
     kl = kl_sweep(model, HOOK, prompts, (v / v.norm())[None], [0.5 * float(v.norm()), 2.0 * float(v.norm())]).all
     torch.testing.assert_close(torch.tensor(curve.kl), kl[0], rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(torch.tensor(curve.delta_norm), torch.tensor([0.5, 2.0]) * float(v.norm()), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(curve.delta_norm), torch.tensor([0.5, 2.0]) * float(v.norm()), rtol=1e-4, atol=1e-6
+    )
 
 
 # -- the shared template tokens -------------------------------------------------------------------------
@@ -264,8 +273,19 @@ def _cfg(tmp_path, concept_dir, sae_path=None, **over):
     from saebasis.config import compose
 
     sae = [f"sae.path={sae_path}", f"sae.hook={HOOK}", "sae.check=false"] if sae_path else ["sae=none"]
-    base = ["model=tiny", *sae, f"data={concept_dir}", "n_prompts=2", "n_cov_prompts=3", "n_random=3",
-            "size_min=0.125", "size_max=8", "strength_min=0.25", "strength_max=4", f"out_dir={tmp_path / 'out'}"]
+    base = [
+        "model=tiny",
+        *sae,
+        f"data={concept_dir}",
+        "n_prompts=2",
+        "n_cov_prompts=3",
+        "n_random=3",
+        "size_min=0.125",
+        "size_max=8",
+        "strength_min=0.25",
+        "strength_max=4",
+        f"out_dir={tmp_path / 'out'}",
+    ]
     return compose("plateau", base + [f"{k}={v}" for k, v in over.items()])
 
 
@@ -279,15 +299,22 @@ def test_plateau_end_to_end_on_a_constant_run(tmp_path, concept_dir, sae):
     for key in ("json", "md", "png"):
         assert (tmp_path / "out" / f"plateau.{key}").stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "plateau.json").read_text())
-    assert set(saved["families"]) == set(saved["families_unshared"]) == {
-        "isotropic", "covariance", "cov_mixture", "real_mixture", "alive_rows"}
-    assert all(len(f["kl"]) == 3 and len(f["kl"][0]) == len(saved["learned"]["sizes"]) for f in saved["families"].values())
+    assert (
+        set(saved["families"])
+        == set(saved["families_unshared"])
+        == {"isotropic", "covariance", "cov_mixture", "real_mixture", "alive_rows"}
+    )
+    assert all(
+        len(f["kl"]) == 3 and len(f["kl"][0]) == len(saved["learned"]["sizes"]) for f in saved["families"].values()
+    )
     assert min(saved["n_shared"]) > 1  # the tiny model's chat template opens every prompt the same way
     assert saved["n_tokens_unshared"] == saved["n_tokens"] - sum(n - 1 for n in saved["n_shared"])
     assert len(saved["learned"]["kl_unshared"]) == len(saved["learned"]["kl"])
     assert saved["learned"]["vector_norm"] == pytest.approx(float(iv.folded().norm()), rel=1e-5)
     if out["learned"]["edge"]["status"] == "crossed":
-        assert out["suggested_strength"] == pytest.approx(1.25 * out["learned"]["edge"]["size"] / saved["learned"]["vector_norm"])
+        assert out["suggested_strength"] == pytest.approx(
+            1.25 * out["learned"]["edge"]["size"] / saved["learned"]["vector_norm"]
+        )
     table = (tmp_path / "out" / "plateau.md").read_text()
     assert "isotropic random" in table and "covariance-matched" in table and "alive SAE decoder rows" in table
     assert "covariance-random mixture" in table and "real mixture" in table
@@ -322,7 +349,9 @@ def test_plateau_on_one_latent(tmp_path, concept_dir, sae):
 def test_bad_input_fails_before_the_model_loads(tmp_path, concept_dir, sae, monkeypatch):
     import saebasis.experiments.plateau.command as cmd
 
-    monkeypatch.setattr(cmd, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the input was checked"))
+    monkeypatch.setattr(
+        cmd, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the input was checked")
+    )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         cmd.plateau(_cfg(tmp_path, concept_dir, run=tmp_path / "nope"))
     info = _saved_sae(tmp_path, sae)

@@ -39,21 +39,49 @@ def test_each_budget_matches_its_parameter_count(budget, default_width_sae):
 
 def test_tiny_multirun_and_summary(tmp_path, concept_dir, tiny_stack):
     out = tmp_path / "multirun"
-    args = ["train", "-m", "experiment=rank_vs_sparsity", *tiny_stack, "batch_size=2", "max_len=24",
-            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={out}",
-            "+budget=residual_4k,sae_lowrank_16k,sae_sparse_1k,sae_bias_1k",
-            f"data={concept_dir}"]
-    proc = subprocess.run([sys.executable, "-m", "saebasis.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    args = [
+        "train",
+        "-m",
+        "experiment=rank_vs_sparsity",
+        *tiny_stack,
+        "batch_size=2",
+        "max_len=24",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={out}",
+        "+budget=residual_4k,sae_lowrank_16k,sae_sparse_1k,sae_bias_1k",
+        f"data={concept_dir}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "saebasis.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from saebasis.experiments.rank_vs_sparsity import summarize
 
     result = summarize(out)
     assert {r["family"] for r in result["rows"]} == {"residual", "sae_lowrank", "sae_sparse", "sae_bias"}
-    assert (out / "rank_vs_sparsity.png").exists() and "Verdict (val/loss):" in (out / "rank_vs_sparsity.md").read_text()
+    assert (out / "rank_vs_sparsity.png").exists() and "Verdict (val/loss):" in (
+        out / "rank_vs_sparsity.md"
+    ).read_text()
     sparse = next(r for r in result["rows"] if r["family"] == "sae_sparse")
     assert sparse["latents_read"] <= 64 and sparse["latents_written"] <= 64
-    judged = summarize(out, "score", judged=True, overrides=[*tiny_stack, "n_val=2", "n_test=2", "n_neutral=2", "max_new_tokens=3",
-                                                             "batch_size=4", "strength_search.max_steps=1"])
+    judged = summarize(
+        out,
+        "score",
+        judged=True,
+        overrides=[
+            *tiny_stack,
+            "n_val=2",
+            "n_test=2",
+            "n_neutral=2",
+            "max_new_tokens=3",
+            "batch_size=4",
+            "strength_search.max_steps=1",
+        ],
+    )
     assert all(0.0 <= r["score"] <= 1.0 and r["strength"] > 0 for r in judged["rows"])  # every run scored by compare
-    assert set(judged["ci_by_metric"]) == {"val/loss", "score"} and "Verdict on score" in (out / "rank_vs_sparsity.md").read_text()
+    assert (
+        set(judged["ci_by_metric"]) == {"val/loss", "score"}
+        and "Verdict on score" in (out / "rank_vs_sparsity.md").read_text()
+    )
     assert (out / "judged" / concept_dir.name / "results.json").exists()

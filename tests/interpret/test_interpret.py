@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from saebasis.core import hooks
 from saebasis.config import compose
+from saebasis.core import hooks
 from saebasis.interpret.cache import LatentCache, latent_cache
 from saebasis.interpret.contexts import max_contexts
 from saebasis.interpret.explain import evidence, hot_span, snippet
@@ -27,7 +27,13 @@ from saebasis.runs import save_run
 from tests.conftest import D_MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
-TEXTS = ["i love this movie", "the weather was awful", "a great day and a good film", "i love this movie", "this is not very good"]
+TEXTS = [
+    "i love this movie",
+    "the weather was awful",
+    "a great day and a good film",
+    "i love this movie",
+    "this is not very good",
+]
 
 
 class Folded(Intervention):
@@ -225,7 +231,11 @@ def test_corpus_sources(tmp_path, monkeypatch):
 # -- the report ------------------------------------------------------------------------------------
 def _save_runs(tmp_path, sae):
     sae.sae.save_model(tmp_path / "sae")
-    stack = {"sae": {"path": str(tmp_path / "sae"), "hook": sae.hook}, "hook": sae.hook, "model": {"name": "tiny-llama"}}
+    stack = {
+        "sae": {"path": str(tmp_path / "sae"), "hook": sae.hook},
+        "hook": sae.hook,
+        "model": {"name": "tiny-llama"},
+    }
     save_run(tmp_path / "run", planted_bias(sae, (3, 17), (5.0, -4.0)), stack)
     vec = build("residual_vector", {}, D_MODEL, None)
     with torch.no_grad():
@@ -240,8 +250,17 @@ def _save_runs(tmp_path, sae):
 def report(tmp_path, sae, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     corpus = _save_runs(tmp_path, sae)
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"corpus={corpus}", "explainer=tiny-llama",
-                                "explain_max_new_tokens=3", "top_k=4", "n_contexts=3"])
+    cfg = compose(
+        "interpret",
+        [
+            f"run={tmp_path / 'run'}",
+            f"corpus={corpus}",
+            "explainer=tiny-llama",
+            "explain_max_new_tokens=3",
+            "top_k=4",
+            "n_contexts=3",
+        ],
+    )
     return interpret(cfg), interpret(cfg)
 
 
@@ -255,7 +274,9 @@ def test_interpret_writes_report_and_reuses_cache(report):
     html = Path(first["html"]).read_text()
     assert html.count("<img") == 2 and "data:image/png;base64," in html and "<script" not in html
     assert "automatic explanation (tiny-llama, unreliable)" in html
-    assert Path(second["json"]).read_text() == Path(first["json"]).read_text().replace('"cache_hit": false', '"cache_hit": true')
+    assert Path(second["json"]).read_text() == Path(first["json"]).read_text().replace(
+        '"cache_hit": false', '"cache_hit": true'
+    )
 
 
 def test_interpret_reads_a_run_without_sae_through_read_sae(tmp_path, sae, monkeypatch):
@@ -282,10 +303,25 @@ def chromium_render(html_path: Path, work: Path) -> tuple[set, list[str]]:
 
     shot = work / f"{html_path.stem}.png"
     proc = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={work / 'profile'}",
-         "--enable-logging=stderr", "--v=0", "--window-size=1200,1600", f"--screenshot={shot}", html_path.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={work / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            html_path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shot.exists(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
     console = [line for line in proc.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
@@ -321,35 +357,59 @@ def test_interpret_on_the_embedded_model(tmp_path):
     iv = build("sae_bias", {}, sae.d_model, sae)
     with torch.no_grad():
         iv.b[busy] = torch.tensor([4.0, 2.0])
-    save_run(tmp_path / "run", iv, {"sae": {"path": "builtin:smollm2-l12", "hook": sae.hook}, "hook": sae.hook, "model": {"name": "smollm2"}})
-    cfg = compose("interpret", [f"run={tmp_path / 'run'}", f"cache_dir={tmp_path / 'tables'}", "table_docs=16", "n_docs=8", "top_k=2",
-                                "n_contexts=3", "explainer=smollm2", "explain_max_new_tokens=12"])
+    save_run(
+        tmp_path / "run",
+        iv,
+        {"sae": {"path": "builtin:smollm2-l12", "hook": sae.hook}, "hook": sae.hook, "model": {"name": "smollm2"}},
+    )
+    cfg = compose(
+        "interpret",
+        [
+            f"run={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'tables'}",
+            "table_docs=16",
+            "n_docs=8",
+            "top_k=2",
+            "n_contexts=3",
+            "explainer=smollm2",
+            "explain_max_new_tokens=12",
+        ],
+    )
     out = interpret(cfg)
     data = json.loads(Path(out["json"]).read_text())
     assert not out["cache_hit"] and [l["latent"] for l in data["latents"]] == busy
     assert data["explainer"] == "automatic explanation (SmolLM2-135M, unreliable)"
-    assert all(l["explanation"].startswith("fires on: ") and isinstance(l["model_explanation"], str) and l["contexts"] for l in data["latents"])
+    assert all(
+        l["explanation"].startswith("fires on: ") and isinstance(l["model_explanation"], str) and l["contexts"]
+        for l in data["latents"]
+    )
     assert "model.norm" in data["logit_lens_note"] and len(data["latents"][0]["logit_lens"]["promoted"]) == 8
-    assert data["coverage"]["of"] == 2 and interpret(cfg)["cache_hit"]  # (boilerplate-heavy latents may have < 5 distinct contexts)
+    assert (
+        data["coverage"]["of"] == 2 and interpret(cfg)["cache_hit"]
+    )  # (boilerplate-heavy latents may have < 5 distinct contexts)
     assert all(0 <= l["effect"]["output_score"] <= 1 for l in data["latents"])  # scored for the shown latents only
     print({l["latent"]: (l["explanation"], l["model_explanation"]) for l in data["latents"]})
 
 
 # -- the per-latent table ---------------------------------------------------------------------------
 def test_latent_table_matches_the_cache_and_is_found_by_key(model, tokenizer, sae, tmp_path):
-    from saebasis.interpret.table import TableSettings, latent_table, save_table
     from saebasis.core.sae import SAEBasis
+    from saebasis.interpret.table import TableSettings, latent_table, save_table
 
     texts = TEXTS * 3
     ids = [f"d{i}" for i in range(len(texts))]
     s = TableSettings(n_contexts=5)
-    table, where = latent_table(model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False)
+    table, where = latent_table(
+        model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False
+    )
     cache, _ = latent_cache(model, tokenizer, sae, texts, cache_dir=tmp_path / "latents")
     assert where == "built" and table.info["doc_ids"] == ids
     for i in range(sae.d_sae):
         assert table.density(i) == pytest.approx(cache.density(i))
         ours, ref = table.contexts(i, tokenizer), max_contexts(cache, tokenizer, i, n=5)
-        assert [(c.doc, c.peak, c.tokens, c.count) for c in ours] == [(c.doc, c.peak, c.tokens, c.count) for c in ref], i
+        assert [(c.doc, c.peak, c.tokens, c.count) for c in ours] == [
+            (c.doc, c.peak, c.tokens, c.count) for c in ref
+        ], i
         assert all(a == pytest.approx(b, rel=1e-3, abs=1e-4) for c, r in zip(ours, ref) for a, b in zip(c.acts, r.acts))
     busy = int(torch.tensor([cache.density(i) for i in range(sae.d_sae)]).argmax())
     fired = (cache.column(busy) > 0).nonzero()[:, 0]
@@ -358,45 +418,75 @@ def test_latent_table_matches_the_cache_and_is_found_by_key(model, tokenizer, sa
     top_word, count, share = stats["fires_on"][0]
     assert stats["n_fire"] == len(words) and count == max(words.count(w) for w in words) == words.count(top_word)
     assert share == pytest.approx(count / len(words)) and len(stats["promotes"]) == s.k_lens
-    assert latent_table(model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False)[1] == "cache"
+    assert (
+        latent_table(model, tokenizer, sae, texts, ids, "test", s, cache_dir=tmp_path / "tables", progress=False)[1]
+        == "cache"
+    )
     sae.sae.save_model(tmp_path / "sae")  # an SAE folder carrying its table is read from there
     on_disk = SAEBasis.load(str(tmp_path / "sae"))
     save_table(tmp_path / "sae" / "latents", table)
-    again, where = latent_table(model, tokenizer, on_disk, texts, ids, "test", s, cache_dir=tmp_path / "other", progress=False)
-    assert where == "shipped" and all(torch.equal(again.t[k].nan_to_num(-7), table.t[k].nan_to_num(-7)) for k in table.t)
-    assert latent_table(model, tokenizer, on_disk, texts[:-1], ids[:-1], "test", s, cache_dir=tmp_path / "other", progress=False)[1] == "built"
+    again, where = latent_table(
+        model, tokenizer, on_disk, texts, ids, "test", s, cache_dir=tmp_path / "other", progress=False
+    )
+    assert where == "shipped" and all(
+        torch.equal(again.t[k].nan_to_num(-7), table.t[k].nan_to_num(-7)) for k in table.t
+    )
+    assert (
+        latent_table(
+            model, tokenizer, on_disk, texts[:-1], ids[:-1], "test", s, cache_dir=tmp_path / "other", progress=False
+        )[1]
+        == "built"
+    )
 
 
 def test_token_explanation_exact_format():
     from saebasis.interpret.explain import token_explanation
 
-    stats = {"n_fire": 100, "fires_on": [[" love", 41, 0.41], [" great", 12, 0.12], ["\n", 4, 0.04]],
-             "before": [[" I", 30, 0.3], ["!", 5, 0.05]],
-             "promotes": [[" wonderful", 3.2], [" amazing", 2.9], [" great", 2.5], [" x", 1.0]], "suppresses": []}
-    assert token_explanation(stats) == ('fires on: " love" 41% (41), " great" 12% (12) | after: " I" 30% (30), "!" 5% (5) '
-                                        '| promotes: " wonderful", " amazing", " great"')
+    stats = {
+        "n_fire": 100,
+        "fires_on": [[" love", 41, 0.41], [" great", 12, 0.12], ["\n", 4, 0.04]],
+        "before": [[" I", 30, 0.3], ["!", 5, 0.05]],
+        "promotes": [[" wonderful", 3.2], [" amazing", 2.9], [" great", 2.5], [" x", 1.0]],
+        "suppresses": [],
+    }
+    assert token_explanation(stats) == (
+        'fires on: " love" 41% (41), " great" 12% (12) | after: " I" 30% (30), "!" 5% (5) '
+        '| promotes: " wonderful", " amazing", " great"'
+    )
     rare = {"fires_on": [["\n", 2, 0.02]], "before": [], "promotes": [], "suppresses": []}
     assert token_explanation(rare) == 'fires on: "\\n" 2% (2)'  # the first token is always shown
     dead = {"fires_on": [], "before": [], "promotes": [[" a", 1.0]], "suppresses": []}
     assert token_explanation(dead) == 'never fires on this corpus | promotes: " a"'
-    lifted = {**stats, "fires_on_lift": [[" great", 12, 0.12, 30.4], [" love", 41, 0.41, 8.0], ["\n", 4, 0.04, 1.2]],
-              "before_lift": [["!", 5, 0.05, 1.4]]}
-    assert token_explanation(lifted) == ('fires on: " great" 30x (12), " love" 8x (41) | after: "!" 1x (5) '
-                                         '| promotes: " wonderful", " amazing", " great"')
+    lifted = {
+        **stats,
+        "fires_on_lift": [[" great", 12, 0.12, 30.4], [" love", 41, 0.41, 8.0], ["\n", 4, 0.04, 1.2]],
+        "before_lift": [["!", 5, 0.05, 1.4]],
+    }
+    assert token_explanation(lifted) == (
+        'fires on: " great" 30x (12), " love" 8x (41) | after: "!" 1x (5) '
+        '| promotes: " wonderful", " amazing", " great"'
+    )
 
 
 def function_word_cache(tokenizer):
     """A hand-made activation cache: latent 0 fires on half of the 40 "the" (a function word, 20% of the corpus)
     and on all 10 "movie" (5%); raw shares lead with "the" (20 of 30 firings), lift with "movie"."""
-    words = ["the"] * 40 + ["movie"] * 10 + "was good day weather is film i a love it".split() * 15
+    words = ["the"] * 40 + ["movie"] * 10 + ["was", "good", "day", "weather", "is", "film", "i", "a", "love", "it"] * 15
     words = [words[j] for j in torch.randperm(200, generator=torch.Generator().manual_seed(0)).tolist()]
     movies = [j for j, w in enumerate(words) if w == "movie"]
     ids = torch.tensor(tokenizer.convert_tokens_to_ids(words))
     the = [j for j, w in enumerate(words) if w == "the"]
     fire = sorted(the[::2] + movies)
     docs = torch.arange(0, 201, 20)
-    return LatentCache(ids, docs, torch.ones(200, dtype=torch.bool), torch.tensor([0, len(fire), len(fire)]),
-                       torch.tensor(fire, dtype=torch.int32), torch.ones(len(fire)), True), words
+    return LatentCache(
+        ids,
+        docs,
+        torch.ones(200, dtype=torch.bool),
+        torch.tensor([0, len(fire), len(fire)]),
+        torch.tensor(fire, dtype=torch.int32),
+        torch.ones(len(fire)),
+        True,
+    ), words
 
 
 def test_a_frequent_function_word_does_not_lead_the_explanation(model, tokenizer):
@@ -415,13 +505,25 @@ def test_a_frequent_function_word_does_not_lead_the_explanation(model, tokenizer
     assert short_explanation(stats) == '"movie", "the"'
 
 
-def test_lift_added_to_an_old_table_equals_the_built_one_when_top_tokens_cover_every_firing_token(model, tokenizer, sae, tmp_path):
+def test_lift_added_to_an_old_table_equals_the_built_one_when_top_tokens_cover_every_firing_token(
+    model, tokenizer, sae, tmp_path
+):
     from saebasis.interpret.table import TableSettings, add_lift, latent_table
 
     texts = TEXTS * 3
     s = TableSettings(n_contexts=5, k_tokens=40)  # more than the tiny vocabulary: top_ids hold every firing token
-    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "test", s,
-                            cache_dir=tmp_path, progress=False, effect=False)
+    table, _ = latent_table(
+        model,
+        tokenizer,
+        sae,
+        texts,
+        [str(i) for i in range(len(texts))],
+        "test",
+        s,
+        cache_dir=tmp_path,
+        progress=False,
+        effect=False,
+    )
     built = {k: table.t.pop(k) for k in [k for k in table.t if "lift" in k]}
     add_lift(table, tokenizer, texts)
     for name, value in built.items():
@@ -432,8 +534,9 @@ def test_effect_of_shown_latents_equals_the_whole_table_scores(model, tokenizer,
     from saebasis.interpret.table import add_effect, effect_of, latent_table
 
     texts = TEXTS * 3
-    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "test", cache_dir=tmp_path,
-                            progress=False)
+    table, _ = latent_table(
+        model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "test", cache_dir=tmp_path, progress=False
+    )
     assert "output_score" not in table.t  # built without effect scores by default
     shown = [5, 0, 33]
     computed = effect_of(table, model, tokenizer, sae, shown)
@@ -443,21 +546,43 @@ def test_effect_of_shown_latents_equals_the_whole_table_scores(model, tokenizer,
         for name in ("output_score", "delta_conf"):
             assert computed[i][name] == pytest.approx(whole[name], rel=1e-4, abs=1e-6), (i, name)
         assert computed[i]["input_score"] == whole["input_score"]
-    assert effect_of(table, model, tokenizer, sae, shown) == {i: table.effect(i) for i in shown}  # read from the table now
+    assert effect_of(table, model, tokenizer, sae, shown) == {
+        i: table.effect(i) for i in shown
+    }  # read from the table now
 
 
 def test_context_marks_its_max_activating_token_escaped():
     from saebasis.interpret.render import context_html
 
-    html = context_html({"doc": 0, "max": 3.0, "count": 1, "tokens": ["<b>", " x", "<i>"], "acts": [9.0, 3.0, 1.0],
-                         "skipped": [True, False, False]})
+    html = context_html(
+        {
+            "doc": 0,
+            "max": 3.0,
+            "count": 1,
+            "tokens": ["<b>", " x", "<i>"],
+            "acts": [9.0, 3.0, 1.0],
+            "skipped": [True, False, False],
+        }
+    )
     assert html.count('class="peak"') == 1 and '<span class="peak" title="3.000"' in html and "&lt;b&gt;" in html
     assert "<b>" not in html and "<i>" not in html
 
 
 # -- coverage and concept alignment ----------------------------------------------------------------
-POSITIVE = ["i love this movie", "a great day and a good film", "i love the weather", "this is a great film", "good day"]
-NEGATIVE = ["the weather was awful", "i hate this bad movie", "the day was awful and bad", "a bad film", "it was not the day"]
+POSITIVE = [
+    "i love this movie",
+    "a great day and a good film",
+    "i love the weather",
+    "this is a great film",
+    "good day",
+]
+NEGATIVE = [
+    "the weather was awful",
+    "i hate this bad movie",
+    "the day was awful and bad",
+    "a bad film",
+    "it was not the day",
+]
 
 
 def plant_positive_latent(model, tokenizer, sae, latent: int = 7) -> None:
@@ -478,8 +603,17 @@ def test_planted_positive_latent_aligns_with_the_sentiment_judge(model, tokenize
 
     plant_positive_latent(model, tokenizer, sae)
     texts = (POSITIVE + NEGATIVE) * 2
-    table, _ = latent_table(model, tokenizer, sae, texts, [str(i) for i in range(len(texts))], "t", TableSettings(before=3, after=1),
-                            cache_dir=tmp_path, progress=False)
+    table, _ = latent_table(
+        model,
+        tokenizer,
+        sae,
+        texts,
+        [str(i) for i in range(len(texts))],
+        "t",
+        TableSettings(before=3, after=1),
+        cache_dir=tmp_path,
+        progress=False,
+    )
     fired_docs = table.t["ctx_doc"][int(table.t["ctx_ptr"][7]) : int(table.t["ctx_ptr"][8])].tolist()
     assert fired_docs and all(texts[d] in POSITIVE for d in fired_docs)  # the plant works: only positive documents
     concept = load_concept(str(concept_dir))
@@ -503,7 +637,9 @@ def _measure(model, tokenizer, sae, iv, texts=TEXTS):
 def test_measured_change_is_the_mean_absolute_latent_change(model, tokenizer, sae):
     iv = planted_bias(sae)
     measured, docs = _measure(model, tokenizer, sae, iv)
-    assert measured.basis == "intervention" and torch.allclose(measured.change, iv.b.abs())  # exact: |s b| at every token
+    assert measured.basis == "intervention" and torch.allclose(
+        measured.change, iv.b.abs()
+    )  # exact: |s b| at every token
     assert measured.n_tokens == sum(len(d) - 1 for d in docs)  # the first token of each text left out
     vec = build("residual_vector", {}, D_MODEL, None)
     with torch.no_grad():
@@ -520,7 +656,10 @@ def test_rank_agreement_matches_scipy():
     from saebasis.interpret.measure import agreement, kendall, spearman
 
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randint(0, 6, (30,), generator=gen).float(), torch.randint(0, 6, (30,), generator=gen).float()  # many ties
+    a, b = (
+        torch.randint(0, 6, (30,), generator=gen).float(),
+        torch.randint(0, 6, (30,), generator=gen).float(),
+    )  # many ties
     assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-9)
     assert kendall(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-9)
     same = agreement(torch.arange(20.0), torch.arange(20.0) * 3, k=5)
@@ -542,7 +681,9 @@ def test_scores_are_scaled_by_decoder_row_norms(model, tokenizer, sae):
         sae.sae.W_dec[3] *= 10  # ... then one row 10x longer: b_3 = 1 moves the residual 10x further than before
     ranking, info = rankings(cfg, _Run(iv), sae, _measure(model, tokenizer, sae, iv)[0])
     assert ranking.indices.tolist() == [3, 17] and info["top_weights"] == [3, 17] and info["overlap"] == 2
-    assert float(ranking.scores[3]) == pytest.approx(10.0, rel=1e-5) and float(info["_scores"]["weights"][17]) == pytest.approx(2.0, rel=1e-5)
+    assert float(ranking.scores[3]) == pytest.approx(10.0, rel=1e-5) and float(
+        info["_scores"]["weights"][17]
+    ) == pytest.approx(2.0, rel=1e-5)
     vec = build("residual_vector", {}, D_MODEL, sae)
     with torch.no_grad():
         vec.v.copy_(sae.W_dec[3])  # one latent-unit of latent 3 (a residual step of norm 10)
@@ -578,7 +719,9 @@ def test_svd_needs_few_components_on_a_low_rank_pattern():
     x = torch.rand(60, 2, generator=gen) @ torch.rand(2, 10, generator=gen)  # rank 2, every latent in both parts
     b = compare_bases(x)
     assert b["svd"]["components_90"] == 1 and b["identity"]["components_90"] >= 7 and b["nmf"]["components_90"] <= 2
-    assert b["identity"]["concentration"] == 1.0 and b["svd"]["concentration"] < 0.6  # SVD components spread over latents
+    assert (
+        b["identity"]["concentration"] == 1.0 and b["svd"]["concentration"] < 0.6
+    )  # SVD components spread over latents
 
 
 def test_identity_is_as_good_as_svd_on_a_sparse_pattern():
@@ -596,29 +739,45 @@ def test_report_html_escapes_every_text():
     from saebasis.interpret.render import latent_card
 
     evil = "<script>alert(1)</script>"
-    card = latent_card({"latent": 1, "rank": 1, "change": 1.0, "weight": 1.0, "cos_folded": None, "density": 0.1, "n_contexts": 1,
-                        "neuronpedia": None, "explanation": evil, "model_explanation": evil, "explanation_words": [evil],
-                        "tokens": {"n_fire": 1, "fires_on": [[evil, 1, 1.0]], "before": [[evil, 1, 1.0]]},
-                        "logit_lens": {"promoted": [evil], "suppressed": [evil]},
-                        "contexts": [{"doc": 0, "max": 1.0, "tokens": [evil], "acts": [1.0], "skipped": [False], "count": 1}]}, "model")
+    card = latent_card(
+        {
+            "latent": 1,
+            "rank": 1,
+            "change": 1.0,
+            "weight": 1.0,
+            "cos_folded": None,
+            "density": 0.1,
+            "n_contexts": 1,
+            "neuronpedia": None,
+            "explanation": evil,
+            "model_explanation": evil,
+            "explanation_words": [evil],
+            "tokens": {"n_fire": 1, "fires_on": [[evil, 1, 1.0]], "before": [[evil, 1, 1.0]]},
+            "logit_lens": {"promoted": [evil], "suppressed": [evil]},
+            "contexts": [{"doc": 0, "max": 1.0, "tokens": [evil], "acts": [1.0], "skipped": [False], "count": 1}],
+        },
+        "model",
+    )
     assert "<script" not in card and "&lt;script&gt;" in card
 
 
 def test_the_chat_templates_shared_opening_is_not_encoded():
     """Every model-written document starts with the template's system block: those tokens are left out of the
     per-latent statistics (they would dominate them), other documents are untouched."""
+    from saebasis.core.models import tiny_tokenizer
     from saebasis.corpus.acts import template_prefix
     from saebasis.interpret.cache import valid_mask
-    from saebasis.core.models import tiny_tokenizer
 
     tok = tiny_tokenizer()
     prefix = template_prefix(tok)
-    chat = tok(tok.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False), add_special_tokens=False)["input_ids"]
+    chat = tok(
+        tok.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False), add_special_tokens=False
+    )["input_ids"]
     plain = tok("hi there", add_special_tokens=False)["input_ids"]
     assert prefix and chat[: len(prefix)] == prefix and plain[: len(prefix)] != prefix
     mask = valid_mask(tok, [chat, plain], skip_first=1, skip_special=True)
-    chat_mask, plain_mask = mask[: len(chat)], mask[len(chat):]
-    assert not chat_mask[: len(prefix)].any() and chat_mask[len(prefix):].any()
+    chat_mask, plain_mask = mask[: len(chat)], mask[len(chat) :]
+    assert not chat_mask[: len(prefix)].any() and chat_mask[len(prefix) :].any()
     assert plain_mask.tolist() == [False] + [True] * (len(plain) - 1)  # only the first token (sink) skipped
     assert valid_mask(tok, [chat], 1, skip_special=False)[1 : len(prefix)].all()  # the setting turns it off
 
@@ -633,7 +792,7 @@ def test_shipped_tables_hold_effect_scores_and_lift_for_every_latent(name):
     assert all(t[k].shape == (d,) for k in ("output_score", "input_score", "delta_conf"))
     assert bool(((t["output_score"] >= 0) & (t["output_score"] <= 1)).all()) and bool(t["delta_conf"].isfinite().all())
     assert bool(((t["delta_conf"] >= -1) & (t["delta_conf"] <= 1)).all())
-    has_ctx = (t["ctx_ptr"][1:] > t["ctx_ptr"][:-1])
+    has_ctx = t["ctx_ptr"][1:] > t["ctx_ptr"][:-1]
     assert bool(t["input_score"][has_ctx].isfinite().all()) and bool(t["input_score"][~has_ctx].isnan().all())
     assert t["lift_ids"].shape == t["top_ids"].shape and table.info["effect"]["k"] == 20
     fired = t["n_fire"] > 0

@@ -29,8 +29,13 @@ def test_board_lens_alignment_reads_each_run_and_computes_the_lens(tmp_path, mod
     model's unembedding)."""
     from saebasis.interpret.lens import logit_lens
 
-    alignment = {"top": {"3": 0.1, "7": 0.2}, "random": {"11": 0.0, "12": 0.1}, "seed": 0, "diff": 0.1,
-                 "ci95": [-0.1, 0.3]}
+    alignment = {
+        "top": {"3": 0.1, "7": 0.2},
+        "random": {"11": 0.0, "12": 0.1},
+        "seed": 0,
+        "diff": 0.1,
+        "ci95": [-0.1, 0.3],
+    }
     for name in ("sae_adaptor_sparse", "sae_adaptor_lowrank"):  # two runs of one method: keyed by run name
         run = tmp_path / "concepts" / "sentiment" / "runs" / f"{name}-seed0" / "interpret"
         run.mkdir(parents=True)

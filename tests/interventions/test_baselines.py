@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from saebasis.config import compose
 from saebasis.core import hooks
 from saebasis.core.activations import collect
-from saebasis.config import compose
 from saebasis.interventions import build
-from saebasis.interventions.sara import SARA, reduced, sara_delta
+from saebasis.interventions.sara import reduced, sara_delta
 from saebasis.runs import load_run, save_run
 from saebasis.training.fit import fit_baseline
 
@@ -65,7 +65,9 @@ def test_sara_attract_equals_repel_is_identity(mode):
 
 
 def test_sara_faithful_decodes_with_k1_and_rejects_batches(model, tokenizer):
-    sara = build("sara", {"mode": "faithful", "sink": "include"}, D).fit_histories([torch.randn(6, D)], [torch.randn(6, D)])
+    sara = build("sara", {"mode": "faithful", "sink": "include"}, D).fit_histories(
+        [torch.randn(6, D)], [torch.randn(6, D)]
+    )
     ids = torch.tensor([[4, 5, 6, 7]])
     with hooks.attach(model, "blocks.1.hook_resid_pre", sara):
         model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
@@ -97,7 +99,9 @@ def test_sara_stable_masks_left_padding():
 
 
 def test_sara_n_components_caps_k():
-    sara = build("sara", {"mode": "faithful", "n_components": 2}, D).fit_histories([torch.randn(6, D)], [torch.randn(6, D)])
+    sara = build("sara", {"mode": "faithful", "n_components": 2}, D).fit_histories(
+        [torch.randn(6, D)], [torch.randn(6, D)]
+    )
     sara(torch.randn(1, 5, D))
     assert sara.k_seen == [2] and sara.r_attract.shape == (D, 2)
     with pytest.raises(ValueError, match="n_components must be >= 1"):
@@ -155,7 +159,9 @@ def test_baseline_identity_at_zero_and_bit_identical_round_trip(method, model, t
 
 def test_collect_positions(model, tokenizer):
     prompts, completions = ["the movie", "a day is very good"], ["great film", "bad"]
-    kw = dict(model=model, tokenizer=tokenizer, hook="blocks.1.hook_resid_post", prompts=prompts, completions=completions)
+    kw = dict(
+        model=model, tokenizer=tokenizer, hook="blocks.1.hook_resid_post", prompts=prompts, completions=completions
+    )
     comp = collect(positions="completion", **kw)
     assert [a.shape for a in comp] == [(2, D), (1, D)]
     last = collect(positions="last", **kw)
@@ -173,8 +179,14 @@ def test_collect_left_padded_rows_under_learned_absolute_positions(tokenizer):
 
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=D, n_layer=2, n_head=2)).eval()
-    kw = dict(model=gpt2, tokenizer=tokenizer, hook="blocks.1.hook_resid_post", prompts=["the movie", "a day is very good"],
-              completions=["great film", "bad"], positions="all")
+    kw = dict(
+        model=gpt2,
+        tokenizer=tokenizer,
+        hook="blocks.1.hook_resid_post",
+        prompts=["the movie", "a day is very good"],
+        completions=["great film", "bad"],
+        positions="all",
+    )
     alone, batched = collect(batch_size=1, **kw), collect(batch_size=2, **kw)  # row 0 left-padded in the batch
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
 
@@ -182,8 +194,10 @@ def test_collect_left_padded_rows_under_learned_absolute_positions(tokenizer):
 @pytest.mark.parametrize("method", ["diffmean", "pca", "sara"])
 def test_fit_baseline_end_to_end_round_trip(method, concept_dir, tmp_path, tiny_stack):
     hook = "blocks.2.hook_resid_pre" if method == "sara" else "blocks.1.hook_resid_post"
-    cfg = compose("fit_baseline", [*tiny_stack, f"intervention={method}", f"data={concept_dir}", f"hook={hook}",
-                                   f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "fit_baseline",
+        [*tiny_stack, f"intervention={method}", f"data={concept_dir}", f"hook={hook}", f"run_dir={tmp_path / 'run'}"],
+    )
     result = fit_baseline(cfg)
     run = load_run(result["run_dir"])
     assert run.cfg["method"] == method and run.metrics["n_pairs"] == 6
@@ -226,16 +240,31 @@ def test_sara_leaves_the_attention_sink_out_of_x_o():
 
 def test_diffmean_last_experiment_reads_the_last_token(concept_dir, tmp_path):
     """experiment=diffmean_last (CAA's read position) fits v from the pairs' last tokens only."""
-    from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
+    from saebasis.data import load_concept
 
-    cfg = compose("fit_baseline", ["experiment=diffmean_last", "model=tiny", "sae=none", f"data={concept_dir}",
-                                   "hook=blocks.1.hook_resid_post", f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "fit_baseline",
+        [
+            "experiment=diffmean_last",
+            "model=tiny",
+            "sae=none",
+            f"data={concept_dir}",
+            "hook=blocks.1.hook_resid_post",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+    )
     run = load_run(fit_baseline(cfg)["run_dir"])
     assert run.cfg["config"]["intervention"]["positions"] == "last"
     pairs, stack = load_concept(str(concept_dir)).pairs, load_stack(cfg)
-    kw = dict(model=stack.model, tokenizer=stack.tokenizer, hook="blocks.1.hook_resid_post", prompts=[p.prompt for p in pairs],
-              positions="last", max_len=96)
+    kw = dict(
+        model=stack.model,
+        tokenizer=stack.tokenizer,
+        hook="blocks.1.hook_resid_post",
+        prompts=[p.prompt for p in pairs],
+        positions="last",
+        max_len=96,
+    )
     pos = torch.cat(collect(completions=[p.positive for p in pairs], **kw))  # [n, d_model]
     neg = torch.cat(collect(completions=[p.negative for p in pairs], **kw))
     assert torch.allclose(run.intervention.v, pos.mean(0) - neg.mean(0), atol=1e-5)
@@ -253,7 +282,7 @@ def test_sae_latent_picks_the_planted_latent_and_adds_its_decoder_row(sae):
     neg = [torch.randn(5, D) * 0.1 for _ in range(6)]
     pos = [x + push for x in neg]
     iv = build("sae_latent", {"k": 1}, D, sae).fit(FitData(pos, neg, []))
-    codes = lambda xs: sae.encode(torch.cat(xs)).mean(0)  # noqa: E731
+    codes = lambda xs: sae.encode(torch.cat(xs)).mean(0)
     diff = codes(pos) - codes(neg)
     assert iv.latents.tolist() == [j] == [int(diff.argmax())]
     assert torch.allclose(iv.gains, diff[[j]], atol=1e-5)
@@ -280,7 +309,9 @@ def test_sae_latent_refuses_what_it_cannot_fit(sae):
 
 
 def test_sae_latent_fit_baseline_end_to_end_round_trip(concept_dir, tmp_path, tiny_stack):
-    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_latent", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "fit_baseline", [*tiny_stack, "experiment=sae_latent", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"]
+    )
     result = fit_baseline(cfg)
     run = load_run(result["run_dir"])
     assert run.cfg["method"] == "sae_latent" and result["latents_written"] == 1

@@ -61,7 +61,9 @@ def test_per_row_strength_identity_at_zero_and_rows_independent(name, sae):
     assert iv(h, torch.zeros(3)) is h and iv(h, 0.0) is h
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "2", None, torch.tensor([[1.0]]), torch.tensor([1, 2])])
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), True, "2", None, torch.tensor([[1.0]]), torch.tensor([1, 2])]
+)
 def test_one_rule_for_bad_strengths(bad, sae):
     with pytest.raises(ValueError, match="strength"):
         check_strength(bad)

@@ -111,7 +111,9 @@ def test_mahalanobis_constraint_bounds_whitened_norm(sae):
     assert iv.whitener.norm(low) > iv.whitener.norm(high)
 
 
-@pytest.mark.parametrize("field,value,match", [("rank", 0, "rank must be >= 1"), ("act", "swish", "act must be one of")])
+@pytest.mark.parametrize(
+    "field,value,match", [("rank", 0, "rank must be >= 1"), ("act", "swish", "act must be one of")]
+)
 def test_bad_config_is_explained(field, value, match, sae):
     with pytest.raises(ValueError, match=match):
         build("sae_adaptor", {field: value}, D_MODEL, sae)
@@ -173,7 +175,9 @@ def test_folded_matches_steer_under_a_bound(sae):
     assert torch.allclose(h + iv.whitener.constrain(3.0 * iv.folded()), iv(h, 3.0), atol=1e-5)
 
 
-@pytest.mark.parametrize("field,value", [("mahalanobis_coef", -1.0), ("mahalanobis_max", -0.5), ("mahalanobis_shrinkage", 0.0)])
+@pytest.mark.parametrize(
+    "field,value", [("mahalanobis_coef", -1.0), ("mahalanobis_max", -0.5), ("mahalanobis_shrinkage", 0.0)]
+)
 def test_bad_mahalanobis_config_is_explained(field, value, sae):
     with pytest.raises(ValueError, match="mahalanobis"):
         build("sae_bias", {field: value}, D_MODEL, sae)
@@ -186,7 +190,9 @@ def test_clamp_add_mode_folds_to_the_decoder_rows(sae):
     z_new = z.clone()
     z_new[..., 2] += 2.0 * 1.5
     z_new[..., 9] += 2.0 * -0.5
-    assert torch.allclose(iv(h, 2.0), sae.splice(h, z, z_new), atol=1e-5)  # the decoder is affine: adding folds to one vector
+    assert torch.allclose(
+        iv(h, 2.0), sae.splice(h, z, z_new), atol=1e-5
+    )  # the decoder is affine: adding folds to one vector
     assert set(iv.latent_scores().nonzero()[:, 0].tolist()) == {2, 9}
 
 
@@ -205,8 +211,14 @@ def test_topk_entries_keeps_k_entries_and_only_they_get_gradient(sae):
     assert (iv.B.grad[B == 0] == 0).all() and (iv.B.grad[B != 0] != 0).any()
 
 
-@pytest.mark.parametrize("method, cfg", [("sae_bias", {}), ("sae_bias", {"mahalanobis_max": 0.5}),
-                                         ("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add"})])
+@pytest.mark.parametrize(
+    "method, cfg",
+    [
+        ("sae_bias", {}),
+        ("sae_bias", {"mahalanobis_max": 0.5}),
+        ("clamp", {"latents": [2, 9], "values": [1.5, -0.5], "mode": "add"}),
+    ],
+)
 def test_inference_reuses_the_folded_vector_and_follows_every_change(method, cfg, sae):
     iv = _perturb(_fitted(method, sae, **cfg) if cfg.get("mahalanobis_max") else build(method, cfg, D_MODEL, sae))
     h = torch.randn(2, 3, D_MODEL)
@@ -214,6 +226,7 @@ def test_inference_reuses_the_folded_vector_and_follows_every_change(method, cfg
         first = iv(h)
         assert torch.equal(first, iv(h)) and iv.folded_for_inference() is iv.folded_for_inference()  # memoised
     assert torch.equal(first, iv(h))  # same values as the grad path, bit for bit
+
     def expected(s):
         shift = s * iv.folded().to(h.dtype)
         bound = getattr(iv, "whitener", None)

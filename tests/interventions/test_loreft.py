@@ -97,9 +97,8 @@ def test_gradients_reach_only_its_parameters_and_the_model_is_restored(model, ba
         model(**batch).logits.pow(2).mean().backward()
     assert all(p.grad is None for p in model.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in iv.parameters())
-    with pytest.raises(RuntimeError, match="boom"):
-        with hooks.steering(model, HOOK, planted(positions="l1"), 1.0):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), hooks.steering(model, HOOK, planted(positions="l1"), 1.0):
+        raise RuntimeError("boom")
     assert not any(h for m in model.modules() for h in (m._forward_hooks, m._forward_pre_hooks))
 
 
@@ -124,8 +123,18 @@ def test_training_without_pyreft_venv_fails_before_any_heavy_work(monkeypatch, t
 
     monkeypatch.setenv("SAEBASIS_PYREFT_PYTHON", str(tmp_path / "no-venv" / "bin" / "python"))
     monkeypatch.setattr(train_module, "load_stack", lambda *a, **k: pytest.fail("the model was loaded"))
-    cfg = compose("train", ["experiment=loreft", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}",
-                            f"hook={HOOK}", f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=loreft",
+            "model=tiny",
+            "sae=none",
+            "logger=none",
+            f"data={concept_dir}",
+            f"hook={HOOK}",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+    )
     with pytest.raises(ImportError, match="bash scripts/setup_pyreft.sh"):
         train_module.train(cfg)
     assert not (tmp_path / "run").exists()
@@ -144,14 +153,26 @@ def pyreft_logits(python, folder, layer, iv, batch, tmp_path, all_positions: boo
     """pyreft's own forward (ReftModel + LoreftIntervention loaded with pyreft's load_state_dict) on `batch`."""
     from safetensors.torch import load_file, save_file
 
-    save_file({"R": iv.R.detach().contiguous(), "W": iv.W.detach().contiguous(), "b": iv.b.detach().contiguous()}, tmp_path / "p.safetensors")
+    save_file(
+        {"R": iv.R.detach().contiguous(), "W": iv.W.detach().contiguous(), "b": iv.b.detach().contiguous()},
+        tmp_path / "p.safetensors",
+    )
     data = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if positions is not None:
         data["positions"] = positions
     save_file({k: v.contiguous() for k, v in data.items()}, tmp_path / "batch.safetensors")
-    spec = {"model_dir": str(folder), "layer": layer, "rank": iv.cfg.rank, "dtype": "float32", "device": "cpu", "seed": 0,
-            "params": str(tmp_path / "p.safetensors"), "data": str(tmp_path / "batch.safetensors"), "out": str(tmp_path / "out"),
-            "all_positions": all_positions}
+    spec = {
+        "model_dir": str(folder),
+        "layer": layer,
+        "rank": iv.cfg.rank,
+        "dtype": "float32",
+        "device": "cpu",
+        "seed": 0,
+        "params": str(tmp_path / "p.safetensors"),
+        "data": str(tmp_path / "batch.safetensors"),
+        "out": str(tmp_path / "out"),
+        "all_positions": all_positions,
+    }
     report = run_worker(python, "logits", spec, tmp_path)
     return load_file(tmp_path / "out" / "logits.safetensors"), report
 
@@ -180,7 +201,11 @@ def test_native_application_gives_pyreft_logits_on_the_tiny_model(pyreft_py, tin
     batch = _position_ids(dict(lm.tokenizer(texts, return_tensors="pt", padding=True)))
     iv = planted(rank=4, positions=positions)
     span = parse_positions(positions)
-    where = None if span is None else prompt_positions(batch["attention_mask"], torch.zeros_like(batch["attention_mask"]), *span)
+    where = (
+        None
+        if span is None
+        else prompt_positions(batch["attention_mask"], torch.zeros_like(batch["attention_mask"]), *span)
+    )
     theirs, _ = pyreft_logits(pyreft_py, folder, 1, iv, batch, tmp_path, span is None, where)
     mask = batch["attention_mask"].bool()
     base, ours = _logits(lm.model, batch), _logits(lm.model, batch, iv)
@@ -196,10 +221,24 @@ def test_trains_through_pyreft_and_the_run_reloads_to_pyreft_logits(pyreft_py, t
     from saebasis.core.stack import load_stack
     from saebasis.training.train import train
 
-    overrides = ["experiment=loreft", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}", f"hook={HOOK}",
-                 "batch_size=2", "max_len=24", "n_samples=1", "trainer.max_epochs=2", "lr=0.05", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "experiment=loreft",
+        "model=tiny",
+        "sae=none",
+        "logger=none",
+        f"data={concept_dir}",
+        f"hook={HOOK}",
+        "batch_size=2",
+        "max_len=24",
+        "n_samples=1",
+        "trainer.max_epochs=2",
+        "lr=0.05",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     result = train(compose("train", overrides))
-    assert result["steps"] == 6 and len(result["loss_curve"]) == 6 and result["loss_curve"][-1] < result["loss_curve"][0]
+    assert (
+        result["steps"] == 6 and len(result["loss_curve"]) == 6 and result["loss_curve"][-1] < result["loss_curve"][0]
+    )
     assert result["trained_by"]["pyreft"] == "0.1.0" and result["orthonormality_error"] < 1e-5
     run = load_run(result["run_dir"])  # cfg.json + intervention.safetensors + metrics.json: no pyreft needed
     assert sorted(p.name for p in run.path.iterdir()) == ["cfg.json", "intervention.safetensors", "metrics.json"]
@@ -208,7 +247,9 @@ def test_trains_through_pyreft_and_the_run_reloads_to_pyreft_logits(pyreft_py, t
     lm = load_stack({"model": run.cfg["model"], "sae": None, "hook": HOOK})
     lm.model.save_pretrained(tmp_path / "tiny")
     batch = _position_ids(dict(lm.tokenizer(["the movie 3", "a good day"], return_tensors="pt", padding=True)))
-    theirs, _ = pyreft_logits(pyreft_py, transformers4_folder(tmp_path / "tiny", tmp_path / "tiny-tf4"), 1, iv, batch, tmp_path, True)
+    theirs, _ = pyreft_logits(
+        pyreft_py, transformers4_folder(tmp_path / "tiny", tmp_path / "tiny-tf4"), 1, iv, batch, tmp_path, True
+    )
     mask = batch["attention_mask"].bool()
     assert float((_logits(lm.model, batch, iv) - theirs["steered"])[mask].abs().max()) <= 1e-4
 
@@ -224,14 +265,30 @@ def test_embedded_model_folder_loads_under_transformers_4_with_its_rope_and_toke
     spec = {"model_dir": str(folder), "prompts": prompts, "out": str(tmp_path / "enc")}
     enc = run_worker(pyreft_py, "encode", spec, tmp_path)
     ours = [lm.tokenizer(chat_prefix(lm.tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
-    assert enc["ids"] == ours and enc["rope_theta"] == json.loads((embedded_model_dir() / "config.json").read_text())["rope_parameters"]["rope_theta"]
-    batch = _position_ids(dict(lm.tokenizer([chat_prefix(lm.tokenizer, p) for p in prompts], return_tensors="pt", padding=True,
-                                            add_special_tokens=False)))
+    assert (
+        enc["ids"] == ours
+        and enc["rope_theta"]
+        == json.loads((embedded_model_dir() / "config.json").read_text())["rope_parameters"]["rope_theta"]
+    )
+    batch = _position_ids(
+        dict(
+            lm.tokenizer(
+                [chat_prefix(lm.tokenizer, p) for p in prompts],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
+        )
+    )
     iv = planted(rank=4, d_model=lm.model.config.hidden_size, scale=0.5)
     theirs, report = pyreft_logits(pyreft_py, folder, 12, iv, batch, tmp_path, True)
     mask = batch["attention_mask"].bool()
     base_diff = float((_logits(lm.model, batch) - theirs["base"])[mask].abs().max())
-    steer_diff = float((_logits(lm.model, batch, iv, hook="blocks.12.hook_resid_post") - theirs["steered"])[mask].abs().max())
-    print(f"embedded SmolLM2 under transformers 4.45: rope_theta {report['rope_theta']}, max |logit diff| base {base_diff:.2e}, "
-          f"loreft at block 12 {steer_diff:.2e}")
+    steer_diff = float(
+        (_logits(lm.model, batch, iv, hook="blocks.12.hook_resid_post") - theirs["steered"])[mask].abs().max()
+    )
+    print(
+        f"embedded SmolLM2 under transformers 4.45: rope_theta {report['rope_theta']}, max |logit diff| base {base_diff:.2e}, "
+        f"loreft at block 12 {steer_diff:.2e}"
+    )
     assert report["rope_theta"] == enc["rope_theta"] and base_diff <= 1e-3 and steer_diff <= 1e-3

@@ -49,11 +49,15 @@ def test_lora_strength_scales_the_delta(lora, model):
     o_proj = hooks.blocks(model)[1].self_attn.o_proj
     x = torch.randn(2, 4, o_proj.in_features)
     with hooks.steering(model, HOOK, iv, 1.0):
-        hooks.blocks(model)[1](torch.randn(2, 4, D_MODEL), position_embeddings=model.model.rotary_emb(x, torch.arange(4)[None]))
+        hooks.blocks(model)[1](
+            torch.randn(2, 4, D_MODEL), position_embeddings=model.model.rotary_emb(x, torch.arange(4)[None])
+        )
         layer = hooks.blocks(model)[1].self_attn.o_proj
         one = layer(x) - o_proj(x)
     with hooks.steering(model, HOOK, iv, 2.5):
-        hooks.blocks(model)[1](torch.randn(2, 4, D_MODEL), position_embeddings=model.model.rotary_emb(x, torch.arange(4)[None]))
+        hooks.blocks(model)[1](
+            torch.randn(2, 4, D_MODEL), position_embeddings=model.model.rotary_emb(x, torch.arange(4)[None])
+        )
         two = hooks.blocks(model)[1].self_attn.o_proj(x) - o_proj(x)
     assert torch.allclose(two, 2.5 * one, atol=1e-5)
     a, b = iv.adapters["self_attn-o_proj"].lora_A.weight, iv.adapters["self_attn-o_proj"].lora_B.weight
@@ -71,7 +75,9 @@ def test_lora_gradients_reach_only_its_parameters(lora, model, batch):
     with hooks.steering(model, HOOK, iv):
         model(**batch).logits.pow(2).mean().backward()
     assert all(p.grad is None for p in model.parameters())
-    assert len(list(iv.parameters())) == 14 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in iv.parameters())
+    assert len(list(iv.parameters())) == 14 and all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in iv.parameters()
+    )
 
 
 def test_lora_leaves_the_model_unchanged_after_the_context_also_on_exceptions(lora, model, batch):
@@ -79,9 +85,8 @@ def test_lora_leaves_the_model_unchanged_after_the_context_also_on_exceptions(lo
     modules = [type(m) for m in model.modules()]
     base = _logits(model, batch)
     iv = _perturbed(lora(target_modules=["all-linear"]), model)
-    with pytest.raises(RuntimeError, match="boom"):
-        with hooks.steering(model, HOOK, iv):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), hooks.steering(model, HOOK, iv):
+        raise RuntimeError("boom")
     with hooks.steering(model, HOOK, iv):
         model(**batch)
     assert [type(m) for m in model.modules()] == modules
@@ -126,16 +131,30 @@ def test_lora_cached_activations_give_the_same_logits(lora, model, tokenizer, co
     cached._forward(batch)
     mask = batch["attention_mask"].bool()
     again = cached._forward(batch)  # from the cache
-    assert torch.allclose(again[mask], plain[mask], atol=1e-5) and not torch.allclose(again, cached._forward(batch, steer=False))
+    assert torch.allclose(again[mask], plain[mask], atol=1e-5) and not torch.allclose(
+        again, cached._forward(batch, steer=False)
+    )
 
 
 def test_lora_trains_through_saebasis_train(lora, tmp_path, concept_dir):
     from saebasis.config import compose
     from saebasis.training.train import train
 
-    overrides = ["experiment=lora", "model=tiny", "sae=none", "logger=none", f"data={concept_dir}", f"hook={HOOK}",
-                 "batch_size=2", "max_len=24", "n_samples=1", "trainer.max_epochs=2", "lr=0.05",
-                 "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
+    overrides = [
+        "experiment=lora",
+        "model=tiny",
+        "sae=none",
+        "logger=none",
+        f"data={concept_dir}",
+        f"hook={HOOK}",
+        "batch_size=2",
+        "max_len=24",
+        "n_samples=1",
+        "trainer.max_epochs=2",
+        "lr=0.05",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+    ]
     result = train(compose("train", overrides))
     run = load_run(result["run_dir"])
     assert result["steps"] == 6 and run.cfg["method"] == "lora" and result["adapted"] == ["self_attn.o_proj"]
@@ -150,13 +169,26 @@ CAA_HOOK = "blocks.1.hook_resid_post"  # steering-vectors' decoder_block 1
 
 @pytest.fixture
 def caa_fit(tmp_path, concept_dir):
-    pytest.importorskip("steering_vectors", reason="CAA is a peer through steering-vectors: bash scripts/setup_peers.sh")
+    pytest.importorskip(
+        "steering_vectors", reason="CAA is a peer through steering-vectors: bash scripts/setup_peers.sh"
+    )
     from saebasis.config import compose
     from saebasis.training.fit import fit_baseline
 
     def fit(*extra):
-        cfg = compose("fit_baseline", ["experiment=caa", "model=tiny", "sae=none", f"data={concept_dir}", f"hook={CAA_HOOK}",
-                                       f"run_dir={tmp_path / 'caa'}", "overwrite=true", *extra])
+        cfg = compose(
+            "fit_baseline",
+            [
+                "experiment=caa",
+                "model=tiny",
+                "sae=none",
+                f"data={concept_dir}",
+                f"hook={CAA_HOOK}",
+                f"run_dir={tmp_path / 'caa'}",
+                "overwrite=true",
+                *extra,
+            ],
+        )
         return fit_baseline(cfg)
 
     return fit
@@ -168,8 +200,19 @@ def test_caa_fit_through_steering_vectors_matches_saebasis_last_token_diffmean(c
 
     result = caa_fit()
     assert result["fit_check_cosine"] > 0.999999  # the library's vector vs saebasis' own activations at the last token
-    last = fit_baseline(compose("fit_baseline", ["experiment=diffmean_last", "model=tiny", "sae=none", f"data={concept_dir}",
-                                                 f"hook={CAA_HOOK}", f"run_dir={tmp_path / 'dm'}"]))
+    last = fit_baseline(
+        compose(
+            "fit_baseline",
+            [
+                "experiment=diffmean_last",
+                "model=tiny",
+                "sae=none",
+                f"data={concept_dir}",
+                f"hook={CAA_HOOK}",
+                f"run_dir={tmp_path / 'dm'}",
+            ],
+        )
+    )
     v_caa, v_dm = load_run(result["run_dir"]).intervention.v, load_run(last["run_dir"]).intervention.v
     assert torch.allclose(v_caa, v_dm, atol=1e-5)
 
@@ -187,7 +230,9 @@ def test_caa_applied_by_the_library_is_saebasis_addition_and_round_trips(caa_fit
     assert torch.allclose(lib, own, atol=1e-5) and not torch.allclose(lib, base)
     assert torch.equal(_logits_at(model, batch, CAA_HOOK, iv, 0.0), base)
     rows = _logits_at(model, batch, CAA_HOOK, iv, torch.tensor([0.0, 4.0, 0.0]))
-    assert torch.equal(rows[0], base[0]) and torch.equal(rows[2], base[2]) and torch.allclose(rows[1], lib[1], atol=1e-5)
+    assert (
+        torch.equal(rows[0], base[0]) and torch.equal(rows[2], base[2]) and torch.allclose(rows[1], lib[1], atol=1e-5)
+    )
     h = torch.randn(1, 3, D_MODEL)
     assert torch.equal(iv(h, 2.0), h + 2.0 * iv.v) and iv(h, 0.0) is h
     assert not any(hook for m in model.modules() for hook in (m._forward_hooks, m._forward_pre_hooks))

@@ -4,10 +4,10 @@ import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
+from saebasis.core.sae import SAEBasis
 from saebasis.interventions import build
 from saebasis.interventions.sae_support import SupportCache, read_latents, write_rows
 from saebasis.runs import load_run, save_run
-from saebasis.core.sae import SAEBasis
 from tests.conftest import D_MODEL, HOOK, tiny_sae
 
 SPARSE = {"rank": 3, "k_in": 6, "k_out": 5, "act": "relu"}
@@ -84,7 +84,11 @@ def test_identity_at_init_and_per_row_strength():
 def test_describe_counts_parameters_and_latents_on_the_supports():
     iv = _sparse(tiny_sae())
     r, k_in, k_out = 3, 6, 5
-    assert iv.describe() == {"n_params": k_in * r + r + r * k_out + k_out, "latents_read": k_in, "latents_written": k_out}
+    assert iv.describe() == {
+        "n_params": k_in * r + r + r * k_out + k_out,
+        "latents_read": k_in,
+        "latents_written": k_out,
+    }
     with torch.no_grad():
         iv.B[:, 1] = 0
         iv.b[1] = 0
@@ -173,7 +177,9 @@ def test_save_load_round_trip_keeps_the_supports(tmp_path):
     assert torch.equal(loaded(h), iv(h))
 
 
-@pytest.mark.parametrize("field,value", [("k_out", 0), ("k_in", -1), ("group_l1", -1.0), ("read_rule", "random"), ("k_out", 65)])
+@pytest.mark.parametrize(
+    "field,value", [("k_out", 0), ("k_in", -1), ("group_l1", -1.0), ("read_rule", "random"), ("k_out", 65)]
+)
 def test_bad_support_config_is_explained(field, value):
     with pytest.raises(ValueError, match=field if field != "k_out" or value == 0 else "exceed"):
         build("sae_adaptor", {field: value}, D_MODEL, tiny_sae())

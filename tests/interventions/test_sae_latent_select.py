@@ -95,8 +95,17 @@ def test_bad_selection_configs_are_refused(sae):
 
 
 def test_select_output_from_the_cli_config(concept_dir, tmp_path, tiny_stack):
-    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_latent", "intervention.select=output",
-                                   "intervention.k=2", f"data={concept_dir}", f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "fit_baseline",
+        [
+            *tiny_stack,
+            "experiment=sae_latent",
+            "intervention.select=output",
+            "intervention.k=2",
+            f"data={concept_dir}",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+    )
     result = fit_baseline(cfg)
     assert result["select"] == "output" and result["selection"]["score_source"] == "computed"
     scores = result["selection"]["scores"]

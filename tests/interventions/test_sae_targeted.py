@@ -11,9 +11,17 @@ from saebasis.config import compose
 from saebasis.core import hooks
 from saebasis.interventions import build
 from saebasis.interventions.base import FitData
-from saebasis.interventions.sae_targeted import (EffectApproximator, SAETargetedConfig, _continuation_codes,
-                                                 antithetic_directions, fit_approximator, fgaa_target, load_or_fit,
-                                                 measure_effects, unsteered)
+from saebasis.interventions.sae_targeted import (
+    EffectApproximator,
+    SAETargetedConfig,
+    _continuation_codes,
+    antithetic_directions,
+    fgaa_target,
+    fit_approximator,
+    load_or_fit,
+    measure_effects,
+    unsteered,
+)
 from saebasis.runs import load_run
 from saebasis.training.fit import fit_baseline
 from tests.conftest import D_MODEL, D_SAE
@@ -30,7 +38,7 @@ def test_fit_recovers_a_planted_linear_effect_map_and_its_bias():
     W, b = planted()
     V = antithetic_directions(256, D_MODEL, seed=1) * 3.0  # [n, d_model], norm 3
     even = torch.randn(D_SAE)  # an even (norm-only) effect: at a fixed norm the bias must absorb it
-    effects = lambda x: x @ W.T + b + even * x.norm(dim=-1, keepdim=True) ** 2 / 9  # noqa: E731
+    effects = lambda x: x @ W.T + b + even * x.norm(dim=-1, keepdim=True) ** 2 / 9
     W_fit, b_fit, r2 = fit_approximator(effects, V, ridge=1e-8)
     assert torch.allclose(W_fit, W, atol=1e-3) and torch.allclose(b_fit, b + even, atol=1e-3)
     assert r2 > 0.9999
@@ -40,7 +48,9 @@ def test_fit_with_noise_is_close_and_scores_the_held_out_pairs():
     W, b = planted()
     V = antithetic_directions(1024, D_MODEL, seed=2)
     noise = torch.Generator().manual_seed(3)
-    W_fit, b_fit, r2 = fit_approximator(lambda x: x @ W.T + b + 0.05 * torch.randn(len(x), D_SAE, generator=noise), V, 1e-3)
+    W_fit, b_fit, r2 = fit_approximator(
+        lambda x: x @ W.T + b + 0.05 * torch.randn(len(x), D_SAE, generator=noise), V, 1e-3
+    )
     assert (W_fit - W).norm() / W.norm() < 0.1 and 0.9 < r2 < 1.0
 
 
@@ -67,7 +77,10 @@ def test_fgaa_target_drops_dense_and_bos_latents_and_keeps_the_top_k():
     bos[3] = True  # fires on the first token: dropped
     idx, values = fgaa_target(contrast, density, bos, cfg)
     assert idx.tolist() == [5, 6] and values.tolist() == [2.0, 1.0]
-    assert fgaa_target(contrast, density, bos, SAETargetedConfig(k=2, max_density=0.1, drop_bos=False))[0].tolist() == [3, 5]
+    assert fgaa_target(contrast, density, bos, SAETargetedConfig(k=2, max_density=0.1, drop_bos=False))[0].tolist() == [
+        3,
+        5,
+    ]
     with pytest.raises(ValueError, match="only 2 latents rise"):
         fgaa_target(contrast, density, bos, SAETargetedConfig(k=3, max_density=0.1))
 
@@ -85,7 +98,9 @@ def test_fit_steers_towards_the_solved_vector_at_diffmeans_norm(sae):
     target = torch.zeros(D_SAE)
     target[iv.latents] = iv.gains
     u = iv._approx.solve(target, iv.cfg.solve_ridge)
-    diffmean = torch.cat([p.mean(0, keepdim=True) for p in pos]).mean(0) - torch.cat([n.mean(0, keepdim=True) for n in neg]).mean(0)
+    diffmean = torch.cat([p.mean(0, keepdim=True) for p in pos]).mean(0) - torch.cat(
+        [n.mean(0, keepdim=True) for n in neg]
+    ).mean(0)
     assert torch.allclose(iv.folded(), u / u.norm() * diffmean.norm(), atol=1e-5)
     h = torch.randn(2, 3, D_MODEL)
     assert torch.allclose(iv(h, 2.0), h + 2.0 * iv.folded(), atol=1e-6) and iv(h, 0.0) is h
@@ -139,8 +154,10 @@ def test_approximator_is_cached_by_model_sae_hook_and_settings(model, tokenizer,
 def test_fit_baseline_end_to_end_round_trip(concept_dir, tmp_path, tiny_stack, monkeypatch):
     monkeypatch.setenv("SAEBASIS_CACHE", str(tmp_path / "cache"))
     overrides = [f"intervention.{k}={v}" for k, v in SMALL.items()]
-    cfg = compose("fit_baseline", [*tiny_stack, "experiment=sae_targeted", f"data={concept_dir}", *overrides,
-                                   f"run_dir={tmp_path / 'run'}"])
+    cfg = compose(
+        "fit_baseline",
+        [*tiny_stack, "experiment=sae_targeted", f"data={concept_dir}", *overrides, f"run_dir={tmp_path / 'run'}"],
+    )
     result = fit_baseline(cfg)
     assert "approximator_r2" in result and len(result["latents"]) == 2
     run = load_run(result["run_dir"])

@@ -8,8 +8,19 @@ import pytest
 import torch
 
 from saebasis import judges
-from saebasis.judges import (JUDGES, brevity_scores, distinct_n, fluency_from_ppl, formality_scores, judge_agreement,
-                             perplexities, register_judge, repetition_factor, score, winner_disagreement)
+from saebasis.judges import (
+    JUDGES,
+    brevity_scores,
+    distinct_n,
+    fluency_from_ppl,
+    formality_scores,
+    judge_agreement,
+    perplexities,
+    register_judge,
+    repetition_factor,
+    score,
+    winner_disagreement,
+)
 from saebasis.judges.agreement import average_ranks
 from saebasis.judges.fluency import fluency
 from saebasis.judges.lexicon import register_markers
@@ -59,9 +70,13 @@ def test_a_judge_is_one_function_and_one_registration():
 
 
 def test_judges_module_imports_no_data_eval_train_or_interpret():
-    code = ("import sys, saebasis.judges; print(sorted(m for m in sys.modules if m.split('.')[:2] in "
-            "(['saebasis', 'data'], ['saebasis', 'eval'], ['saebasis', 'train'], ['saebasis', 'interpret'])))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    code = (
+        "import sys, saebasis.judges; print(sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['saebasis', 'data'], ['saebasis', 'eval'], ['saebasis', 'train'], ['saebasis', 'interpret'])))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 # -- sentiment: two independent lexicons ----------------------------------------------------------
@@ -71,7 +86,9 @@ def test_sentiment_judges_on_clear_cases():
         p, n = score(pos, texts), score(neg, texts)
         assert p[0] > 0.5 and p[1] == 0.0 and p[2] == 0.0, pos
         assert n[0] == 0.0 and n[1] > 0.5 and n[2] == 0.0, neg
-    assert score("textblob", ["What a wonderful, happy, lovely day!"]) == pytest.approx([0.8083333])  # mean of 3 adjectives, x1 "!"
+    assert score("textblob", ["What a wonderful, happy, lovely day!"]) == pytest.approx(
+        [0.8083333]
+    )  # mean of 3 adjectives, x1 "!"
 
 
 # -- embedding judges: topic (minilm, ab on free text) and instruction relevance ---------------------------
@@ -80,14 +97,25 @@ def test_embedding_judges_order_clear_cases():
     on, off = score("minilm", texts, description="the ocean")
     assert 0.3 <= on <= 1.0 and 0.0 <= off < on - 0.2
     assert score("ab", texts, description="the ocean") == [on, off]  # A/B concepts: the same text judge
-    relevant, irrelevant = score("instruction", ["Boil the pasta for ten minutes, then drain it.", "The moon orbits the earth."],
-                                 instructions=["How do I cook pasta?"] * 2)
+    relevant, irrelevant = score(
+        "instruction",
+        ["Boil the pasta for ten minutes, then drain it.", "The moon orbits the earth."],
+        instructions=["How do I cook pasta?"] * 2,
+    )
     assert relevant > irrelevant + 0.2
 
 
 # -- brevity, formality -----------------------------------------------------------------------------
 def test_brevity_is_linear_between_10_and_30_words():
-    texts = ["", "Yes.", " ".join(["w"] * 10), " ".join(["w"] * 20), " ".join(["w"] * 25), " ".join(["w"] * 30), " ".join(["w"] * 80)]
+    texts = [
+        "",
+        "Yes.",
+        " ".join(["w"] * 10),
+        " ".join(["w"] * 20),
+        " ".join(["w"] * 25),
+        " ".join(["w"] * 30),
+        " ".join(["w"] * 80),
+    ]
     assert brevity_scores(texts) == [0.0, 1.0, 1.0, 0.5, 0.25, 0.0, 0.0]
 
 
@@ -98,11 +126,16 @@ def test_formality_separates_formal_from_casual_text():
     assert register_markers(FORMAL) == (4, 0)
     neutral = "The meeting is at noon."
     assert formality_scores([CASUAL, FORMAL, neutral]) == pytest.approx([1 / 12, 5 / 6, 0.5])
-    formal = ["Dear Sir or Madam, I am writing to request further information regarding the position advertised on your "
-              "website. I would be grateful if you could provide details of the application procedure.",
-              "Thank you for your message. The report will be available on Monday; please let me know if you require any "
-              "further assistance."]
-    casual = ["omg yeah that movie was awesome, you know? we totally loved it :)", "lol no way, that's crazy! can't wait to see ya"]
+    formal = [
+        "Dear Sir or Madam, I am writing to request further information regarding the position advertised on your "
+        "website. I would be grateful if you could provide details of the application procedure.",
+        "Thank you for your message. The report will be available on Monday; please let me know if you require any "
+        "further assistance.",
+    ]
+    casual = [
+        "omg yeah that movie was awesome, you know? we totally loved it :)",
+        "lol no way, that's crazy! can't wait to see ya",
+    ]
     assert min(formality_scores(formal)) >= 0.75 and max(formality_scores(casual)) <= 0.15
 
 
@@ -158,19 +191,26 @@ def test_prompt_reuse_gives_the_full_forward_perplexities_and_runs_each_prompt_o
     with store.active():
         first = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS, batch_size=3)  # "hi" twice, across batches
         assert store.prompt_forwards == 3
-        again = perplexities(model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"])  # other responses
+        again = perplexities(
+            model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"]
+        )  # other responses
     assert store.prompt_forwards == 3 and store.reused == 1 + 4  # the second "hi" (batch 2), then every row
     assert first[:3] == pytest.approx(full[:3], rel=1e-5) and math.isinf(first[3])
-    assert again == pytest.approx(perplexities(model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"]), rel=1e-5)
-    assert perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS) == full  # outside the block: the full path, untouched
+    assert again == pytest.approx(
+        perplexities(model, tokenizer, REUSE_PROMPTS[::-1], ["ok", "sun", "the film", "a a a"]), rel=1e-5
+    )
+    assert (
+        perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS) == full
+    )  # outside the block: the full path, untouched
 
 
 def test_prompt_reuse_is_not_used_under_a_hook_and_recomputes_after_a_weight_change(model, tokenizer):
     store = judges.PromptReuse()
     with store.active():
         perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
-        handle = model.model.layers[0].register_forward_hook(lambda mod, args, out: (out[0] * 1.5,) + tuple(out[1:])
-                                                             if isinstance(out, tuple) else out * 1.5)
+        handle = model.model.layers[0].register_forward_hook(
+            lambda mod, args, out: (out[0] * 1.5,) + tuple(out[1:]) if isinstance(out, tuple) else out * 1.5
+        )
         try:
             hooked = perplexities(model, tokenizer, REUSE_PROMPTS, REUSE_TEXTS)
         finally:
@@ -190,7 +230,9 @@ def test_perplexity_of_a_left_padded_row_under_learned_absolute_positions(tokeni
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    ).eval()
     batched = perplexities(gpt2, tokenizer, REUSE_PROMPTS[:3], REUSE_TEXTS[:3])
     alone = [perplexities(gpt2, tokenizer, [p], [t])[0] for p, t in zip(REUSE_PROMPTS[:3], REUSE_TEXTS[:3])]
     assert batched == pytest.approx(alone, rel=1e-5)
@@ -205,7 +247,9 @@ def test_fluency_on_hand_written_examples_under_the_embedded_model():
     loaded = load_model("smollm2")
     texts = [FLUENT, LOOP_MAN, LOOP_FAMILY, SHUFFLED, ""]
     prompts = ["Tell me about your afternoon."] * len(texts)
-    good, man, family, shuffled, empty = score("fluency", texts, instructions=prompts, model=loaded.model, tokenizer=loaded.tokenizer)
+    good, man, family, shuffled, empty = score(
+        "fluency", texts, instructions=prompts, model=loaded.model, tokenizer=loaded.tokenizer
+    )
     assert good >= 0.6 and man <= 0.3 and family <= 0.3 and shuffled <= 0.05 and empty == 0.0
 
 
@@ -215,7 +259,9 @@ def test_spearman_exact_with_ties():
     assert judge_agreement([0.1, 0.5, 0.9], [1, 2, 3]) == pytest.approx(1.0)
     assert judge_agreement([0.1, 0.5, 0.9], [3, 2, 1]) == pytest.approx(-1.0)
     assert judge_agreement([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))  # ranks [1, 2.5, 2.5, 4]
-    assert judge_agreement([0.0, 0.0, 0.7, 0.2], [0.0, 0.1, 0.5, 0.0]) == pytest.approx(0.5)  # ranks [1.5,1.5,4,3] vs [1.5,3,4,1.5] (scipy agrees)
+    assert judge_agreement([0.0, 0.0, 0.7, 0.2], [0.0, 0.1, 0.5, 0.0]) == pytest.approx(
+        0.5
+    )  # ranks [1.5,1.5,4,3] vs [1.5,3,4,1.5] (scipy agrees)
     assert math.isnan(judge_agreement([0.3, 0.3], [0.1, 0.2])) and math.isnan(judge_agreement([0.3], [0.1]))
     with pytest.raises(ValueError, match="one score per response"):
         judge_agreement([0.1], [0.1, 0.2])

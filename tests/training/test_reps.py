@@ -22,9 +22,17 @@ from tests.conftest import D_MODEL
 def hand_made():
     """Two rows of mean log-probs (positive / negative completion, under +a / -a) and unsteered summed log-probs:
     row 0's positive completion is 5 nats less likely than its negative one, row 1's 3 nats more likely."""
-    values = {name: torch.tensor(v, requires_grad=True) for name, v in {
-        "plus_pos": [-2.0, -1.0], "plus_neg": [-1.5, -1.2], "minus_pos": [-1.8, -0.9], "minus_neg": [-1.1, -1.3],
-        "ref_pos": [-20.0, -10.0], "ref_neg": [-15.0, -13.0]}.items()}
+    values = {
+        name: torch.tensor(v, requires_grad=True)
+        for name, v in {
+            "plus_pos": [-2.0, -1.0],
+            "plus_neg": [-1.5, -1.2],
+            "minus_pos": [-1.8, -0.9],
+            "minus_neg": [-1.1, -1.3],
+            "ref_pos": [-20.0, -10.0],
+            "ref_neg": [-15.0, -13.0],
+        }.items()
+    }
     return values
 
 
@@ -41,7 +49,10 @@ def test_gradient_signs_on_a_hand_made_batch():
 def test_weights_are_max_of_the_reference_gap_and_one():
     v = hand_made()
     loss = reps_loss(**v)
-    b_plus, b_minus = torch.tensor([5.0, 1.0]), torch.tensor([1.0, 3.0])  # max(ref_neg - ref_pos, 1), max(ref_pos - ref_neg, 1)
+    b_plus, b_minus = (
+        torch.tensor([5.0, 1.0]),
+        torch.tensor([1.0, 3.0]),
+    )  # max(ref_neg - ref_pos, 1), max(ref_pos - ref_neg, 1)
     d_plus = b_plus * v["plus_pos"] - v["plus_neg"]
     d_minus = b_minus * v["minus_neg"] - v["minus_pos"]
     want = (-torch.nn.functional.logsigmoid(d_plus) - torch.nn.functional.logsigmoid(d_minus)).mean()
@@ -66,16 +77,28 @@ def test_unknown_objective_and_bad_factors_are_refused():
 
 @pytest.fixture
 def tiny_overrides(tmp_path, concept_dir, tiny_stack):
-    return [*tiny_stack, "logger=none", f"data={concept_dir}", "batch_size=2", "max_len=24", "n_samples=1",
-            "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
+    return [
+        *tiny_stack,
+        "logger=none",
+        f"data={concept_dir}",
+        "batch_size=2",
+        "max_len=24",
+        "n_samples=1",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+    ]
 
 
 def module_for(cfg, intervention=None):
     stack = load_stack(cfg)
     dm = ConceptDataModule(load_concept(cfg["data"]), stack.tokenizer, 4, cfg["max_len"], 0.0, 0)
     dm.setup("fit")
-    iv = intervention or build(cfg["intervention"]["method"], {k: v for k, v in cfg["intervention"].items() if k != "method"},
-                               D_MODEL, stack.sae)
+    iv = intervention or build(
+        cfg["intervention"]["method"],
+        {k: v for k, v in cfg["intervention"].items() if k != "method"},
+        D_MODEL,
+        stack.sae,
+    )
     return SteeringModule(iv, stack.model, stack.hook, cfg, dm), next(iter(dm.train_dataloader()))
 
 
@@ -96,15 +119,19 @@ def test_identity_at_init_gives_the_unsteered_models_loss(tiny_overrides, cache)
 
 
 def test_factors_are_drawn_from_the_configured_set_and_reproducible(tiny_overrides):
-    cfg = dict(compose("train", ["experiment=residual_vector", "objective=reps", "reps_strengths=[0.5,3.0]", *tiny_overrides]))
+    cfg = dict(
+        compose("train", ["experiment=residual_vector", "objective=reps", "reps_strengths=[0.5,3.0]", *tiny_overrides])
+    )
     module, _ = module_for({**cfg, "intervention": dict(cfg["intervention"])})
     a = module._factors(64, "train")
     assert set(a.tolist()) == {0.5, 3.0} and torch.equal(a, module._factors(64, "train"))
     assert not torch.equal(a, module._factors(64, "val"))
 
 
-@pytest.mark.parametrize("experiment", ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residual_adaptor",
-                                        "residual_vector", "lora"])
+@pytest.mark.parametrize(
+    "experiment",
+    ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residual_adaptor", "residual_vector", "lora"],
+)
 def test_a_short_reps_run_of_each_trained_method(experiment, tiny_overrides):
     if experiment == "lora":
         pytest.importorskip("peft")
@@ -116,16 +143,27 @@ def test_a_short_reps_run_of_each_trained_method(experiment, tiny_overrides):
 def test_reps_training_steers_up_at_plus_a_and_down_at_minus_a(tiny_overrides):
     """A steering vector trained with RePS prefers the positive completion at +1 and the negative one at -1 (margins
     of mean log-probs, measured against the unsteered model on the training pairs)."""
-    cfg = compose("train", ["experiment=residual_vector", "objective=reps", "trainer.max_epochs=6", "lr=0.05",
-                            "val_fraction=0.0", *tiny_overrides])
+    cfg = compose(
+        "train",
+        [
+            "experiment=residual_vector",
+            "objective=reps",
+            "trainer.max_epochs=6",
+            "lr=0.05",
+            "val_fraction=0.0",
+            *tiny_overrides,
+        ],
+    )
     result = train(cfg)
     run = result["run"]
     module, batch = module_for({**dict(run.cfg["config"]), "cache_activations": False}, run.intervention)
 
     def margin(strength):
         with torch.no_grad():
-            lp = {k: mean_logp(module._forward(batch[k], keep=0, strength=strength, steer=strength != 0), batch[k])
-                  for k in ("pos", "neg")}
+            lp = {
+                k: mean_logp(module._forward(batch[k], keep=0, strength=strength, steer=strength != 0), batch[k])
+                for k in ("pos", "neg")
+            }
         return float((lp["pos"] - lp["neg"]).mean())
 
     assert margin(1.0) > margin(0.0) > margin(-1.0)

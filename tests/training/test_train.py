@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import torch
 
@@ -13,8 +11,16 @@ EXPERIMENTS = ["sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank", "residua
 
 @pytest.fixture
 def tiny_overrides(tmp_path, concept_dir, tiny_stack):
-    return [*tiny_stack, "logger=none", f"data={concept_dir}", "batch_size=2", "max_len=24", "n_samples=1",
-            "trainer.enable_progress_bar=false", f"run_dir={tmp_path / 'run'}"]
+    return [
+        *tiny_stack,
+        "logger=none",
+        f"data={concept_dir}",
+        "batch_size=2",
+        "max_len=24",
+        "n_samples=1",
+        "trainer.enable_progress_bar=false",
+        f"run_dir={tmp_path / 'run'}",
+    ]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -27,7 +33,11 @@ def test_fast_dev_run_of_each_experiment(experiment, tiny_overrides, tmp_path):
 
 
 def test_training_moves_parameters_and_logs(tiny_overrides):
-    result = train(compose("train", ["experiment=residual_vector", "trainer.max_epochs=2", "lr=0.1", "kl_coef=0.1", *tiny_overrides]))
+    result = train(
+        compose(
+            "train", ["experiment=residual_vector", "trainer.max_epochs=2", "lr=0.1", "kl_coef=0.1", *tiny_overrides]
+        )
+    )
     run = load_run(result["run_dir"])
     assert run.intervention.v.abs().sum() > 0
     assert "val/resid_change_norm" in run.metrics and "train/loss" in run.metrics
@@ -36,12 +46,15 @@ def test_training_moves_parameters_and_logs(tiny_overrides):
 
 def test_preference_objective_raises_the_positive_margin(tiny_overrides):
     """BiPO / DPO-style training must move log p(pos) - log p(neg) up relative to the unsteered model."""
-    from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
+    from saebasis.data import load_concept
     from saebasis.training.datamodule import ConceptDataModule
     from saebasis.training.module import SteeringModule
 
-    cfg = compose("train", ["experiment=residual_vector", "objective=preference", "trainer.max_epochs=4", "lr=0.05", *tiny_overrides])
+    cfg = compose(
+        "train",
+        ["experiment=residual_vector", "objective=preference", "trainer.max_epochs=4", "lr=0.05", *tiny_overrides],
+    )
     result = train(cfg)
     assert result["steps"] >= 4
     run = result["run"]
@@ -52,7 +65,9 @@ def test_preference_objective_raises_the_positive_margin(tiny_overrides):
     batch = next(iter(dm.train_dataloader()))
     module = SteeringModule(run.intervention, stack.model, stack.hook, cfg, dm)
     with torch.no_grad():
-        margin = (module._logp(batch["pos"]) - module._reference_logp(batch["pos"])) - (module._logp(batch["neg"]) - module._reference_logp(batch["neg"]))
+        margin = (module._logp(batch["pos"]) - module._reference_logp(batch["pos"])) - (
+            module._logp(batch["neg"]) - module._reference_logp(batch["neg"])
+        )
     assert float(margin.mean()) > 0
 
 
@@ -84,7 +99,12 @@ def test_bad_learning_rate_is_refused_before_training(tiny_overrides, tmp_path):
 
 
 def test_clamp_is_saved_as_set_and_steers(tiny_overrides):
-    result = train(compose("train", ["experiment=clamp", "intervention.latents=[3,9]", "intervention.values=[5.0,-2.0]", *tiny_overrides]))
+    result = train(
+        compose(
+            "train",
+            ["experiment=clamp", "intervention.latents=[3,9]", "intervention.values=[5.0,-2.0]", *tiny_overrides],
+        )
+    )
     run = load_run(result["run_dir"])
     assert result["steps"] == 0 and run.cfg["method"] == "clamp" and run.intervention.cfg.latents == [3, 9]
     sae = run.intervention.sae
@@ -101,7 +121,9 @@ def test_closed_form_methods_are_refused(tiny_overrides):
 def test_generate_command_steers_and_zero_is_unsteered(tiny_overrides, tmp_path):
     from saebasis.experiments.generate import generate
 
-    run = train(compose("train", ["experiment=residual_vector", "lr=0.5", "trainer.max_epochs=2", *tiny_overrides]))["run_dir"]
+    run = train(compose("train", ["experiment=residual_vector", "lr=0.5", "trainer.max_epochs=2", *tiny_overrides]))[
+        "run_dir"
+    ]
     base = ["max_new_tokens=6", f"run={run}", "prompt=the movie"]
     zero = generate(compose("generate", base + ["strength=0", "compare_unsteered=true"]))
     assert zero["steered"] == zero["unsteered"]
@@ -132,9 +154,11 @@ def test_cached_activations_give_the_same_logits(model, tokenizer, sae, concept_
     assert len(cached.cache.acts) == 3 and calls == list(range(int(hook.split(".")[1]) + (hook.endswith("post")), 3))
     mask = batch["attention_mask"].bool()
     assert torch.allclose(first[mask], full[mask], atol=1e-5) and torch.equal(first, again)
-    assert torch.allclose(cached._forward(batch, steer=False)[mask], plain._forward(batch, steer=False)[mask], atol=1e-5)
+    assert torch.allclose(
+        cached._forward(batch, steer=False)[mask], plain._forward(batch, steer=False)[mask], atol=1e-5
+    )
     # an example re-batched with different left padding reuses its cached activations and gives the same logits
-    single = {k: v[1:2, (~mask[1]).sum():] for k, v in batch.items()}
+    single = {k: v[1:2, (~mask[1]).sum() :] for k, v in batch.items()}
     assert torch.allclose(cached._forward(single)[0], first[1, mask[1]], atol=1e-5)
 
 
@@ -176,8 +200,13 @@ def test_cached_activations_on_gpt2_family(tokenizer):
     from saebasis.training.cache import ActivationCache, model_inputs
 
     torch.manual_seed(0)
-    gpt2 = prepare(AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)), tokenizer)
-    batch = dict(tokenizer(["i love this movie", "a bad film and the weather is awful"], return_tensors="pt", padding=True))
+    gpt2 = prepare(
+        AutoModelForCausalLM.from_config(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64)),
+        tokenizer,
+    )
+    batch = dict(
+        tokenizer(["i love this movie", "a bad film and the weather is awful"], return_tensors="pt", padding=True)
+    )
     cache = ActivationCache(gpt2, "blocks.1.hook_resid_post")
     from saebasis.core import hooks
     from saebasis.interventions import build
@@ -218,16 +247,26 @@ def test_completion_window_gives_the_full_loss(model, tokenizer, concept_dir):
 
 
 def test_sae_bias_trains_sparse_with_the_proximal_l1_and_dense_without(tiny_overrides, tmp_path):
-    base = ["experiment=sae_bias", "trainer.max_epochs=2", "lr=0.05", "intervention.l1_coef=0.05", "n_samples=0", "intervention.alive_only=false", *tiny_overrides]  # every latent free to move
+    base = [
+        "experiment=sae_bias",
+        "trainer.max_epochs=2",
+        "lr=0.05",
+        "intervention.l1_coef=0.05",
+        "n_samples=0",
+        "intervention.alive_only=false",
+        *tiny_overrides,
+    ]  # every latent free to move
     prox = load_run(train(compose("train", base + [f"run_dir={tmp_path / 'prox'}"]))["run_dir"]).intervention.b
-    pen = load_run(train(compose("train", base + ["intervention.l1_mode=penalty", f"run_dir={tmp_path / 'pen'}"]))["run_dir"]).intervention.b
+    pen = load_run(
+        train(compose("train", base + ["intervention.l1_mode=penalty", f"run_dir={tmp_path / 'pen'}"]))["run_dir"]
+    ).intervention.b
     assert 0 < int((prox != 0).sum()) < prox.numel() // 2  # it learned, on a few latents
     assert int((pen != 0).sum()) > 0.9 * pen.numel()  # Adam moves nearly every latent when the L1 is in the loss
 
 
 def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_path, sae):
-    from saebasis.data import load_concept
     from saebasis.core.stack import load_stack
+    from saebasis.data import load_concept
     from saebasis.interventions.sae_bias import alive_latents
 
     with torch.no_grad():  # latents 0..9 can never fire

@@ -111,7 +111,9 @@ def _rescale(v: Tensor, norm: float) -> Tensor:
     return v / v.norm(dim=-1, keepdim=True) * norm
 
 
-def isotropic(n: int, d_model: int, norm: float = 1.0, generator: torch.Generator | None = None) -> Float[Tensor, "n d_model"]:
+def isotropic(
+    n: int, d_model: int, norm: float = 1.0, generator: torch.Generator | None = None
+) -> Float[Tensor, "n d_model"]:
     """Uniformly random directions (g / |g|, g ~ N(0, I)) of norm `norm`."""
     return _rescale(torch.randn(n, d_model, generator=generator), norm)
 
@@ -161,8 +163,10 @@ def real_mixture(
         kept += out[-1].shape[0]
         if kept == n:
             return _rescale(torch.cat(out), norm)
-    raise ValueError("Almost every pair of neutral activations is identical: the real-mixture family is empty. "
-                     "Use more or longer neutral prompts (n_cov_prompts).")
+    raise ValueError(
+        "Almost every pair of neutral activations is identical: the real-mixture family is empty. "
+        "Use more or longer neutral prompts (n_cov_prompts)."
+    )
 
 
 @torch.no_grad()
@@ -220,7 +224,9 @@ def _perturbed_logits(model, hook: str, prompt: Prompt, deltas: Float[Tensor, "r
     device = next(model.parameters()).device
     rows, pos = deltas.shape[0], prompt.ids.shape[0]
     h = prompt.h.to(device)[None].expand(rows, pos, -1)  # [rows, pos, d_model]
-    shift = deltas.to(device)[:, None, :] * (torch.arange(pos, device=device) > 0)[None, :, None]  # [rows, pos, d_model]
+    shift = (
+        deltas.to(device)[:, None, :] * (torch.arange(pos, device=device) > 0)[None, :, None]
+    )  # [rows, pos, d_model]
     with hooks.skip_to_hook(model, hook, h), hooks.attach(model, hook, lambda x: x + shift.to(x.dtype)):
         return model(input_ids=prompt.ids.to(device)[None].expand(rows, pos), use_cache=False).logits
 
@@ -231,13 +237,20 @@ def n_batches(n_rows: int, batch_size: int, n_prompts: int) -> int:
 
 @torch.no_grad()
 def kl_sweep(
-    model, hook: str, prompts: Sequence[Prompt], directions: Float[Tensor, "n_dir d_model"], sizes: Sequence[float],
-    batch_size: int = 32, progress=None,
+    model,
+    hook: str,
+    prompts: Sequence[Prompt],
+    directions: Float[Tensor, "n_dir d_model"],
+    sizes: Sequence[float],
+    batch_size: int = 32,
+    progress=None,
 ) -> KLMeans:
     """Mean KL per token for h + size * direction, every (direction, size): each a [n_dir, n_size] tensor, over
     positions >= 1 of every prompt (`all`) and over the positions after the shared template opening (`unshared`)."""
     sizes_t = torch.as_tensor(list(sizes), dtype=torch.float32)
-    deltas = (sizes_t[None, :, None] * directions.float()[:, None, :]).reshape(-1, directions.shape[-1])  # [n_dir * n_size, d]
+    deltas = (sizes_t[None, :, None] * directions.float()[:, None, :]).reshape(
+        -1, directions.shape[-1]
+    )  # [n_dir * n_size, d]
     per_prompt = []
     for prompt in prompts:
         base = _perturbed_logits(model, hook, prompt, deltas[:1] * 0)[0].float().log_softmax(-1)  # [pos, vocab]
@@ -263,8 +276,15 @@ class MethodCurve(NamedTuple):
 
 
 @torch.no_grad()
-def method_sweep(model, hook: str, prompts: Sequence[Prompt], intervention, strengths: Sequence[float],
-                 batch_size: int = 32, progress=None) -> MethodCurve:
+def method_sweep(
+    model,
+    hook: str,
+    prompts: Sequence[Prompt],
+    intervention,
+    strengths: Sequence[float],
+    batch_size: int = 32,
+    progress=None,
+) -> MethodCurve:
     """KL and residual-change size of a method applied as it is (`attach_to`, every position but the first),
     one row per strength; the full model runs (a method may act inside a block)."""
     device = next(model.parameters()).device
@@ -279,7 +299,10 @@ def method_sweep(model, hook: str, prompts: Sequence[Prompt], intervention, stre
         for start in range(0, len(s_all), batch_size):
             s = s_all[start : start + batch_size].to(device)
             intervention.begin_generation(torch.ones(len(s), pos, dtype=torch.long, device=device))
-            with hooks.steering(model, hook, intervention, s, positions=range(1, pos)), hooks.record(model, hook) as seen:
+            with (
+                hooks.steering(model, hook, intervention, s, positions=range(1, pos)),
+                hooks.record(model, hook) as seen,
+            ):
                 logits = model(input_ids=ids[None].expand(len(s), pos), use_cache=False).logits
             rows.append(_kl(logits, base).double().cpu())  # [batch, pos - 1]
             change = seen[0].float()[:, 1:] - prompt.h.to(device)[None, 1:]  # [rows, pos - 1, d_model]

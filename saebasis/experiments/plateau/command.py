@@ -63,10 +63,14 @@ class Target(NamedTuple):
 def check_cfg(cfg: dict) -> None:
     """Numbers and the target, before anything is loaded."""
     if bool(cfg.get("run")) == bool(cfg.get("direction")):
-        raise ValueError("Give exactly one of run=<run folder> (a train / fit-baseline run) or direction=latent:<i> "
-                         "(one SAE decoder row, with sae=... and optionally hook=...).")
+        raise ValueError(
+            "Give exactly one of run=<run folder> (a train / fit-baseline run) or direction=latent:<i> "
+            "(one SAE decoder row, with sae=... and optionally hook=...)."
+        )
     if cfg.get("direction") and not _LATENT.match(str(cfg["direction"])):
-        raise ValueError(f"direction={cfg['direction']!r} is not understood; use direction=latent:<i> (i an SAE latent index).")
+        raise ValueError(
+            f"direction={cfg['direction']!r} is not understood; use direction=latent:<i> (i an SAE latent index)."
+        )
     for key in ("n_prompts", "n_cov_prompts", "n_random", "batch_size"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}.")
@@ -78,8 +82,10 @@ def check_cfg(cfg: dict) -> None:
     size_grid(cfg["strength_min"], cfg["strength_max"], cfg["size_factor"])
     families = cfg.get("families")
     if isinstance(families, str) or not families or any(f not in FAMILIES for f in families):
-        raise ValueError(f"families must be a non-empty list drawn from {list(FAMILIES)}, got {families!r} "
-                         f"(e.g. families=[isotropic,real_mixture]).")
+        raise ValueError(
+            f"families must be a non-empty list drawn from {list(FAMILIES)}, got {families!r} "
+            f"(e.g. families=[isotropic,real_mixture])."
+        )
 
 
 def resolve_target(cfg: dict) -> Target:
@@ -94,8 +100,15 @@ def resolve_target(cfg: dict) -> Target:
             raise ValueError(f"The run at {cfg['run']} adds a zero vector (|v| = 0): there is no direction to measure.")
         data = run.cfg.get("data") if isinstance(run.cfg.get("data"), str) else None
         label = f"learned: {run.cfg['method']}"
-        return Target(label, run.cfg["hook"], run.cfg.get("model") or {"name": "smollm2"}, sae,
-                      None if vector is None else vector.detach().float().cpu(), None if vector is not None else iv, data)
+        return Target(
+            label,
+            run.cfg["hook"],
+            run.cfg.get("model") or {"name": "smollm2"},
+            sae,
+            None if vector is None else vector.detach().float().cpu(),
+            None if vector is not None else iv,
+            data,
+        )
     sae = load_sae(cfg.get("sae"))
     if sae is None:
         raise ValueError("direction=latent:<i> needs an SAE: set sae=<config> (e.g. sae=smollm2_l12).")
@@ -105,7 +118,9 @@ def resolve_target(cfg: dict) -> Target:
     hook = cfg.get("hook") or sae.hook
     if not hooks.same_residual(hook, sae.hook):
         raise ValueError(f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override or pick an SAE for {hook}.")
-    return Target(f"SAE latent {i} (decoder row)", hook, cfg["model"], sae, sae.W_dec[i].detach().float().cpu(), None, None)
+    return Target(
+        f"SAE latent {i} (decoder row)", hook, cfg["model"], sae, sae.W_dec[i].detach().float().cpu(), None, None
+    )
 
 
 def _config_sae(cfg: dict, hook: str) -> SAEBasis | None:
@@ -146,7 +161,9 @@ def plateau(cfg) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     hooks.resolve(model, target.hook)  # the layer exists
     prompts = load_concept(cfg.get("data") or target.data or "sentiment").neutral
-    neutral = neutral_prompts(model, tokenizer, target.hook, prompts[: max(cfg["n_prompts"], cfg["n_cov_prompts"])], cfg["max_len"])
+    neutral = neutral_prompts(
+        model, tokenizer, target.hook, prompts[: max(cfg["n_prompts"], cfg["n_cov_prompts"])], cfg["max_len"]
+    )
     sweep, acts = neutral[: cfg["n_prompts"]], token_acts(neutral[: cfg["n_cov_prompts"]])
     norm = median_norm(acts)
     dirs = random_directions(cfg, acts, target.sae)
@@ -157,16 +174,26 @@ def plateau(cfg) -> dict:
     learned["label"] = target.label
     th = cfg["threshold"]
     result = {
-        "hook": target.hook, "run": cfg.get("run"), "direction": cfg.get("direction"), "threshold": th,
-        "margin": cfg["margin"], "median_norm": norm, "n_prompts": len(sweep), "n_tokens": sum(len(p.ids) - 1 for p in sweep),
+        "hook": target.hook,
+        "run": cfg.get("run"),
+        "direction": cfg.get("direction"),
+        "threshold": th,
+        "margin": cfg["margin"],
+        "median_norm": norm,
+        "n_prompts": len(sweep),
+        "n_tokens": sum(len(p.ids) - 1 for p in sweep),
         "n_shared": [p.shared for p in sweep],
         "n_tokens_unshared": sum(len(p.ids) - max(p.shared, 1) for p in sweep),
-        "n_cov_tokens": int(acts.shape[0]), "learned": learned,
+        "n_cov_tokens": int(acts.shape[0]),
+        "learned": learned,
         "families": {k: family_summary(v["sizes"], v["kl"], th, learned["edge"]["size"]) for k, v in families.items()},
-        "families_unshared": {k: family_summary(v["sizes"], v["kl_unshared"], th, learned["edge_unshared"]["size"])
-                              for k, v in families.items()},
+        "families_unshared": {
+            k: family_summary(v["sizes"], v["kl_unshared"], th, learned["edge_unshared"]["size"])
+            for k, v in families.items()
+        },
         "suggested_strength": learned["edge_strength"] * cfg["margin"],
-        "suggested_strength_unshared": learned["edge_strength_unshared"] * cfg["margin"], "seconds": None,
+        "suggested_strength_unshared": learned["edge_strength_unshared"] * cfg["margin"],
+        "seconds": None,
     }
     result["seconds"] = round(time.time() - started, 1)
     paths = write(Path(cfg["out_dir"]), result)
@@ -189,14 +216,24 @@ def _constant(cfg: dict, model, target: Target, sweep, dirs: dict, norm: float) 
         kl = kl_sweep(model, target.hook, sweep, all_dirs, sizes, cfg["batch_size"], bar)  # each [n_dir, n_size]
     edge = plateau_edge(sizes, kl.all[0].tolist(), cfg["threshold"])
     edge_u = plateau_edge(sizes, kl.unshared[0].tolist(), cfg["threshold"])
-    learned = {"sizes": sizes, "kl": kl.all[0].tolist(), "edge": edge_dict(edge), "vector_norm": v_norm,
-               "edge_strength": edge.size / v_norm, "kl_unshared": kl.unshared[0].tolist(),
-               "edge_unshared": edge_dict(edge_u), "edge_strength_unshared": edge_u.size / v_norm}
+    learned = {
+        "sizes": sizes,
+        "kl": kl.all[0].tolist(),
+        "edge": edge_dict(edge),
+        "vector_norm": v_norm,
+        "edge_strength": edge.size / v_norm,
+        "kl_unshared": kl.unshared[0].tolist(),
+        "edge_unshared": edge_dict(edge_u),
+        "edge_strength_unshared": edge_u.size / v_norm,
+    }
     families, row = {}, 1
     for name in names:
         n = dirs[name].shape[0]
-        families[name] = {"sizes": sizes, "kl": kl.all[row : row + n].tolist(),
-                          "kl_unshared": kl.unshared[row : row + n].tolist()}
+        families[name] = {
+            "sizes": sizes,
+            "kl": kl.all[row : row + n].tolist(),
+            "kl_unshared": kl.unshared[row : row + n].tolist(),
+        }
         row += n
     return learned, families
 
@@ -206,24 +243,37 @@ def _method(cfg: dict, model, target: Target, sweep, dirs: dict) -> tuple[dict, 
     strengths = size_grid(cfg["strength_min"], cfg["strength_max"], cfg["size_factor"])
     n_random = sum(d.shape[0] for d in dirs.values())
     batch = min(cfg["batch_size"], target.intervention.max_batch or cfg["batch_size"])
-    total = n_batches(len(strengths), batch, len(sweep)) + n_batches(n_random * len(strengths), cfg["batch_size"], len(sweep))
+    total = n_batches(len(strengths), batch, len(sweep)) + n_batches(
+        n_random * len(strengths), cfg["batch_size"], len(sweep)
+    )
     with _progress(total) as bar:
         curve = method_sweep(model, target.hook, sweep, target.intervention, strengths, cfg["batch_size"], bar)
         sizes = sorted({s for s in curve.delta_norm if s > 0})
         if len(sizes) < 2:
-            raise ValueError(f"The method changes the residual by {curve.delta_norm} over strengths {strengths}: too few "
-                             f"distinct non-zero sizes to compare with random directions. Widen strength_min / strength_max.")
+            raise ValueError(
+                f"The method changes the residual by {curve.delta_norm} over strengths {strengths}: too few "
+                f"distinct non-zero sizes to compare with random directions. Widen strength_min / strength_max."
+            )
         kl = kl_sweep(model, target.hook, sweep, torch.cat(list(dirs.values())), sizes, cfg["batch_size"], bar)
     th = cfg["threshold"]
-    learned = {"sizes": curve.delta_norm, "kl": curve.kl, "strengths": curve.strengths,
-               "edge": edge_dict(plateau_edge(curve.delta_norm, curve.kl, th)), "vector_norm": None,
-               "edge_strength": plateau_edge(curve.strengths, curve.kl, th).size, "kl_unshared": curve.kl_unshared,
-               "edge_unshared": edge_dict(plateau_edge(curve.delta_norm, curve.kl_unshared, th)),
-               "edge_strength_unshared": plateau_edge(curve.strengths, curve.kl_unshared, th).size}
+    learned = {
+        "sizes": curve.delta_norm,
+        "kl": curve.kl,
+        "strengths": curve.strengths,
+        "edge": edge_dict(plateau_edge(curve.delta_norm, curve.kl, th)),
+        "vector_norm": None,
+        "edge_strength": plateau_edge(curve.strengths, curve.kl, th).size,
+        "kl_unshared": curve.kl_unshared,
+        "edge_unshared": edge_dict(plateau_edge(curve.delta_norm, curve.kl_unshared, th)),
+        "edge_strength_unshared": plateau_edge(curve.strengths, curve.kl_unshared, th).size,
+    }
     families, row = {}, 0
     for name, d in dirs.items():
         n = d.shape[0]
-        families[name] = {"sizes": sizes, "kl": kl.all[row : row + n].tolist(),
-                          "kl_unshared": kl.unshared[row : row + n].tolist()}
+        families[name] = {
+            "sizes": sizes,
+            "kl": kl.all[row : row + n].tolist(),
+            "kl_unshared": kl.unshared[row : row + n].tolist(),
+        }
         row += n
     return learned, families
