@@ -147,8 +147,8 @@ READING = [
         ],
     ),
     (
-        "The museum has three floors. Paintings hang on the first floor, statues stand on the second, and old maps fill "
-        "the third.",
+        "The museum has three floors. Paintings hang on the first floor, statues stand on the second, and old maps "
+        "fill the third.",
         [
             ("How many floors does the museum have?", "three", "one", "five", "ten"),
             ("What is on the second floor?", "statues", "paintings", "maps", "a cafe"),
@@ -254,7 +254,8 @@ READING = [
         ],
     ),
     (
-        "A storm hit the town on Tuesday. Strong winds knocked down trees, and the school stayed closed until Thursday.",
+        "A storm hit the town on Tuesday. Strong winds knocked down trees, and the school stayed closed "
+        "until Thursday.",
         [
             ("When did the storm hit?", "on Tuesday", "on Sunday", "on Friday", "in summer"),
             ("What did the winds knock down?", "trees", "houses", "bridges", "towers"),

@@ -38,7 +38,8 @@ def spy_deltas(sara) -> list[torch.Tensor]:
 def describe(mode: str, k_seen: list[int], deltas: list[torch.Tensor]) -> str:
     prompt_delta = deltas[0]
     lines = [
-        f"  forward calls that computed Delta: {len(deltas)}; k per call: {k_seen[:6]}{' ...' if len(k_seen) > 6 else ''}",
+        f"  forward calls that computed Delta: {len(deltas)}; "
+        f"k per call: {k_seen[:6]}{' ...' if len(k_seen) > 6 else ''}",
         f"  prompt Delta: mean {prompt_delta.mean():+.3f}, mean |Delta| {prompt_delta.abs().mean():.3f}, "
         f"range [{prompt_delta.min():+.2f}, {prompt_delta.max():+.2f}]",
     ]
@@ -90,7 +91,8 @@ def main() -> None:
         model, tokenizer, hook, prompts, [p.negative for p in pairs], positions=args.positions, desc="repel"
     )
     print(
-        f"hook {hook}, strength c = {args.strength}, X_a / X_r stacked from {len(pairs)} pairs ({args.positions} tokens: "
+        f"hook {hook}, strength c = {args.strength}, "
+        f"X_a / X_r stacked from {len(pairs)} pairs ({args.positions} tokens: "
         f"{sum(len(a) for a in attract)} / {sum(len(r) for r in repel)})\n### prompt: {prompt}"
     )
     print(f"--- unsteered:\n{generate(model, tokenizer, [prompt], None, hook, args.tokens)[0][0]}")

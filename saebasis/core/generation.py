@@ -88,7 +88,8 @@ def generate_timed(
         strength = torch.as_tensor(strength, dtype=torch.float32)
         if strength.shape != (len(prompts),):
             raise ValueError(
-                f"strength has {tuple(strength.shape)} entries for {len(prompts)} prompts; give one per prompt or one number."
+                f"strength has {tuple(strength.shape)} entries for {len(prompts)} prompts; "
+                "give one per prompt or one number."
             )
     if intervention is not None and intervention.max_batch is not None:
         batch_size = min(batch_size, intervention.max_batch)

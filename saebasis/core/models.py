@@ -193,7 +193,8 @@ def check_safetensors_folder(path: str | Path) -> None:
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
     if pickled:
         raise ValueError(
-            f"{folder} holds only pickled weights ({', '.join(pickled)}): saebasis loads safetensors weights only, never "
+            f"{folder} holds only pickled weights ({', '.join(pickled)}): "
+            "saebasis loads safetensors weights only, never "
             f'pickles (they can run code). Convert them once where the file is trusted: python -c "from transformers '
             f"import AutoModelForCausalLM as M; M.from_pretrained('{folder}').save_pretrained('{folder}', "
             f'safe_serialization=True)", then remove {pickled[0]}.'

@@ -53,7 +53,8 @@ def load_stack(cfg: Any, check: bool | None = None) -> Stack:
         sae.check_width(loaded.model.config.hidden_size)
         if not hooks.same_residual(sae.hook, hook):
             raise ValueError(
-                f"hook={hook} but the SAE reads {sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none."
+                f"hook={hook} but the SAE reads {sae.hook}. "
+                f"Drop the hook override, pick an SAE for {hook}, or set sae=none."
             )
         if check if check is not None else cfg["sae"].get("check", True):
             with warnings.catch_warnings():
@@ -87,6 +88,7 @@ def stack_for(stack: Stack, cfg: Any) -> Stack:
     hook = cfg.get("hook") or stack.hook
     if stack.sae is not None and not hooks.same_residual(stack.sae.hook, hook):
         raise ValueError(
-            f"hook={hook} but the SAE reads {stack.sae.hook}. Drop the hook override, pick an SAE for {hook}, or set sae=none."
+            f"hook={hook} but the SAE reads {stack.sae.hook}. "
+            f"Drop the hook override, pick an SAE for {hook}, or set sae=none."
         )
     return stack._replace(hook=hook)

@@ -43,7 +43,8 @@ def sae_info(cfg) -> dict:
         f"architecture {basis.sae.cfg.architecture()}"
     )
     print(
-        f"measured now on {len(texts)} texts, {now['n_tokens']:,} tokens ({source}) | stored at training ({stored_path.name}, "
+        f"measured now on {len(texts)} texts, {now['n_tokens']:,} tokens ({source}) | "
+        f"stored at training ({stored_path.name}, "
         f"{stored.get('n_tokens', 0):,} held-out tokens)"
     )
     for key, label in FIELDS:

@@ -199,7 +199,8 @@ def judge_notes(results: dict[str, dict]) -> list[str]:
         b = {r["method"]: r["score2"] for r in rows if "score2" in r}
         flag = " **the two judges disagree on the winner**" if winner_disagreement(a, b) else " (same winner)"
         notes.append(
-            f"- {concept}: judge agreement, Spearman over responses (median over methods) {sorted(rhos)[len(rhos) // 2]:.2f}{flag}"
+            f"- {concept}: judge agreement, Spearman over responses (median over methods) "
+            f"{sorted(rhos)[len(rhos) // 2]:.2f}{flag}"
         )
     return notes
 

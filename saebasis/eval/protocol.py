@@ -5,7 +5,8 @@ instructions (or, with select_by=ab, on the validation A/B items). The chosen st
 validation metric averaged over seeds (ties -> the smallest |strength|, i.e. the gentler intervention).
 The search is fair to every method (search_strength): while the chosen strength is the largest (smallest)
 of those evaluated and strictly beats all others, the grid is extended outward by one step, s * factor
-(s / factor), until the optimum is interior, or a cap stops it (max_steps per side, |s| <= cap, |s| >= min_strength); a choice still on an
+(s / factor), until the optimum is interior, or a cap stops it (max_steps per side, |s| <= cap,
+|s| >= min_strength); a choice still on an
 edge then is flagged (Selection.on_edge). The start grid is only the starting point.
 At that one strength the method is scored on the test instructions; the reported number is the mean
 over seeds and examples with a 95% percentile-bootstrap CI that resamples examples (one seed) or seeds

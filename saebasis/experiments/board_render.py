@@ -135,7 +135,8 @@ def markdown(
     if skipped:
         lines += [
             "",
-            f"Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): {', '.join(skipped)}.",
+            "Skipped (environment missing here; scripts/setup_peers.sh and scripts/setup_pyreft.sh set them up): "
+            f"{', '.join(skipped)}.",
         ]
     ab = ab_matching(results)
     if ab:

@@ -213,7 +213,10 @@ def time_left(worked: list[float], left: int) -> str:
     if not worked:
         return f"{left} concept(s) to compute, no estimate until one has run here"
     per = sum(worked) / len(worked)
-    return f"~{per * left / 3600:.1f} h left ({left} concept(s) at {per / 60:.1f} min, the mean of the {len(worked)} computed in this run)"
+    return (
+        f"~{per * left / 3600:.1f} h left ({left} concept(s) at {per / 60:.1f} min, "
+        f"the mean of the {len(worked)} computed in this run)"
+    )
 
 
 def make_cells(ccfg: dict, stack, concept) -> None:

@@ -235,7 +235,8 @@ class SweepCallback(Callback):
         else:
             numeric = sorted(k for k, v in job_return._return_value.items() if isinstance(v, (int, float)))
             print(
-                f"[saebasis] metric '{self.metric}' is {value!r} in this job; set hydra.callbacks.sweep.metric to one of {numeric}."
+                f"[saebasis] metric '{self.metric}' is {value!r} in this job; "
+                f"set hydra.callbacks.sweep.metric to one of {numeric}."
             )
 
     def on_multirun_end(self, config, **kwargs) -> None:

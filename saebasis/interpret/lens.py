@@ -24,7 +24,10 @@ def norm_note(model: nn.Module) -> str:
     if norm is None:
         return "no final norm found: logits = W_dec[i] W_U^T"
     kind = "LayerNorm (centred, x weight)" if isinstance(norm, nn.LayerNorm) else f"{type(norm).__name__} (x weight)"
-    return f"logits = N(W_dec[i]) W_U^T with N the linear part of the final norm `{path}`: {kind}; its 1/rms scale is left out (it cannot reorder tokens)"
+    return (
+        f"logits = N(W_dec[i]) W_U^T with N the linear part of the final norm `{path}`: {kind}; "
+        "its 1/rms scale is left out (it cannot reorder tokens)"
+    )
 
 
 @torch.no_grad()

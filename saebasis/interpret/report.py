@@ -167,7 +167,8 @@ def describe_latents(cfg: dict, run, sae, loaded, table: LatentTable, top: list[
 
 
 def _explainer(cfg: dict, loaded):
-    """(model, tokenizer) writing model explanations, or None (explainer=null); reuses the run's model when it is the explainer."""
+    """(model, tokenizer) writing model explanations, or None (explainer=null); reuses the run's model when it is
+    the explainer."""
     name = cfg.get("explainer")
     if not name:
         return None

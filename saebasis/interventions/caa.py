@@ -88,7 +88,8 @@ class CAA(FittedVector):
     def fit(self, data: FitData) -> CAA:
         if self._stack is None:
             raise ValueError(
-                "CAA reads activations through steering-vectors and needs the model: call prepare(stack, concept, max_len) before fit."
+                "CAA reads activations through steering-vectors and needs the model: "
+                "call prepare(stack, concept, max_len) before fit."
             )
         sv_lib = require_steering_vectors()
         stack, concept = self._stack

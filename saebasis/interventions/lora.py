@@ -53,7 +53,8 @@ class LoraInterventionConfig(InterventionConfig):
 
 
 def block_after(model: nn.Module, hook: str) -> nn.Module:
-    """The block that reads the residual at `hook` (blocks.L.hook_resid_pre and blocks.{L-1}.hook_resid_post: block L)."""
+    """The block that reads the residual at `hook` (blocks.L.hook_resid_pre and blocks.{L-1}.hook_resid_post:
+    block L)."""
     point = hooks.parse_hook(hook)
     layer = point.layer if point.kind == "pre" else point.layer + 1
     layers = hooks.blocks(model)

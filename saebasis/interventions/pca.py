@@ -12,7 +12,8 @@ from saebasis.interventions.diffmean import FittedVector
 
 @register("pca")
 class PCADiff(FittedVector):
-    """h' = h + s v,  v = (d_bar . u) u,  u = first principal direction of the paired differences d_i = h_pos_i - h_neg_i.
+    """h' = h + s v,  v = (d_bar . u) u,  u = first principal direction of the paired differences
+    d_i = h_pos_i - h_neg_i.
 
     u is the top right-singular vector of the *uncentred* difference matrix D [n, d_model], i.e. the first
     principal component of the sign-symmetrised set {d_i, -d_i} (whose mean is zero), as repeng's pca_diff

@@ -52,7 +52,8 @@ from saebasis.interventions.base import FitData, Intervention, InterventionConfi
 @dataclasses.dataclass
 class SARAConfig(InterventionConfig):
     mode: Literal["faithful", "stable"] = "stable"
-    """faithful: as published (Delta per forward call, k=1 when decoding with a cache); stable: Delta once on the prompt."""
+    """faithful: as published (Delta per forward call, k=1 when decoding with a cache); stable: Delta once on the
+    prompt."""
     n_components: int | None = None
     """Columns of R(X_a), R(X_r) kept after fitting (an upper bound on k); null = all (k as published)."""
     positions: Literal["completion", "all", "last"] = "completion"

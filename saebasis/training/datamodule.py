@@ -53,7 +53,8 @@ class StepSeededSampler(torch.utils.data.Sampler):
 
 
 class ConceptDataModule(L.LightningDataModule):
-    """Train / val split of the concept's pairs (a seeded shuffle, val = the first `val_fraction`), plus neutral prompts."""
+    """Train / val split of the concept's pairs (a seeded shuffle, val = the first `val_fraction`), plus neutral
+    prompts."""
 
     def __init__(
         self,

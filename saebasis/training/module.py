@@ -180,7 +180,8 @@ class SteeringModule(L.LightningModule):
         loss = self.step(batch, "train")
         if not math.isfinite(float(loss.detach())):
             raise NonFiniteLoss(
-                f"Training loss became {float(loss.detach())} at step {self.global_step}. Stopped; the last good checkpoint "
+                f"Training loss became {float(loss.detach())} at step {self.global_step}. "
+                "Stopped; the last good checkpoint "
                 f"is kept in {self.cfg.get('ckpt_dir') or 'the checkpoint folder'} (resume=true continues from it). "
                 f"Lower lr, raise regularisation, or check the data."
             )

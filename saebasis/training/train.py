@@ -219,7 +219,8 @@ def train(cfg, stack=None, concept=None) -> dict:
 
 
 def finish(cfg: dict, stack, iv, concept, metrics: dict, logger) -> dict:
-    """Sample generations (logged as a table), then the run folder: cfg.json + intervention.safetensors + metrics.json."""
+    """Sample generations (logged as a table), then the run folder: cfg.json + intervention.safetensors +
+    metrics.json."""
     metrics["samples"] = samples(stack, iv, concept, cfg["n_samples"])
     _log_samples(logger, metrics["samples"])
     path = save_run(cfg["run_dir"], iv, run_cfg(cfg, stack), metrics)

@@ -67,7 +67,8 @@ def main() -> None:
             }
         )
         print(
-            f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  x{results[-1]['speedup']:.2f}  "
+            f"batch {b:4d}: {t:7.2f} s  {results[-1]['tokens_per_s']:7.1f} generated tokens/s  "
+            f"x{results[-1]['speedup']:.2f}  "
             f"{same}/{len(rows)} responses equal batch {args.batches[0]}'s"
         )
     best = max(results, key=lambda r: r["tokens_per_s"])["batch"]

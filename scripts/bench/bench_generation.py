@@ -269,7 +269,8 @@ def main() -> None:
             "notes": [
                 "random non-zero parameters: the cost of applying each method, not a trained one",
                 sae_note,
-                f"end-to-end noise floor (A/A, unsteered vs unsteered_again): {noise:.1%}; 'met' uses the per-call ratio",
+                f"end-to-end noise floor (A/A, unsteered vs unsteered_again): {noise:.1%}; "
+                "'met' uses the per-call ratio",
             ],
         },
     )

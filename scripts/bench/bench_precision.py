@@ -9,7 +9,8 @@ inputs: a greedy argmax that flips once changes the rest of the response).
 Training: `train(experiment=residual_adaptor, data=sentiment)`, the demo's own runs (36 steps, activation cache),
 with `trainer=default` (precision 32-true) and `trainer=bf16` (Lightning bf16-mixed: fp32 weights, bf16 autocast),
 interleaved; its own train_time_s (not the model load) and its final val loss.
-fp32 is saebasis' default; `autocast=bfloat16` (compare, demo, leaderboard) takes the autocast / bf16-mixed path measured here.
+fp32 is saebasis' default; `autocast=bfloat16` (compare, demo, leaderboard) takes the autocast / bf16-mixed path
+measured here.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Part 2, the activation cache: E epochs of sae_adaptor training over the same bat
 ids every epoch (cache false) vs through saebasis.training.cache.ActivationCache (cache true: the first
 epoch stores the hook activations, later epochs run only the blocks after L), with a check that the
 cached path computes the same logits; its speed-up is compared with the bound from the layer index and the
-model's shapes (cache_bound: the LM head and the SAE work every epoch pays are counted). Both parts are repeated --runs times (default 3): every ratio is reported as the median over
+model's shapes (cache_bound: the LM head and the SAE work every epoch pays are counted). Both parts are repeated
+--runs times (default 3): every ratio is reported as the median over
 runs with its min-max spread, and a target (ours >= 1.05x LoRA o_proj / all-linear, >= 1.1x LoReFT; cache
 >= 95% of its bound) counts as met only when the slowest run meets it.
 
@@ -200,7 +201,8 @@ def start_pyreft(args, ids, notes):
         return None
     if args.autocast:
         notes.append(
-            "loreft: not measured under --autocast (the pyreft worker runs without autocast: it would not be the same loop)"
+            "loreft: not measured under --autocast "
+            "(the pyreft worker runs without autocast: it would not be the same loop)"
         )
         return None
     if not PYREFT_PY.exists():
@@ -342,7 +344,8 @@ def summarise(runs: list[tuple[list[dict], list[dict], list[str]]], bound: float
         targets["cache_over_bound"] = CACHE_TARGET
     met = {k: spread[k][0] >= t for k, t in targets.items()}
     gaps = [
-        f"{k} = {ratios[k]:.3f} (runs {spread[k][0]:.3f}-{spread[k][1]:.3f}): target >= {targets[k]} in every run not met"
+        f"{k} = {ratios[k]:.3f} (runs {spread[k][0]:.3f}-{spread[k][1]:.3f}): "
+        f"target >= {targets[k]} in every run not met"
         for k, ok in met.items()
         if not ok
     ]

@@ -4,10 +4,12 @@
     python scripts/bench/profile_demo.py --method sae_adaptor_sparse --autocast bfloat16
 
 The demo is ~8 trainings plus compare's generating / judging; this says what each is made of. It trains the
-method's two seeds exactly as `saebasis demo full=true` would (compare methods=sentiment_demo) (the same composed configs, into
+method's two seeds exactly as `saebasis demo full=true` would (compare methods=sentiment_demo)
+(the same composed configs, into
 a temporary out_dir), profiling seed 0's run; then runs compare on the unsteered model and that method with
 resume=true, so the two runs are reused and only the evaluation (strength search, test, judges, KL, latent L0) is
-profiled (its total includes compare's warm-up and unsteered reference, which a demo pays once). Written to results/profile_demo.json: seconds of the training run (its forward and backward, and the time
+profiled (its total includes compare's warm-up and unsteered reference, which a demo pays once).
+Written to results/profile_demo.json: seconds of the training run (its forward and backward, and the time
 inside torch's linear, i.e. the model's matmuls) and of the evaluation (generate, judges, KL, linear).
 """
 

@@ -1,4 +1,5 @@
-"""The activation cache SAEs train from: captured during generation == a fresh forward pass, resumable, shuffled passes."""
+"""The activation cache SAEs train from: captured during generation == a fresh forward pass, resumable, shuffled
+passes."""
 
 from __future__ import annotations
 

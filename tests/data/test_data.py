@@ -71,7 +71,8 @@ def _concept(tmp_path, name, text):
         (
             "concept.yaml",
             "name: x\ndescription: y\njudge: gpt4\n",
-            r"concept.yaml:3: judge must be one of \[.*'vader'.*'formality'.*\], got 'gpt4'\. Fix: name a registered concept judge",
+            r"concept.yaml:3: judge must be one of \[.*'vader'.*'formality'.*\], got 'gpt4'\. "
+            r"Fix: name a registered concept judge",
         ),
         (
             "concept.yaml",

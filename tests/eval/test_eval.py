@@ -415,8 +415,9 @@ def test_compare_resume_keys_on_the_composed_config_not_the_spec(concept_dir, tm
 def test_compare_autocast_generates_judges_and_trains_in_bf16_and_never_resumes_across_precisions(
     concept_dir, tmp_path, sae, monkeypatch
 ):
-    """autocast=bfloat16: every generate and judge call runs under torch.autocast(bf16), trained methods are trained with
-    Lightning's bf16-mixed (so their resume key differs), and a board judged in fp32 is not reused in bf16 (or back)."""
+    """autocast=bfloat16: every generate and judge call runs under torch.autocast(bf16), trained methods are
+    trained with Lightning's bf16-mixed (so their resume key differs), and a board judged in fp32 is not reused in
+    bf16 (or back)."""
     import saebasis.experiments.compare as compare_mod
     from saebasis.experiments.compare import compare, method_config
 

@@ -72,7 +72,8 @@ def test_board_agreement_is_exact_on_hand_made_boards(tmp_path):
     }
     assert agree["concepts"]["c2"]["rho"] == pytest.approx(1.0) and agree["concepts"]["c2"]["same_winner"]
     assert agree["same_winners"] == 1
-    # mean scores: a x 0.85, y 0.55, z 0.15; b x 0.45, y 0.55, z 0.55 -> ranks [3, 2, 1] vs [1, 2.5, 2.5] (ties averaged)
+    # mean scores: a x 0.85, y 0.55, z 0.15; b x 0.45, y 0.55, z 0.55
+    # -> ranks [3, 2, 1] vs [1, 2.5, 2.5] (ties averaged)
     assert agree["rho_scores"] == pytest.approx(-math.sqrt(3) / 2)
     # a third concept only b ran changes nothing: every figure is on the shared concepts
     c3 = _board(

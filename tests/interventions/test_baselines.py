@@ -31,7 +31,8 @@ def test_sara_hand_computed_three_token_example():
     # R_o = [[3,0],[0,1]], R_a = [[2,0],[0,1]], R_r = [[0,1],[2,0]]
     assert torch.allclose(r_o, torch.tensor([[3.0, 0.0], [0.0, 1.0]]))
     assert torch.allclose(r_r, torch.tensor([[0.0, 1.0], [2.0, 0.0]]))
-    # neuron 0: cos((3,0),(2,0)) = 1, cos((3,0),(0,1)) = 0 -> Delta 1; neuron 1: cos((0,1),(0,1)) = 1, cos((0,1),(2,0)) = 0 -> 1
+    # neuron 0: cos((3,0),(2,0)) = 1, cos((3,0),(0,1)) = 0 -> Delta 1;
+    # neuron 1: cos((0,1),(0,1)) = 1, cos((0,1),(2,0)) = 0 -> 1
     assert torch.allclose(sara_delta(r_o, r_a, r_r), torch.tensor([1.0, 1.0]))
     # swapping attract and repel flips the sign
     assert torch.allclose(sara_delta(r_o, r_r, r_a), torch.tensor([-1.0, -1.0]))

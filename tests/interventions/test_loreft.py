@@ -288,7 +288,8 @@ def test_embedded_model_folder_loads_under_transformers_4_with_its_rope_and_toke
         (_logits(lm.model, batch, iv, hook="blocks.12.hook_resid_post") - theirs["steered"])[mask].abs().max()
     )
     print(
-        f"embedded SmolLM2 under transformers 4.45: rope_theta {report['rope_theta']}, max |logit diff| base {base_diff:.2e}, "
+        f"embedded SmolLM2 under transformers 4.45: rope_theta {report['rope_theta']}, "
+        f"max |logit diff| base {base_diff:.2e}, "
         f"loreft at block 12 {steer_diff:.2e}"
     )
     assert report["rope_theta"] == enc["rope_theta"] and base_diff <= 1e-3 and steer_diff <= 1e-3

@@ -193,7 +193,8 @@ def test_preference_with_cached_reference(tiny_overrides, tmp_path):
 
 
 def test_cached_activations_on_gpt2_family(tokenizer):
-    """GPT-2 adds position embeddings before its blocks: the cache replaces blocks, not inputs_embeds, so it still matches."""
+    """GPT-2 adds position embeddings before its blocks: the cache replaces blocks, not inputs_embeds, so it still
+    matches."""
     from transformers import AutoModelForCausalLM, GPT2Config
 
     from saebasis.core.models import prepare
