@@ -107,7 +107,8 @@ def load_sae(source: Any, hook: str | None = None, sae_id: str | None = None, de
         return SAEBasis(source.to(device), name)
     if not isinstance(source, (str, Path)):
         raise TypeError(
-            f"load_sae takes a 'builtin:<name>' / folder / release name or an sae_lens SAE, got {type(source).__name__}."
+            "load_sae takes a 'builtin:<name>' / folder / release name or an sae_lens SAE, "
+            f"got {type(source).__name__}."
         )
     return SAEBasis.load(str(source), sae_id, hook=hook, device=device)
 
@@ -248,7 +249,8 @@ class Steering:
         latent_table = table.load_table(folder) if folder is not None else None
         if latent_table is None and (model is None or tokenizer is None):
             raise ValueError(
-                "This SAE ships no per-latent table: pass model= and tokenizer= to read its latents through the logit lens."
+                "This SAE ships no per-latent table: pass model= and tokenizer= to read its latents "
+                "through the logit lens."
             )
         out = LatentReadings()
         out.source = ranking.source
@@ -496,7 +498,8 @@ def fit(
 ) -> Steering:
     """Fit a closed-form `method` (DiffMean, PCA, SARA, one-latent SAE steering, ...) on `data` at `hook`.
 
-    settings: any field of configs/fit_baseline.yaml (max_pairs, batch_size, max_len, seed) or of the method's config."""
+    settings: any field of configs/fit_baseline.yaml (max_pairs, batch_size, max_len, seed) or of the
+    method's config."""
     setup_env()
     cfg = _apply_settings(_compose("fit_baseline", method), method, settings, "fit")
     check_intervention(method, cfg["intervention"], "intervention")

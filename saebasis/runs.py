@@ -119,7 +119,8 @@ def refuse_pickles(folder: Path, allowed: tuple[str, ...] = ()) -> None:
     for name in sorted(os.listdir(folder)):
         if name.endswith(PICKLE_SUFFIXES) and name not in allowed:
             raise ValueError(
-                f"Refusing to load {Path(folder) / name}: saebasis loads only safetensors / JSON / YAML, never pickles. "
+                f"Refusing to load {Path(folder) / name}: saebasis loads only safetensors / JSON / YAML, "
+                "never pickles. "
                 f"Remove the file or convert it to safetensors."
             )
 
@@ -146,7 +147,8 @@ def load_run(path: str | Path, sae: SAEBasis | None = None, device: str = "cpu")
     except RuntimeError as err:
         raise ValueError(
             f"{weights} does not fit a '{cfg['method']}' intervention built from {path / CFG_FILE} with this SAE "
-            f"(d_model {cfg['d_model']}{'' if sae is None else f', d_sae {sae.d_sae}'}): {str(err).splitlines()[0]} ... "
+            f"(d_model {cfg['d_model']}{'' if sae is None else f', d_sae {sae.d_sae}'}): "
+            f"{str(err).splitlines()[0]} ... "
             f"Load it with the SAE it was trained with (cfg.json 'sae'), or re-train it."
         ) from err
     check_finite(intervention)  # a run edited / corrupted to NaN never generates silently-empty text
@@ -242,8 +244,10 @@ def check_replaceable(path: Path) -> None:
     if not is_finished_run(path) or foreign:
         shown = ", ".join((foreign or sorted(os.listdir(path)))[:6])
         raise FileExistsError(
-            f"run_dir {path} already exists and is not a saebasis run folder (it holds {shown}): a run folder only ever "
-            f"replaces a finished saebasis run (cfg.json + {WEIGHTS_FILE} + {METRICS_FILE}), so nothing in it was touched. "
+            f"run_dir {path} already exists and is not a saebasis run folder (it holds {shown}): "
+            "a run folder only ever "
+            f"replaces a finished saebasis run (cfg.json + {WEIGHTS_FILE} + {METRICS_FILE}), "
+            "so nothing in it was touched. "
             f"Pick a new run_dir, or move those files away."
         )
 
@@ -351,8 +355,10 @@ def _take_lock(lock: Path, run_dir: Path) -> None:
             return _take_lock(lock, run_dir)
         if not pid.isdigit() and time.time() - lock.stat().st_mtime > STALE_EMPTY_S:
             raise RuntimeError(
-                f"{lock} is a stale lock: it is {'empty' if not owner else 'unreadable'} (its writer died before recording "
-                f"its pid, e.g. on a full disk), so no saebasis process holds {run_dir}. Clear it with `rm '{lock}'` and "
+                f"{lock} is a stale lock: it is {'empty' if not owner else 'unreadable'} "
+                "(its writer died before recording "
+                f"its pid, e.g. on a full disk), so no saebasis process holds {run_dir}. "
+                f"Clear it with `rm '{lock}'` and "
                 f"run again."
             ) from None
         raise RuntimeError(
@@ -542,8 +548,10 @@ def plan_training(cfg: dict) -> TrainPlan:
                     None,
                     record.get("run_id", ""),
                     (
-                        f"[saebasis] {run_dir} already holds a finished run{f' ({steps} steps)' if steps is not None else ''}: "
-                        f"resume=true leaves it as it is. To train again, use overwrite=true without resume, or a new run_dir."
+                        f"[saebasis] {run_dir} already holds a finished run"
+                        f"{f' ({steps} steps)' if steps is not None else ''}: "
+                        "resume=true leaves it as it is. To train again, "
+                        "use overwrite=true without resume, or a new run_dir."
                     ),
                 )
             if not files:
@@ -555,7 +563,8 @@ def plan_training(cfg: dict) -> TrainPlan:
         newest = newest_checkpoint(ckpt_dir, record.get("run_id"))
         if newest is None:
             raise FileNotFoundError(
-                f"resume=true but {ckpt_dir} does not exist or holds no checkpoint (run_dir={run_dir}). Check run_dir for "
+                f"resume=true but {ckpt_dir} does not exist or holds no checkpoint (run_dir={run_dir}). "
+                "Check run_dir for "
                 f"a typo, or drop resume=true to train from scratch."
             )
         path, ckpt = newest
@@ -571,7 +580,8 @@ def plan_training(cfg: dict) -> TrainPlan:
         newest = newest_checkpoint(ckpt_dir)
         step = int(newest[1].get("global_step") or 0) if newest else 0
         raise FileExistsError(
-            f"{ckpt_dir} holds the checkpoint of an unfinished run (step {step}). resume=true continues it; overwrite=true "
+            f"{ckpt_dir} holds the checkpoint of an unfinished run (step {step}). "
+            "resume=true continues it; overwrite=true "
             f"starts over and deletes it; or pick a new run_dir."
         )
     return TrainPlan(state, None, uuid.uuid4().hex)
@@ -632,7 +642,8 @@ def check_scale(intervention: Intervention, stack, prompts: list[str], max_len: 
     if not ratio <= DIVERGED_RATIO:
         raise ValueError(
             f"The trained '{intervention.method}' moves the residual stream by {ratio:.3g}x its own norm at strength 1 "
-            f"(a working steering moves it by well under {DIVERGED_RATIO:g}x): training diverged (lr or the init scale too "
+            f"(a working steering moves it by well under {DIVERGED_RATIO:g}x): "
+            "training diverged (lr or the init scale too "
             f"large). Nothing was saved; lower lr / init_std and train again."
         )
     return ratio

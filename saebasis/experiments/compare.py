@@ -17,8 +17,8 @@ until the optimum is interior, cfg.strength_search; a choice still on an edge is
 test with bootstrap CIs over examples (and seeds: trained methods are trained once per seed; with do_sample every
 method is sampled once per seed). Judges come from the registry (saebasis/judges); a concept with a second_judge
 also gets `concept2` (its score), `score2` (the harmonic mean with it) and `judge_rho` (Spearman of the two
-judges over the test responses) in its row. Outputs in out_dir: results.csv, results.md, results.json, score_vs_strength.png,
-score_vs_fluency.png, logged to wandb (offline by default; logger=none disables).
+judges over the test responses) in its row. Outputs in out_dir: results.csv, results.md, results.json,
+score_vs_strength.png, score_vs_fluency.png, logged to wandb (offline by default; logger=none disables).
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def check_methods(cfg: dict, concept) -> None:
             )
         if kind == "run" and not (spec.get("run_dir") or spec.get("run")):
             raise ValueError(
-                f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> (or run=<Run> from Python)."
+                f"methods.{name}: kind run needs run_dir=<folder written by train / fit-baseline> "
+                "(or run=<Run> from Python)."
             )
         grid = spec.get("strengths")
         if (
@@ -84,11 +85,13 @@ def check_methods(cfg: dict, concept) -> None:
     for split in ("val", "test"):
         if not concept.instructions[split]:
             raise ValueError(
-                f"Concept '{concept.name}' has no '{split}' instructions: compare chooses strength on val and reports test."
+                f"Concept '{concept.name}' has no '{split}' instructions: compare chooses strength on val "
+                "and reports test."
             )
     if cfg.get("select_by", "score") == "ab" and not (concept.ab_items("val") and concept.ab_items("test")):
         raise ValueError(
-            f"select_by=ab needs A/B items with split val and test in the concept's ab.jsonl ('{concept.name}' has none)."
+            "select_by=ab needs A/B items with split val and test in the concept's ab.jsonl "
+            f"('{concept.name}' has none)."
         )
 
 
@@ -191,7 +194,8 @@ def method_of(run, stack) -> Method:
 
 
 def load_shared(run_dir, stack):
-    """A saved run, reusing the stack's SAE only when the run was made with that same SAE (else its own, from cfg.json)."""
+    """A saved run, reusing the stack's SAE only when the run was made with that same SAE (else its own,
+    from cfg.json)."""
     from saebasis.runs import CFG_FILE, read_json
 
     recorded = (read_json(Path(run_dir) / CFG_FILE).get("sae") or {}).get("path")
@@ -212,7 +216,8 @@ class Evaluator:
         self.prompt_reuse = judges.PromptReuse()  # the fluency judge runs each instruction's prompt once per concept
 
     def precision(self):
-        """torch.autocast in cfg.autocast (bfloat16 / float16) around generating, judging and measuring; no-op when null.
+        """torch.autocast in cfg.autocast (bfloat16 / float16) around generating, judging and measuring;
+        no-op when null.
         On a CPU with AVX512-BF16 ~1.6x faster here, and greedy text changes (scripts/bench/bench_precision.py)."""
         if not self.cfg.get("autocast"):
             return contextlib.nullcontext()
@@ -383,7 +388,8 @@ def normalise(cfg: dict) -> dict:
     ]
     if missing:
         raise ValueError(
-            f"compare config lacks {missing}: compose it from configs/compare.yaml (saebasis.config.compose('compare', ...))."
+            f"compare config lacks {missing}: compose it from configs/compare.yaml "
+            "(saebasis.config.compose('compare', ...))."
         )
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
     cfg["methods"] = {k: v for k, v in (cfg.get("methods") or {}).items() if v is not None}  # null drops a method
@@ -464,7 +470,8 @@ def _compare(cfg, stack, concept, runs: dict | None) -> dict:
                 )
         row = results[name]["row"]
         print(
-            f"[saebasis compare] {name}: score {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
+            f"[saebasis compare] {name}: score {row['score']:.3f} "
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] at strength "
             f"{row['strength']:g} ({results[name]['eval_time_s']:.0f} s)",
             flush=True,
         )

@@ -4,7 +4,8 @@
         --names fp32 bf16 --out docs/results/boards_fp32_vs_bf16.md
 
 Reads the two boards' leaderboard.json (nothing is generated or judged) and writes a markdown page and its JSON
-beside it, on the concepts and methods both ran: Spearman's rho of the methods' mean scores and of their mean ranks, each method's mean score and
+beside it, on the concepts and methods both ran: Spearman's rho of the methods' mean scores and of their mean
+ranks, each method's mean score and
 place on both boards, and per concept the rho of the methods' scores and both winners
 (saebasis.eval.board.board_agreement).
 
@@ -46,7 +47,8 @@ def render(agree: dict, names: tuple[str, str]) -> str:
     ]
     lines += ["", f"| concept | rho | winner {a} | winner {b} | same |", "|---|---:|---|---|---|"]
     lines += [
-        f"| {c} | {v['rho']:.2f} | {', '.join(v['winner_a'])} | {', '.join(v['winner_b'])} | {'yes' if v['same_winner'] else 'no'} |"
+        f"| {c} | {v['rho']:.2f} | {', '.join(v['winner_a'])} | {', '.join(v['winner_b'])} | "
+        f"{'yes' if v['same_winner'] else 'no'} |"
         for c, v in agree["concepts"].items()
     ]
     return "\n".join(lines) + "\n"
@@ -68,7 +70,8 @@ def render_contrasts(rows: list[dict], names: tuple[str, str]) -> str:
         "",
         f"Every ordering either page lists among its paired differences, measured on both boards (a minus b, paired by "
         f"test instruction; 95% CI by a bootstrap over concepts then instructions; **bold** = excludes 0). Of "
-        f"{len(rows)}: resolved on both {counts['both']}, with opposite signs {counts['both, opposite signs']}, on {a} only "
+        f"{len(rows)}: resolved on both {counts['both']}, with opposite signs {counts['both, opposite signs']}, "
+        f"on {a} only "
         f"{counts['a only']}, on {b} only {counts['b only']}, on neither {counts['neither']}.",
         "",
         f"| a | b | {a}: a - b [95% CI] | {b}: a - b [95% CI] | resolved on |",
@@ -88,7 +91,8 @@ def load_results(board: Path, order: list[str]) -> dict[str, dict]:
     results, _ = finished_concepts(board, order)
     if not results:
         raise SystemExit(
-            f"{board} has no concepts/*/results.json of a finished concept: give a leaderboard's out_dir (unpack its state with "
+            f"{board} has no concepts/*/results.json of a finished concept: give a leaderboard's out_dir "
+            "(unpack its state with "
             f"bash scripts/board_state.sh unpack <out_dir>)"
         )
     return results

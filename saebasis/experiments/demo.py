@@ -141,7 +141,8 @@ def demo(cfg) -> dict:
     top = top_latents(report["json"])
     for d in top:
         print(
-            f"  latent {d['latent']:>5}  change {d['change']:.3f}  {d['explanation'][:60]}  | {_context_text(d['context'])}"
+            f"  latent {d['latent']:>5}  change {d['change']:.3f}  {d['explanation'][:60]}  "
+            f"| {_context_text(d['context'])}"
         )
     steps["interpret (report + coverage / alignment)"] = time.time() - mark
     summary = write_report(
@@ -173,7 +174,8 @@ def timing_table(steps: dict[str, float], comparison: dict) -> str:
     for name, res in (blob.get("results") or {}).items():
         fit = res["row"].get("fit_time_s") or 0.0
         lines.append(
-            f"| compare: {name} | {res.get('eval_time_s', 0):.0f} (train / fit {fit * res['row'].get('n_seeds', 1):.0f}) |"
+            f"| compare: {name} | {res.get('eval_time_s', 0):.0f} "
+            f"(train / fit {fit * res['row'].get('n_seeds', 1):.0f}) |"
         )
     return "\n".join(lines)
 
@@ -209,7 +211,8 @@ def write_report(
     )
     text = f"""# saebasis demo report
 
-Total time: {seconds / 60:.1f} min ({precision}). Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
+Total time: {seconds / 60:.1f} min ({precision}). \
+Default SAE quality (held-out): {json.dumps({k: round(v, 3) for k, v in quality.items() if isinstance(v, float)})}
 
 ## 1. SAE-basis steering bias ({Path(concept).name})
 Trained in {bias["train_time_s"]:.0f} s ({bias["steps"]} steps). Run: `{bias["run_dir"]}`.

@@ -42,18 +42,21 @@ def scores_of(intervention, sae) -> tuple[Float[Tensor, " d_sae"], str]:
         if v is None:
             raise ValueError(
                 f"Intervention '{intervention.method}' gives neither latent_scores() nor a folded() residual vector, "
-                f"so its latents cannot be ranked. Implement latent_scores() -> [d_sae] on {type(intervention).__name__}."
+                "so its latents cannot be ranked. "
+                f"Implement latent_scores() -> [d_sae] on {type(intervention).__name__}."
             )
         scores = F.cosine_similarity(sae.W_dec.float(), v.detach().float()[None, :], dim=-1).abs()
         source = FALLBACK
     scores = scores.detach().float().cpu()
     if scores.shape != (sae.d_sae,):
         raise ValueError(
-            f"latent_scores() of '{intervention.method}' has shape {tuple(scores.shape)}; expected ({sae.d_sae},) = [d_sae]."
+            f"latent_scores() of '{intervention.method}' has shape {tuple(scores.shape)}; "
+            f"expected ({sae.d_sae},) = [d_sae]."
         )
     if not torch.isfinite(scores).all():
         raise ValueError(
-            f"latent_scores() of '{intervention.method}' has NaN/inf entries; the run's weights are broken. Re-train it."
+            f"latent_scores() of '{intervention.method}' has NaN/inf entries; "
+            "the run's weights are broken. Re-train it."
         )
     return scores, source
 

@@ -12,7 +12,8 @@ from saebasis.interpret import plots
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;display:block;margin:1em 0}table{border-collapse:collapse}td,th{padding:.15em .6em;text-align:left}
 .card{border:1px solid #ddd;border-radius:8px;padding:.6em 1em;margin:1em 0}.meta{color:#555}
-.ctx{font-family:ui-monospace,monospace;font-size:13px;white-space:pre-wrap;margin:.25em 0;padding:.25em .4em;background:#fafafa}
+.ctx{font-family:ui-monospace,monospace;font-size:13px;white-space:pre-wrap;margin:.25em 0;\
+padding:.25em .4em;background:#fafafa}
 .skip{color:#aaa}.auto{color:#7a4b00}code{background:#f3f3f3;padding:0 .2em}.note{font-size:90%;color:#555}
 .peak{outline:2px solid #b30000;font-weight:bold}.effect{color:#555;font-size:90%}"""
 
@@ -54,7 +55,10 @@ def lens_html(lens: dict) -> str:
     def words(key: str) -> str:
         return " | ".join(escape(repr(w)[1:-1]) for w in lens[key])
 
-    return f"<p>logit lens &mdash; promotes: <code>{words('promoted')}</code><br>suppresses: <code>{words('suppressed')}</code></p>"
+    return (
+        f"<p>logit lens &mdash; promotes: <code>{words('promoted')}</code><br>"
+        f"suppresses: <code>{words('suppressed')}</code></p>"
+    )
 
 
 def _fmt(x, spec: str = ".3f") -> str:
@@ -81,7 +85,10 @@ def stats_html(t: dict) -> str:
 
     by_lift = ""
     if t.get("fires_on_lift"):
-        by_lift = f"by lift over the corpus rate: fires on {lifted(t['fires_on_lift'])}; after {lifted(t.get('before_lift') or [])}<br>"
+        by_lift = (
+            f"by lift over the corpus rate: fires on {lifted(t['fires_on_lift'])}; "
+            f"after {lifted(t.get('before_lift') or [])}<br>"
+        )
     return (
         f'<p class="note">{by_lift}most frequent: fires on ({t["n_fire"]} tokens): {counted(t["fires_on"])}<br>'
         f"after: {counted(t['before'])}</p>"
@@ -110,7 +117,10 @@ def latent_card(l: dict, explainer: str | None) -> str:
     expl = f"<p><b>{escape(l['explanation'])}</b>{effect_html(l.get('effect'))}</p>"
     if explainer and l["model_explanation"] is not None:
         seen = ", ".join(escape(w) for w in l["explanation_words"])
-        expl += f'<p class="auto"><b>{escape(explainer)}:</b> {escape(l["model_explanation"])} <small>(from: {seen})</small></p>'
+        expl += (
+            f'<p class="auto"><b>{escape(explainer)}:</b> {escape(l["model_explanation"])} '
+            f"<small>(from: {seen})</small></p>"
+        )
     ctx = "".join(context_html(c) for c in l["contexts"]) or "<p><i>never active on this corpus</i></p>"
     return (
         f'<div class="card"><h3>#{l["rank"]} &middot; latent {l["latent"]}</h3>{meta}{expl}{stats_html(l["tokens"])}'
@@ -124,31 +134,42 @@ def ranking_html(r: dict) -> str:
 
     return (
         f"<h2>Ranking: what the method did vs its weights</h2><table>"
-        f"<tr><td>top {r['k']} by measured change ({escape(r['change_basis'])}, {r['change_tokens']} tokens)</td><td>{names(r['top_change'])}</td></tr>"
+        f"<tr><td>top {r['k']} by measured change ({escape(r['change_basis'])}, {r['change_tokens']} tokens)</td>"
+        f"<td>{names(r['top_change'])}</td></tr>"
         f"<tr><td>top {r['k']} by weights ({escape(r['weights_source'])})</td><td>{names(r['top_weights'])}</td></tr>"
         f"<tr><td>agreement</td><td>overlap {r['overlap']}/{r['k']}; over the union of {len(r['union'])} latents: "
         f"Spearman {_fmt(r['spearman'])}, Kendall tau-b {_fmt(r['kendall'])}</td></tr></table>"
-        '<p class="note">Both scores in residual units: latent-unit scores are multiplied by the decoder row norms ||W_dec[i]||.</p>'
+        '<p class="note">Both scores in residual units: latent-unit scores are multiplied by the decoder '
+        "row norms ||W_dec[i]||.</p>"
     )
 
 
 def evidence_html(cov: dict, al: dict | None) -> str:
-    rows = f"<tr><td>coverage</td><td>{cov['covered']} of the top {cov['of']} latents have &ge; {cov['min_contexts']} max-activating contexts</td></tr>"
+    rows = (
+        f"<tr><td>coverage</td><td>{cov['covered']} of the top {cov['of']} latents have &ge; "
+        f"{cov['min_contexts']} max-activating contexts</td></tr>"
+    )
     if al is None:
-        rows += "<tr><td>concept alignment</td><td><i>no concept: the run records no data (set concept=&lt;name&gt;)</i></td></tr>"
+        rows += (
+            "<tr><td>concept alignment</td><td><i>no concept: the run records no data "
+            "(set concept=&lt;name&gt;)</i></td></tr>"
+        )
     elif al["diff"] is None:
         rows += "<tr><td>concept alignment</td><td><i>not enough latents with contexts to compare</i></td></tr>"
     else:
         lo, hi = al["ci95"]
         rows += (
             f"<tr><td>concept alignment</td><td>judge <code>{escape(al['judge'])}</code> on contexts of concept "
-            f"<code>{escape(al['concept'])}</code>: top {al['n_top']} latents {al['top_mean']:.3f} vs {al['n_random']} random alive "
-            f"latents {al['random_mean']:.3f}: difference <b>{al['diff']:+.3f}</b> (bootstrap 95% CI {lo:+.3f} to {hi:+.3f})</td></tr>"
+            f"<code>{escape(al['concept'])}</code>: top {al['n_top']} latents {al['top_mean']:.3f} "
+            f"vs {al['n_random']} random alive "
+            f"latents {al['random_mean']:.3f}: difference <b>{al['diff']:+.3f}</b> "
+            f"(bootstrap 95% CI {lo:+.3f} to {hi:+.3f})</td></tr>"
         )
         if al["positive_share"] is not None:
             ps = al["positive_share"]
             rows += (
-                f"<tr><td>contexts lean positive</td><td>{ps['top']:.0%} of top latents vs {ps['random']:.0%} of random ones "
+                f"<tr><td>contexts lean positive</td><td>{ps['top']:.0%} of top latents "
+                f"vs {ps['random']:.0%} of random ones "
                 f"(mean VADER compound &gt; {ps['threshold']})</td></tr>"
             )
     return f"<h2>Evidence</h2><table>{rows}</table>"
@@ -156,12 +177,14 @@ def evidence_html(cov: dict, al: dict | None) -> str:
 
 def bases_html(b: dict) -> str:
     rows = "".join(
-        f"<tr><td>{name}</td><td>{_fmt(b[name]['components_90'], 'd') if b[name]['components_90'] else 'not reached'}</td>"
+        f"<tr><td>{name}</td>"
+        f"<td>{_fmt(b[name]['components_90'], 'd') if b[name]['components_90'] else 'not reached'}</td>"
         f"<td>{b[name]['concentration']:.2f}</td></tr>"
         for name in ("identity", "svd", "nmf")
     )
     return (
-        f"<table><tr><th>basis</th><th>components for {b['target']:.0%} of ||X||&sup2;</th><th>concentration (share on top-{b['top']} latents)</th></tr>"
+        f"<table><tr><th>basis</th><th>components for {b['target']:.0%} of ||X||&sup2;</th>"
+        f"<th>concentration (share on top-{b['top']} latents)</th></tr>"
         f"{rows}</table>"
     )
 
@@ -177,7 +200,8 @@ def patterns_html(p: dict | None) -> str:
     return (
         f'<img alt="activation patterns: SVD and NMF" src="{plots.patterns(p)}">'
         f'<p class="note">Rows: corpus documents where a top latent fires (peak activation per document, {scaled}). '
-        f"SVD gives signed components (best rank-k fit), NMF additive parts (which latents fire together); the identity "
+        "SVD gives signed components (best rank-k fit), NMF additive parts "
+        "(which latents fire together); the identity "
         f"baseline is the latents themselves.</p>{bases_html(p['bases'])}<ul>{''.join(items)}</ul>"
     )
 
@@ -186,17 +210,22 @@ def pullback_html(pb: dict | None) -> str:
     if not pb:
         return ""
     body = "".join(
-        f"<tr><td>{r['direction']}</td><td>{r['norm']:.3g}</td><td>{', '.join(f'{i} ({c:+.2f}; z {z:+.2f})' for i, c, z in r['code'])}</td>"
+        f"<tr><td>{r['direction']}</td><td>{r['norm']:.3g}</td>"
+        f"<td>{', '.join(f'{i} ({c:+.2f}; z {z:+.2f})' for i, c, z in r['code'])}</td>"
         f"<td>{', '.join(f'{i} ({c:+.2f})' for i, c in r['cosine'])}</td></tr>"
         for r in pb["write"]
     )
     read = ""
     if pb["read"]:
         top = ", ".join(f"{i} ({v:.3g})" for i, v in pb["read"]["top"])
-        read = f'<h3>Read side</h3><p>top latents by ||(W_dec W_in)[i]||: {top}</p><p class="note">{escape(pb["read"]["note"])}</p>'
+        read = (
+            f"<h3>Read side</h3><p>top latents by ||(W_dec W_in)[i]||: {top}</p>"
+            f'<p class="note">{escape(pb["read"]["note"])}</p>'
+        )
     return (
         "<h2>Pullback of the residual method</h2><h3>Write side</h3><table><tr><th>direction</th><th>norm</th>"
-        f"<th>matching-pursuit code (latent, coef; z = coef / ||W_dec[i]||)</th><th>cosine with W_dec (latent, cos)</th></tr>{body}</table>{read}"
+        "<th>matching-pursuit code (latent, coef; z = coef / ||W_dec[i]||)</th>"
+        f"<th>cosine with W_dec (latent, cos)</th></tr>{body}</table>{read}"
     )
 
 
@@ -210,13 +239,16 @@ def render(data: dict) -> str:
         else "computed and cached"
     )
     cards = "".join(latent_card(l, data["explainer"]) for l in data["latents"])
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>saebasis interpret: {escape(data["method"])}</title>
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">\
+<title>saebasis interpret: {escape(data["method"])}</title>
 <style>{STYLE}</style></head><body>
 <h1>Which latents did <code>{escape(data["method"])}</code> change?</h1>
 <table class="meta"><tr><td>run</td><td><code>{escape(shown_path(data["run"]))}</code></td></tr>
-<tr><td>model / SAE</td><td><code>{escape(data["model"])}</code> &middot; <code>{escape(data["sae"])}</code> at <code>{escape(data["hook"])}</code></td></tr>
+<tr><td>model / SAE</td><td><code>{escape(data["model"])}</code> &middot; \
+<code>{escape(data["sae"])}</code> at <code>{escape(data["hook"])}</code></td></tr>
 <tr><td>ranking</td><td>{escape(data["ranking"]["source"])}</td></tr>
-<tr><td>corpus</td><td>{escape(shown_path(c["source"]))}: {c["n_docs"]} documents, {c["n_tokens"]} tokens ({c["n_encoded"]} encoded; table {cache}); change measured on the first {c["measured_docs"]}</td></tr>
+<tr><td>corpus</td><td>{escape(shown_path(c["source"]))}: {c["n_docs"]} documents, {c["n_tokens"]} tokens \
+({c["n_encoded"]} encoded; table {cache}); change measured on the first {c["measured_docs"]}</td></tr>
 <tr><td>logit lens</td><td>{escape(data["logit_lens_note"])}</td></tr></table>
 <img alt="top latents and norm explained" src="{plots.overview(data)}">
 {evidence_html(data["coverage"], data["alignment"])}

@@ -1,4 +1,5 @@
-"""pyreft's side of the `loreft` peer: runs under .venv-pyreft (pyreft 0.1.0, transformers 4.45), never imported by saebasis.
+"""pyreft's side of the `loreft` peer: runs under .venv-pyreft (pyreft 0.1.0, transformers 4.45), never
+imported by saebasis.
 
     python loreft_worker.py train  SPEC.json   -> OUT/loreft.safetensors {R [r, d], W [r, d], b [r]} + OUT/train.json
     python loreft_worker.py logits SPEC.json   -> OUT/logits.safetensors {base, steered [batch, pos, vocab]}
@@ -79,7 +80,8 @@ def exported(intervention) -> dict:
 
 
 def train(spec: dict) -> dict:
-    """AdamW on pyreft's intervention parameters, the causal-LM loss on the completion tokens (HF's own, from labels)."""
+    """AdamW on pyreft's intervention parameters, the causal-LM loss on the completion tokens (HF's own,
+    from labels)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -152,7 +154,8 @@ def logits(spec: dict) -> dict:
 
 
 def encode(spec: dict) -> dict:
-    """The folder's tokenizer as pyreft's stack loads it: class, chat-templated ids, and the model config's rope theta."""
+    """The folder's tokenizer as pyreft's stack loads it: class, chat-templated ids, and the model config's
+    rope theta."""
     from transformers import AutoConfig, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])

@@ -25,7 +25,8 @@ class SAEBiasConfig(AdditiveConfig):
     """proximal: after each optimizer step b is soft-thresholded by lr * l1_coef in the optimizer's own
     metric (Adam: divided by sqrt(v_hat) + eps), so a latent stays exactly 0 while Adam's bias-corrected
     first moment of its gradient, relative to sqrt(v_hat), stays below l1_coef (roughly: while its gradient
-    is persistently smaller than l1_coef in Adam's units) -- a sparse bias that reads as a short list of latents. penalty: l1_coef * |b|_1 is added
+    is persistently smaller than l1_coef in Adam's units) -- a sparse bias that reads as a short list of latents.
+    penalty: l1_coef * |b|_1 is added
     to the loss; Adam's normalised steps then move every latent by ~lr per step and b ends dense."""
     alive_only: bool = True
     """Restrict b to latents that fire on the concept's own texts (pairs and neutral prompts, attention-sink
@@ -65,7 +66,8 @@ class SAEBias(Mahalanobis, Intervention):
         """Train b only on these latents: the others are held at exactly 0 after every optimizer step."""
         if allowed.shape != self.b.shape or allowed.dtype != torch.bool:
             raise ValueError(
-                f"restrict_to needs a bool mask of shape {tuple(self.b.shape)}, got {allowed.dtype} {tuple(allowed.shape)}."
+                f"restrict_to needs a bool mask of shape {tuple(self.b.shape)}, "
+                f"got {allowed.dtype} {tuple(allowed.shape)}."
             )
         self.allowed = allowed.to(self.b.device)
         with torch.no_grad():
@@ -116,7 +118,8 @@ class SAEBias(Mahalanobis, Intervention):
         if self.cfg.alive_only:
             alive = alive_latents(stack, concept, max_len)
             print(
-                f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents fire on the concept's texts; "
+                f"[saebasis] alive_only: {int(alive.sum())} of {alive.numel()} SAE latents "
+                "fire on the concept's texts; "
                 f"the bias is trained on those only"
             )
             self.restrict_to(alive)
