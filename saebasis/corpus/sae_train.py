@@ -88,8 +88,10 @@ def runner_config(cfg: dict, hf_hook: str, d_in: int, out: Path) -> LanguageMode
     log = cfg["logger"]
     if cfg["n_batches_in_buffer"] * cfg["context_size"] < cfg["train_batch_size_tokens"]:
         raise ValueError(
-            f"n_batches_in_buffer * context_size = {cfg['n_batches_in_buffer'] * cfg['context_size']} tokens is smaller "
-            f"than train_batch_size_tokens = {cfg['train_batch_size_tokens']}: sae-lens' buffer must hold one training batch. "
+            f"n_batches_in_buffer * context_size = {cfg['n_batches_in_buffer'] * cfg['context_size']} "
+            "tokens is smaller "
+            f"than train_batch_size_tokens = {cfg['train_batch_size_tokens']}: "
+            "sae-lens' buffer must hold one training batch. "
             f"Raise n_batches_in_buffer to >= {-(-cfg['train_batch_size_tokens'] // cfg['context_size'])}."
         )
     return LanguageModelSAERunnerConfig(

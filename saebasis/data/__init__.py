@@ -159,7 +159,8 @@ def read_jsonl(path: Path, fields: tuple[str, ...], with_lines: bool = False) ->
         for key in fields:
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise ValueError(
-                    f"{path}:{n}: field '{key}' is missing or empty. Fix: give each row {list(fields)} as non-empty strings."
+                    f"{path}:{n}: field '{key}' is missing or empty. "
+                    f"Fix: give each row {list(fields)} as non-empty strings."
                 )
         rows.append((n, row) if with_lines else row)
     if not rows:
@@ -171,7 +172,8 @@ def read_meta(root: Path) -> dict:
     path = root / "concept.yaml"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} is missing: it names the concept, its description and judge ({' | '.join(judge_names('concept'))})."
+            f"{path} is missing: it names the concept, its description and judge "
+            f"({' | '.join(judge_names('concept'))})."
         )
     try:
         meta = yaml.safe_load(_read_text(path)) or {}

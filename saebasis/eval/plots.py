@@ -26,7 +26,8 @@ COLUMNS = [
 ]
 """Column meanings (README / docs): score = mean harmonic mean of concept, instruction, fluency on the test split
 at the val-chosen strength, with its 95% bootstrap CI; kl_neutral = per-token KL(steered || base) on neutral
-prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token (blank for prompting, as KL); gen_overhead =
+prompts (blank for prompting: its prompt differs); latent_l0 = SAE latents changed per token (blank for prompting,
+as KL); gen_overhead =
 steered / unsteered generation time per token; ab_matching (A/B concepts) = p(matching answer) on test items;
 concept2 / score2 (concepts with a second_judge) = the second judge's concept score and the harmonic mean with it;
 judge_rho = Spearman of the two judges over the test responses. on_edge (CSV; a dagger on the strength in
@@ -64,7 +65,8 @@ def footnotes(rows: list[dict]) -> list[str]:
         a, b = ({r["method"]: r[k] for r in rows if k in r} for k in ("score", "score2"))
         if winner_disagreement(a, b):
             notes.append(
-                f"The two concept judges disagree on the winner: {max(a, key=a.get)} by score, {max(b, key=b.get)} by score2."
+                f"The two concept judges disagree on the winner: {max(a, key=a.get)} by score, "
+                f"{max(b, key=b.get)} by score2."
             )
     return notes
 

@@ -86,7 +86,10 @@ def check_member(info: tarfile.TarInfo, board: str) -> str | None:
     if not (info.isfile() or info.isdir()):
         return "not a regular file or folder (a device, FIFO or other special file)"
     if info.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
-        return f"mode {stat.filemode(info.mode | (stat.S_IFDIR if info.isdir() else stat.S_IFREG))} (setuid / setgid / sticky)"
+        return (
+            f"mode {stat.filemode(info.mode | (stat.S_IFDIR if info.isdir() else stat.S_IFREG))} "
+            "(setuid / setgid / sticky)"
+        )
     if info.mode & stat.S_IWOTH:
         return f"mode {oct(info.mode & 0o7777)} (world-writable)"
     return None
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             unpack(out, state_dir)
             print(
-                f"unpacked {archive_path(out, state_dir)} -> {out}: rerun the same leaderboard command (resume is automatic)"
+                f"unpacked {archive_path(out, state_dir)} -> {out}: "
+                "rerun the same leaderboard command (resume is automatic)"
             )
     except (FileNotFoundError, UnsafeArchive, tarfile.TarError) as err:
         print(f"board_state: {err}", file=sys.stderr)

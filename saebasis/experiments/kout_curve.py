@@ -64,7 +64,8 @@ def curve(rows: list[dict]) -> dict:
 def markdown(c: dict) -> str:
     d, b = c["dense"], c["sae_bias"]
     lines = [
-        "| adaptor | latents written | params | strength | score [95% CI] | KL neutral | >= dense CI low | KL <= sae_bias |",
+        "| adaptor | latents written | params | strength | score [95% CI] | KL neutral "
+        "| >= dense CI low | KL <= sae_bias |",
         "|---|---:|---:|---:|---|---:|:-:|:-:|",
     ]
     for p in c["points"]:
@@ -75,7 +76,8 @@ def markdown(c: dict) -> str:
             f"{'yes' if p['kl_no_worse_than_sae_bias'] else 'no'} |"
         )
     lines.append(
-        f"\nDense low-rank adaptor: {d['score']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}], KL {d['kl_neutral']:.3f}, "
+        f"\nDense low-rank adaptor: {d['score']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}], "
+        f"KL {d['kl_neutral']:.3f}, "
         f"{d['latent_l0']:.0f} latents; sae_bias: {b['score']:.3f}, KL {b['kl_neutral']:.3f}."
     )
     lines.append(

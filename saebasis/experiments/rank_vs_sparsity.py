@@ -9,8 +9,8 @@ concept's experiment file, seed 0, strength searched on validation from the star
 into <root>/judged/<concept>/ (resumable: rerun and finished runs are kept). The plot then shows validation loss
 and score against parameters, and `--metric score` gives the verdict on the score (higher is better).
 
-Reads every run under the folder (saebasis.experiments.sweep_summary.collect_runs: overrides + metrics), takes the family
-and nominal budget from the `+budget=<family>_<budget>` override, and writes rank_vs_sparsity.{csv,md,png}
+Reads every run under the folder (saebasis.experiments.sweep_summary.collect_runs: overrides + metrics), takes the
+family and nominal budget from the `+budget=<family>_<budget>` override, and writes rank_vs_sparsity.{csv,md,png}
 beside the runs. A run's size is its trainable parameters (`n_params`), except sae_bias: its zeros are exact
 and it folds to one vector, so its size is the latents it writes.
 
@@ -113,7 +113,10 @@ def verdict(ci: dict[str, tuple]) -> str:
         return ci[name][3] > 0 and ci[name][2] < 0
 
     if wins("sae_lowrank - sae_sparse") and wins("residual - sae_sparse"):
-        return "sparsity: in the SAE basis, sparse beats low rank at matched parameters, and beats the residual low-rank adaptor"
+        return (
+            "sparsity: in the SAE basis, sparse beats low rank at matched parameters, "
+            "and beats the residual low-rank adaptor"
+        )
     if loses("sae_lowrank - sae_sparse") and wins("residual - sae_lowrank"):
         return "rank: the dense low-rank SAE-basis adaptor beats both the sparse one and the residual one"
     if loses("residual - sae_sparse") and loses("residual - sae_lowrank"):

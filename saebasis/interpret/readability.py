@@ -45,7 +45,8 @@ def readability(report_json: str | Path, out: Path) -> dict:
 
 def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> dict[str, dict]:
     """{method: readability} for every seed-0 SAE-basis run under runs_dir (`<method>-seed0` folders), interpreting
-    each run once (an interpret/report.json newer than the run's weights is reused). `overrides`: extra interpret settings."""
+    each run once (an interpret/report.json newer than the run's weights is reused). `overrides`: extra interpret
+    settings."""
     from saebasis.interpret.report import interpret
 
     found = {}
@@ -71,7 +72,9 @@ def signed(x) -> str:
 def readability_table(readable: dict) -> str:
     """Markdown: one row per method (demo REPORT.md)."""
     lines = [
-        "| method | coverage (top-10 with >= 5 contexts) | concept alignment: top-10 minus 10 random alive latents [95% CI] | leaning positive: top-10 / random | report |",
+        "| method | coverage (top-10 with >= 5 contexts) "
+        "| concept alignment: top-10 minus 10 random alive latents [95% CI] "
+        "| leaning positive: top-10 / random | report |",
         "|---|---:|---:|---:|---|",
     ]
     for name, r in readable.items():

@@ -34,7 +34,7 @@ class ClampConfig(InterventionConfig):
 
 @register("clamp")
 class Clamp(Intervention):
-    """add: z'_i = z_i + s v_i  (h' = h + s sum_i v_i W_dec[i]);  clamp: z'_i = (1-s) z_i + s v_i, h' = dec(z') + err(h)."""
+    "add: z'_i = z_i + s v_i  (h' = h + s sum_i v_i W_dec[i]);  clamp: z'_i = (1-s) z_i + s v_i, h' = dec(z') + err(h)."
 
     Config = ClampConfig
     kind = "manual"
@@ -79,7 +79,8 @@ class Clamp(Intervention):
 
     def unfolded_reason(self) -> str:
         return (
-            "clamp with mode=clamp sets the chosen latents to values, a change that depends on their current activation "
+            "clamp with mode=clamp sets the chosen latents to values, "
+            "a change that depends on their current activation "
             "(on h), so it is no constant vector; mode=add folds to sum_i v_i W_dec[i] and exports."
         )
 

@@ -45,7 +45,8 @@ def pyreft_python() -> Path:
 
 
 def require_pyreft() -> Path:
-    """pyreft's python, or an ImportError naming the set-up command (compare / leaderboard skip an optional peer on it)."""
+    """pyreft's python, or an ImportError naming the set-up command (compare / leaderboard skip an optional peer on
+    it)."""
     python = pyreft_python()
     if not python.exists():
         raise ImportError(
@@ -87,7 +88,10 @@ class LoReFTConfig(InterventionConfig):
 
 @register("loreft")
 class LoReFT(Intervention):
-    """h' = h + s R^T (W h + b - R h)   at the hook, at the tokens `positions` names (LoReFT, pyreft's LoreftIntervention).
+    # The docstring, its first line split for line length: the model card quotes that line whole as the equation.
+    (
+        "h' = h + s R^T (W h + b - R h)   at the hook, at the tokens `positions` names "
+        """(LoReFT, pyreft's LoreftIntervention).
 
     R [rank, d_model] has orthonormal rows (pyreft keeps them so with torch's orthogonal parametrisation), W [rank,
     d_model], b [rank]: the part of h in R's row space is replaced by W h + b. s = 1 is pyreft's trained intervention
@@ -103,6 +107,7 @@ class LoReFT(Intervention):
     steps of lr 4e-3, seed 0): both steer the three 32-token validation samples to clearly positive text; "all"
     reaches the lower validation loss, 2.01 against 2.10 for "f5+l5" (first step: 3.51 for both).
     """
+    )
 
     Config = LoReFTConfig
     kind = "trained"
