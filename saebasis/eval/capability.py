@@ -51,8 +51,9 @@ def load_items(path: str | Path | None = None) -> list[Item]:
     items = [Item(r["question"], list(r["choices"]), int(r["answer"]), r.get("category", "")) for r in rows]
     for i, item in enumerate(items):
         if not 0 <= item.answer < len(item.choices):
-            raise ValueError(f"item {i} of {path or ITEMS}: answer {item.answer} is not an index of its "
-                             f"{len(item.choices)} choices.")
+            raise ValueError(
+                f"item {i} of {path or ITEMS}: answer {item.answer} is not an index of its {len(item.choices)} choices."
+            )
     return items
 
 
@@ -64,19 +65,29 @@ def encode_pair(tokenizer, ctx: str, continuation: str) -> tuple[list[int], list
     """lm-eval's split: the whole text's tokens, the continuation being those after the context's own tokens."""
     whole = tokenizer(ctx + continuation, add_special_tokens=False)["input_ids"]
     ctx_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
-    return whole[: len(ctx_ids)], whole[len(ctx_ids):]
+    return whole[: len(ctx_ids)], whole[len(ctx_ids) :]
 
 
 @torch.no_grad()
-def choice_logliks(model, tokenizer, items: list[Item], intervention=None, hook: str | None = None,
-                   strength: float = 1.0, batch_size: int = 16) -> list[Float[Tensor, " n_choices"]]:
+def choice_logliks(
+    model,
+    tokenizer,
+    items: list[Item],
+    intervention=None,
+    hook: str | None = None,
+    strength: float = 1.0,
+    batch_size: int = 16,
+) -> list[Float[Tensor, " n_choices"]]:
     """Summed log-likelihood of each item's choices (one tensor per item), steered when intervention is given."""
-    pairs = [(i, encode_pair(tokenizer, context(item), " " + choice)) for i, item in enumerate(items)
-             for choice in item.choices]
+    pairs = [
+        (i, encode_pair(tokenizer, context(item), " " + choice))
+        for i, item in enumerate(items)
+        for choice in item.choices
+    ]
     device = next(model.parameters()).device
     scores: list[float] = []
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         seqs = [ctx + cont for _, (ctx, cont) in chunk]
         width = max(map(len, seqs))
         ids = torch.zeros(len(seqs), width, dtype=torch.long)  # right padding: earlier positions are unaffected
@@ -92,13 +103,20 @@ def choice_logliks(model, tokenizer, items: list[Item], intervention=None, hook:
             scores.append(float(logprobs[torch.arange(len(cont)), torch.tensor(cont)].sum()))
     out, k = [], 0
     for item in items:
-        out.append(torch.tensor(scores[k:k + len(item.choices)]))
+        out.append(torch.tensor(scores[k : k + len(item.choices)]))
         k += len(item.choices)
     return out
 
 
-def correct(model, tokenizer, items: list[Item], intervention=None, hook: str | None = None, strength: float = 1.0,
-            batch_size: int = 16) -> Tensor:
+def correct(
+    model,
+    tokenizer,
+    items: list[Item],
+    intervention=None,
+    hook: str | None = None,
+    strength: float = 1.0,
+    batch_size: int = 16,
+) -> Tensor:
     """[n_items] bool: the highest-scoring choice is the answer."""
     logliks = choice_logliks(model, tokenizer, items, intervention, hook, strength, batch_size)
     return torch.tensor([int(s.argmax()) == item.answer for s, item in zip(logliks, items)])
@@ -113,9 +131,18 @@ def bootstrap_ratio(steered: Tensor, unsteered: Tensor, n_bootstrap: int = 1000,
     return float(low), float(high)
 
 
-def capability_kept(model, tokenizer, intervention, hook: str, strength: float = 1.0, items: list[Item] | None = None,
-                    n_bootstrap: int = 1000, seed: int = 0, batch_size: int = 16,
-                    unsteered: Tensor | None = None) -> Capability:
+def capability_kept(
+    model,
+    tokenizer,
+    intervention,
+    hook: str,
+    strength: float = 1.0,
+    items: list[Item] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    unsteered: Tensor | None = None,
+) -> Capability:
     """Steered accuracy / unsteered accuracy on the capability items (pass `unsteered`, a [n_items] bool from
     `correct(model, tokenizer, items)`, to reuse the unsteered pass across methods)."""
     items = items if items is not None else load_items()
@@ -123,12 +150,17 @@ def capability_kept(model, tokenizer, intervention, hook: str, strength: float =
     if base.shape != (len(items),):
         raise ValueError(f"unsteered has shape {tuple(base.shape)}, expected ({len(items)},): one entry per item.")
     if not bool(base.any()):
-        raise ValueError("The unsteered model answers no item correctly: capability kept is undefined. Check the model "
-                         "and the items.")
+        raise ValueError(
+            "The unsteered model answers no item correctly: capability kept is undefined. Check the model "
+            "and the items."
+        )
     steered = correct(model, tokenizer, items, intervention, hook, strength, batch_size)
-    by_category = {c: (float(base[m].float().mean()), float(steered[m].float().mean()))
-                   for c in sorted({i.category for i in items})
-                   for m in [torch.tensor([i.category == c for i in items])]}
+    by_category = {
+        c: (float(base[m].float().mean()), float(steered[m].float().mean()))
+        for c in sorted({i.category for i in items})
+        for m in [torch.tensor([i.category == c for i in items])]
+    }
     acc_s, acc_u = float(steered.float().mean()), float(base.float().mean())
-    return Capability(acc_s / acc_u, bootstrap_ratio(steered, base, n_bootstrap, seed), acc_s, acc_u, len(items),
-                      by_category)
+    return Capability(
+        acc_s / acc_u, bootstrap_ratio(steered, base, n_bootstrap, seed), acc_s, acc_u, len(items), by_category
+    )

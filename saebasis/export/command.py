@@ -32,8 +32,13 @@ def check_format(format: str) -> str:
     return format
 
 
-def export(source: Run | Intervention | str | Path, path: str | Path, format: str = "gguf", strength: float = 1.0,
-           hook: str | None = None) -> Path:
+def export(
+    source: Run | Intervention | str | Path,
+    path: str | Path,
+    format: str = "gguf",
+    strength: float = 1.0,
+    hook: str | None = None,
+) -> Path:
     """Write `source` (a run folder, a loaded Run, or an Intervention with its `hook`) at `strength` in `format`.
 
     Refuses (ValueError with the reason) a method that does not fold to one residual vector (format=peft: a
@@ -46,8 +51,16 @@ def export(source: Run | Intervention | str | Path, path: str | Path, format: st
 
 
 def describe(ev: ExportVector, format: str, path: Path) -> dict:
-    return {"path": str(path), "format": format, "method": ev.method, "hook": ev.hook, "layer": ev.layer,
-            "strength": ev.strength, "norm": round(float(ev.vector.norm()), 6), "d_model": int(ev.vector.numel())}
+    return {
+        "path": str(path),
+        "format": format,
+        "method": ev.method,
+        "hook": ev.hook,
+        "layer": ev.layer,
+        "strength": ev.strength,
+        "norm": round(float(ev.vector.norm()), 6),
+        "d_model": int(ev.vector.numel()),
+    }
 
 
 def export_command(cfg) -> dict:

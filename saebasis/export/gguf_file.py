@@ -43,5 +43,8 @@ def read_gguf(path: str | Path) -> dict[int, np.ndarray]:
     arch = reader.get_field("general.architecture")
     if arch is None or bytes(arch.parts[-1]).decode() != ARCH:
         raise ValueError(f"{path} is not a control-vector GGUF (general.architecture != '{ARCH}').")
-    return {int(t.name.split(".", 1)[1]): np.array(t.data, dtype=np.float32)
-            for t in reader.tensors if t.name.startswith("direction.")}
+    return {
+        int(t.name.split(".", 1)[1]): np.array(t.data, dtype=np.float32)
+        for t in reader.tensors
+        if t.name.startswith("direction.")
+    }

@@ -32,8 +32,15 @@ class LlamaCpp:
     def __init__(self, gguf_path: str | Path, n_ctx: int = 512, n_threads: int = 2) -> None:
         llama_cpp = require_llama_cpp()
         self.lib = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True,
-                                   n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+        self.llm = llama_cpp.Llama(
+            model_path=str(gguf_path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            logits_all=True,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
         self.n_embd = self.llm.n_embd()
         self.n_layer = int(llama_cpp.llama_model_n_layer(self.llm.model))
         self._buffer = None  # keeps the control vector's floats alive while llama.cpp holds the pointer
@@ -57,9 +64,10 @@ class LlamaCpp:
             data = np.zeros(self.n_embd * max(directions), dtype=np.float32)
             for k, vector in directions.items():
                 if vector.shape != (self.n_embd,):
-                    raise ValueError(f"{path}: direction.{k} has {vector.shape[0]} entries, the model's n_embd is "
-                                     f"{self.n_embd}.")
-                data[self.n_embd * (k - 1): self.n_embd * k] += scale * vector
+                    raise ValueError(
+                        f"{path}: direction.{k} has {vector.shape[0]} entries, the model's n_embd is {self.n_embd}."
+                    )
+                data[self.n_embd * (k - 1) : self.n_embd * k] += scale * vector
             self._buffer = data
             pointer = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             rc = self.lib.llama_set_adapter_cvec(ctx, pointer, data.size, self.n_embd, 1, self.n_layer)
@@ -71,8 +79,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def compare_engines(model, tokenizer, engine: LlamaCpp, prompts: list[str], control_vector: str | Path | None = None,
-                    intervention=None, hook: str | None = None, strength: float = 1.0) -> dict:
+def compare_engines(
+    model,
+    tokenizer,
+    engine: LlamaCpp,
+    prompts: list[str],
+    control_vector: str | Path | None = None,
+    intervention=None,
+    hook: str | None = None,
+    strength: float = 1.0,
+) -> dict:
     """Next-token logits of saebasis (transformers) and llama.cpp on the same token ids.
 
     Unsteered: max |logit difference| and top-1 agreement per prompt. With `control_vector` (the export of
@@ -89,8 +105,13 @@ def compare_engines(model, tokenizer, engine: LlamaCpp, prompts: list[str], cont
             hf = model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
         engine.set_control_vector(None)
         cpp = engine.logits(ids)
-        row = {"prompt": prompt, "n_tokens": len(ids), "max_abs_diff": float(np.abs(hf - cpp).max()),
-               "top1_agree": bool(hf.argmax() == cpp.argmax()), "logit_cosine": cosine(hf, cpp)}
+        row = {
+            "prompt": prompt,
+            "n_tokens": len(ids),
+            "max_abs_diff": float(np.abs(hf - cpp).max()),
+            "top1_agree": bool(hf.argmax() == cpp.argmax()),
+            "logit_cosine": cosine(hf, cpp),
+        }
         if control_vector is not None:
             with torch.no_grad(), hooks.steering(model, hook, intervention, strength):
                 hf_steered = model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
@@ -98,18 +119,25 @@ def compare_engines(model, tokenizer, engine: LlamaCpp, prompts: list[str], cont
             cpp_steered = engine.logits(ids)
             engine.set_control_vector(None)
             effect_hf, effect_cpp = hf_steered - hf, cpp_steered - cpp
-            row.update(effect_cosine=cosine(effect_hf, effect_cpp),
-                       effect_norm_ratio=float(np.linalg.norm(effect_cpp) / max(np.linalg.norm(effect_hf), 1e-30)),
-                       effect_norm=float(np.linalg.norm(effect_hf)),
-                       steered_top1_agree=bool(hf_steered.argmax() == cpp_steered.argmax()),
-                       steered_max_abs_diff=float(np.abs(hf_steered - cpp_steered).max()))
+            row.update(
+                effect_cosine=cosine(effect_hf, effect_cpp),
+                effect_norm_ratio=float(np.linalg.norm(effect_cpp) / max(np.linalg.norm(effect_hf), 1e-30)),
+                effect_norm=float(np.linalg.norm(effect_hf)),
+                steered_top1_agree=bool(hf_steered.argmax() == cpp_steered.argmax()),
+                steered_max_abs_diff=float(np.abs(hf_steered - cpp_steered).max()),
+            )
         rows.append(row)
-    summary = {"n_prompts": len(rows), "max_abs_diff": max(r["max_abs_diff"] for r in rows),
-               "top1_agreement": float(np.mean([r["top1_agree"] for r in rows])),
-               "min_logit_cosine": min(r["logit_cosine"] for r in rows)}
+    summary = {
+        "n_prompts": len(rows),
+        "max_abs_diff": max(r["max_abs_diff"] for r in rows),
+        "top1_agreement": float(np.mean([r["top1_agree"] for r in rows])),
+        "min_logit_cosine": min(r["logit_cosine"] for r in rows),
+    }
     if control_vector is not None:
-        summary.update(min_effect_cosine=min(r["effect_cosine"] for r in rows),
-                       mean_effect_cosine=float(np.mean([r["effect_cosine"] for r in rows])),
-                       steered_top1_agreement=float(np.mean([r["steered_top1_agree"] for r in rows])),
-                       effect_norm_ratio=[round(r["effect_norm_ratio"], 4) for r in rows])
+        summary.update(
+            min_effect_cosine=min(r["effect_cosine"] for r in rows),
+            mean_effect_cosine=float(np.mean([r["effect_cosine"] for r in rows])),
+            steered_top1_agreement=float(np.mean([r["steered_top1_agree"] for r in rows])),
+            effect_norm_ratio=[round(r["effect_norm_ratio"], 4) for r in rows],
+        )
     return {"summary": summary, "prompts": rows}

@@ -29,15 +29,23 @@ def hookpoint(ev: ExportVector) -> str:
 
 
 def steer_config(ev: ExportVector) -> dict:
-    return {hookpoint(ev): {"steering_vector": ev.vector.clone(), "steering_coefficient": 1.0, "action": "add",
-                            "bias": None, "head_index": None}}
+    return {
+        hookpoint(ev): {
+            "steering_vector": ev.vector.clone(),
+            "steering_coefficient": 1.0,
+            "action": "add",
+            "bias": None,
+            "head_index": None,
+        }
+    }
 
 
 def write_lm_eval(ev: ExportVector, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"lm_eval's steered model reads a .pt / .pth steering file; got out={path}. "
-                         "Use e.g. out=steer.pt.")
+        raise ValueError(
+            f"lm_eval's steered model reads a .pt / .pth steering file; got out={path}. Use e.g. out=steer.pt."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(steer_config(ev), path)
     return path

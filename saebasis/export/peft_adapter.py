@@ -18,8 +18,10 @@ def write_peft(source: Source, strength: float, path: str | Path) -> Path:
     blocks_path = BLOCK_PATHS.get(source.model_type or "llama", "model.layers")
     adapter = source.intervention.peft_adapter(source.hook, strength, blocks_path)
     if adapter is None:
-        raise ValueError(f"Cannot export format=peft: '{source.intervention.method}' is not a LoRA adapter. A method "
-                         "that folds to one vector exports as gguf | steering-vectors | repeng | lm-eval.")
+        raise ValueError(
+            f"Cannot export format=peft: '{source.intervention.method}' is not a LoRA adapter. A method "
+            "that folds to one vector exports as gguf | steering-vectors | repeng | lm-eval."
+        )
     config, tensors = adapter
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,9 @@ def require_repeng():
     try:
         import repeng
     except ImportError as err:
-        raise ImportError("format=repeng is read by repeng: bash scripts/setup_peers.sh "
-                          "(pip install --no-deps repeng==0.4.0).") from err
+        raise ImportError(
+            "format=repeng is read by repeng: bash scripts/setup_peers.sh (pip install --no-deps repeng==0.4.0)."
+        ) from err
     return repeng
 
 

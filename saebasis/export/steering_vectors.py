@@ -25,16 +25,23 @@ def require_steering_vectors():
     try:
         import steering_vectors
     except ImportError as err:
-        raise ImportError("format=steering-vectors is read by steering-vectors: bash scripts/setup_peers.sh "
-                          "(pip install --no-deps steering-vectors==0.12.2).") from err
+        raise ImportError(
+            "format=steering-vectors is read by steering-vectors: bash scripts/setup_peers.sh "
+            "(pip install --no-deps steering-vectors==0.12.2)."
+        ) from err
     return steering_vectors
 
 
 def write_steering_vector(ev: ExportVector, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "steering-vectors", "layer_type": LAYER_TYPE, "method": ev.method, "hook": ev.hook,
-            "strength": repr(float(ev.strength))}
+    meta = {
+        "format": "steering-vectors",
+        "layer_type": LAYER_TYPE,
+        "method": ev.method,
+        "hook": ev.hook,
+        "strength": repr(float(ev.strength)),
+    }
     save_file({f"layer.{ev.layer}": ev.vector}, str(path), metadata=meta)
     return path
 

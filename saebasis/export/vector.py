@@ -21,7 +21,6 @@ from typing import NamedTuple
 import torch
 from jaxtyping import Float
 from torch import Tensor
-
 from transformers import AutoConfig
 
 from saebasis.core import hooks
@@ -49,16 +48,20 @@ def block_output_index(hook: str) -> int:
     point = hooks.parse_hook(hook)
     index = point.layer if point.kind == "post" else point.layer - 1
     if index < 0:
-        raise ValueError(f"'{hook}' is the embeddings (the input of block 0): the engines add control vectors to a "
-                         "decoder block's output only. Export a run at a later hook (e.g. blocks.1.hook_resid_pre).")
+        raise ValueError(
+            f"'{hook}' is the embeddings (the input of block 0): the engines add control vectors to a "
+            "decoder block's output only. Export a run at a later hook (e.g. blocks.1.hook_resid_pre)."
+        )
     return index
 
 
 def llamacpp_layer(ev: ExportVector) -> int:
     """llama.cpp's direction.<k> index for the vector (k = block-output index, 1 <= k <= n_layers - 1)."""
     if ev.layer == 0:
-        raise ValueError(f"'{ev.hook}' is block 0's output, which llama.cpp control vectors cannot reach (its loader "
-                         "rejects direction.0). Use format=steering-vectors | repeng | lm-eval, or a later hook.")
+        raise ValueError(
+            f"'{ev.hook}' is block 0's output, which llama.cpp control vectors cannot reach (its loader "
+            "rejects direction.0). Use format=steering-vectors | repeng | lm-eval, or a later hook."
+        )
     return ev.layer
 
 
@@ -82,8 +85,12 @@ class Source(NamedTuple):
     n_layers: int | None
 
 
-def resolve_source(source: Run | Intervention | str | Path, hook: str | None = None, model_type: str | None = None,
-                   n_layers: int | None = None) -> Source:
+def resolve_source(
+    source: Run | Intervention | str | Path,
+    hook: str | None = None,
+    model_type: str | None = None,
+    n_layers: int | None = None,
+) -> Source:
     """The intervention, its hook and (when known) its model's family and depth, from a run folder, a loaded
     `Run`, or an intervention (then give `hook`)."""
     if isinstance(source, (str, Path)):
@@ -96,21 +103,29 @@ def resolve_source(source: Run | Intervention | str | Path, hook: str | None = N
     if not isinstance(source, Intervention):
         raise TypeError(f"export needs a run folder, a saebasis Run or an Intervention, got {type(source).__name__}.")
     if not hook:
-        raise ValueError("export of an intervention needs its hook, e.g. hook='blocks.12.hook_resid_pre' "
-                         "(a run folder records it in cfg.json).")
+        raise ValueError(
+            "export of an intervention needs its hook, e.g. hook='blocks.12.hook_resid_pre' "
+            "(a run folder records it in cfg.json)."
+        )
     hooks.parse_hook(hook)
     return Source(source, hook, model_type, n_layers)
 
 
-def export_vector(source: Run | Intervention | str | Path, strength: float = 1.0, hook: str | None = None,
-                  model_type: str | None = None, n_layers: int | None = None) -> ExportVector:
+def export_vector(
+    source: Run | Intervention | str | Path,
+    strength: float = 1.0,
+    hook: str | None = None,
+    model_type: str | None = None,
+    n_layers: int | None = None,
+) -> ExportVector:
     """The vector to export from a run folder, a loaded `Run`, or an intervention (then give `hook`)."""
     strength = check_strength(strength)
     iv, hook, model_type, n_layers = resolve_source(source, hook, model_type, n_layers)
     layer = block_output_index(hook)
     if n_layers is not None and layer >= n_layers:
-        raise ValueError(f"'{hook}' is block {layer}'s output, but the model has {n_layers} blocks "
-                         f"(0..{n_layers - 1}).")
+        raise ValueError(
+            f"'{hook}' is block {layer}'s output, but the model has {n_layers} blocks (0..{n_layers - 1})."
+        )
     shift = iv.folded_shift(strength)
     if shift is None:
         raise ValueError(f"Cannot export: {iv.unfolded_reason()}")

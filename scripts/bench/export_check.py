@@ -26,10 +26,20 @@ from saebasis.eval.capability import capability_kept, correct, load_items  # noq
 from saebasis.export import export  # noqa: E402
 from saebasis.runs import load_run  # noqa: E402
 
-PROMPTS = ["The capital of France is", "Once upon a time, there was a", "My favourite food is",
-           "The weather today is", "2 + 2 =", "The best way to learn a language is", "I went to the store and bought",
-           "Water boils at a temperature of", "The movie was", "Dear friend, I hope",
-           "Tell me about your day.", "The restaurant we visited last night"]
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, there was a",
+    "My favourite food is",
+    "The weather today is",
+    "2 + 2 =",
+    "The best way to learn a language is",
+    "I went to the store and bought",
+    "Water boils at a temperature of",
+    "The movie was",
+    "Dear friend, I hope",
+    "Tell me about your day.",
+    "The restaurant we visited last night",
+]
 
 
 def main() -> None:
@@ -44,24 +54,31 @@ def main() -> None:
     run = load_run(args.run)
     loaded = load_model("smollm2")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    result = {"command": " ".join(["python", "scripts/bench/export_check.py", *sys.argv[1:]]), "commit": commit.strip(),
-              "method": run.cfg["method"], "hook": run.cfg["hook"], "strength": args.strength,
-              "load_avg_start": os.getloadavg()[0]}
+    result = {
+        "command": " ".join(["python", "scripts/bench/export_check.py", *sys.argv[1:]]),
+        "commit": commit.strip(),
+        "method": run.cfg["method"],
+        "hook": run.cfg["hook"],
+        "strength": args.strength,
+        "load_avg_start": os.getloadavg()[0],
+    }
     if not args.skip_llamacpp and importlib.util.find_spec("llama_cpp") is not None:
         from saebasis.export.llamacpp import LlamaCpp, compare_engines
 
         with tempfile.TemporaryDirectory() as tmp:
             path = export(run, Path(tmp) / "steer.gguf", "gguf", args.strength)
             engine = LlamaCpp(embedded_gguf_dir() / GGUF_FILE, n_threads=args.threads)
-            result["llamacpp"] = compare_engines(loaded.model, loaded.tokenizer, engine, PROMPTS, path,
-                                                 run.intervention, run.cfg["hook"], args.strength)
+            result["llamacpp"] = compare_engines(
+                loaded.model, loaded.tokenizer, engine, PROMPTS, path, run.intervention, run.cfg["hook"], args.strength
+            )
         print(json.dumps(result["llamacpp"]["summary"], indent=2))
     if not args.skip_capability:
         items = load_items()
         start = time.time()
         base = correct(loaded.model, loaded.tokenizer, items)
-        cap = capability_kept(loaded.model, loaded.tokenizer, run.intervention, run.cfg["hook"], args.strength, items,
-                              unsteered=base)
+        cap = capability_kept(
+            loaded.model, loaded.tokenizer, run.intervention, run.cfg["hook"], args.strength, items, unsteered=base
+        )
         result["capability"] = {**cap._asdict(), "seconds": round(time.time() - start, 1)}
         print(json.dumps(result["capability"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -152,8 +152,9 @@ def steered_case(model, sae):
     return model, iv, ids
 
 
-@pytest.mark.skipif(importlib.util.find_spec("steering_vectors") is None,
-                    reason="steering-vectors absent: bash scripts/setup_peers.sh")
+@pytest.mark.skipif(
+    importlib.util.find_spec("steering_vectors") is None, reason="steering-vectors absent: bash scripts/setup_peers.sh"
+)
 @pytest.mark.parametrize("hook", HOOKS)
 def test_steering_vectors_applies_the_export_as_saebasis_does(steered_case, hook, tmp_path):
     from saebasis.export.steering_vectors import load_steering_vector

@@ -13,12 +13,25 @@ from saebasis.core.stack import load_sae
 from saebasis.export import export
 from saebasis.interventions import build
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                                   reason="llama-cpp-python absent: bash scripts/setup_llamacpp.sh")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python absent: bash scripts/setup_llamacpp.sh"
+    ),
+]
 
-PROMPTS = ["The capital of France is", "Once upon a time, there was a", "My favourite food is",
-           "The weather today is", "2 + 2 =", "The best way to learn a language is", "I went to the store and bought",
-           "Water boils at a temperature of", "The movie was", "Dear friend, I hope"]
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, there was a",
+    "My favourite food is",
+    "The weather today is",
+    "2 + 2 =",
+    "The best way to learn a language is",
+    "I went to the store and bought",
+    "Water boils at a temperature of",
+    "The movie was",
+    "Dear friend, I hope",
+]
 HOOK = "blocks.12.hook_resid_post"
 
 
