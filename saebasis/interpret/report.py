@@ -240,7 +240,12 @@ def interpret(cfg) -> dict:
                 f"interpret: {key} must be a positive integer, got {value!r}. Fix: e.g. {key}=64 (see "
                 f"configs/interpret.yaml)."
             )
-    if not cfg.get("run") or not Path(cfg["run"]).is_dir():
+    if not cfg.get("run"):
+        raise ValueError(
+            "interpret needs a run: saebasis interpret run=<dir> (a folder written by `saebasis train` / "
+            "`fit-baseline`)."
+        )
+    if not Path(cfg["run"]).is_dir():
         raise FileNotFoundError(
             f"interpret: run={cfg.get('run')} is not a run folder. Fix: run=<a folder written by "
             f"`saebasis train` / `fit-baseline`>."
