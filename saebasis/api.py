@@ -43,7 +43,7 @@ from saebasis.core.stack import Stack
 from saebasis.data import Concept, Pair, builtin_names, load_concept
 from saebasis.interventions import REGISTRY
 from saebasis.interventions.base import Intervention, config_fields
-from saebasis.runs import Run, load_run, run_guard, save_run
+from saebasis.runs import Run, check_finite, load_run, run_guard, save_run
 from saebasis.validate import ConfigError, check_intervention, check_numbers, check_train_numbers
 
 __all__ = [
@@ -514,6 +514,7 @@ def fit(
     torch.manual_seed(cfg["seed"])
     start = time.time()
     iv = fit_intervention(cfg, stack, concept_obj)
+    check_finite(iv)  # as fit-baseline: NaN / inf weights are never handed back
     metrics = {
         "fit_time_s": round(time.time() - start, 2),
         "n_pairs": len(concept_obj.pairs[: cfg.get("max_pairs") or None]),

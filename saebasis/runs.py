@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -349,6 +350,12 @@ def _take_lock(lock: Path, run_dir: Path) -> None:
     except FileExistsError:
         owner = lock.read_text().strip() if lock.exists() else ""
         pid = owner.split()[0] if owner else ""
+        host = owner.split()[1] if len(owner.split()) > 1 else socket.gethostname()  # older locks: this host
+        if pid.isdigit() and host != socket.gethostname():
+            raise RuntimeError(
+                f"{run_dir} is being written by process {pid} on host {host} ({lock}): a shared folder is never taken "
+                f"over from another machine. Wait for it, or clear it with `rm '{lock}'` if nothing runs there."
+            ) from None
         if pid.isdigit() and not _pid_alive(int(pid)):
             print(f"[saebasis] {lock} was left by process {pid}, which is no longer running: taken over.")
             lock.unlink(missing_ok=True)
@@ -366,7 +373,7 @@ def _take_lock(lock: Path, run_dir: Path) -> None:
             f"run_dir. If no saebasis process is running there (the pid was reused), clear it with `rm '{lock}'`."
         ) from None
     try:
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}".encode())  # the host: locks on a shared filesystem
     except OSError as err:
         os.close(fd)
         lock.unlink(missing_ok=True)  # never leave an empty lock behind

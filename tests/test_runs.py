@@ -87,3 +87,19 @@ def test_sae_bias_folds_to_one_vector(sae):
     assert torch.allclose(iv(h), via_latents, atol=1e-5)
     assert torch.allclose(iv.folded(), iv.b @ sae.W_dec, atol=1e-5)
     assert json.loads(json.dumps(iv.config_dict()))["l1_coef"] == 0.0
+
+
+def test_a_lock_held_on_another_host_is_never_taken_over(tmp_path):
+    """On a shared filesystem (SLURM, several board workers) a pid that is dead here may be alive on its own host."""
+    import socket
+
+    from saebasis.runs import run_guard
+
+    lock = tmp_path / "run.lock"
+    lock.write_text("99999999 some-other-host")
+    with pytest.raises(RuntimeError, match="on host some-other-host.*never taken over"):
+        with run_guard(tmp_path / "run"):
+            pass
+    lock.write_text(f"99999999 {socket.gethostname()}")  # a dead pid on this host: taken over
+    with run_guard(tmp_path / "run"):
+        assert lock.read_text().split() == [str(__import__("os").getpid()), socket.gethostname()]
