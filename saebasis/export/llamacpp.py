@@ -16,6 +16,21 @@ import numpy as np
 from saebasis.export.gguf_file import read_gguf
 
 SETUP = "bash scripts/setup_llamacpp.sh (builds llama-cpp-python from source, CPU)"
+AGREEMENT_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, there was a",
+    "My favourite food is",
+    "The weather today is",
+    "2 + 2 =",
+    "The best way to learn a language is",
+    "I went to the store and bought",
+    "Water boils at a temperature of",
+    "The movie was",
+    "Dear friend, I hope",
+    "Tell me about your day.",
+    "The restaurant we visited last night",
+]
+"""Short raw-text prompts the engines' next-token logits are compared on (tests/export, bench/export_check.py)."""
 
 
 def require_llama_cpp():

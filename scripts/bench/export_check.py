@@ -24,22 +24,10 @@ sys.path.insert(0, str(REPO))
 from saebasis.core.models import GGUF_FILE, embedded_gguf_dir, load_model  # noqa: E402
 from saebasis.eval.capability import capability_kept, correct, load_items  # noqa: E402
 from saebasis.export import export  # noqa: E402
+from saebasis.export.llamacpp import AGREEMENT_PROMPTS  # noqa: E402
 from saebasis.runs import load_run  # noqa: E402
 
-PROMPTS = [
-    "The capital of France is",
-    "Once upon a time, there was a",
-    "My favourite food is",
-    "The weather today is",
-    "2 + 2 =",
-    "The best way to learn a language is",
-    "I went to the store and bought",
-    "Water boils at a temperature of",
-    "The movie was",
-    "Dear friend, I hope",
-    "Tell me about your day.",
-    "The restaurant we visited last night",
-]
+PROMPTS = AGREEMENT_PROMPTS
 
 
 def main() -> None:

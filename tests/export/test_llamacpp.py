@@ -11,6 +11,7 @@ import torch
 from saebasis.core.models import GGUF_FILE, embedded_gguf_dir, load_model
 from saebasis.core.stack import load_sae
 from saebasis.export import export
+from saebasis.export.llamacpp import AGREEMENT_PROMPTS
 from saebasis.interventions import build
 
 pytestmark = [
@@ -20,18 +21,7 @@ pytestmark = [
     ),
 ]
 
-PROMPTS = [
-    "The capital of France is",
-    "Once upon a time, there was a",
-    "My favourite food is",
-    "The weather today is",
-    "2 + 2 =",
-    "The best way to learn a language is",
-    "I went to the store and bought",
-    "Water boils at a temperature of",
-    "The movie was",
-    "Dear friend, I hope",
-]
+PROMPTS = AGREEMENT_PROMPTS[:10]  # the prompts its bars were set on
 HOOK = "blocks.12.hook_resid_post"
 
 
