@@ -153,7 +153,7 @@ def families(results: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-COST_FIELDS = ("concept", "instruction", "fluency", "kl_neutral", "latent_l0", "params")
+COST_FIELDS = ("concept", "instruction", "fluency", "kl_neutral", "latent_l0", "params", "capability_kept")
 
 
 def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -170,6 +170,23 @@ def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
                 if isinstance(value, (int, float)) and value == value:
                     out.setdefault(method, {}).setdefault(field, []).append(float(value))
     return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}
+
+
+def capability(results: dict[str, dict], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """{method: {"kept": mean over concepts of capability kept (steered / unsteered accuracy on the capability items,
+    compare's `capability`), "ci_low", "ci_high": 95% bootstrap over concepts, "concepts": how many}} for the methods
+    measured."""
+    per: dict[str, list[float]] = {}
+    for blob in results.values():
+        for method, res in blob["results"].items():
+            value = res["row"].get("capability_kept")
+            if isinstance(value, (int, float)) and value == value:
+                per.setdefault(method, []).append(float(value))
+    out = {}
+    for method, values in per.items():
+        low, high = concept_bootstrap_ci({str(i): [v] for i, v in enumerate(values)}, n_boot, seed)
+        out[method] = {"kept": mean(values), "ci_low": low, "ci_high": high, "concepts": len(values)}
+    return out
 
 
 def ab_matching(results: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -206,8 +223,8 @@ def judge_notes(results: dict[str, dict]) -> list[str]:
 
 
 def tradeoff_points(results: dict[str, dict], rows: list[dict] | None = None) -> list[dict]:
-    """Per method: mean test score, SAE latents changed per token and KL on neutral prompts (means over concepts,
-    at the chosen strength; None where a method has none): what the SAE basis trades against score."""
+    """Per method: mean test score, SAE latents changed per token, KL on neutral prompts and capability kept (means
+    over concepts, at the chosen strength; None where a method has none): what steering trades against score."""
     cost = costs(results)
     return [
         {
@@ -215,6 +232,7 @@ def tradeoff_points(results: dict[str, dict], rows: list[dict] | None = None) ->
             "score": r["mean_score"],
             "latents": cost.get(r["method"], {}).get("latent_l0"),
             "kl": cost.get(r["method"], {}).get("kl_neutral"),
+            "capability": cost.get(r["method"], {}).get("capability_kept"),
         }
         for r in (overall(results) if rows is None else rows)
     ]

@@ -57,8 +57,27 @@ def load_items(path: str | Path | None = None) -> list[Item]:
     return items
 
 
-def context(item: Item) -> str:
-    return f"Question: {item.question}\nAnswer:"
+def context(item: Item, prefix: str = "") -> str:
+    """The scored context; `prefix` (a prompting method's text) goes before it, as generation puts it before the
+    user message."""
+    return f"{prefix}Question: {item.question}\nAnswer:"
+
+
+def select_items(items: list[Item], n: int | None) -> list[Item]:
+    """The first `n` items taking the categories in turn (each in file order): a fixed subset with every category
+    (`n` None or >= len(items): all of them)."""
+    if n is None or n >= len(items):
+        return list(items)
+    if n < 1:
+        raise ValueError(f"the number of capability items must be >= 1, got {n}.")
+    by_cat: dict[str, list[Item]] = {}
+    for item in items:
+        by_cat.setdefault(item.category, []).append(item)
+    queues = list(by_cat.values())
+    out: list[Item] = []
+    for i in range(max(map(len, queues))):
+        out += [q[i] for q in queues if i < len(q)]
+    return out[:n]
 
 
 def encode_pair(tokenizer, ctx: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -77,10 +96,12 @@ def choice_logliks(
     hook: str | None = None,
     strength: float = 1.0,
     batch_size: int = 16,
+    prefix: str = "",
 ) -> list[Float[Tensor, " n_choices"]]:
-    """Summed log-likelihood of each item's choices (one tensor per item), steered when intervention is given."""
+    """Summed log-likelihood of each item's choices (one tensor per item), steered when intervention is given and
+    after `prefix` when one is given."""
     pairs = [
-        (i, encode_pair(tokenizer, context(item), " " + choice))
+        (i, encode_pair(tokenizer, context(item, prefix), " " + choice))
         for i, item in enumerate(items)
         for choice in item.choices
     ]
@@ -116,9 +137,10 @@ def correct(
     hook: str | None = None,
     strength: float = 1.0,
     batch_size: int = 16,
+    prefix: str = "",
 ) -> Tensor:
     """[n_items] bool: the highest-scoring choice is the answer."""
-    logliks = choice_logliks(model, tokenizer, items, intervention, hook, strength, batch_size)
+    logliks = choice_logliks(model, tokenizer, items, intervention, hook, strength, batch_size, prefix)
     return torch.tensor([int(s.argmax()) == item.answer for s, item in zip(logliks, items)])
 
 
@@ -142,9 +164,11 @@ def capability_kept(
     seed: int = 0,
     batch_size: int = 16,
     unsteered: Tensor | None = None,
+    prefix: str = "",
 ) -> Capability:
     """Steered accuracy / unsteered accuracy on the capability items (pass `unsteered`, a [n_items] bool from
-    `correct(model, tokenizer, items)`, to reuse the unsteered pass across methods)."""
+    `correct(model, tokenizer, items)`, to reuse the unsteered pass across methods). A prompting method: its text as
+    `prefix` (intervention None), measured against the unprompted model."""
     items = items if items is not None else load_items()
     base = unsteered if unsteered is not None else correct(model, tokenizer, items, batch_size=batch_size)
     if base.shape != (len(items),):
@@ -154,7 +178,7 @@ def capability_kept(
             "The unsteered model answers no item correctly: capability kept is undefined. Check the model "
             "and the items."
         )
-    steered = correct(model, tokenizer, items, intervention, hook, strength, batch_size)
+    steered = correct(model, tokenizer, items, intervention, hook, strength, batch_size, prefix)
     by_category = {
         c: (float(base[m].float().mean()), float(steered[m].float().mean()))
         for c in sorted({i.category for i in items})

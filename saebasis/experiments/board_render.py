@@ -11,6 +11,7 @@ from pathlib import Path
 
 from saebasis.eval.board import (
     ab_matching,
+    capability,
     contrasts,
     costs,
     families,
@@ -110,6 +111,41 @@ def markdown(
                 f"{_f(c.get('kl_neutral'))} | {'–' if l0 is None else format(l0, '.1f')} | "
                 f"{'–' if params is None else format(params, ',.0f')} |"
             )
+    kept = capability(results)
+    if kept:
+        n_items = sorted(
+            {res["row"].get("capability_items") for blob in results.values() for res in blob["results"].values()}
+            - {None}
+        )
+        lines += [
+            "",
+            "## Capability kept (what a steered model still knows)",
+            "",
+            "Accuracy on saebasis' multiple-choice capability items (saebasis/eval/capability.py; "
+            f"{'/'.join(map(str, n_items))} items) at each method's chosen strength, steered / unsteered, first seed; "
+            "mean over concepts with a 95% bootstrap CI over concepts. Prompting: its prompt put before each "
+            "question. 1.000 = nothing lost.",
+            "",
+            "| method | mean score | capability kept | 95% CI (concepts) | lowest concept |",
+            "|---|---:|---:|---|---|",
+        ]
+        for r in rows:
+            k = kept.get(r["method"])
+            if k is None:
+                continue
+            worst = min(
+                (
+                    (res["row"]["capability_kept"], c)
+                    for c, blob in results.items()
+                    if (res := blob["results"].get(r["method"])) and res["row"].get("capability_kept") is not None
+                ),
+                default=None,
+            )
+            lines.append(
+                f"| {r['method']} | {_f(r['mean_score'])} | {_f(k['kept'])} | {_f(k['ci_low'])}-{_f(k['ci_high'])} | "
+                + ("–" if worst is None else f"{worst[1]} {worst[0]:.3f}")
+                + " |"
+            )
     paired = contrasts(results, pairs) if paired is None else paired
     if paired:
         lines += [
@@ -196,6 +232,7 @@ def write(
         "families": families(results),
         "costs": costs(results),
         "ab_matching": ab_matching(results),
+        "capability": capability(results),
         "contrasts": paired,
         "readability": readable or {},
         "seconds": seconds,
@@ -222,6 +259,7 @@ def write(
     if final and results:
         paths["heatmap"] = heatmap(out, results, rows)
         paths["tradeoff"] = tradeoff(out, results, rows) or None
+        paths["capability"] = capability_plot(out, results, rows) or None
     return paths
 
 
@@ -297,6 +335,38 @@ def tradeoff(out: Path, results: dict[str, dict], rows: list[dict] | None = None
     fig.colorbar(sc, ax=ax, label="KL(steered || base) on neutral prompts")
     ax.set_title("What a method changes vs how well it steers")
     return _save(fig, out / "tradeoff.png")
+
+
+def capability_plot(out: Path, results: dict[str, dict], rows: list[dict] | None = None) -> str:
+    """capability.png: mean score against capability kept (means over concepts, chosen strength), CI bars over
+    concepts; '' when no method was measured (compare's capability off)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = capability(results)
+    points = [(p, kept[p["method"]]) for p in tradeoff_points(results, rows) if p["method"] in kept]
+    if not points:
+        return ""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for p, k in points:
+        ax.errorbar(
+            k["kept"],
+            p["score"],
+            xerr=[[k["kept"] - k["ci_low"]], [k["ci_high"] - k["kept"]]],
+            fmt="o",
+            color="black" if p["method"] in ("unsteered", "prompting") else "tab:blue",
+            ecolor="0.7",
+            capsize=2,
+            markersize=5,
+        )
+        ax.annotate(p["method"], (k["kept"], p["score"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.axvline(1.0, color="0.6", linestyle=":", linewidth=1)
+    ax.set_xlabel("capability kept (steered / unsteered accuracy; mean over concepts, 95% CI)")
+    ax.set_ylabel("mean test score")
+    ax.set_title("How well a method steers vs what the steered model still knows")
+    return _save(fig, out / "capability.png")
 
 
 def _save(fig, path: Path) -> str:

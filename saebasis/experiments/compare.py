@@ -40,7 +40,7 @@ from saebasis.config import compose, override, setup_env, to_dict
 from saebasis.core.generation import generate_timed
 from saebasis.core.stack import load_stack, stack_for
 from saebasis.data import load_concept
-from saebasis.eval import plots, protocol
+from saebasis.eval import capability, plots, protocol
 from saebasis.eval.metrics import ab_matching_prob, harmonic_mean, kl_to_base, latent_l0, n_params
 from saebasis.experiments import cells
 from saebasis.runs import check_writable, load_run
@@ -286,6 +286,39 @@ class Evaluator:
             out["score2"] = [harmonic_mean(*x) for x in zip(out["concept2"], i, f)]
         return out
 
+    def capability(self, method: Method, strength: float) -> dict:
+        """Capability kept at the chosen strength (saebasis.eval.capability): accuracy on cfg.capability items, steered
+        (or prompted) / unsteered, with its paired bootstrap CI; the unsteered pass is made once per process."""
+        n = self.cfg["capability"]
+        items = capability.select_items(capability.load_items(), n)
+        key = (id(self.stack.model), len(items), self.cfg.get("autocast"))
+        with self.precision():
+            if key not in _UNSTEERED:
+                _UNSTEERED[key] = capability.correct(self.stack.model, self.stack.tokenizer, items)
+            base = _UNSTEERED[key]
+            if not bool(base.any()):  # e.g. a random tiny model: the ratio is undefined
+                return {"capability_kept": None, "capability_acc": 0.0, "capability_items": len(items)}
+            if method.intervention is None and not method.prefix:
+                got = capability.Capability(1.0, (1.0, 1.0), *(float(base.float().mean()),) * 2, len(items), {})
+            else:
+                got = capability.capability_kept(
+                    self.stack.model,
+                    self.stack.tokenizer,
+                    method.intervention,
+                    method.hook,
+                    strength,
+                    items,
+                    unsteered=base,
+                    prefix=method.prefix,
+                )
+        return {
+            "capability_kept": got.kept,
+            "capability_ci_low": got.ci[0],
+            "capability_ci_high": got.ci[1],
+            "capability_acc": got.steered,
+            "capability_items": got.n_items,
+        }
+
     def ab(self, method: Method, split: str, strength: float) -> float:
         with self.precision():
             return ab_matching_prob(
@@ -297,6 +330,10 @@ class Evaluator:
                 method.prefix,
                 strength=float(strength),
             )
+
+
+_UNSTEERED: dict[tuple, torch.Tensor] = {}
+"""(model id, number of items, autocast) -> the unsteered model's [n_items] correctness, shared by every concept."""
 
 
 def seeds_for(spec: dict, cfg: dict) -> list[int]:
@@ -364,6 +401,8 @@ def compare_method(name: str, spec: dict, ev: Evaluator, cfg: dict, out: Path, b
         row["judge_rho"] = judges.judge_agreement(
             *([x for t in test.values() for x in t[k]] for k in ("concept", "concept2"))
         )
+    if cfg.get("capability"):  # the first seed's run: one pass over the items per method and concept
+        row.update(ev.capability(first, chosen.strength))
     if ev.concept.ab:
         row["ab_matching"] = mean(ev.ab(m, "test", chosen.strength) for m in methods.values())
     return {
@@ -397,6 +436,12 @@ def normalise(cfg: dict) -> dict:
         raise ValueError(
             f"select_by must be null (the concept's), 'score' (harmonic-mean text score) or 'ab' "
             f"(A/B matching probability), got {cfg['select_by']!r}."
+        )
+    n_cap = cfg.setdefault("capability", 0)
+    if isinstance(n_cap, bool) or not isinstance(n_cap, int) or n_cap < 0:
+        raise ValueError(
+            "capability must be 0 (off) or how many capability items to score at each method's chosen strength "
+            f"(e.g. 110; {len(capability.load_items())} or more = all), got {n_cap!r}."
         )
     if cfg.get("autocast") not in (None, *MIXED):
         raise ValueError(f"autocast must be null (full precision) or one of {list(MIXED)}, got {cfg['autocast']!r}.")
@@ -633,8 +678,12 @@ EVAL_KEYS = (
 
 
 def cell_key(name: str, cfg: dict) -> dict:
-    """What a saved cell must match to be reused: the method's spec and the evaluation settings."""
-    return {"spec": _plain(cfg)["methods"][name], "eval": {k: cfg.get(k) for k in EVAL_KEYS}}
+    """What a saved cell must match to be reused: the method's spec and the evaluation settings (capability only when
+    measured, so cells saved before it existed stay valid without it)."""
+    evaluation = {k: cfg.get(k) for k in EVAL_KEYS}
+    if cfg.get("capability"):
+        evaluation["capability"] = cfg["capability"]
+    return {"spec": _plain(cfg)["methods"][name], "eval": evaluation}
 
 
 def finished_cell(out: Path, name: str, cfg: dict) -> dict | None:

@@ -50,6 +50,7 @@ PASSED = (
     "n_val",
     "n_test",
     "n_neutral",
+    "capability",
     "max_new_tokens",
     "batch_size",
     "strength_search",

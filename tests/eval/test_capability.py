@@ -19,6 +19,7 @@ from saebasis.eval.capability import (
     context,
     correct,
     load_items,
+    select_items,
 )
 from saebasis.interventions import build
 
@@ -106,3 +107,31 @@ def test_the_lm_eval_task_scores_the_items_as_saebasis_does(tiny):
     out = simple_evaluate(model=lm, tasks=["saebasis_capability"], task_manager=tasks, limit=n, log_samples=False)
     want = float(correct(model, tok, load_items()[:n]).float().mean())
     assert out["results"]["saebasis_capability"]["acc,none"] == pytest.approx(want, abs=1e-9)
+
+
+def test_select_items_takes_the_categories_in_turn_and_keeps_file_order():
+    items = load_items()
+    some = select_items(items, 7)
+    assert [i.category for i in some[:3]] == list(dict.fromkeys(i.category for i in items))  # one of each first
+    per = {c: [i for i in items if i.category == c] for c in CATEGORIES}
+    for c in CATEGORIES:  # within a category: the first ones, in file order
+        mine = [i for i in some if i.category == c]
+        assert mine == per[c][: len(mine)]
+    assert select_items(items, None) == items and select_items(items, 10_000) == items
+    assert len(select_items(items, 110)) == 110 and {i.category for i in select_items(items, 110)} == set(CATEGORIES)
+    with pytest.raises(ValueError, match=">= 1"):
+        select_items(items, 0)
+
+
+def test_a_prompting_prefix_is_scored_before_the_question(tiny):
+    model, tok = tiny.model, tiny.tokenizer
+    items = load_items()[:5]
+    assert context(items[0], "Be kind. ").startswith("Be kind. Question: ")
+    got = choice_logliks(model, tok, items, prefix="Be kind. ")
+    ctx = tok(context(items[0], "Be kind. "), add_special_tokens=False)["input_ids"]
+    whole = tok(context(items[0], "Be kind. ") + " " + items[0].choices[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logprobs = model(input_ids=torch.tensor([whole])).logits[0].log_softmax(-1)
+    want = float(sum(logprobs[t - 1, whole[t]] for t in range(len(ctx), len(whole))))
+    assert float(got[0][0]) == pytest.approx(want, abs=1e-4)
+    assert not torch.equal(got[0], choice_logliks(model, tok, items)[0])  # the prefix changes the scores

@@ -256,7 +256,7 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     (concept_dir / "concept.yaml").write_text(
         "name: tiny\ndescription: positive sentiment\njudge: vader\nsecond_judge: textblob\n"
     )
-    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "seeds=[0,1]")
+    cfg = _compare_cfg(tmp_path, sae, concept_dir, methods, "seeds=[0,1]", "capability=12")
     cfg["methods"]["bias"] = _bias_run(tmp_path, sae)  # after _compare_cfg saved the SAE the run points to
     result = compare(cfg)
     out = tmp_path / "out"
@@ -286,6 +286,24 @@ def test_compare_end_to_end_on_tiny_model(concept_dir, tmp_path, sae):
     for r in rows.values():  # the second judge (textblob) beside vader, and their agreement
         assert 0.0 <= r["concept2"] <= 1.0 and 0.0 <= r["score2"] <= 1.0 and "judge_rho" in r
     assert "concept2 | score2 | judge_rho" in (out / "results.md").read_text()
+    assert all(r["capability_items"] == 12 for r in rows.values())  # capability kept at each chosen strength
+    assert rows["unsteered"]["capability_kept"] is not None  # the tiny model answers some of the 12 right
+    from saebasis.core.stack import load_stack
+    from saebasis.eval.capability import capability_kept, load_items, select_items
+
+    assert rows["unsteered"]["capability_kept"] == 1.0
+    bias = rows["bias"]
+    assert bias["capability_kept"] == pytest.approx(bias["capability_acc"] / rows["unsteered"]["capability_acc"])
+    stack = load_stack(cfg)  # the same tiny model: the row is capability_kept at the chosen strength
+    want = capability_kept(
+        stack.model,
+        stack.tokenizer,
+        load_run(tmp_path / "bias_run").intervention,
+        HOOK,
+        bias["strength"],
+        select_items(load_items(), 12),
+    )
+    assert bias["capability_kept"] == pytest.approx(want.kept) and bias["capability_ci_low"] == want.ci[0]
 
 
 def test_results_table_flags_edge_strengths_and_judges_that_disagree(tmp_path):
@@ -469,3 +487,13 @@ def test_params_count_exactly_what_the_run_folder_stores(method, cfg, sae, tmp_p
     save_run(tmp_path / "run", iv, {"hook": HOOK, "model": {"name": "tiny-llama"}})
     stored = load_file(tmp_path / "run" / "intervention.safetensors")
     assert n_params(iv) == sum(t.numel() for t in stored.values()) > 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "all", True])
+def test_compare_refuses_a_bad_capability_setting_before_work(bad):
+    from saebasis.experiments.compare import normalise
+
+    cfg = to_dict(compose("compare", []))
+    cfg["capability"] = bad
+    with pytest.raises(ValueError, match="capability must be 0 \\(off\\) or how many capability items"):
+        normalise(cfg)

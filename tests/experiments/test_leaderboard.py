@@ -12,6 +12,7 @@ from saebasis.config import compose
 from saebasis.eval.board import (
     ab_matching,
     board_agreement,
+    capability,
     concept_bootstrap_ci,
     contrast_agreement,
     contrasts,
@@ -231,6 +232,26 @@ def test_family_means_and_costs_are_exact():
     assert "| y | 0.300 | **0.700** | – |" in text and "| x | **0.900** | 0.300 | **0.500** |" in text
 
 
+def test_capability_kept_is_averaged_over_concepts_tabled_and_plotted(tmp_path):
+    results = {"a": _blob({"x": 0.9, "y": 0.3, "z": 0.5}), "b": _blob({"x": 0.2, "y": 0.6, "z": 0.5})}
+    for concept, kept in (("a", 0.8), ("b", 0.6)):
+        results[concept]["results"]["x"]["row"].update(capability_kept=kept, capability_items=110)
+    results["a"]["results"]["y"]["row"].update(capability_kept=1.0, capability_items=110)
+    results["b"]["results"]["y"]["row"].update(capability_kept=float("nan"))  # unmeasured: left out
+    got = capability(results)
+    assert set(got) == {"x", "y"} and math.isclose(got["x"]["kept"], 0.7) and got["x"]["concepts"] == 2
+    assert got["x"]["ci_low"] >= 0.6 and got["x"]["ci_high"] <= 0.8 and got["y"]["kept"] == 1.0
+    assert math.isclose(costs(results)["x"]["capability_kept"], 0.7)
+    text = markdown(results, 60.0)
+    section = text.split("## Capability kept")[1].split("##")[0]
+    assert "110 items" in section and "| x | 0.550 | 0.700 |" in section and "| lowest concept |" in section
+    assert "b 0.600" in section and "| z |" not in section  # z was not measured
+    from saebasis.experiments.board_render import capability_plot
+
+    assert capability_plot(tmp_path, results).endswith("capability.png") and (tmp_path / "capability.png").exists()
+    assert "## Capability kept" not in markdown({"a": _blob({"x": 0.9})}, 1.0)  # nothing measured: no section
+
+
 def test_ab_matching_is_tabled_only_for_concepts_with_ab_items_and_exactly():
     results = {"sentiment": _blob({"x": 0.9, "y": 0.3}), "sycophancy": _blob({"x": 0.1, "y": 0.2})}
     results["sycophancy"]["results"]["x"]["row"]["ab_matching"] = 0.648
@@ -358,6 +379,7 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     assert {r["method"] for r in table["overall"]} == {"unsteered", "bias", "dm"}
     assert all(r["concepts"] == 2 for r in table["overall"]) and (board / "heatmap.png").exists()
     assert (board / "tradeoff.png").stat().st_size > 0
+    assert set(table["capability"]) == {"unsteered", "bias", "dm"} and (board / "capability.png").exists()
     assert report.stat().st_mtime_ns == stamp and set(table["readability"]) == {"alpha", "beta"}  # alpha read once
     assert first["md"] == second["md"] and "<script" not in (board / "leaderboard.html").read_text()
     publish = load_script("publish_board")
