@@ -3,7 +3,7 @@
 Concepts: `concepts` entries, expanded by saebasis.data.resolve_concepts -- `builtin` (every concept folder in
 saebasis/data/), a built-in name, a concept folder, or a folder of concept folders: a new concept is one folder.
 Methods: configs/methods/board.yaml (`methods: board`, the list `saebasis compare methods=board` runs too).
-For each concept the leaderboard runs `compare` (saebasis/experiments/compare.py) in-process with the board's methods,
+For each concept the leaderboard runs `compare` (saebasis/experiments/compare/) in-process with the board's methods,
 the concept's own prompting prefix and selection rule (its concept.yaml), sharing one model/SAE stack across concepts.
 
 Cells and workers: every (concept, method) is a cell (saebasis/experiments/cells.py) -- claimed with the run-folder

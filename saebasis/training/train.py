@@ -53,7 +53,7 @@ def make_logger(cfg: dict, save_dir: Path):
 
     mode = log.get("mode")
     kw = {"mode": mode} if mode else {}
-    return WandbLogger(
+    logger = WandbLogger(
         project=log.get("project", "saebasis"),
         entity=log.get("entity"),
         save_dir=str(save_dir),
@@ -61,6 +61,11 @@ def make_logger(cfg: dict, save_dir: Path):
         config=cfg,
         **kw,
     )
+    # Lightning always hands wandb.init `anonymous` (None when unset); wandb >= 0.19 warns that the setting has no
+    # effect on every first run. Not passing it changes nothing else.
+    if getattr(logger, "_wandb_init", {}).get("anonymous", "set") is None:
+        logger._wandb_init.pop("anonymous")
+    return logger
 
 
 def build_intervention(cfg: dict, stack, concept):

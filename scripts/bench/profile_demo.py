@@ -107,7 +107,7 @@ def main() -> None:
     evaluation = {
         "seconds": eval_s,
         "generate": seconds_in(estats, "generate_timed", "saebasis/core/generation.py"),
-        "judges": seconds_in(estats, "judge", "saebasis/experiments/compare.py"),
+        "judges": seconds_in(estats, "judge", "saebasis/experiments/compare/evaluator.py"),
         "kl_to_base": seconds_in(estats, "kl_to_base", "saebasis/eval/metrics.py"),
         "latent_l0": seconds_in(estats, "latent_l0", "saebasis/eval/metrics.py"),
         "linear_own": seconds_in(estats, LINEAR, own=True),

@@ -329,7 +329,7 @@ def board_cfg(overrides: list[str]) -> dict:
 
 def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     tmp_path, concepts, overrides = tiny_board
-    import saebasis.experiments.compare as compare_mod
+    import saebasis.experiments.compare.run as compare_mod
 
     real_fit = compare_mod.fit_baseline
 
@@ -395,11 +395,12 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
 
 def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_runs(tiny_board, monkeypatch):
     tmp_path, concepts, overrides = tiny_board
-    import saebasis.experiments.compare as compare_mod
+    import saebasis.experiments.compare.evaluator as evaluator_mod
+    import saebasis.experiments.compare.run as compare_mod
 
     methods = {k: v for k, v in METHODS.items() if k != "ghost"}
     cfg = {**board_cfg([*overrides, f"concepts=[{concepts[0]}]", "make_only=true"]), "methods": methods}
-    monkeypatch.setattr(compare_mod, "generate_timed", lambda *a, **k: pytest.fail("make_only generated text"))
+    monkeypatch.setattr(evaluator_mod, "generate_timed", lambda *a, **k: pytest.fail("make_only generated text"))
     leaderboard(cfg)
     board = tmp_path / "board"
     runs = board / "concepts" / "alpha" / "runs"

@@ -280,3 +280,26 @@ def test_alive_latents_leave_out_latents_that_never_fire(tiny_overrides, tmp_pat
     assert alive.dtype == torch.bool and not alive[:10].any() and alive[10:].sum() > 10
     b = load_run(train(cfg)["run_dir"]).intervention.b
     assert (b[~alive] == 0).all() and (b[alive] != 0).any()
+
+
+def test_the_wandb_logger_does_not_hand_wandb_the_deprecated_anonymous_setting(tmp_path, monkeypatch):
+    """Lightning passes anonymous=None to wandb.init, which then warns on every first run that it has no effect."""
+    import wandb
+
+    from saebasis.training.train import make_logger
+
+    got = {}
+
+    class Called(Exception):
+        pass
+
+    def init(**kw):
+        got.update(kw)
+        raise Called
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "run", None)
+    logger = make_logger({"logger": {"mode": "offline"}, "run_dir": str(tmp_path / "run")}, tmp_path)
+    with pytest.raises(Called):
+        logger.experiment
+    assert got["project"] == "saebasis" and got["name"] == "run" and "anonymous" not in got
