@@ -58,6 +58,7 @@ class LlamaCpp:
         )
         self.n_embd = self.llm.n_embd()
         self.n_layer = int(llama_cpp.llama_model_n_layer(self.llm.model))
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._buffer = None  # keeps the control vector's floats alive while llama.cpp holds the pointer
 
     def logits(self, ids: list[int]) -> np.ndarray:
@@ -65,6 +66,25 @@ class LlamaCpp:
         self.llm.reset()
         self.llm.eval(list(ids))
         return np.array(self.llm.scores[len(ids) - 1], dtype=np.float32)
+
+    def generate(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Greedy continuation of `ids` (a fresh sequence): the argmax of llama.cpp's logits at each step, stopping
+        after an end-of-generation token (kept, as transformers keeps its EOS) or max_new_tokens."""
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            out.append(token)
+            if self.lib.llama_vocab_is_eog(self._vocab, token) or len(out) == max_new_tokens:
+                break
+            self.llm.eval([token])
+        return out
+
+    def close(self) -> None:
+        """Free the model now (llama-cpp-python's own finaliser can fail at interpreter exit)."""
+        self._buffer = None
+        self.llm.close()
 
     def set_control_vector(self, path: str | Path | None, scale: float = 1.0) -> None:
         """Apply a control-vector GGUF at `scale` (None clears it)."""

@@ -57,3 +57,19 @@ def test_unsteered_logits_agree_and_the_exported_bias_steers_llamacpp_as_saebasi
     assert out["min_logit_cosine"] > 0.99 and out["top1_agreement"] >= 0.8
     assert out["min_effect_cosine"] > 0.9, out  # the steering effect: the same direction in both engines
     assert all(0.5 < r < 2.0 for r in out["effect_norm_ratio"]), out
+
+
+def test_greedy_generation_in_llamacpp_is_the_argmax_chain_of_its_logits(engines):
+    """LlamaCpp.generate (scripts/bench/llamacpp_generation.py) decodes greedily: each token is the argmax of the
+    logits after the tokens before it."""
+    from saebasis.core.activations import chat_prefix
+
+    loaded, cpp = engines
+    tok = loaded.tokenizer
+    ids = tok(chat_prefix(tok, "Tell me about your weekend."), add_special_tokens=False)["input_ids"]
+    new = cpp.generate(ids, 6)
+    assert 1 <= len(new) <= 6
+    chain = list(ids)
+    for token in new:
+        assert int(cpp.logits(chain).argmax()) == token
+        chain.append(token)
