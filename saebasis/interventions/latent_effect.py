@@ -2,7 +2,7 @@
 
 Every latent i is amplified once, at the last position of a neutral prompt ("From my experience,"), by adding
 a x (dec(e_i) - dec(0)) to the residual at the SAE's hook -- the SAE's own reconstruction with z_i raised by a
-and the error term kept, i.e. h + a W_eff[i] (sae_support.write_rows). a = `factor` x the largest latent
+and the error term kept, i.e. h + a W_eff[i] (sae_rows.write_rows). a = `factor` x the largest latent
 activation at that position (Arad et al.'s AmplifySAEHook: one amount for every latent). Then, with p the
 next-token distribution after amplification, p0 the one before, and L_i the `k` tokens the logit lens of
 W_eff[i] promotes most (logits W_U N(W_eff[i]), N the linear part of the final norm):
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from saebasis.core import hooks
 from saebasis.core.sae import SAEBasis, resolve_builtin
-from saebasis.interventions.sae_support import SupportCache, write_rows
+from saebasis.interventions.sae_rows import SupportCache, write_rows
 
 NEUTRAL_PROMPT = "From my experience,"
 SCORES = ("output_score", "input_score", "delta_conf")

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from saebasis.core.sae import SAEBasis
 from saebasis.interventions.base import Intervention, register
 from saebasis.interventions.mahalanobis import AdditiveConfig, Mahalanobis
-from saebasis.interventions.sae_support import RULES, SupportCache, affine, read_latents, write_rows
+from saebasis.interventions.sae_rows import SupportCache, affine, read_latents, write_rows
+from saebasis.interventions.sae_support import EFFECT_CANDIDATES, EFFECT_RULES, RULES
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -41,18 +42,20 @@ class SAEAdaptorConfig(AdditiveConfig):
     k_in: int | None = None
     """Latents read: None = every latent (A [d_sae, r]); k = the k latents chosen by `read_rule` before training
     (A [k, r]); 0 = none (f is a constant: a bias on the written latents, no SAE encode at inference)."""
-    read_rule: Literal["contrast", "active", "gradient"] = "contrast"
+    read_rule: Literal["contrast", "active", "gradient", "output", "delta_conf"] = "contrast"
     """How `prepare` picks the read set: contrast = largest |mean z(positive) - mean z(negative)| over the pairs'
     completions (latents that tell the concept apart, i.e. what a conditional edit should look at); active =
-    largest mean activation on the texts steered; gradient = as write_rule gradient."""
+    largest mean activation on the texts steered; gradient = as write_rule gradient; output / delta_conf = among the
+    256 latents of largest contrast, those of highest output score / delta_conf (sae_support.py)."""
     k_out: int | None = None
     """Latents written, at most: None = every latent (B [r, d_sae], b [d_sae]); k = B [r, k], b [k] on the k
     latents chosen by `write_rule` before training (a fixed support: exact zeros elsewhere by construction)."""
-    write_rule: Literal["gradient", "contrast", "active"] = "contrast"
+    write_rule: Literal["gradient", "contrast", "active", "output", "delta_conf"] = "contrast"
     """How `prepare` picks the write set: contrast (default) = the read rule's contrast, computed once for both sides
     (a forward pass up to the hook); gradient = largest |d/db (CE(positive) - CE(negative))| for a latent bias
     b at 0 (the latents whose write most helps the objective, concept-specific; a direction that helps any
-    completion cancels; costs a full forward + backward over every pair); active as for read_rule."""
+    completion cancels; costs a full forward + backward over every pair); active, output and delta_conf as for
+    read_rule (output: the latents written are those whose decoder row most makes the model say its own tokens)."""
     group_l1: float = 0.0
     """Group lasso on each written latent (column B[:, j] with b_j), applied as a proximal step in Adam's metric
     after every optimizer step: a latent whose group gradient stays small is exactly 0, so latents written can
@@ -70,9 +73,14 @@ class SAEAdaptorConfig(AdditiveConfig):
             raise ValueError(
                 f"k_in must be >= 0 and k_out >= 1 (or null: every latent); got k_in={self.k_in}, k_out={self.k_out}."
             )
-        for name in ("read_rule", "write_rule"):
+        for name, k in (("read_rule", self.k_in), ("write_rule", self.k_out)):
             if getattr(self, name) not in RULES:
                 raise ValueError(f"{name} must be one of {sorted(RULES)}, got {getattr(self, name)!r}.")
+            if getattr(self, name) in EFFECT_RULES and k is not None and k > EFFECT_CANDIDATES:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} chooses among the {EFFECT_CANDIDATES} latents of largest contrast, "
+                    f"so it can pick at most {EFFECT_CANDIDATES}; got {k}. Use a smaller k or the contrast rule."
+                )
 
 
 def topk_mask(w: Tensor, k: int) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from saebasis.core import hooks
 from saebasis.interventions.latent_effect import EffectSettings, effect_scores, input_scores, through_norm
-from saebasis.interventions.sae_support import SupportCache, write_rows
+from saebasis.interventions.sae_rows import SupportCache, write_rows
 
 PLANTED = 7
 
@@ -76,3 +76,29 @@ def test_input_score_is_the_share_of_contexts_peaking_on_a_lens_token():
     lens = torch.tensor([[5, 1], [5, 9], [2, 3]])
     got = input_scores(ctx_ptr, peaks, lens)
     assert got[0] == pytest.approx(0.75) and torch.isnan(got[1]) and got[2] == 0
+
+
+def test_the_output_support_rule_ranks_candidates_by_output_score(stack, concept_dir, monkeypatch):
+    """sae_adaptor's read_rule / write_rule = output: the planted latent leads, the scores are effect_scores' own, and
+    only the EFFECT_CANDIDATES latents of largest contrast are candidates."""
+    from saebasis.data import load_concept
+    from saebasis.interventions import sae_support
+
+    plant(stack.model, stack.tokenizer, stack.sae)
+    concept = load_concept(concept_dir)
+    got = sae_support.RULES["output"](stack, concept, 24)  # tiny SAE: every latent is a candidate
+    want = effect_scores(stack.model, stack.tokenizer, stack.sae)["output_score"]
+    assert int(got.argmax()) == PLANTED and torch.allclose(got, want, atol=1e-6)
+    monkeypatch.setattr(sae_support, "EFFECT_CANDIDATES", 8)
+    few = sae_support.RULES["delta_conf"](stack, concept, 24)
+    contrast = sae_support.contrast_scores(stack, concept, 24)
+    finite = torch.isfinite(few)
+    assert int(finite.sum()) == 8 and set(finite.nonzero().flatten().tolist()) == set(contrast.topk(8).indices.tolist())
+
+
+def test_an_effect_rule_cannot_pick_more_latents_than_its_candidates():
+    from saebasis.interventions.sae_adaptor import SAEAdaptorConfig
+
+    with pytest.raises(ValueError, match="write_rule=output chooses among the 256 latents"):
+        SAEAdaptorConfig(k_out=300, write_rule="output")
+    assert SAEAdaptorConfig(k_in=64, k_out=32, read_rule="output", write_rule="delta_conf").k_in == 64

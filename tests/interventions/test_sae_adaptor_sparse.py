@@ -6,7 +6,7 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
 from saebasis.core.sae import SAEBasis
 from saebasis.interventions import build
-from saebasis.interventions.sae_support import SupportCache, read_latents, write_rows
+from saebasis.interventions.sae_rows import SupportCache, read_latents, write_rows
 from saebasis.runs import load_run, save_run
 from tests.conftest import D_MODEL, HOOK, tiny_sae
 
