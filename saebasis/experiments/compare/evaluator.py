@@ -4,6 +4,7 @@ method and split; the unsteered / prompting generations and the unsteered capabi
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 
@@ -102,11 +103,12 @@ class Evaluator:
         (or prompted) / unsteered, with its paired bootstrap CI; the unsteered pass is made once per process."""
         n = self.cfg["capability"]
         items = capability.select_items(capability.load_items(), n)
-        key = (id(self.stack.model), len(items), self.cfg.get("autocast"))
+        known = _UNSTEERED.setdefault(self.stack.model, {})
+        key = (len(items), self.cfg.get("autocast"))
         with self.precision():
-            if key not in _UNSTEERED:
-                _UNSTEERED[key] = capability.correct(self.stack.model, self.stack.tokenizer, items)
-            base = _UNSTEERED[key]
+            if key not in known:
+                known[key] = capability.correct(self.stack.model, self.stack.tokenizer, items)
+            base = known[key]
             if not bool(base.any()):  # e.g. a random tiny model: the ratio is undefined
                 return {"capability_kept": None, "capability_acc": 0.0, "capability_items": len(items)}
             if method.intervention is None and not method.prefix:
@@ -143,8 +145,9 @@ class Evaluator:
             )
 
 
-_UNSTEERED: dict[tuple, torch.Tensor] = {}
-"""(model id, number of items, autocast) -> the unsteered model's [n_items] correctness, shared by every concept."""
+_UNSTEERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> {(number of items, autocast): the unsteered model's [n_items] correctness}, shared by every concept of a
+process and forgotten with the model."""
 
 
 def evaluator(stack, concept, cfg: dict) -> list:
