@@ -2,7 +2,8 @@
 
     python scripts/publish_board.py outputs/leaderboard/full full
       -> docs/results/leaderboard_full.md / .json, docs/img/leaderboard_full.png (heat map),
-         docs/img/leaderboard_full_tradeoff.png (score vs latents changed)
+         docs/img/leaderboard_full_tradeoff.png (score vs latents changed),
+         docs/img/leaderboard_full_capability.png (score vs capability kept, when the board measured it)
 
 Reads only the board's JSON (concepts/<name>/results.json in the config's concept order, leaderboard.json for its
 time and readability); nothing is generated or judged. A concept whose results.json is missing or not complete is
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         args.board / "leaderboard.json": args.docs / "results" / f"leaderboard_{args.name}.json",
         args.board / "heatmap.png": args.docs / "img" / f"leaderboard_{args.name}.png",
         args.board / "tradeoff.png": args.docs / "img" / f"leaderboard_{args.name}_tradeoff.png",
+        args.board / "capability.png": args.docs / "img" / f"leaderboard_{args.name}_capability.png",
     }
     for src, dst in out.items():
         if src.exists():

@@ -390,6 +390,7 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     assert (tmp_path / "docs" / "img" / "leaderboard_tiny.png").exists() and (
         tmp_path / "docs" / "img" / "leaderboard_tiny_tradeoff.png"
     ).exists()
+    assert (tmp_path / "docs" / "img" / "leaderboard_tiny_capability.png").exists()
     assert "not finished, left out: gamma" in capsys.readouterr().out
 
 
