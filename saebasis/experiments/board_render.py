@@ -350,6 +350,10 @@ def capability_plot(out: Path, results: dict[str, dict], rows: list[dict] | None
     if not points:
         return ""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    labels: dict[tuple[float, float], str] = {}  # methods on the same point (e.g. caa = diffmean_last) share a label
+    for p, k in points:
+        spot = (round(k["kept"], 4), round(p["score"], 4))
+        labels[spot] = f"{labels[spot]} = {p['method']}" if spot in labels else p["method"]
     for p, k in points:
         ax.errorbar(
             k["kept"],
@@ -361,7 +365,9 @@ def capability_plot(out: Path, results: dict[str, dict], rows: list[dict] | None
             capsize=2,
             markersize=5,
         )
-        ax.annotate(p["method"], (k["kept"], p["score"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        label = labels.pop((round(k["kept"], 4), round(p["score"], 4)), None)
+        if label:
+            ax.annotate(label, (k["kept"], p["score"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axvline(1.0, color="0.6", linestyle=":", linewidth=1)
     ax.set_xlabel("capability kept (steered / unsteered accuracy; mean over concepts, 95% CI)")
     ax.set_ylabel("mean test score")
