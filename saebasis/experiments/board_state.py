@@ -1,8 +1,9 @@
 """A leaderboard's resumable state as one archive (`scripts/board_state.sh pack|unpack [out_dir]`).
 
 pack: `<state>/<board>.tar.gz` of out_dir: every concept's results.json and runs/ (weights, cfg.json, metrics.json,
-interpret/report.json), without Lightning checkpoints (*.ckpt), wandb folders, report.html, links, and the run
-folders of cells results.json marks finished (but their seed-0 runs, which the readability table reads).
+interpret/report.json) and finished cells, without Lightning checkpoints (*.ckpt), locks (*.lock), wandb folders,
+report.html, links, and the run folders of cells results.json marks finished (but their seed-0 runs, which the
+readability table reads).
 unpack: the same archive back into out_dir's parent, after every member is checked -- before anything is written:
 only regular files and folders (no symlinks, hard links, devices), every path relative, inside `<board>/` (never
 a sibling board's files, never outside), no setuid / setgid / sticky bits and nothing world-writable. Extraction
@@ -19,7 +20,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 EXCLUDED_NAMES = ("wandb", "report.html")
-EXCLUDED_SUFFIXES = (".ckpt",)
+EXCLUDED_SUFFIXES = (".ckpt", ".lock")  # a lock is a claim by a process on this machine, never carried
 BAD_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH
 
 

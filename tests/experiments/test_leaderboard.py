@@ -439,6 +439,9 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     for run_name in ("bias-seed0", "bias-seed1", "dm", "lr-seed1"):
         (board / "concepts" / "x" / "runs" / run_name).mkdir(exist_ok=True)
         (board / "concepts" / "x" / "runs" / run_name / "cfg.json").write_text("{}")
+    (board / "concepts" / "x" / "cells").mkdir()
+    (board / "concepts" / "x" / "cells" / "lr.lock").write_text('{"pid": 1, "host": "elsewhere"}')  # a worker's claim
+    (board / "concepts" / "x" / "cells" / "dm.json").write_text("{}")
     env = {"BOARD_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
     run = lambda *a: subprocess.run(
         ["bash", str(root / "scripts" / "board_state.sh"), *a], env=env, capture_output=True, text=True, cwd=root
@@ -454,6 +457,8 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     }  # finished cells keep only their seed-0 run (readability); unfinished keep all
     assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
+    assert (back / "concepts" / "x" / "cells" / "dm.json").exists()  # finished cells travel ...
+    assert not (back / "concepts" / "x" / "cells" / "lr.lock").exists()  # ... a claim does not: it is this machine's
     missing = run("unpack", str(tmp_path / "c" / "other"))
     assert missing.returncode == 1 and "no " in missing.stderr
 
