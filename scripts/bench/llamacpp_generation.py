@@ -29,31 +29,28 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from saebasis import judges  # noqa: E402
 from saebasis.core.activations import chat_prefix  # noqa: E402
 from saebasis.core.generation import generate_timed  # noqa: E402
 from saebasis.core.models import GGUF_FILE, embedded_gguf_dir, load_model  # noqa: E402
+from saebasis.core.stack import Stack  # noqa: E402
 from saebasis.data import load_concept  # noqa: E402
-from saebasis.eval.metrics import harmonic_mean  # noqa: E402
 from saebasis.eval.protocol import report  # noqa: E402
+from saebasis.experiments.compare import Evaluator  # noqa: E402
 from saebasis.export import export  # noqa: E402
 from saebasis.export.llamacpp import LlamaCpp  # noqa: E402
 from saebasis.runs import load_run  # noqa: E402
 
 
-def judged(concept, model, tokenizer, prompts: list[str], responses: list[str]) -> dict:
-    given = dict(description=concept.description, instructions=prompts, model=model, tokenizer=tokenizer)
-    c, i, f = (judges.score(name, responses, **given) for name in (concept.judge, "instruction", "fluency"))
-    scores = [harmonic_mean(*x) for x in zip(c, i, f)]
-    rep = report({0: scores})
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+def judged(concept, model, tokenizer, hook: str, prompts: list[str], responses: list[str]) -> dict:
+    """Judged by `saebasis compare`'s own Evaluator.judge, with its bootstrap CI over instructions."""
+    ev = Evaluator(Stack(model, tokenizer, None, hook, None), concept, {"n_val": 0, "n_test": 0})
+    got = ev.judge(prompts, responses)
+    rep = report({0: got["score"]})
     return {
         "score": rep.mean,
         "ci": [rep.ci_low, rep.ci_high],
-        "concept": mean(c),
-        "instruction": mean(i),
-        "fluency": mean(f),
-        "scores": scores,
+        **{k: sum(got[k]) / len(got[k]) for k in ("concept", "instruction", "fluency")},
+        "scores": got["score"],
     }
 
 
@@ -103,8 +100,8 @@ def main() -> None:
             cpp_responses.append(tok.decode(new, skip_special_tokens=True).strip())
         cpp_seconds = time.perf_counter() - start
         engine.close()
-    ours = judged(concept, model, tok, prompts, batched.responses)
-    theirs = judged(concept, model, tok, prompts, cpp_responses)
+    ours = judged(concept, model, tok, hook, prompts, batched.responses)
+    theirs = judged(concept, model, tok, hook, prompts, cpp_responses)
     result["saebasis"] = {
         **ours,
         "tokens_per_s_batch1": single.token_slots / single.seconds,
