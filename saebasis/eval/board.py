@@ -84,6 +84,46 @@ def paired_difference(results: dict[str, dict], a: str, b: str, n_boot: int = 10
     }
 
 
+def paired_ratio(
+    results: dict[str, dict], a: str, b: str, field: str = "concept", n_boot: int = 1000, seed: int = 0
+) -> dict | None:
+    """a's mean over concepts of a row field (default the concept judge's column) divided by b's, on the concepts both
+    ran, with a 95% CI from a bootstrap over concepts (paired: both means from the same drawn concepts; draws whose b
+    mean is 0 are left out). None where no concept has both."""
+    pairs = [
+        (float(blob["results"][a]["row"][field]), float(blob["results"][b]["row"][field]))
+        for blob in results.values()
+        if a in blob["results"] and b in blob["results"]
+    ]
+    if not pairs:
+        return None
+    mean_a, mean_b = mean(x for x, _ in pairs), mean(y for _, y in pairs)
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(n_boot):
+        drawn = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        denominator = mean(y for _, y in drawn)
+        if denominator:
+            ratios.append(mean(x for x, _ in drawn) / denominator)
+    ratios.sort()
+    low, high = (
+        (ratios[int(0.025 * len(ratios))], ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))])
+        if ratios
+        else (math.nan, math.nan)
+    )
+    return {
+        "a": a,
+        "b": b,
+        "field": field,
+        "mean_a": mean_a,
+        "mean_b": mean_b,
+        "ratio": mean_a / mean_b if mean_b else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "concepts": len(pairs),
+    }
+
+
 def contrasts(results: dict[str, dict], pairs: list | None = None, rows: list[dict] | None = None) -> list[dict]:
     """The leader (best mean rank) against every other method, then the configured pairs (leaderboard.yaml
     `contrasts`, e.g. the trained peers against one-latent SAE steering: AxBench's question); a pair with a method

@@ -12,6 +12,7 @@ then runs through tarfile's "data" filter as well. The rules are in docs/run-fol
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import stat
@@ -33,12 +34,13 @@ def archive_path(out: Path, state_dir: Path) -> Path:
 
 
 def finished_run_dirs(out: Path) -> set[Path]:
-    """Run folders of cells results.json marks finished, but the seed-0 runs (left out of the archive)."""
+    """Run folders of cells results.json marks finished, but the seed-0 ones (left out of the archive): a trained
+    method's `<method>-seed0` and a fitted method's `<method>` (one run, seed 0) stay, for the readability table."""
     skip: set[Path] = set()
     for results in sorted(Path(out).glob("concepts/*/results.json")):
         runs = results.parent / "runs"
         for method in json.loads(results.read_text()).get("results", {}):
-            for run in [runs / method, *runs.glob(f"{method}-seed*")]:
+            for run in runs.glob(f"{glob.escape(method)}-seed*"):
                 if run.is_dir() and not run.name.endswith("-seed0"):
                     skip.add(run.resolve())
     return skip

@@ -1,9 +1,10 @@
-"""Can a compared method be read? Coverage and concept alignment of every trained SAE-basis run of a comparison.
+"""Can a compared method be read? Coverage and concept alignment of every SAE-basis run of a comparison.
 
 Used by the demo (REPORT.md, section 4) and the leaderboard (a methods x concepts readability table). For each
-seed-0 run folder whose method reads or writes SAE latents (the intervention contract's `uses_sae`, never its
-name), `saebasis interpret` writes its report (skipped when the report is already there, so a resumed
-leaderboard does not redo it) and two numbers are read back from report.json:
+seed-0 run folder (`<method>-seed0` of a trained method, `<method>` of a fitted one) whose method reads or writes
+SAE latents (the intervention contract's `uses_sae`, never its name), `saebasis interpret` writes its report
+(skipped when the report is already there, so a resumed leaderboard does not redo it) and two numbers are read
+back from report.json:
   coverage   of the 10 latents the method changed most on the held-out corpus, how many have >= 5 contexts;
   alignment  the concept's own judge on those latents' contexts minus the same judge on 10 random alive
              latents (bootstrap 95% CI), plus the share of top / random latents whose contexts lean positive.
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from saebasis.config import compose, override
+
+SEED = re.compile(r"-seed(\d+)$")
+"""A trained method's run folder suffix (compare names fitted methods' folders by the method alone)."""
 
 
 def uses_sae(run_dir: Path) -> bool:
@@ -44,13 +49,16 @@ def readability(report_json: str | Path, out: Path) -> dict:
 
 
 def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> dict[str, dict]:
-    """{method: readability} for every seed-0 SAE-basis run under runs_dir (`<method>-seed0` folders), interpreting
-    each run once (an interpret/report.json newer than the run's weights is reused). `overrides`: extra interpret
-    settings."""
+    """{method: readability} for every seed-0 SAE-basis run under runs_dir (`<method>-seed0` folders of trained
+    methods, `<method>` folders of fitted ones), interpreting each run once (an interpret/report.json newer than the
+    run's weights is reused). `overrides`: extra interpret settings."""
     from saebasis.interpret.report import interpret
 
     found = {}
-    for run_dir in sorted(Path(runs_dir).glob("*-seed0")):
+    for run_dir in sorted(Path(runs_dir).glob("*")):
+        seed = SEED.search(run_dir.name)
+        if seed and seed.group(1) != "0":
+            continue
         if not (run_dir / "intervention.safetensors").exists() or not uses_sae(run_dir):
             continue
         report = run_dir / "interpret" / "report.json"
@@ -61,7 +69,7 @@ def read_runs(runs_dir: Path, out: Path, overrides: list[str] | tuple = ()) -> d
             interpret(
                 compose("interpret", [override("run", run_dir), override("out_dir", run_dir / "interpret"), *overrides])
             )  # quoted: a concept folder may hold `(`, `<`, spaces
-        found[run_dir.name.removesuffix("-seed0")] = readability(report, out)
+        found[SEED.sub("", run_dir.name)] = readability(report, out)
     return found
 
 

@@ -453,8 +453,9 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     kept = {p.name for p in (back / "concepts" / "x" / "runs").iterdir()}
     assert kept == {
         "bias-seed0",
+        "dm",
         "lr-seed1",
-    }  # finished cells keep only their seed-0 run (readability); unfinished keep all
+    }  # finished cells keep only their seed-0 run (a fitted method's one run; readability); unfinished keep all
     assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
     assert (back / "concepts" / "x" / "cells" / "dm.json").exists()  # finished cells travel ...
