@@ -19,8 +19,8 @@ Outputs in out_dir: `per_concept.md` (score of every method on every concept), `
 `heatmap.png` (methods x concepts), `tradeoff.png` (mean score vs SAE latents changed per token, KL as colour), and
 paired differences (the leader against every method and the configured `contrasts`, paired by test instruction, with
 a bootstrap CI: which orderings are resolved); rendered by saebasis/experiments/board_render.py. Concepts with a second
-judge report the two judges' Spearman agreement and flag a disagreement on the winner. Every trained SAE-basis method
-is also read on every concept (readability=true): coverage and concept alignment of its seed-0 run
+judge report the two judges' Spearman agreement and flag a disagreement on the winner. Every SAE-basis method
+(trained or fitted) is also read on every concept (readability=true): coverage and concept alignment of its seed-0 run
 (saebasis/interpret/readability.py), a methods x concepts table.
 `make_only=true` trains / fits every cell and reads the SAE-basis runs without generating (e.g. the readability
 table on every concept first, or the training on a GPU); the board's next run in the same out_dir reuses those runs.
@@ -116,7 +116,7 @@ def leaderboard(cfg) -> dict:
         else:
             compare(ccfg, stack=stack, concept=loaded[name])
         if cfg["readability"] and (cfg.get("make_only") or judged(out, name)):
-            read_concept(cfg, name)  # coverage / alignment of every trained SAE-basis method on this concept
+            read_concept(cfg, name)  # coverage / alignment of every SAE-basis method on this concept
         merge(out, cfg, concepts, time.time() - start)
         if pending[i]:
             worked.append(time.time() - t0)
