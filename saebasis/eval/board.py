@@ -212,6 +212,24 @@ def costs(results: dict[str, dict]) -> dict[str, dict[str, float]]:
     return {m: {f: mean(v) for f, v in fields.items()} for m, fields in out.items()}
 
 
+def timings(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """{method: {"make_s": mean over concepts of one seed's train / fit wall time (compare's fit_time_s), "cell_s":
+    mean over concepts of the cell's wall time (every seed made, strength search, test, judges, KL, capability),
+    "concepts": how many}}: what a method costs to run, on the machine the board ran on."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for blob in results.values():
+        for method, res in blob["results"].items():
+            got = per.setdefault(method, {"make_s": [], "cell_s": []})
+            for field, value in (("make_s", res["row"].get("fit_time_s")), ("cell_s", res.get("eval_time_s"))):
+                if isinstance(value, (int, float)) and value == value:
+                    got[field].append(float(value))
+    return {
+        m: {**{f: mean(v) for f, v in fields.items() if v}, "concepts": max(map(len, fields.values()))}
+        for m, fields in per.items()
+        if any(fields.values())
+    }
+
+
 def capability(results: dict[str, dict], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """{method: {"kept": mean over concepts of capability kept (steered / unsteered accuracy on the capability items,
     compare's `capability`), "ci_low", "ci_high": 95% bootstrap over concepts, "concepts": how many}} for the methods

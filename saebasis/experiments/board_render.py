@@ -19,6 +19,7 @@ from saebasis.eval.board import (
     overall,
     per_concept_scores,
     resolved,
+    timings,
     tradeoff_points,
 )
 from saebasis.interpret.readability import concept_table
@@ -146,6 +147,27 @@ def markdown(
                 + ("–" if worst is None else f"{worst[1]} {worst[0]:.3f}")
                 + " |"
             )
+    times = timings(results)
+    if times:
+        lines += [
+            "",
+            "## Time per cell (wall seconds, means over concepts)",
+            "",
+            "make: one seed's train / fit time (a fitted method's one-off work, e.g. sae_targeted's effect "
+            "approximator, falls in the first concept that needed it); cell: all the cell did (every seed made, the "
+            "strength search, test generation, judges, KL, capability kept). Wall times on the machine and worker "
+            "setup the board ran on: compare rows of one board, not machines.",
+            "",
+            "| method | make (s) | cell (s) |",
+            "|---|---:|---:|",
+        ]
+        for r in rows:
+            t = times.get(r["method"], {})
+            lines.append(
+                f"| {r['method']} | "
+                + " | ".join("–" if t.get(k) is None else f"{t[k]:.1f}" for k in ("make_s", "cell_s"))
+                + " |"
+            )
     paired = contrasts(results, pairs) if paired is None else paired
     if paired:
         lines += [
@@ -205,7 +227,8 @@ def readability_section(readable: dict | None) -> list[str]:
         "",
         "Each cell: coverage (of the 10 latents the method changed most, how many have >= 5 contexts), concept "
         "alignment (the concept's judge on those latents' contexts minus on 10 random alive latents; * = its 95% CI "
-        "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html.",
+        "excludes 0). Per-run reports: concepts/<concept>/runs/<method>-seed0/interpret/report.html (a fitted "
+        "method: runs/<method>/interpret/report.html).",
         "",
         table,
     ]
@@ -233,6 +256,7 @@ def write(
         "costs": costs(results),
         "ab_matching": ab_matching(results),
         "capability": capability(results),
+        "timings": timings(results),
         "contrasts": paired,
         "readability": readable or {},
         "seconds": seconds,

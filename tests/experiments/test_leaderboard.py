@@ -21,6 +21,7 @@ from saebasis.eval.board import (
     overall,
     paired_difference,
     ranks,
+    timings,
     tradeoff_points,
 )
 from saebasis.experiments.board_render import markdown
@@ -250,6 +251,20 @@ def test_capability_kept_is_averaged_over_concepts_tabled_and_plotted(tmp_path):
 
     assert capability_plot(tmp_path, results).endswith("capability.png") and (tmp_path / "capability.png").exists()
     assert "## Capability kept" not in markdown({"a": _blob({"x": 0.9})}, 1.0)  # nothing measured: no section
+
+
+def test_time_per_cell_is_averaged_over_concepts_and_tabled():
+    results = {"a": _blob({"x": 0.9, "y": 0.3}), "b": _blob({"x": 0.2, "y": 0.6})}
+    for concept, make, cell in (("a", 80.0, 200.0), ("b", 10.0, 100.0)):
+        results[concept]["results"]["x"]["row"]["fit_time_s"] = make
+        results[concept]["results"]["x"]["eval_time_s"] = cell
+    results["a"]["results"]["y"]["eval_time_s"] = 30.0  # y: a cell time on one concept, no make time
+    got = timings(results)
+    assert got["x"] == {"make_s": 45.0, "cell_s": 150.0, "concepts": 2}
+    assert got["y"] == {"cell_s": 30.0, "concepts": 1}
+    section = markdown(results, 60.0).split("## Time per cell")[1].split("##")[0]
+    assert "| x | 45.0 | 150.0 |" in section and "| y | – | 30.0 |" in section
+    assert timings({"a": _blob({"x": 0.9})}) == {} and "## Time per cell" not in markdown({"a": _blob({"x": 0.9})}, 1.0)
 
 
 def test_ab_matching_is_tabled_only_for_concepts_with_ab_items_and_exactly():
