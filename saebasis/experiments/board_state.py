@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import stat
 import sys
 import tarfile
@@ -131,15 +132,61 @@ def unpack(out: Path, state_dir: Path) -> Path:
     return out
 
 
+def forget(out: Path, concept: str, methods: list[str]) -> list[Path]:
+    """Drop finished cells of one concept so that the board's next run computes them again (e.g. cells measured
+    while their worker was paused): each method's cell file, its entry in the concept's results.json (which is then
+    no longer complete), its run folders (every seed) and their checkpoints. Refused, with nothing removed, for a
+    method with no cell, entry or run there, or one whose cell is claimed (a worker is computing it). Returns the
+    paths removed."""
+    folder = Path(out) / "concepts" / concept
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no concept {concept!r} in {out} (its folders: concepts/<name>).")
+    runs, cells_dir, results = folder / "runs", folder / "cells", folder / "results.json"
+    blob = json.loads(results.read_text()) if results.exists() else {}
+    targets: list[Path] = []
+    for method in methods:
+        found = [cells_dir / f"{method}.json"] if (cells_dir / f"{method}.json").exists() else []
+        found += [p for p in [runs / method, *runs.glob(f"{glob.escape(method)}-seed*")] if p.exists()]
+        if (cells_dir / f"{method}.lock").exists():
+            raise RuntimeError(
+                f"{concept}/{method} is claimed by a worker ({cells_dir / f'{method}.lock'}): stop it first "
+                "(a lock whose worker is gone: remove the lock file)."
+            )
+        if not found and method not in blob.get("results", {}):
+            known = sorted(p.stem for p in cells_dir.glob("*.json"))
+            raise FileNotFoundError(f"{concept} has no cell, result or run of {method!r} (its cells: {known}).")
+        targets += found
+    for path in targets:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if blob:
+        for method in methods:
+            blob.get("results", {}).pop(method, None)
+        blob["complete"] = False
+        tmp = results.with_name(f".results.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(blob, indent=2))
+        tmp.replace(results)
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("pack", "unpack") or len(argv) > 2:
-        print("usage: board_state.sh pack|unpack [out_dir]", file=sys.stderr)
+    usage = "usage: board_state.sh pack|unpack [out_dir]  |  board_state.sh forget <out_dir> <concept> <method>..."
+    if not argv or argv[0] not in ("pack", "unpack", "forget") or (argv[0] != "forget" and len(argv) > 2):
+        print(usage, file=sys.stderr)
+        return 2
+    if argv[0] == "forget" and len(argv) < 4:
+        print(usage, file=sys.stderr)
         return 2
     out = Path(argv[1] if len(argv) > 1 else "outputs/leaderboard/full")
     state_dir = Path(os.environ.get("BOARD_STATE_DIR") or "docs/results/state")
     try:
-        if argv[0] == "pack":
+        if argv[0] == "forget":
+            gone = forget(out, argv[2], argv[3:])
+            print(f"forgot {', '.join(argv[3:])} of {argv[2]} ({len(gone)} paths): the board's next run computes them")
+        elif argv[0] == "pack":
             archive = pack(out, state_dir)
             print(f"packed {out} -> {archive} ({archive.stat().st_size / 2**20:.1f} MB)")
         else:
@@ -148,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"unpacked {archive_path(out, state_dir)} -> {out}: "
                 "rerun the same leaderboard command (resume is automatic)"
             )
-    except (FileNotFoundError, UnsafeArchive, tarfile.TarError) as err:
+    except (FileNotFoundError, UnsafeArchive, tarfile.TarError, RuntimeError) as err:
         print(f"board_state: {err}", file=sys.stderr)
         return 1
     return 0

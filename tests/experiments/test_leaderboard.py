@@ -577,3 +577,31 @@ def test_a_cell_another_worker_holds_is_left_to_it_then_computed_once(tiny_board
     assert sorted(r["method"] for r in computations(cells.parent)) == ["dm", "unsteered"]  # each once
     third = leaderboard(cfg)  # everything saved: nothing computed again
     assert third["pending"] == [] and len(computations(cells.parent)) == 2
+
+
+def test_board_state_forget_drops_cells_so_the_next_run_computes_them(tmp_path):
+    from saebasis.experiments.board_state import forget, main
+
+    concept = tmp_path / "board" / "concepts" / "x"
+    for name in ("bias-seed0", "bias-seed1", "bias-seed0.ckpt", "dm", "lr-seed0"):
+        (concept / "runs" / name).mkdir(parents=True)
+        (concept / "runs" / name / "cfg.json").write_text("{}")
+    (concept / "cells").mkdir()
+    for method in ("bias", "dm", "lr"):
+        (concept / "cells" / f"{method}.json").write_text("{}")
+    blob = {"complete": True, "results": {"bias": {"row": {}}, "dm": {"row": {}}, "lr": {"row": {}}}}
+    (concept / "results.json").write_text(json.dumps(blob))
+    gone = forget(tmp_path / "board", "x", ["bias", "dm"])
+    assert {p.name for p in gone} == {"bias.json", "dm.json", "bias-seed0", "bias-seed1", "bias-seed0.ckpt", "dm"}
+    assert sorted(p.name for p in (concept / "runs").iterdir()) == ["lr-seed0"]
+    assert sorted(p.name for p in (concept / "cells").iterdir()) == ["lr.json"]
+    after = json.loads((concept / "results.json").read_text())
+    assert after == {"complete": False, "results": {"lr": {"row": {}}}}  # the resume recomputes bias and dm
+    (concept / "cells" / "lr.lock").write_text('{"pid": 1}')  # a worker's claim: refused, nothing removed
+    assert main(["forget", str(tmp_path / "board"), "x", "lr"]) == 1
+    assert (concept / "cells" / "lr.json").exists() and (concept / "runs" / "lr-seed0").exists()
+    with pytest.raises(FileNotFoundError, match="no cell, result or run of 'ghost'"):
+        forget(tmp_path / "board", "x", ["ghost"])
+    with pytest.raises(FileNotFoundError, match="no concept 'y'"):
+        forget(tmp_path / "board", "y", ["lr"])
+    assert main(["forget", str(tmp_path / "board"), "x"]) == 2  # no method named: usage
