@@ -8,6 +8,10 @@ like every other method. Which of the concept's latents steer is `select`:
   output      among the `candidates` latents that rise most, the k with the highest output score (Arad, Mueller &
               Belinkov 2025: how strongly amplifying the latent makes the model say its logit-lens tokens)
   delta_conf  the same, by delta_conf (Wang et al. 2025: how much amplifying it changes the next-token confidence)
+  contrast_output  among the same candidates, the k with the largest rise x output score (negative scores count as
+              0): Arad et al.'s filter of low-output latents without a threshold -- a latent must both rise with
+              the concept and have an output effect. Output selection alone can pick a latent that promotes
+              function words (" or", " of") over one that reads the concept but writes nothing (docs/methods.md).
 
 Both effect scores are defined in latent_effect.py. They come from the per-latent table shipped in the SAE's folder
 when it holds them for this model and SAE (saebasis/assets/sae/*/latents; scripts/build_latent_tables.py), else they
@@ -29,20 +33,21 @@ from saebasis.interventions.base import FitData, register
 from saebasis.interventions.diffmean import FittedVector, VectorConfig
 from saebasis.interventions.latent_effect import effect_scores, stored_scores
 
-SELECT = ("contrast", "output", "delta_conf")
-SCORE_OF = {"output": "output_score", "delta_conf": "delta_conf"}
+SELECT = ("contrast", "output", "delta_conf", "contrast_output")
+SCORE_OF = {"output": "output_score", "delta_conf": "delta_conf", "contrast_output": "output_score"}
 
 
 @dataclasses.dataclass
 class SAELatentConfig(VectorConfig):
     k: int = 1
     """How many latents steer (chosen by `select`), each weighted by its mean activation difference."""
-    select: Literal["contrast", "output", "delta_conf"] = "contrast"
-    """How the latents are chosen: contrast (largest rise), output (output score) or delta_conf (next-token
-    confidence change) among the `candidates` largest rises. The default stays contrast until the leaderboard
-    resolves which rule steers best (issue 29, reading 5a); the choice of default follows the board."""
+    select: Literal["contrast", "output", "delta_conf", "contrast_output"] = "contrast"
+    """How the latents are chosen: contrast (largest rise), output (output score), delta_conf (next-token
+    confidence change) or contrast_output (rise x output score) among the `candidates` largest rises. The default
+    stays contrast until the leaderboard resolves which rule steers best (the pre-registered reading (a),
+    docs/results/sae-basis-preregistration.md); the choice of default follows the board."""
     candidates: int = 32
-    """Latents with the largest positive rises that select=output|delta_conf chooses among."""
+    """Latents with the largest positive rises that select=output|delta_conf|contrast_output chooses among."""
     chunk: int = 4096
     """Tokens encoded at a time while fitting (memory only)."""
 
@@ -67,9 +72,9 @@ class SAELatent(FittedVector):
     """h' = h + s v,  v = sum_{i in S} D_i W_dec[i],  D = mean_t enc(h_pos,t) - mean_t enc(h_neg,t)
 
     S = the k latents chosen by `select` (module docstring): top-k of D (contrast), or top-k of the output score /
-    delta_conf among the `candidates` largest positive D_i. Per-token SAE codes are pooled over every pair's
-    positions; D_i is in latent units, so s = 1 adds each chosen latent at its average rise. The change lives on
-    k decoder rows: read it by the latents' contexts alone.
+    delta_conf / D_i x max(output score, 0) among the `candidates` largest positive D_i. Per-token SAE codes are
+    pooled over every pair's positions; D_i is in latent units, so s = 1 adds each chosen latent at its average rise.
+    The change lives on k decoder rows: read it by the latents' contexts alone.
     """
 
     Config = SAELatentConfig
@@ -91,7 +96,7 @@ class SAELatent(FittedVector):
         diff = self._mean_code(data.positive) - self._mean_code(data.negative)  # [d_sae]
         k, select = self.cfg.k, self.cfg.select
         rises, cand = diff.topk(k if select == "contrast" else min(self.cfg.candidates, diff.numel()))
-        cand = cand[rises > 0]
+        rises, cand = rises[rises > 0], cand[rises > 0]
         if cand.numel() < k:
             raise ValueError(
                 f"sae_latent: only {int((diff > 0).sum())} SAE latents are more active on the positive "
@@ -101,6 +106,8 @@ class SAELatent(FittedVector):
         idx = cand
         if select != "contrast":
             scores, source = self._effect(cand, select)  # [n_cand]
+            if select == "contrast_output":
+                scores = rises * scores.clamp_min(0)
             order = scores.argsort(descending=True, stable=True)[:k]
             idx = cand[order]
             self.selection = {

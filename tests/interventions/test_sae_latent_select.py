@@ -68,6 +68,32 @@ def test_multi_latent_selection_is_top_k_by_score_among_positive_rises(model, to
         assert torch.allclose(iv.v, diff[want] @ sae.W_dec[want], atol=1e-5)
 
 
+def test_contrast_output_weighs_each_rise_by_its_output_score(model, tokenizer, sae, tmp_path):
+    """A table where the largest riser (OTHER) writes nothing, a small riser writes most, and PLANTED, rising less
+    than OTHER, writes a little: rise x output picks PLANTED, output alone the small riser, contrast OTHER."""
+    sae.sae.save_model(tmp_path / "sae")
+    on_disk = SAEBasis.load(str(tmp_path / "sae"))
+    diff = diff_of(on_disk, contrast_data(on_disk))
+    cand = diff.topk(64).indices
+    cand = cand[diff[cand] > 0]
+    small = int(cand[-1])  # the smallest positive riser among the candidates
+    assert diff[small] * 1.0 < diff[PLANTED] * 0.5 and small not in (OTHER, PLANTED)
+    scores = torch.zeros(on_disk.d_sae)
+    scores[OTHER], scores[PLANTED], scores[small] = 0.0, 0.5, 1.0
+    folder = tmp_path / "sae" / "latents"
+    folder.mkdir()
+    (folder / "table.safetensors.gz").write_bytes(gzip.compress(save_bytes({"output_score": scores})))
+    info = {"effect": {"fingerprint": fingerprint(model, on_disk, EffectSettings())}}
+    (folder / "table.json").write_text(json.dumps(info))
+    assert int(fitted(on_disk, model, tokenizer).latents[0]) == OTHER
+    assert int(fitted(on_disk, model, tokenizer, select="output", candidates=64).latents[0]) == small
+    both = fitted(on_disk, model, tokenizer, select="contrast_output", candidates=64, k=2)
+    assert both.latents.tolist() == [PLANTED, small]
+    want = [float(diff[PLANTED]) * 0.5, float(diff[small]) * 1.0]
+    assert both.selection["scores"] == pytest.approx(want, rel=1e-4) and both.selection["score_source"] == "table"
+    assert torch.allclose(both.gains, diff[[PLANTED, small]], atol=1e-6)  # weights stay the contrasts
+
+
 def test_stored_table_scores_are_used_for_the_matching_model_and_sae(model, tokenizer, sae, tmp_path):
     sae.sae.save_model(tmp_path / "sae")
     on_disk = SAEBasis.load(str(tmp_path / "sae"))
@@ -86,7 +112,7 @@ def test_stored_table_scores_are_used_for_the_matching_model_and_sae(model, toke
 
 
 def test_bad_selection_configs_are_refused(sae):
-    with pytest.raises(ValueError, match="contrast \\| output \\| delta_conf"):
+    with pytest.raises(ValueError, match="contrast \\| output \\| delta_conf \\| contrast_output"):
         build("sae_latent", {"select": "outptu"}, D_MODEL, sae)
     with pytest.raises(ValueError, match="candidates >= k"):
         build("sae_latent", {"select": "output", "k": 5, "candidates": 3}, D_MODEL, sae)
