@@ -8,8 +8,8 @@
 # What is kept: every concept's results.json and cells/ (finished cells, with the config keys a resume checks) and
 # runs/ (intervention.safetensors, cfg.json, metrics.json, interpret/report.json); Lightning checkpoints (*.ckpt),
 # locks, wandb folders, report.html and links are left out, and so are the run folders of cells results.json marks
-# finished, but their seed-0 runs (`<method>-seed0`, and a fitted method's one run `<method>`: the readability table
-# reads those).
+# finished, but their seed-0 runs (`<method>-seed0`, and a fitted method's one run `<method>` up to 1 MiB: the
+# readability table reads those).
 # unpack checks every member before writing anything: only regular files and folders inside <out_dir's name>/ (no
 # links, no absolute or '..' paths, no sibling board's files, no setuid / setgid / world-writable modes); see
 # docs/run-folders.md. The work is done by saebasis/experiments/board_state.py (standard library only).

@@ -34,9 +34,15 @@ def archive_path(out: Path, state_dir: Path) -> Path:
     return Path(state_dir) / f"{Path(out).name}.tar.gz"
 
 
+FITTED_RUN_MAX = 2**20
+"""A finished fitted run is packed when its files total at most this (a steering vector, a few latents: what the
+readability table reads of the fitted SAE-basis methods); larger ones (SARA's stored activations) are refitted."""
+
+
 def finished_run_dirs(out: Path) -> set[Path]:
     """Run folders of cells results.json marks finished, but the seed-0 ones (left out of the archive): a trained
-    method's `<method>-seed0` and a fitted method's `<method>` (one run, seed 0) stay, for the readability table."""
+    method's `<method>-seed0` and a fitted method's `<method>` (one run, seed 0; up to FITTED_RUN_MAX) stay, for
+    the readability table."""
     skip: set[Path] = set()
     for results in sorted(Path(out).glob("concepts/*/results.json")):
         runs = results.parent / "runs"
@@ -44,6 +50,9 @@ def finished_run_dirs(out: Path) -> set[Path]:
             for run in runs.glob(f"{glob.escape(method)}-seed*"):
                 if run.is_dir() and not run.name.endswith("-seed0"):
                     skip.add(run.resolve())
+            fitted = runs / method
+            if fitted.is_dir() and sum(f.stat().st_size for f in fitted.rglob("*") if f.is_file()) > FITTED_RUN_MAX:
+                skip.add(fitted.resolve())
     return skip
 
 

@@ -449,11 +449,12 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     (board / "concepts" / "x" / "runs" / "bias-seed0").mkdir(parents=True)
     (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt").mkdir()
     (board / "concepts" / "x" / "runs" / "bias-seed0.ckpt" / "last.ckpt").write_bytes(b"\0" * 10)
-    results = '{"complete": false, "results": {"bias": {}, "dm": {}}}'  # bias and dm finished, lr not yet
+    results = '{"complete": false, "results": {"bias": {}, "dm": {}, "big": {}}}'  # finished; lr not yet
     (board / "concepts" / "x" / "results.json").write_text(results)
-    for run_name in ("bias-seed0", "bias-seed1", "dm", "lr-seed1"):
+    for run_name in ("bias-seed0", "bias-seed1", "dm", "lr-seed1", "big"):
         (board / "concepts" / "x" / "runs" / run_name).mkdir(exist_ok=True)
         (board / "concepts" / "x" / "runs" / run_name / "cfg.json").write_text("{}")
+    (board / "concepts" / "x" / "runs" / "big" / "intervention.safetensors").write_bytes(b"\0" * (2**20 + 1))
     (board / "concepts" / "x" / "cells").mkdir()
     (board / "concepts" / "x" / "cells" / "lr.lock").write_text('{"pid": 1, "host": "elsewhere"}')  # a worker's claim
     (board / "concepts" / "x" / "cells" / "dm.json").write_text("{}")
@@ -470,7 +471,7 @@ def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
         "bias-seed0",
         "dm",
         "lr-seed1",
-    }  # finished cells keep only their seed-0 run (a fitted method's one run; readability); unfinished keep all
+    }  # finished cells keep only their seed-0 run (a small fitted method's one run; readability); unfinished all
     assert (back / "concepts" / "x" / "runs" / "bias-seed0" / "cfg.json").exists()
     assert not (back / "concepts" / "x" / "runs" / "bias-seed0.ckpt").exists()  # checkpoints are not carried
     assert (back / "concepts" / "x" / "cells" / "dm.json").exists()  # finished cells travel ...
