@@ -12,12 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p outputs/train_sae
-stage() {  # stage <name> <command...>: run it and record its wall time
-  local name="$1"; shift
-  local t0; t0=$(date +%s)
-  "$@"
-  echo "{\"stage\": \"$name\", \"seconds\": $(( $(date +%s) - t0 )), \"finished\": \"$(date -u +%FT%TZ)\"}" >> outputs/train_sae/stages.jsonl
-}
+STAGES_LOG=outputs/train_sae/stages.jsonl
+source scripts/stage.sh  # stage <name> <command...>: run it and record its wall time
 stage corpus .venv/bin/python scripts/build_corpus.py --n-shards 51 --cache-layers 6 12 18
 stage activation_cache .venv/bin/python scripts/cache_activations.py --layers 6 12 18
 for layer in ${LAYERS:-12 6 18}; do

@@ -19,20 +19,16 @@ SAE_DIR=outputs/width/smollm2-l12-$D_SAE
 OUT=outputs/leaderboard/width-$D_SAE
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p outputs/width
-stage() {  # stage <name> <command...>: run it and record its wall time
-  local name="$1"; shift
-  local t0; t0=$(date +%s)
-  "$@"
-  echo "{\"stage\": \"$name\", \"seconds\": $(( $(date +%s) - t0 )), \"finished\": \"$(date -u +%FT%TZ)\"}" \
-    >> outputs/width/stages.jsonl
-}
+STAGES_LOG=outputs/width/stages.jsonl
+source scripts/stage.sh  # stage <name> <command...>: run it and record its wall time
 if [ ! -f "$SAE_DIR/sae_weights.safetensors" ]; then
   stage "train_sae_$D_SAE" "$PY" -m saebasis.cli train-sae layer=12 architecture=batchtopk d_sae="$D_SAE" \
     save_fp16=true out_dir="$SAE_DIR" work_dir="outputs/width/train-$D_SAE"
 fi
 others=()
 for m in unsteered prompting residual_adaptor diffmean diffmean_last pca sara sae_latent lora caa loreft sae_targeted \
-  sae_latent_output sae_latent_delta_conf sae_bias_reps sae_adaptor_sparse_reps residual_adaptor_reps; do
+  sae_latent_output sae_latent_delta_conf sae_latent_contrast_output sae_bias_reps sae_adaptor_sparse_reps \
+  residual_adaptor_reps; do
   others+=("methods.$m=null")
 done
 stage "readability_$D_SAE" "$PY" -m saebasis.cli leaderboard preset=full make_only=true "autocast=$AUTOCAST" \

@@ -36,6 +36,14 @@ def ranks(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def percentile_ci(draws: list[float]) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of bootstrap draws (nan, nan when there are none)."""
+    if not draws:
+        return (math.nan, math.nan)
+    ordered = sorted(draws)
+    return ordered[int(0.025 * len(ordered))], ordered[min(len(ordered) - 1, int(0.975 * len(ordered)))]
+
+
 def concept_bootstrap_ci(per_concept: dict[str, list[float]], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% CI of the mean over concepts of each concept's mean: resample concepts, then examples within each."""
     groups = [g for g in per_concept.values() if g]
@@ -46,8 +54,7 @@ def concept_bootstrap_ci(per_concept: dict[str, list[float]], n_boot: int = 1000
     for _ in range(n_boot):
         drawn = [groups[rng.randrange(len(groups))] for _ in groups]
         means.append(mean(mean(g[rng.randrange(len(g))] for _ in g) for g in drawn))
-    means.sort()
-    return means[int(0.025 * n_boot)], means[min(n_boot - 1, int(0.975 * n_boot))]
+    return percentile_ci(means)
 
 
 def per_instruction(res: dict) -> list[float]:
@@ -105,12 +112,7 @@ def paired_ratio(
         denominator = mean(y for _, y in drawn)
         if denominator:
             ratios.append(mean(x for x, _ in drawn) / denominator)
-    ratios.sort()
-    low, high = (
-        (ratios[int(0.025 * len(ratios))], ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))])
-        if ratios
-        else (math.nan, math.nan)
-    )
+    low, high = percentile_ci(ratios)
     return {
         "a": a,
         "b": b,

@@ -183,10 +183,8 @@ def forget(out: Path, concept: str, methods: list[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = "usage: board_state.sh pack|unpack [out_dir]  |  board_state.sh forget <out_dir> <concept> <method>..."
-    if not argv or argv[0] not in ("pack", "unpack", "forget") or (argv[0] != "forget" and len(argv) > 2):
-        print(usage, file=sys.stderr)
-        return 2
-    if argv[0] == "forget" and len(argv) < 4:
+    valid = bool(argv) and (len(argv) >= 4 if argv[0] == "forget" else argv[0] in ("pack", "unpack") and len(argv) <= 2)
+    if not valid:
         print(usage, file=sys.stderr)
         return 2
     out = Path(argv[1] if len(argv) > 1 else "outputs/leaderboard/full")

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from saebasis.eval.board import overall, paired_difference, paired_ratio
 from saebasis.experiments.leaderboard import finished_concepts
+from saebasis.interpret.readability import resolved
 
 
 def aligned(readability: dict, method: str) -> tuple[int, int, list[str]]:
     """(concepts where the method's top latents are aligned with CI above 0, concepts read, the aligned ones)."""
     read = {c: r[method] for c, r in readability.items() if method in r}
-    hits = [c for c, r in read.items() if r.get("ci95") and r["ci95"][0] > 0]
+    hits = [c for c, r in read.items() if resolved(r) == "+"]
     return len(hits), len(read), hits
 
 

@@ -16,13 +16,16 @@ import json
 from pathlib import Path
 from statistics import mean
 
+from saebasis.interpret.readability import resolved
+
 
 def _num(x) -> str:
     return "-" if not isinstance(x, (int, float)) else f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
 
 
 def aligned(cell: dict) -> bool:
-    return bool(cell.get("ci95")) and cell["ci95"][0] > 0
+    """The alignment's CI lies above 0 (readability.resolved's '+')."""
+    return resolved(cell) == "+"
 
 
 def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
