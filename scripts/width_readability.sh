@@ -25,14 +25,9 @@ if [ ! -f "$SAE_DIR/sae_weights.safetensors" ]; then
   stage "train_sae_$D_SAE" "$PY" -m saebasis.cli train-sae layer=12 architecture=batchtopk d_sae="$D_SAE" \
     save_fp16=true out_dir="$SAE_DIR" work_dir="outputs/width/train-$D_SAE"
 fi
-others=()
-for m in unsteered prompting residual_adaptor diffmean diffmean_last pca sara sae_latent lora caa loreft sae_targeted \
-  sae_latent_output sae_latent_delta_conf sae_latent_contrast_output sae_bias_reps sae_adaptor_sparse_reps \
-  residual_adaptor_reps; do
-  others+=("methods.$m=null")
-done
 stage "readability_$D_SAE" "$PY" -m saebasis.cli leaderboard preset=full make_only=true "autocast=$AUTOCAST" \
-  'seeds=[0]' "sae.path=$SAE_DIR" "stack_overrides=['sae.path=$SAE_DIR']" "out_dir=$OUT" "${others[@]}"
+  'seeds=[0]' "sae.path=$SAE_DIR" "stack_overrides=['sae.path=$SAE_DIR']" "out_dir=$OUT" \
+  'only=[sae_bias,sae_adaptor_sparse,sae_adaptor_lowrank]'
 "$PY" -m saebasis.interpret.readability_compare "$BOARD/leaderboard.json" "$OUT/leaderboard.json" \
   --names 4096 "$D_SAE" --quality saebasis/assets/sae/smollm2-l12/quality.json "$SAE_DIR/quality.json" \
   --out "outputs/width/readability-$D_SAE.md"

@@ -42,6 +42,7 @@ from saebasis.interpret.readability import read_runs
 from saebasis.runs import check_writable
 
 PASSED = (
+    "only",
     "model",
     "sae",
     "hook",
@@ -83,13 +84,14 @@ def concept_out(cfg: dict, concept: str) -> Path:
 
 def leaderboard(cfg) -> dict:
     from saebasis.core.stack import load_stack
-    from saebasis.experiments.compare import compare
+    from saebasis.experiments.compare import compare, keep_methods
 
     setup_env()
     cfg = to_dict(cfg)
     out = check_writable(Path(cfg["out_dir"]), "out_dir")  # a read-only out_dir is found before any work
     concepts = resolve_concepts(cfg["concepts"])
     loaded = {name: load_concept(name) for name in concepts}  # every concept loads (and validates) before heavy work
+    keep_methods(cfg["methods"], cfg.get("only"))  # a misnamed `only` row is found before any work
     unknown = sorted({m for pair in cfg.get("contrasts") or [] for m in pair} - set(cfg["methods"]))
     if unknown:  # a typo loses a table row, not results: said up front, the board runs
         print(

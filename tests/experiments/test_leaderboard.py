@@ -440,6 +440,32 @@ def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_run
     assert made == [] and json.loads((board / "concepts" / "alpha" / "results.json").read_text())["complete"]
 
 
+def test_only_keeps_the_named_rows_in_the_sets_order_and_refuses_other_names():
+    from saebasis.experiments.compare import keep_methods
+
+    methods = {"a": {"kind": "none"}, "b": {"kind": "fit"}, "c": None, "d": {"kind": "train"}}
+    assert list(keep_methods(methods)) == ["a", "b", "d"]  # null drops a row
+    assert list(keep_methods(methods, ["d", "a"])) == ["a", "d"] and list(keep_methods(methods, "b")) == ["b"]
+    for bad in (["a", "typo"], ["c"], []):  # a misspelt row, a null row, nothing named
+        with pytest.raises(ValueError, match=r"only must name methods of the method set.*\['a', 'b', 'd'\]"):
+            keep_methods(methods, bad)
+
+
+def test_leaderboard_only_makes_the_named_rows_and_a_misnamed_row_stops_it_before_the_model(tiny_board, monkeypatch):
+    tmp_path, concepts, overrides = tiny_board
+    import saebasis.core.stack as stack_mod
+
+    methods = {k: v for k, v in METHODS.items() if k != "ghost"}
+    cfg = board_cfg([*overrides, f"concepts=[{concepts[0]}]", "make_only=true"])
+    with monkeypatch.context() as m:
+        m.setattr(stack_mod, "load_stack", lambda *a, **k: pytest.fail("loaded the model before checking only"))
+        with pytest.raises(ValueError, match=r"got \['dmm'\].*\['bias', 'dm', 'unsteered'\]"):
+            leaderboard({**cfg, "methods": methods, "only": ["dmm"]})
+    leaderboard({**cfg, "methods": methods, "only": ["dm"]})
+    runs = tmp_path / "board" / "concepts" / "alpha" / "runs"
+    assert (runs / "dm" / "intervention.safetensors").exists() and not (runs / "bias-seed0").exists()
+
+
 def test_board_state_round_trips_runs_and_results_without_checkpoints(tmp_path):
     import subprocess
     from pathlib import Path

@@ -83,7 +83,7 @@ def normalise(cfg: dict) -> dict:
             "(saebasis.config.compose('compare', ...))."
         )
     cfg["seeds"] = [int(s) for s in (cfg.get("seeds") or [cfg.get("seed", 0)])]
-    cfg["methods"] = {k: v for k, v in (cfg.get("methods") or {}).items() if v is not None}  # null drops a method
+    cfg["methods"] = keep_methods(cfg.get("methods") or {}, cfg.get("only"))
     if cfg["select_by"] not in (None, "score", "ab"):
         raise ValueError(
             f"select_by must be null (the concept's), 'score' (harmonic-mean text score) or 'ab' "
@@ -98,6 +98,22 @@ def normalise(cfg: dict) -> dict:
     if cfg.get("autocast") not in (None, *MIXED):
         raise ValueError(f"autocast must be null (full precision) or one of {list(MIXED)}, got {cfg['autocast']!r}.")
     return cfg
+
+
+def keep_methods(methods: dict, only=None, where: str = "only") -> dict:
+    """The method specs that are not null (null drops a method) and, when `only` names some, only those, in the
+    method set's order. A name not in the set is an error naming the set, before any work."""
+    methods = {k: v for k, v in methods.items() if v is not None}
+    if only is None:
+        return methods
+    only = [only] if isinstance(only, str) else list(only)
+    unknown = [m for m in only if m not in methods]
+    if unknown or not only:
+        raise ValueError(
+            f"{where} must name methods of the method set, got {unknown or only!r}; the set (null rows left out): "
+            f"{sorted(methods)}. Fix the names, e.g. {where}=[{','.join(list(methods)[:2])}]."
+        )
+    return {k: v for k, v in methods.items() if k in only}
 
 
 def method_config(name: str, spec: dict, cfg: dict, out: Path, seed: int) -> dict | None:
