@@ -89,3 +89,39 @@ def test_architecture_page_lists_the_layers_the_import_test_enforces():
     rows = re.findall(r"^\| \d+ \| (.*) \|$", text, re.MULTILINE)
     listed = [tuple(re.findall(r"`(saebasis[\w.]*)`", cells)) for cells in rows]
     assert listed == [tuple(layer) for layer in LAYERS]
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """Every `saebasis <command> key=value ...` of the README and the docs -- a line of a bash block or an inline code
+    span -- whose values are all real (no `<placeholder>` or `[optional part]`, no multirun, no line continuation): (page, command,
+    overrides)."""
+    import shlex
+
+    from saebasis.cli import COMMANDS
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text()
+        lines = [ln for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL) for ln in block.splitlines()]
+        lines += re.findall(r"(?<!`)`((?:\.venv/bin/)?saebasis [^`]+)`", text)
+        for line in lines:
+            line = line.split(" #")[0].strip()
+            match = re.match(r"^(?:\.venv/bin/)?saebasis (\S+)(.*)$", line)
+            if not match or match.group(1) not in COMMANDS or re.search(r"<|\\$| -m\b|\.\.\.| \[", line):
+                continue
+            found.append((str(page.relative_to(ROOT)), match.group(1), shlex.split(match.group(2))))
+    return found
+
+
+def test_every_documented_command_line_composes():
+    """A renamed key, group or option breaks the documented command that uses it: each composes as the CLI would."""
+    from saebasis.cli import COMMANDS
+    from saebasis.config import compose
+
+    lines = documented_commands()
+    assert len(lines) >= 40 and {"README.md", "docs/cli.md", "docs/methods.md"} <= {page for page, _, _ in lines}
+    for page, command, overrides in lines:
+        try:
+            compose(COMMANDS[command][0], overrides)
+        except Exception as err:  # noqa: BLE001 -- named with its page and line below
+            raise AssertionError(f"{page}: `saebasis {command} {' '.join(overrides)}` does not compose: {err}") from err
