@@ -93,8 +93,8 @@ def test_architecture_page_lists_the_layers_the_import_test_enforces():
 
 def documented_commands() -> list[tuple[str, str, list[str]]]:
     """Every `saebasis <command> key=value ...` of the README and the docs -- a line of a bash block or an inline code
-    span -- whose values are all real (no `<placeholder>` or `[optional part]`, no multirun, no line continuation): (page, command,
-    overrides)."""
+    span -- whose values are all real (no `<placeholder>` or `[optional part]`, no multirun, no line continuation):
+    (page, command, overrides)."""
     import shlex
 
     from saebasis.cli import COMMANDS
