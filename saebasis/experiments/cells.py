@@ -113,6 +113,13 @@ def read_cell(out: Path, method: str) -> dict | None:
         return None
 
 
+def saved_between(out: Path, methods, start: float = 0.0, end: float = float("inf")) -> int:
+    """How many of `methods` have a cell in the concept folder `out` saved between `start` and `end` (by any worker;
+    the cell's record says when): a concept's progress, for time estimates."""
+    times = [((read_cell(out, m) or {}).get("cell") or {}).get("record", {}).get("finished") for m in methods]
+    return sum(t is not None and start <= t <= end for t in times)
+
+
 def record(worker=0) -> dict:
     """Who computed a cell: stored in the cell beside its result."""
     return {"pid": os.getpid(), "host": socket.gethostname(), "worker": worker, "finished": time.time()}

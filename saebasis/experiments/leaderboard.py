@@ -91,7 +91,7 @@ def leaderboard(cfg) -> dict:
     out = check_writable(Path(cfg["out_dir"]), "out_dir")  # a read-only out_dir is found before any work
     concepts = resolve_concepts(cfg["concepts"])
     loaded = {name: load_concept(name) for name in concepts}  # every concept loads (and validates) before heavy work
-    keep_methods(cfg["methods"], cfg.get("only"))  # a misnamed `only` row is found before any work
+    rows = list(keep_methods(cfg["methods"], cfg.get("only")))  # a misnamed `only` row is found before any work
     unknown = sorted({m for pair in cfg.get("contrasts") or [] for m in pair} - set(cfg["methods"]))
     if unknown:  # a typo loses a table row, not results: said up front, the board runs
         print(
@@ -107,11 +107,14 @@ def leaderboard(cfg) -> dict:
         unit="concept",
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
     )
-    worked: list[float] = []  # wall seconds of the concepts this run computed (a resumed, finished one takes seconds)
-    pending = [not judged(out, c) for c in concepts]  # read once: only the concept being run changes during the run
+    # the work left in concepts' worth of cells (a partly finished concept counts its missing cells only), and the
+    # wall seconds / share of a concept's cells saved (by any worker) while this run computed each concept
+    make_only = bool(cfg.get("make_only"))
+    left_work = [0.0 if judged(out, c) else share_left(concept_out(cfg, c), rows, make_only) for c in concepts]
+    worked: list[tuple[float, float]] = []
     for i, name in enumerate(bar):
         ccfg = concept_cfg(cfg, name)
-        bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(pending[i:]))}")
+        bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(left_work[i:]))}")
         t0 = time.time()
         if cfg.get("make_only"):  # train / fit every cell, no generation: a later full run reuses the runs
             make_cells(ccfg, stack, loaded[name])
@@ -120,11 +123,17 @@ def leaderboard(cfg) -> dict:
         if cfg["readability"] and (cfg.get("make_only") or judged(out, name)):
             read_concept(cfg, name)  # coverage / alignment of every SAE-basis method on this concept
         merge(out, cfg, concepts, time.time() - start)
-        if pending[i]:
-            worked.append(time.time() - t0)
+        if left_work[i]:
+            share = (
+                left_work[i]  # make_only saves runs, not cells: the concept's pass is its share
+                if make_only
+                else cells.saved_between(concept_out(cfg, name), rows, t0) / len(rows)
+            )
+            if share:
+                worked.append((time.time() - t0, share))
         print(
             f"[saebasis leaderboard] {Path(name).name}: {(time.time() - t0) / 60:.1f} min ({i + 1}/{len(concepts)}); "
-            f"{time_left(worked, sum(pending[i + 1 :]))}",
+            f"{time_left(worked, sum(left_work[i + 1 :]))}",
             flush=True,
         )
     paths, left = merge(out, cfg, concepts, time.time() - start, final=True)
@@ -208,17 +217,24 @@ def finished_concepts(out: Path, order: list[str] = ()) -> tuple[dict[str, dict]
     return results, left
 
 
-def time_left(worked: list[float], left: int) -> str:
-    """The time estimate of a board: the mean wall time of the concepts this run computed times the concepts left
-    to compute. Concepts a resume found finished are counted in neither (they take seconds, not minutes)."""
-    if left == 0:
+def share_left(concept_dir: Path, rows: list[str], make_only: bool = False) -> float:
+    """The share of a concept's cells (one per row) not saved yet; make_only saves runs, not cells: 1.0."""
+    return 1.0 if make_only or not rows else 1.0 - cells.saved_between(concept_dir, rows) / len(rows)
+
+
+def time_left(worked: list[tuple[float, float]], left: float) -> str:
+    """The time estimate of a board: the wall seconds this run spent on concepts over the share of their cells saved
+    meanwhile (by every worker), times the concepts' worth of cells left. Cells found finished count in neither, so
+    a resumed, partly finished concept neither inflates nor deflates the estimate."""
+    if left <= 0:
         return "nothing left to compute"
     if not worked:
-        return f"{left} concept(s) to compute, no estimate until one has run here"
-    per = sum(worked) / len(worked)
+        return f"{left:.3g} concept(s) to compute, no estimate until one has run here"
+    per = sum(s for s, _ in worked) / sum(share for _, share in worked)
+    done = sum(share for _, share in worked)
     return (
-        f"~{per * left / 3600:.1f} h left ({left} concept(s) at {per / 60:.1f} min, "
-        f"the mean of the {len(worked)} computed in this run)"
+        f"~{per * left / 3600:.1f} h left ({left:.3g} concept(s) at {per / 60:.1f} min, from the {done:.3g} "
+        "computed in this run)"
     )
 
 

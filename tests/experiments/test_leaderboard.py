@@ -165,13 +165,28 @@ def test_contrast_agreement_says_which_orderings_each_board_resolves(tmp_path):
         )
 
 
-def test_time_left_counts_only_concepts_computed_in_this_run():
+def test_time_left_divides_the_time_spent_by_the_cells_saved_meanwhile():
     assert (
-        time_left([600.0, 1200.0], 4)
-        == "~1.0 h left (4 concept(s) at 15.0 min, the mean of the 2 computed in this run)"
+        time_left([(600.0, 1.0), (300.0, 0.5)], 4)
+        == "~0.7 h left (4 concept(s) at 10.0 min, from the 1.5 computed in this run)"
     )
-    assert time_left([], 3) == "3 concept(s) to compute, no estimate until one has run here"
-    assert time_left([5.0], 0) == "nothing left to compute"
+    # a resumed concept with 17 of 20 cells saved before: its 3.5 minutes are 3 cells' worth, not a concept's
+    assert time_left([(210.0, 0.15)], 8) == "~3.1 h left (8 concept(s) at 23.3 min, from the 0.15 computed in this run)"
+    assert time_left([], 2.85) == "2.85 concept(s) to compute, no estimate until one has run here"
+    assert time_left([(5.0, 1.0)], 0) == "nothing left to compute"
+
+
+def test_a_concepts_progress_counts_the_cells_saved_in_a_window_by_any_worker(tmp_path):
+    from saebasis.experiments import cells
+    from saebasis.experiments.leaderboard import share_left
+
+    for method, finished in (("a", 10.0), ("b", 20.0)):
+        cells.write_cell(tmp_path, method, {"cell": {"record": {"worker": 1, "finished": finished}}})
+    cells.cell_path(tmp_path, "d").write_text("{torn")  # unreadable: not saved
+    rows = ["a", "b", "c", "d"]
+    assert cells.saved_between(tmp_path, rows) == 2 and cells.saved_between(tmp_path, rows, 15.0) == 1
+    assert cells.saved_between(tmp_path, rows, 0.0, 15.0) == 1 and cells.saved_between(tmp_path / "none", rows) == 0
+    assert share_left(tmp_path, rows) == 0.5 and share_left(tmp_path, rows, make_only=True) == 1.0
 
 
 def test_ranks_wins_and_mean_rank_are_exact():
