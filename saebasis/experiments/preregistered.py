@@ -12,7 +12,9 @@ markdown page and its JSON beside it:
       the CI's lower end > 0); met when one row passes all three;
   (c) reading: for the rows that pass (b), on how many concepts their seed-0 top-10 latents are aligned with the
       concept (the readability alignment's CI above 0); met when one of them reaches `min_aligned` (default 7).
-Every row's figures are reported whatever the outcome, so a reading that is not met shows by how much.
+Every row's figures are reported whatever the outcome, so a reading that is not met shows by how much. Rows added
+after the run started (`added`, default sae_latent_contrast_output) are reported beside the registered ones -- their
+ratio to `contrast`, their row of the table, marked -- and count in no reading: the leader is the registered rows'.
 """
 
 from __future__ import annotations
@@ -41,16 +43,21 @@ def readings(
     baselines: tuple[str, ...] = ("diffmean_last", "caa"),
     ratio_needed: float = 1.5,
     min_aligned: int = 7,
+    added: tuple[str, ...] = (),
 ) -> dict:
     """The three readings from a board's per-concept results ({concept: results.json}) and its readability table
-    ({concept: {method: readability}})."""
+    ({concept: {method: readability}}); `added` rows are reported and never counted."""
     missing = [m for m in (selected, contrast, *baselines) if not any(m in b["results"] for b in results.values())]
     if missing:
         raise ValueError(
             f"the board has no row for {missing}: the readings need {selected}, {contrast} and {baselines}."
         )
     ratio = paired_ratio(results, selected, contrast)
-    leader = overall(results)[0]["method"]
+    registered = {
+        c: {**b, "results": {m: r for m, r in b["results"].items() if m not in added}} for c, b in results.items()
+    }
+    leader = overall(registered)[0]["method"]
+    present = [m for m in added if any(m in b["results"] for b in results.values())]
     sae_rows = sorted({m for by_method in readability.values() for m in by_method})
     rows = []
     for method in sae_rows:
@@ -70,13 +77,15 @@ def readings(
                 "aligned": hits,
                 "read": read,
                 "aligned_concepts": where,
+                "added": method in added,
             }
         )
-    passing = [r for r in rows if r["passes_b"]]
+    passing = [r for r in rows if r["passes_b"] and not r["added"]]
     return {
         "concepts": len(results),
         "leader": leader,
         "a": {**ratio, "needed": ratio_needed, "met": ratio["ratio"] >= ratio_needed},
+        "added": {m: paired_ratio(results, m, contrast) for m in present},
         "b": {"met": bool(passing), "passing": [r["method"] for r in passing]},
         "c": {
             "met": any(r["aligned"] >= min_aligned for r in passing),
@@ -101,6 +110,11 @@ def render(got: dict) -> str:
         f"- (a) selection: {met[a['met']]}. Mean concept-judge score `{a['a']}` {a['mean_a']:.3f} / `{a['b']}` "
         f"{a['mean_b']:.3f} = {a['ratio']:.2f}x (95% paired bootstrap CI over concepts {a['ci_low']:.2f}-"
         f"{a['ci_high']:.2f}x; needed >= {a['needed']}x).",
+        *(
+            f"  - added after the run started, not a reading: `{m}` / `{r['b']}` = {r['ratio']:.2f}x "
+            f"(CI {r['ci_low']:.2f}-{r['ci_high']:.2f}x, {r['concepts']} concepts)"
+            for m, r in got["added"].items()
+        ),
         f"- (b) score: {met[b['met']]}. SAE-basis rows not resolved below the leader and resolved above "
         f"{' and '.join(f'`{x}`' for x in baselines)}: {', '.join(f'`{m}`' for m in b['passing']) or 'none'}.",
         f"- (c) reading: {met[c['met']]}. "
@@ -119,7 +133,7 @@ def render(got: dict) -> str:
     for r in got["rows"]:
         lead = "is the leader" if r["vs_leader"] is None else ci(r["vs_leader"])
         lines.append(
-            f"| {r['method']} | {lead} | "
+            f"| {r['method']}{' (added, not counted)' if r['added'] else ''} | {lead} | "
             + " | ".join(ci(r["vs_baselines"][x]) for x in baselines)
             + f" | {'yes' if r['passes_b'] else 'no'} | {r['aligned']} / {r['read']}"
             + (f" ({', '.join(r['aligned_concepts'])})" if r["aligned_concepts"] else "")
@@ -137,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--selected", default="sae_latent_output")
     parser.add_argument("--contrast", default="sae_latent")
     parser.add_argument("--baselines", nargs="+", default=["diffmean_last", "caa"])
+    parser.add_argument(
+        "--added", nargs="*", default=["sae_latent_contrast_output"], help="rows added after the run started"
+    )
     args = parser.parse_args(argv)
     page = args.board / "leaderboard.json"
     if not page.exists():
@@ -150,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.selected,
         args.contrast,
         tuple(args.baselines),
+        added=tuple(args.added),
     )
     text = render(got)
     if args.out:

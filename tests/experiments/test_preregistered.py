@@ -99,3 +99,24 @@ def test_main_reads_a_board_folder_and_writes_the_page(tmp_path):
     assert "(c) reading: **met**" in (tmp_path / "readings.md").read_text()
     with pytest.raises(SystemExit, match="No leaderboard.json"):
         main([str(tmp_path / "concepts")])
+
+
+def test_a_row_added_after_the_run_started_is_reported_and_never_counted():
+    results, read = board(), readable(7)
+    for i, c in enumerate(CONCEPTS):  # far above every row (it would lead and pass (b)), aligned everywhere
+        results[c]["results"]["sae_new"] = cell([0.95] * N, 3 * (0.1 + 0.02 * i))
+        read[c]["sae_new"] = {"ci95": [0.05, 0.2]}
+    counted = readings(results, read)
+    assert counted["leader"] == "sae_new" and "sae_new" in counted["b"]["passing"]  # the guard below bites
+    got = readings(results, read, added=("sae_new", "never_ran"))
+    assert got["leader"] == "lora" and got["b"]["passing"] == ["sae_x"]  # the registered rows' leader and reading
+    assert got["c"]["best_of_passing"] == 7
+    new = {r["method"]: r for r in got["rows"]}["sae_new"]
+    assert new["added"] and new["passes_b"] and new["aligned"] == 8  # its figures are kept, marked
+    assert list(got["added"]) == ["sae_new"] and math.isclose(got["added"]["sae_new"]["ratio"], 3.0)
+    page = render(got)
+    assert "| sae_new (added, not counted) |" in page
+    assert (
+        "added after the run started, not a reading: `sae_new` / `sae_latent` = 3.00x (CI 3.00-3.00x, 8 concepts)"
+        in page
+    )
