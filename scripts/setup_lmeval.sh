@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Optional: lm-evaluation-harness (lm_eval 0.4.13, which has the `steered` model type) in saebasis' own venv (.venv),
-# to run the capability task (saebasis/eval/capability/) on an exported steering file offline (docs/export.md).
+# to run the capability task (saebasis/eval/capability_task/) on an exported steering file offline (docs/export.md).
 # torch / transformers / numpy are held at what .venv has, so nothing here can replace them.
 #   bash scripts/setup_lmeval.sh
 set -euo pipefail

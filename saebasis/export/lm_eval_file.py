@@ -3,7 +3,7 @@
 name under model.base_model, e.g. "layers.k" for a Llama (its forward hook adds coefficient x vector to the output):
 
     lm_eval --model steered --model_args pretrained=<hf folder>,steer_path=steer.pt --tasks saebasis_capability \
-        --include_path <saebasis>/eval/capability
+        --include_path <saebasis>/eval/capability_task
 
 The file holds the shift at the exported strength with steering_coefficient 1.0 (lm_eval's own scale: a
 coefficient c scales the shift). It is written with torch.save, the format lm_eval reads; saebasis itself never

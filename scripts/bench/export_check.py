@@ -3,7 +3,7 @@ steered by the run's control vector), and the capability the steering keeps (sae
 
     python scripts/bench/export_check.py --run <run dir> --strength 2.0            # both checks
     python scripts/bench/export_check.py --run <run dir> --strength 2.0 --skip-llamacpp
-Writes scripts/bench/results/export_check.json (figures in docs/export.md). llama.cpp: bash scripts/setup_llamacpp.sh.
+Writes scripts/bench/results/export_check.json. llama.cpp: bash scripts/setup_llamacpp.sh.
 """
 
 from __future__ import annotations
