@@ -1,4 +1,5 @@
-"""Write scripts/bench/results/SUMMARY.md from results/{memory,generation,training}.json and their .cuda*.json variants (not the --quick ones).
+"""Write scripts/bench/results/SUMMARY.md from results/{memory,generation,training}.json and their .cuda*.json
+variants (not the --quick ones).
 
 python scripts/bench/summary.py
 """
