@@ -116,11 +116,11 @@ def leaderboard(cfg) -> dict:
         ccfg = concept_cfg(cfg, name)
         bar.set_postfix_str(f"{Path(name).name}; {time_left(worked, sum(left_work[i:]))}")
         t0 = time.time()
-        if cfg.get("make_only"):  # train / fit every cell, no generation: a later full run reuses the runs
+        if make_only:  # train / fit every cell, no generation: a later full run reuses the runs
             make_cells(ccfg, stack, loaded[name])
         else:
             compare(ccfg, stack=stack, concept=loaded[name])
-        if cfg["readability"] and (cfg.get("make_only") or judged(out, name)):
+        if cfg["readability"] and (make_only or judged(out, name)):
             read_concept(cfg, name)  # coverage / alignment of every SAE-basis method on this concept
         merge(out, cfg, concepts, time.time() - start)
         if left_work[i]:
@@ -230,8 +230,8 @@ def time_left(worked: list[tuple[float, float]], left: float) -> str:
         return "nothing left to compute"
     if not worked:
         return f"{left:.3g} concept(s) to compute, no estimate until one has run here"
-    per = sum(s for s, _ in worked) / sum(share for _, share in worked)
     done = sum(share for _, share in worked)
+    per = sum(s for s, _ in worked) / done
     return (
         f"~{per * left / 3600:.1f} h left ({left:.3g} concept(s) at {per / 60:.1f} min, from the {done:.3g} "
         "computed in this run)"

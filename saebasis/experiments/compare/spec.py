@@ -100,7 +100,7 @@ def normalise(cfg: dict) -> dict:
     return cfg
 
 
-def keep_methods(methods: dict, only=None, where: str = "only") -> dict:
+def keep_methods(methods: dict, only=None) -> dict:
     """The method specs that are not null (null drops a method) and, when `only` names some, only those, in the
     method set's order. A name not in the set is an error naming the set, before any work."""
     methods = {k: v for k, v in methods.items() if v is not None}
@@ -110,8 +110,8 @@ def keep_methods(methods: dict, only=None, where: str = "only") -> dict:
     unknown = [m for m in only if m not in methods]
     if unknown or not only:
         raise ValueError(
-            f"{where} must name methods of the method set, got {unknown or only!r}; the set (null rows left out): "
-            f"{sorted(methods)}. Fix the names, e.g. {where}=[{','.join(list(methods)[:2])}]."
+            f"only must name methods of the method set, got {unknown or only!r}; the set (null rows left out): "
+            f"{sorted(methods)}. Fix the names, e.g. only=[{','.join(list(methods)[:2])}]."
         )
     return {k: v for k, v in methods.items() if k in only}
 
