@@ -47,7 +47,8 @@ def readings(
 ) -> dict:
     """The three readings from a board's per-concept results ({concept: results.json}) and its readability table
     ({concept: {method: readability}}); `added` rows are reported and never counted."""
-    missing = [m for m in (selected, contrast, *baselines) if not any(m in b["results"] for b in results.values())]
+    on_board = {m for b in results.values() for m in b["results"]}
+    missing = [m for m in (selected, contrast, *baselines) if m not in on_board]
     if missing:
         raise ValueError(
             f"the board has no row for {missing}: the readings need {selected}, {contrast} and {baselines}."
@@ -57,7 +58,7 @@ def readings(
         c: {**b, "results": {m: r for m, r in b["results"].items() if m not in added}} for c, b in results.items()
     }
     leader = overall(registered)[0]["method"]
-    present = [m for m in added if any(m in b["results"] for b in results.values())]
+    present = [m for m in added if m in on_board]
     sae_rows = sorted({m for by_method in readability.values() for m in by_method})
     rows = []
     for method in sae_rows:
