@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 
 from saebasis.interpret import plots
+from saebasis.interpret.texts import shown_path
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
 img{max-width:100%;display:block;margin:1em 0}table{border-collapse:collapse}td,th{padding:.15em .6em;text-align:left}
@@ -16,13 +17,6 @@ img{max-width:100%;display:block;margin:1em 0}table{border-collapse:collapse}td,
 padding:.25em .4em;background:#fafafa}
 .skip{color:#aaa}.auto{color:#7a4b00}code{background:#f3f3f3;padding:0 .2em}.note{font-size:90%;color:#555}
 .peak{outline:2px solid #b30000;font-weight:bold}.effect{color:#555;font-size:90%}"""
-
-
-def shown_path(text: str) -> str:
-    """A path as a reader can reuse it: relative to the working folder, or to the folder holding the package."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        text = text.replace(f"{root}/", "")
-    return text
 
 
 def token_span(text: str, act: float, peak: float, skipped: bool, is_peak: bool = False) -> str:

@@ -30,7 +30,7 @@ from saebasis.interpret.measure import Measured, agreement, measure, residual_un
 from saebasis.interpret.rank import Ranking, norm_explained, order_of, scores_of
 from saebasis.interpret.render import render
 from saebasis.interpret.table import LatentTable, TableSettings, effect_of, latent_table
-from saebasis.interpret.texts import load_corpus
+from saebasis.interpret.texts import load_corpus, shown_path
 from saebasis.runs import check_writable, load_run
 
 READ_SIDE_NOTE = (
@@ -276,7 +276,7 @@ def interpret(cfg) -> dict:
     top = ranking.indices.tolist()
     concept = _concept(cfg, run)
     data = {
-        "run": str(run.path),
+        "run": shown_path(str(run.path)),
         "method": run.cfg["method"],
         "model": loaded.name,
         "sae": sae.source,

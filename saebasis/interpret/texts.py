@@ -37,6 +37,14 @@ class Corpus(NamedTuple):
     source: str  # where the texts came from, in words
 
 
+def shown_path(text: str) -> str:
+    """A path as a reader can reuse it and as it may be stored in a shared file: relative to the working folder, or
+    to the folder holding the package (no machine's absolute path)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        text = text.replace(f"{root}/", "")
+    return text
+
+
 def dataset_texts(data_dir: Path = DATA_DIR) -> list[str]:
     """prompt + positive, prompt + negative and neutral prompts of every concept folder, in name order."""
     texts: list[str] = []
@@ -56,7 +64,7 @@ def _rows(rows: list[dict], source: str) -> Corpus:
 def shard_corpus(folder: Path) -> Corpus:
     """Held-out shards of a shard folder when it has any, else every shard."""
     split = "heldout" if any(is_heldout(i) for i in shard_indices(folder)) else "all"
-    return _rows(read_shards(folder, split), f"{folder} ({split} shards)")
+    return _rows(read_shards(folder, split), f"{shown_path(str(folder))} ({split} shards)")
 
 
 def load_corpus(corpus: str | Sequence[str] | None, n_docs: int | None = None) -> Corpus:
