@@ -110,7 +110,7 @@ def leaderboard(cfg) -> dict:
     # the work left in concepts' worth of cells (a partly finished concept counts its missing cells only), and the
     # wall seconds / share of a concept's cells saved (by any worker) while this run computed each concept
     make_only = bool(cfg.get("make_only"))
-    left_work = [0.0 if judged(out, c) else share_left(concept_out(cfg, c), rows, make_only) for c in concepts]
+    left_work = [0.0 if judged(out, c, rows) else share_left(concept_out(cfg, c), rows, make_only) for c in concepts]
     worked: list[tuple[float, float]] = []
     for i, name in enumerate(bar):
         ccfg = concept_cfg(cfg, name)
@@ -193,13 +193,15 @@ def merge(out: Path, cfg: dict, concepts: list[str], seconds: float, final: bool
     return paths, left
 
 
-def judged(out: Path, concept: str) -> bool:
-    """The concept's results.json in the board `out` is complete already (a resume will skip its cells)."""
+def judged(out: Path, concept: str, rows=()) -> bool:
+    """The concept's results.json in the board `out` is complete already and holds every one of `rows` (a resume will
+    skip its cells; a row added to the method set after it was written is still to compute)."""
     path = out / "concepts" / Path(concept).name / "results.json"
     try:
-        return bool(json.loads(path.read_text()).get("complete")) if path.exists() else False
+        blob = json.loads(path.read_text()) if path.exists() else {}
     except (json.JSONDecodeError, OSError):
         return False
+    return bool(blob.get("complete")) and set(rows) <= set(blob.get("results") or {})
 
 
 def finished_concepts(out: Path, order: list[str] = ()) -> tuple[dict[str, dict], list[str]]:

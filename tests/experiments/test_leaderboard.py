@@ -189,6 +189,18 @@ def test_a_concepts_progress_counts_the_cells_saved_in_a_window_by_any_worker(tm
     assert share_left(tmp_path, rows) == 0.5 and share_left(tmp_path, rows, make_only=True) == 1.0
 
 
+def test_a_row_added_to_a_finished_concept_is_work_left(tmp_path):
+    from saebasis.experiments.leaderboard import judged
+
+    folder = tmp_path / "concepts" / "ocean"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"complete": True, "results": {"a": {}, "b": {}}}))
+    assert judged(tmp_path, "ocean") and judged(tmp_path, "ocean", ["a", "b"])
+    assert not judged(tmp_path, "ocean", ["a", "b", "added"])  # its time estimate counts the added row's cell
+    (folder / "results.json").write_text("{torn")
+    assert not judged(tmp_path, "ocean") and not judged(tmp_path, "missing")
+
+
 def test_ranks_wins_and_mean_rank_are_exact():
     results = {"a": _blob({"x": 0.9, "y": 0.5, "z": 0.5}), "b": _blob({"x": 0.2, "y": 0.8, "z": 0.1}, edges=("y",))}
     r = ranks({m: {c: results[c]["results"][m]["row"]["score"] for c in results} for m in ("x", "y", "z")})
