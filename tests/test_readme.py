@@ -21,32 +21,34 @@ def test_readme_is_at_most_10_kib():
     assert (ROOT / "README.md").stat().st_size <= 10_240
 
 
-def test_readme_results_table_quotes_the_published_boards():
-    """Every row of the README's headline table is the published fp32 and bf16 full boards' row, to the digit."""
+def test_readme_results_table_quotes_the_published_board():
+    """Every row of the README's headline table is the published 2025 full board's row, to the digit: score, CI, mean
+    rank, capability kept, latents changed per token and the concepts whose top latents are aligned (CI above 0)."""
     import json
 
-    boards = [
-        {r["method"]: r for r in json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())["overall"]}
-        for name in ("leaderboard_full", "leaderboard_full_bf16")
-    ]
+    board = json.loads((ROOT / "docs" / "results" / "leaderboard_full-2025.json").read_text())
+    overall = {r["method"]: r for r in board["overall"]}
     readme = (ROOT / "README.md").read_text()
     rows = re.findall(
-        r"^\| (\w+) \| (\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] \| (\d+\.\d{2}) \| "
-        r"(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] \| (\d+\.\d{2}) \|$",
+        r"^\| (\w+) \| (\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\] \| (\d+\.\d{2}) \| ([\d.]+|–) \| ([\d.]+|–) \| "
+        r"(\d+ / \d+|–) \|$",
         readme,
         re.MULTILINE,
     )
-    assert len(rows) >= 8, "the README's results table is missing or changed shape"
-    for method, *cells in rows:
-        quoted = [(cells[4 * i], cells[4 * i + 1], cells[4 * i + 2], cells[4 * i + 3]) for i in range(2)]
-        for board, (score, low, high, rank) in zip(boards, quoted):
-            r = board[method]
-            assert (score, low, high, rank) == (
-                f"{r['mean_score']:.3f}",
-                f"{r['ci_low']:.3f}",
-                f"{r['ci_high']:.3f}",
-                f"{r['mean_rank']:.2f}",
-            ), method
+    assert len(rows) >= 10, "the README's results table is missing or changed shape"
+    for method, score, low, high, rank, kept, latents, aligned in rows:
+        r, costs = overall[method], board["costs"][method]
+        assert (score, low, high, rank) == (
+            f"{r['mean_score']:.3f}",
+            f"{r['ci_low']:.3f}",
+            f"{r['ci_high']:.3f}",
+            f"{r['mean_rank']:.2f}",
+        ), method
+        assert kept == ("–" if costs.get("capability_kept") is None else f"{costs['capability_kept']:.3f}"), method
+        assert latents == ("–" if costs.get("latent_l0") is None else f"{costs['latent_l0']:.1f}"), method
+        read = [c[method] for c in board["readability"].values() if method in c]
+        expected = f"{sum(bool(x.get('ci95')) and x['ci95'][0] > 0 for x in read)} / {len(read)}" if read else "–"
+        assert aligned == expected, method
 
 
 def test_readme_and_docs_links_resolve():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from html import escape
-from pathlib import Path
 
 from saebasis.interpret import plots
 from saebasis.interpret.texts import shown_path
