@@ -193,25 +193,32 @@ def merge(out: Path, cfg: dict, concepts: list[str], seconds: float, final: bool
     return paths, left
 
 
+def concept_results(out: Path, concept: str) -> dict:
+    """A concept's results.json in the board `out`, or {} when it is missing or unreadable (a file torn by a stopped
+    merge): the one reader behind `judged` (a resume) and `finished_concepts` (a page), so both count such a concept
+    as not finished and a resume computes it again."""
+    path = Path(out) / "concepts" / Path(concept).name / "results.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return {}
+
+
 def judged(out: Path, concept: str, rows=()) -> bool:
     """The concept's results.json in the board `out` is complete already and holds every one of `rows` (a resume will
     skip its cells; a row added to the method set after it was written is still to compute)."""
-    path = out / "concepts" / Path(concept).name / "results.json"
-    try:
-        blob = json.loads(path.read_text()) if path.exists() else {}
-    except (json.JSONDecodeError, OSError):
-        return False
+    blob = concept_results(out, concept)
     return bool(blob.get("complete")) and set(rows) <= set(blob.get("results") or {})
 
 
 def finished_concepts(out: Path, order: list[str] = ()) -> tuple[dict[str, dict], list[str]]:
     """A board's complete concepts ({name: its results.json}, in `order`, then any others found) and the names of the
-    concept folders that are not finished (no results.json, or not complete): what a page is rendered from."""
+    concept folders that are not finished (no results.json, an unreadable one, or not complete): what a page is
+    rendered from."""
     found = sorted(d.name for d in (Path(out) / "concepts").glob("*") if d.is_dir())
     results, left = {}, []
     for concept in [c for c in order if c in found] + [c for c in found if c not in order]:
-        path = Path(out) / "concepts" / concept / "results.json"
-        blob = json.loads(path.read_text()) if path.exists() else {}
+        blob = concept_results(out, concept)
         if blob.get("complete"):
             results[concept] = blob
         else:

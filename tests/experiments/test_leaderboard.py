@@ -201,6 +201,18 @@ def test_a_row_added_to_a_finished_concept_is_work_left(tmp_path):
     assert not judged(tmp_path, "ocean") and not judged(tmp_path, "missing")
 
 
+def test_a_page_and_a_resume_agree_on_a_torn_results_file(tmp_path):
+    from saebasis.experiments.leaderboard import finished_concepts, judged
+
+    for name, text in {"law": json.dumps({"complete": True, "results": {"a": {}}}), "ocean": "{torn"}.items():
+        (tmp_path / "concepts" / name).mkdir(parents=True)
+        (tmp_path / "concepts" / name / "results.json").write_text(text)
+    (tmp_path / "concepts" / "space").mkdir()  # no results.json yet
+    done, left = finished_concepts(tmp_path, ["ocean", "law", "space"])
+    assert list(done) == ["law"] and left == ["ocean", "space"]  # the torn one is left, as a resume computes it again
+    assert judged(tmp_path, "law") and not judged(tmp_path, "ocean")
+
+
 def test_ranks_wins_and_mean_rank_are_exact():
     results = {"a": _blob({"x": 0.9, "y": 0.5, "z": 0.5}), "b": _blob({"x": 0.2, "y": 0.8, "z": 0.1}, edges=("y",))}
     r = ranks({m: {c: results[c]["results"][m]["row"]["score"] for c in results} for m in ("x", "y", "z")})
