@@ -138,6 +138,14 @@ def leaderboard(cfg) -> dict:
         )
     paths, left = merge(out, cfg, concepts, time.time() - start, final=True)
     print((out / "leaderboard.md").read_text())
+    if make_only:  # runs made and read, no cell judged: no concept is finished, and that is not another worker's doing
+        print(
+            f"[saebasis leaderboard] make_only: the runs of {len(concepts)} concept(s) made (and read) in "
+            f"{(time.time() - start) / 60:.1f} min, no cell judged -> {out}; the same command without make_only "
+            "judges them",
+            flush=True,
+        )
+        return {"out_dir": str(out), **paths, "pending": left}
     if left:
         print(
             f"[saebasis leaderboard] not finished yet (another worker holds cells of): {', '.join(left)}; the last "

@@ -448,7 +448,7 @@ def test_leaderboard_end_to_end_and_resume(tiny_board, monkeypatch, capsys):
     assert "not finished, left out: gamma" in capsys.readouterr().out
 
 
-def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_runs(tiny_board, monkeypatch):
+def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_runs(tiny_board, monkeypatch, capsys):
     tmp_path, concepts, overrides = tiny_board
     import saebasis.experiments.compare.evaluator as evaluator_mod
     import saebasis.experiments.compare.run as compare_mod
@@ -457,6 +457,8 @@ def test_make_only_trains_and_reads_every_cell_and_the_board_then_reuses_the_run
     cfg = {**board_cfg([*overrides, f"concepts=[{concepts[0]}]", "make_only=true"]), "methods": methods}
     monkeypatch.setattr(evaluator_mod, "generate_timed", lambda *a, **k: pytest.fail("make_only generated text"))
     leaderboard(cfg)
+    said = capsys.readouterr().out
+    assert "make_only: the runs of 1 concept(s) made" in said and "another worker" not in said
     board = tmp_path / "board"
     runs = board / "concepts" / "alpha" / "runs"
     assert (runs / "bias-seed0" / "intervention.safetensors").exists() and (
