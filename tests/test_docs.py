@@ -2,6 +2,7 @@
 API reference (mkdocstrings) resolves every object it names; every page is in the nav; no prose file narrates how the
 project was developed."""
 
+import json
 import os
 import re
 import subprocess
@@ -125,3 +126,28 @@ def test_every_documented_command_line_composes():
             compose(COMMANDS[command][0], overrides)
         except Exception as err:  # noqa: BLE001 -- named with its page and line below
             raise AssertionError(f"{page}: `saebasis {command} {' '.join(overrides)}` does not compose: {err}") from err
+
+
+def test_the_width_table_quotes_the_width_comparison():
+    """docs/results/readability.md's width table is the published comparison's figures, to the digit."""
+    blob = json.loads((ROOT / "docs/results/readability_width-16384.json").read_text())
+    page = (ROOT / "docs/results/readability.md").read_text()
+    m = blob["methods"]
+    for quality, aligned, name in zip(blob["quality"], ("aligned_a", "aligned_b"), ("4,096 (shipped)", "16,384")):
+        row = (
+            f"| {name} | {quality['explained_variance']:.3f} | {quality['l0']:.1f} | {quality['dead_fraction']:.1%} | "
+            f"{quality['ce_loss_recovered']:.3f} | {blob['total'][aligned]} | "
+            + " / ".join(
+                f"{m[k]['mean_diff_' + aligned[-1]]:+.3f}"
+                for k in ("sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank")
+            )
+            + " |"
+        )
+        assert row in page, row
+    counts = ", ".join(
+        f"{label} {m[k]['aligned_a']} -> {m[k]['aligned_b']}"
+        for k, label in (("sae_bias", "the SAE bias"), ("sae_adaptor_sparse", "the sparse SAE adaptor"))
+    )
+    assert counts in " ".join(page.split())
+    higher = sum(r["b_higher"] for r in m.values())
+    assert f"higher on {higher} of the {blob['total']['concepts']} cells" in " ".join(page.split())
