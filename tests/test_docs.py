@@ -133,13 +133,12 @@ def test_the_width_table_quotes_the_width_comparison():
     blob = json.loads((ROOT / "docs/results/readability_width-16384.json").read_text())
     page = (ROOT / "docs/results/readability.md").read_text()
     m = blob["methods"]
-    for quality, aligned, name in zip(blob["quality"], ("aligned_a", "aligned_b"), ("4,096 (shipped)", "16,384")):
+    for quality, side, name in zip(blob["quality"], ("a", "b"), ("4,096 (shipped)", "16,384")):
         row = (
             f"| {name} | {quality['explained_variance']:.3f} | {quality['l0']:.1f} | {quality['dead_fraction']:.1%} | "
-            f"{quality['ce_loss_recovered']:.3f} | {blob['total'][aligned]} | "
+            f"{quality['ce_loss_recovered']:.3f} | {blob['total'][f'aligned_{side}']} | "
             + " / ".join(
-                f"{m[k]['mean_diff_' + aligned[-1]]:+.3f}"
-                for k in ("sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank")
+                f"{m[k][f'mean_diff_{side}']:+.3f}" for k in ("sae_bias", "sae_adaptor_sparse", "sae_adaptor_lowrank")
             )
             + " |"
         )

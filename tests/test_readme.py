@@ -26,7 +26,7 @@ def test_readme_results_table_quotes_the_published_board():
     rank, capability kept, latents changed per token and the concepts whose top latents are aligned (CI above 0)."""
     import json
 
-    from saebasis.interpret.readability import resolved  # the readings' alignment test (CI above 0)
+    from saebasis.experiments.preregistered import aligned  # the readings' count of aligned concepts (CI above 0)
 
     board = json.loads((ROOT / "docs" / "results" / "leaderboard_full-2025.json").read_text())
     overall = {r["method"]: r for r in board["overall"]}
@@ -38,7 +38,7 @@ def test_readme_results_table_quotes_the_published_board():
         re.MULTILINE,
     )
     assert len(rows) >= 10, "the README's results table is missing or changed shape"
-    for method, score, low, high, rank, kept, latents, aligned in rows:
+    for method, score, low, high, rank, kept, latents, aligned_cell in rows:
         r, costs = overall[method], board["costs"][method]
         assert (score, low, high, rank) == (
             f"{r['mean_score']:.3f}",
@@ -48,9 +48,8 @@ def test_readme_results_table_quotes_the_published_board():
         ), method
         assert kept == ("–" if costs.get("capability_kept") is None else f"{costs['capability_kept']:.3f}"), method
         assert latents == ("–" if costs.get("latent_l0") is None else f"{costs['latent_l0']:.1f}"), method
-        read = [c[method] for c in board["readability"].values() if method in c]
-        expected = f"{sum(resolved(x) == '+' for x in read)} / {len(read)}" if read else "–"
-        assert aligned == expected, method
+        hits, read, _ = aligned(board["readability"], method)
+        assert aligned_cell == (f"{hits} / {read}" if read else "–"), method
 
 
 def test_readme_and_docs_links_resolve():
